@@ -1,0 +1,46 @@
+# `make run`: set up everything from a fresh clone and serve on the embedded store at :8000.
+# `make test`: the whole test suite. Both reuse what is already built.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MODEL := models/default/embedder.onnx
+REQS := requirements/serve.txt requirements/train.txt requirements/dev.txt
+HOST ?= 0.0.0.0
+PORT ?= 8000
+URL ?= http://127.0.0.1:8000
+
+.PHONY: run test lint typecheck model bench loadtest clean
+
+$(STAMP): $(REQS)
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# pip (not uv/poetry): it takes torch from the local wheel cache where there is one.
+	$(PY) -m pip install --quiet $(addprefix -r ,$(REQS))
+	touch $@
+
+$(MODEL): $(STAMP) model/exporter/default_embedder.py
+	$(PY) -m model.build_default --out $(dir $(MODEL))
+
+model: $(MODEL)
+
+run: $(STAMP) $(MODEL)
+	$(PY) -m uvicorn app.main:create_app --factory --host $(HOST) --port $(PORT) --workers 1
+
+test: $(STAMP) $(MODEL)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+bench: $(STAMP) $(MODEL)
+	$(PY) deploy/bench.py --model $(MODEL)
+
+loadtest: $(STAMP)
+	$(PY) -m deploy.loadtest --url $(URL)
+
+clean:
+	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The FastAPI retrieval service (torch-free)."""

@@ -1,0 +1,56 @@
+"""``Annotated`` dependencies shared by the routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from starlette.datastructures import FormData
+
+from app.retriever import Retriever
+from app.retriever_errors import UnsupportedMediaTypeError
+from app.service_state import ServiceState
+from app.settings import Settings
+
+ITEM_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+IMAGE_ID_PATTERN = r"^[A-Za-z0-9]{1,64}$"
+
+# Starlette's own caps on form parts; the per-request file limit is enforced by the retriever
+# so that it can answer with a clear message.
+_MAX_FORM_FILES = 1000
+_MAX_FORM_FIELDS = 100
+
+
+def get_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.service
+    return state
+
+
+def get_settings(state: Annotated[ServiceState, Depends(get_state)]) -> Settings:
+    return state.settings
+
+
+def get_retriever(state: Annotated[ServiceState, Depends(get_state)]) -> Retriever:
+    return state.require_retriever()
+
+
+async def multipart_form(request: Request) -> AsyncIterator[FormData]:
+    """The parsed multipart body (files spooled to disk past 1 MiB); 415 for anything else."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise UnsupportedMediaTypeError(
+            f"expected multipart/form-data, got {content_type or 'no content type'!r}"
+        )
+    async with request.form(max_files=_MAX_FORM_FILES, max_fields=_MAX_FORM_FIELDS) as form:
+        yield form
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RetrieverDep = Annotated[Retriever, Depends(get_retriever)]
+FormDep = Annotated[FormData, Depends(multipart_form)]
+ItemIdPath = Annotated[
+    str, Path(pattern=ITEM_ID_PATTERN, description="Item id: `[A-Za-z0-9._:-]{1,128}`.")
+]
+ImageIdPath = Annotated[str, Path(pattern=IMAGE_ID_PATTERN, description="Image id.")]

@@ -1,0 +1,61 @@
+"""The FastAPI application: ``uvicorn app.main:create_app --factory``.
+
+One process (one uvicorn worker) per instance; concurrency comes from a thread pool that runs
+decoding, inference, index and store work off the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI
+
+from app.body_limit import BodyLimitMiddleware
+from app.metrics import RequestMetricsMiddleware
+from app.problem import install_problem_handlers
+from app.routes import health_router, items_router, search_router
+from app.service_state import ServiceState
+from app.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings if settings is not None else Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    state = ServiceState(settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+        state.start_loading()
+        try:
+            yield
+        finally:
+            state.close()
+
+    app = FastAPI(
+        title="Centroid image retrieval",
+        version="0.1.0",
+        summary="Enroll gallery photos per item; query with a photo; items ranked by centroid.",
+        description=(
+            "Each item is one centroid: the L2-normalised mean of its gallery embeddings "
+            "(Wieczorek et al., 2021). Errors are RFC 9457 `application/problem+json`. "
+            f"Limits: {settings.max_request_bytes} bytes per request, "
+            f"{settings.max_images_per_request} files per enrollment, "
+            f"{settings.max_image_pixels} pixels per image, k <= {settings.max_k}."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    install_problem_handlers(app)
+    app.include_router(items_router(settings))
+    app.include_router(search_router(settings))
+    app.include_router(health_router())
+    app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
+    # Added last, so it is the outermost of ours: it sees the body before anything parses it.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    return app

@@ -1,0 +1,99 @@
+"""RFC 9457 problem details: every error the service answers is ``application/problem+json``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.retriever_errors import (
+    InvalidCursorError,
+    NotReadyError,
+    TooManyImagesError,
+    UnsupportedMediaTypeError,
+)
+from index.store.errors import (
+    ImageNotFoundError,
+    ItemNotFoundError,
+    ModelMismatchError,
+    StoreUnavailableError,
+)
+from model.artifact.image_decode import ImageDecodeError, ImageTooLargeError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+# Domain exception → HTTP status. Subclasses map through their first listed base.
+_STATUS_OF: Mapping[type[BaseException], int] = {
+    ImageDecodeError: 422,
+    ImageTooLargeError: 413,
+    ItemNotFoundError: 404,
+    ImageNotFoundError: 404,
+    StoreUnavailableError: 503,
+    NotReadyError: 503,
+    ModelMismatchError: 503,
+    UnsupportedMediaTypeError: 415,
+    TooManyImagesError: 422,
+    InvalidCursorError: 422,
+}
+
+
+def problem_response(
+    status: int, detail: str, *, title: str | None = None, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    body.update(extra)
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _exception_detail(exc: BaseException) -> str:
+    # KeyError's str() wraps its message in quotes.
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc) or type(exc).__name__
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Route FastAPI's, Starlette's and the domain's errors through :func:`problem_response`."""
+
+    async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return problem_response(exc.status_code, str(exc.detail))
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        return problem_response(422, summary or "invalid request", errors=errors)
+
+    async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+        for exc_type, status in _STATUS_OF.items():
+            if isinstance(exc, exc_type):
+                return problem_response(status, _exception_detail(exc))
+        raise exc  # pragma: no cover - only registered for the mapped types
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(500, "internal error; see the service log")
+
+    app.add_exception_handler(StarletteHTTPException, on_http_exception)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    for exc_type in _STATUS_OF:
+        app.add_exception_handler(exc_type, on_domain_error)
+    app.add_exception_handler(Exception, on_unexpected)

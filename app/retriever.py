@@ -1,0 +1,262 @@
+"""The retriever: image bytes → embedding → store (durable) → centroid index → ranked items.
+
+Routes are thin wrappers over this object. Every method is blocking and thread-safe; the HTTP
+layer calls them from worker threads, never on the event loop.
+
+Write ordering (per item, under that item's lock): blobs are written first, then the store
+commits, then the in-memory index is updated from the item state the store returned. So a 2xx
+means the store holds the images, and the next search on this instance sees them; two concurrent
+enrollments to one item cannot apply their index updates out of order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.metrics import ServiceMetrics
+from app.retriever_errors import TooManyImagesError
+from app.striped_lock import StripedLock
+from index.blob_store import BlobStore
+from index.centroid_index import CentroidIndex
+from index.centroid_math import centroid_from_sum, l2_normalize
+from index.store.records import (
+    DeleteOutcome,
+    ItemRecord,
+    ItemState,
+    ItemSummary,
+    ModelIdentity,
+    NewImage,
+)
+from index.store.store import Store
+from model.artifact.image_decode import (
+    ImageDecodeError,
+    ImageTooLargeError,
+    preprocess_bytes,
+    stack_batch,
+)
+from model.artifact.onnx_embedder import OnnxEmbedder
+
+
+@dataclass(frozen=True)
+class Upload:
+    filename: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    item_id: str
+    image_ids: list[str]
+    image_count: int
+    created: list[bool]
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    item_id: str
+    score: float
+
+
+def model_identity(embedder: OnnxEmbedder) -> ModelIdentity:
+    spec = embedder.spec
+    return ModelIdentity(name=spec.model_name, version=spec.model_version, dim=spec.embedding_dim)
+
+
+class Retriever:
+    def __init__(
+        self,
+        *,
+        embedder: OnnxEmbedder,
+        store: Store,
+        index: CentroidIndex,
+        blobs: BlobStore | None,
+        metrics: ServiceMetrics,
+        max_image_pixels: int,
+        max_images_per_request: int,
+    ) -> None:
+        self.embedder = embedder
+        self.store = store
+        self.index = index
+        self.blobs = blobs
+        self.metrics = metrics
+        self.max_image_pixels = max_image_pixels
+        self.max_images_per_request = max_images_per_request
+        self.identity = model_identity(embedder)
+        self._item_locks = StripedLock()
+        self._hash_locks = StripedLock()
+
+    # -- start-up -------------------------------------------------------------------------
+
+    def rebuild_index(self) -> int:
+        """Claim the store for this model (or refuse), then load every centroid. Returns items."""
+        self.store.claim_model_identity(self.identity)
+        self.index.rebuild(
+            (state.item_id, centroid_from_sum(state.embedding_sum))
+            for state in self.store.iter_item_states()
+        )
+        self._refresh_gauges()
+        return len(self.index)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def enroll(self, item_id: str, uploads: Sequence[Upload]) -> EnrollResult:
+        """Embed ``uploads`` as one batch and add them to ``item_id`` (all or nothing).
+
+        Re-sent bytes (in this call or an earlier one) are not counted twice: their existing
+        image id comes back. Raises ImageDecodeError / ImageTooLargeError before anything is
+        written, StoreUnavailableError if the store cannot commit.
+        """
+        if not uploads:
+            raise ImageDecodeError("no image in the request (form field 'images')")
+        if len(uploads) > self.max_images_per_request:
+            raise TooManyImagesError(
+                f"{len(uploads)} images in one request; the limit is {self.max_images_per_request}"
+            )
+        batch = self._decode([u.data for u in uploads], [u.filename for u in uploads])
+        with self.metrics.stage("inference"):
+            embeddings = self.embedder.embed(batch)
+        hashes = [hashlib.sha256(u.data).hexdigest() for u in uploads]
+        new_images = [NewImage(h, e) for h, e in zip(hashes, embeddings, strict=True)]
+        with self._item_locks.hold([item_id]), self._hash_locks.hold(hashes):
+            written = self._put_blobs(hashes, uploads)
+            try:
+                with self.metrics.stage("store_write"):
+                    outcome = self.store.enroll(item_id, new_images)
+            except BaseException:
+                self._forget_blobs(written)
+                raise
+            self._apply(outcome.item)
+        self._refresh_gauges()
+        return EnrollResult(
+            item_id=item_id,
+            image_ids=outcome.image_ids,
+            image_count=outcome.item.count,
+            created=outcome.created,
+        )
+
+    def delete_image(self, item_id: str, image_id: str) -> None:
+        with self._item_locks.hold([item_id]):
+            with self.metrics.stage("store_write"):
+                outcome = self.store.delete_image(item_id, image_id)
+            self._apply(outcome.item)
+        self._release_blobs(outcome)
+        self._refresh_gauges()
+
+    def delete_item(self, item_id: str) -> None:
+        with self._item_locks.hold([item_id]):
+            with self.metrics.stage("store_write"):
+                outcome = self.store.delete_item(item_id)
+            self._apply(outcome.item)
+        self._release_blobs(outcome)
+        self._refresh_gauges()
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def search(self, data: bytes, k: int, min_score: float | None = None) -> list[SearchHit]:
+        """Top ``k`` items by cosine between the query and item centroids, best first.
+
+        Served from memory only, so searches keep working while the store is unreachable.
+        """
+        batch = self._decode([data], ["image"])
+        with self.metrics.stage("inference"):
+            query = l2_normalize(self.embedder.embed(batch))
+        with self.metrics.stage("index_search"):
+            (hits,) = self.index.search(query, k)
+        return [
+            SearchHit(item_id, score)
+            for item_id, score in hits
+            if min_score is None or score >= min_score
+        ]
+
+    def get_item(self, item_id: str) -> ItemRecord | None:
+        return self.store.get_item(item_id)
+
+    def list_items(self, limit: int, cursor: str | None) -> tuple[list[ItemSummary], str | None]:
+        return self.store.list_items(limit, cursor)
+
+    def info(self) -> dict[str, Any]:
+        spec = self.embedder.spec
+        items, images = self.store.counts()
+        return {
+            "model": spec.to_dict(),
+            "embedding_dim": spec.embedding_dim,
+            "execution_providers": self.embedder.active_providers,
+            "device": self.embedder.device,
+            "items": items,
+            "images": images,
+            "index_items": len(self.index),
+            "index_bytes": self.index.memory_bytes(),
+            "store_backend": self.store.backend,
+            "keep_blobs": self.blobs is not None,
+        }
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _decode(self, blobs: Sequence[bytes], names: Sequence[str]) -> np.ndarray:
+        arrays = []
+        with self.metrics.stage("decode"):
+            for i, (data, name) in enumerate(zip(blobs, names, strict=True)):
+                with _blame(i, name, len(blobs)):
+                    arrays.append(
+                        preprocess_bytes(data, self.embedder.spec, max_pixels=self.max_image_pixels)
+                    )
+        return stack_batch(arrays)
+
+    def _apply(self, state: ItemState) -> None:
+        with self.metrics.stage("index_update"):
+            if state.count == 0:
+                self.index.remove(state.item_id)
+            else:
+                self.index.upsert(state.item_id, centroid_from_sum(state.embedding_sum))
+
+    def _put_blobs(self, hashes: Sequence[str], uploads: Sequence[Upload]) -> list[str]:
+        """Write originals not yet kept; return the hashes this call created (for rollback)."""
+        if self.blobs is None:
+            return []
+        written: list[str] = []
+        with self.metrics.stage("store_write"):
+            for h, upload in dict(zip(hashes, uploads, strict=True)).items():
+                if self.blobs.put(h, upload.data):
+                    written.append(h)
+        return written
+
+    def _forget_blobs(self, written: Sequence[str]) -> None:
+        """Undo this call's blob writes after a failed commit (best effort: store may be down)."""
+        if self.blobs is None:
+            return
+        for h in written:
+            try:
+                referenced = self.store.is_hash_referenced(h)
+            except Exception:
+                referenced = True  # cannot tell: keep it; an orphan blob is only wasted space
+            if not referenced:
+                self.blobs.delete(h)
+
+    def _release_blobs(self, outcome: DeleteOutcome) -> None:
+        if self.blobs is None or not outcome.released_hashes:
+            return
+        for h in outcome.released_hashes:
+            # Re-check under the hash lock: a concurrent enrollment of the same bytes may have
+            # committed a new reference since the delete returned.
+            with self._hash_locks.hold([h]):
+                if not self.store.is_hash_referenced(h):
+                    self.blobs.delete(h)
+
+    def _refresh_gauges(self) -> None:
+        self.metrics.index_items.set(len(self.index))
+
+
+@contextmanager
+def _blame(i: int, name: str, total: int) -> Iterator[None]:
+    """Prefix decode errors with which upload failed, keeping their type (and HTTP status)."""
+    try:
+        yield
+    except (ImageDecodeError, ImageTooLargeError) as exc:
+        where = f"images[{i}] ({name!r})" if total > 1 else f"{name!r}"
+        raise type(exc)(f"{where}: {exc}") from exc

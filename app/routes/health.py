@@ -1,0 +1,58 @@
+"""Liveness, readiness, service information and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from app.dependencies import RetrieverDep, StateDep
+from app.problem import problem_response
+from app.schemas import InfoResponse
+from index.store.errors import StoreUnavailableError
+
+
+def health_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @router.get(
+        "/readyz",
+        summary="Readiness: model loaded, index rebuilt and store reachable",
+        responses={503: {"description": "Not ready; `detail` says why."}},
+    )
+    async def readyz(state: StateDep) -> JSONResponse:
+        retriever = state.retriever
+        if retriever is None:
+            reason = state.failure or f"still {state.phase}"
+            return problem_response(503, f"not ready: {reason}", phase=state.phase)
+        try:
+            await run_in_threadpool(retriever.store.ping)
+        except StoreUnavailableError as exc:
+            return problem_response(503, f"store unreachable: {exc}", phase="store unreachable")
+        return JSONResponse({"status": "ready", "items": len(retriever.index)})
+
+    @router.get("/info", response_model=InfoResponse, summary="Model contract, counts, limits")
+    async def info(state: StateDep, retriever: RetrieverDep) -> dict[str, Any]:
+        data = await run_in_threadpool(retriever.info)
+        s = state.settings
+        data["limits"] = {
+            "max_request_bytes": s.max_request_bytes,
+            "max_image_pixels": s.max_image_pixels,
+            "max_images_per_request": s.max_images_per_request,
+            "max_k": s.max_k,
+            "default_k": s.default_k,
+        }
+        return data
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics(state: StateDep) -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router

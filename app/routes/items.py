@@ -1,0 +1,105 @@
+"""Enroll, browse and delete gallery items and their images."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.dependencies import FormDep, ImageIdPath, ItemIdPath, RetrieverDep
+from app.retriever_errors import InvalidCursorError
+from app.schemas import (
+    PROBLEM_RESPONSES,
+    EnrollResponse,
+    ItemListResponse,
+    ItemResponse,
+    ItemSummaryResponse,
+)
+from app.settings import Settings
+from app.uploads import multipart_openapi, read_uploads
+from index.store.errors import ItemNotFoundError
+
+
+def encode_cursor(cursor: str | None) -> str | None:
+    return None if cursor is None else base64.urlsafe_b64encode(cursor.encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cursor.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidCursorError(f"invalid cursor {cursor!r}") from exc
+
+
+def items_router(settings: Settings) -> APIRouter:
+    router = APIRouter(tags=["items"], responses=PROBLEM_RESPONSES)
+    limits = (
+        f"Limits: at most {settings.max_images_per_request} files and "
+        f"{settings.max_request_bytes} bytes per request, {settings.max_image_pixels} pixels "
+        "per image. Accepted formats (judged by content): JPEG, PNG, WebP, GIF, BMP."
+    )
+
+    @router.post(
+        "/items/{item_id}/images",
+        status_code=201,
+        response_model=EnrollResponse,
+        openapi_extra=multipart_openapi("images", many=True),
+        summary="Enroll gallery images of an item",
+        description=(
+            "Multipart form field `images`: one or more image files, embedded as one batch. "
+            "All or nothing: one bad file rejects the request. Re-sending bytes the item "
+            "already has is a no-op that returns the existing image id. " + limits
+        ),
+    )
+    async def enroll(item_id: ItemIdPath, form: FormDep, retriever: RetrieverDep) -> EnrollResponse:
+        uploads = await read_uploads(form, "images")
+        result = await run_in_threadpool(retriever.enroll, item_id, uploads)
+        return EnrollResponse(
+            item_id=result.item_id, image_ids=result.image_ids, image_count=result.image_count
+        )
+
+    @router.get("/items/{item_id}", response_model=ItemResponse, summary="One item")
+    async def get_item(item_id: ItemIdPath, retriever: RetrieverDep) -> ItemResponse:
+        record = await run_in_threadpool(retriever.get_item, item_id)
+        if record is None:
+            raise ItemNotFoundError(f"item {item_id!r} not found")
+        return ItemResponse(
+            item_id=record.item_id, image_count=len(record.image_ids), image_ids=record.image_ids
+        )
+
+    @router.get("/items", response_model=ItemListResponse, summary="Items, by item id")
+    async def list_items(
+        retriever: RetrieverDep,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    ) -> ItemListResponse:
+        page, next_cursor = await run_in_threadpool(
+            retriever.list_items, limit, decode_cursor(cursor)
+        )
+        return ItemListResponse(
+            items=[ItemSummaryResponse(item_id=s.item_id, image_count=s.image_count) for s in page],
+            next_cursor=encode_cursor(next_cursor),
+        )
+
+    @router.delete("/items/{item_id}", status_code=204, summary="Delete an item and its images")
+    async def delete_item(item_id: ItemIdPath, retriever: RetrieverDep) -> Response:
+        await run_in_threadpool(retriever.delete_item, item_id)
+        return Response(status_code=204)
+
+    @router.delete(
+        "/items/{item_id}/images/{image_id}",
+        status_code=204,
+        summary="Delete one image (the item goes with its last image)",
+    )
+    async def delete_image(
+        item_id: ItemIdPath, image_id: ImageIdPath, retriever: RetrieverDep
+    ) -> Response:
+        await run_in_threadpool(retriever.delete_image, item_id, image_id)
+        return Response(status_code=204)
+
+    return router

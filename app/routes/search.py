@@ -1,0 +1,47 @@
+"""Query by photo: the top-k items by centroid cosine similarity."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from app.dependencies import FormDep, RetrieverDep
+from app.schemas import PROBLEM_RESPONSES, SearchResponse, SearchResult
+from app.settings import Settings
+from app.uploads import multipart_openapi, read_uploads
+from model.artifact.image_decode import ImageDecodeError
+
+
+def search_router(settings: Settings) -> APIRouter:
+    router = APIRouter(tags=["search"], responses=PROBLEM_RESPONSES)
+
+    @router.post(
+        "/search",
+        response_model=SearchResponse,
+        openapi_extra=multipart_openapi("image", many=False),
+        summary="Find the items most similar to a photo",
+        description=(
+            "Multipart form field `image`: one image file. Results are distinct items, best "
+            "first (ties by item id); an empty index gives an empty list. Limits: "
+            f"{settings.max_request_bytes} bytes per request, {settings.max_image_pixels} pixels."
+        ),
+    )
+    async def search(
+        form: FormDep,
+        retriever: RetrieverDep,
+        k: Annotated[
+            int, Query(ge=1, le=settings.max_k, description=f"Results, 1..{settings.max_k}.")
+        ] = settings.default_k,
+        min_score: Annotated[
+            float | None, Query(ge=-1.0, le=1.0, description="Only results with score >= this.")
+        ] = None,
+    ) -> SearchResponse:
+        uploads = await read_uploads(form, "image")
+        if len(uploads) != 1:
+            raise ImageDecodeError(f"form field 'image' must hold one file, got {len(uploads)}")
+        hits = await run_in_threadpool(retriever.search, uploads[0].data, k, min_score)
+        return SearchResponse(results=[SearchResult(item_id=h.item_id, score=h.score) for h in hits])
+
+    return router

@@ -1,0 +1,73 @@
+"""Response bodies: the field names here are the public API contract (add keys, never rename)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class EnrollResponse(BaseModel):
+    item_id: str
+    image_ids: list[str] = Field(description="One per uploaded file, in upload order.")
+    image_count: int = Field(description="Images the item holds after this request.")
+
+
+class SearchResult(BaseModel):
+    item_id: str
+    score: float = Field(description="Cosine similarity between the query and the item centroid.")
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+
+
+class ItemResponse(BaseModel):
+    item_id: str
+    image_count: int
+    image_ids: list[str]
+
+
+class ItemSummaryResponse(BaseModel):
+    item_id: str
+    image_count: int
+
+
+class ItemListResponse(BaseModel):
+    items: list[ItemSummaryResponse]
+    next_cursor: str | None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+
+
+class InfoResponse(BaseModel):
+    model: dict[str, Any]
+    embedding_dim: int
+    execution_providers: list[str]
+    device: str
+    items: int
+    images: int
+    index_items: int
+    index_bytes: int
+    store_backend: str
+    keep_blobs: bool
+    limits: dict[str, int]
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {"application/problem+json": {}}, "description": text}
+    for status, text in {
+        404: "Unknown item or image.",
+        413: "Request body or image pixel count over the limit.",
+        415: "Body is not multipart/form-data.",
+        422: "Invalid parameter or an upload that is not a decodable image.",
+        503: "Not ready yet, or the store is unreachable (writes).",
+    }.items()
+}

@@ -1,0 +1,60 @@
+"""Service settings: read once, from environment variables prefixed ``RETRIEVAL_``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Field docs are the README's settings table."""
+
+    model_config = SettingsConfigDict(env_prefix="RETRIEVAL_", extra="ignore")
+
+    model_path: Path = Field(
+        Path("models/default/embedder.onnx"),
+        description="ONNX embedder carrying the preprocessing contract in its metadata.",
+    )
+    data_dir: Path = Field(
+        Path("data"), description="Embedded store (SQLite) and original-image blob directory."
+    )
+    redis_url: str | None = Field(
+        None, description="Use the Redis store at this URL instead of SQLite (e.g. redis://h:6379/0)."
+    )
+    redis_namespace: str = Field("cr", description="Prefix of every Redis key of this service.")
+    keep_blobs: bool = Field(
+        True, description="Keep original image bytes so a new model can re-embed them."
+    )
+    max_request_bytes: int = Field(32 * MiB, gt=0, description="Largest request body accepted.")
+    max_image_pixels: int = Field(
+        40_000_000, gt=0, description="Largest width*height accepted, checked before decoding."
+    )
+    max_images_per_request: int = Field(64, gt=0, description="Most files in one enrollment.")
+    default_k: int = Field(10, gt=0, description="Results returned by /search when k is not given.")
+    max_k: int = Field(100, gt=0, description="Largest k accepted by /search.")
+    worker_threads: int = Field(
+        8, gt=0, description="Threads for decoding, inference, index and store work."
+    )
+    inference_threads: int = Field(
+        0, ge=0, description="ONNX Runtime intra-op threads (0: its default, one per core)."
+    )
+    inference_batch: int = Field(32, gt=0, description="Largest batch sent to the model at once.")
+    allow_gpu: bool = Field(True, description="Use CUDA when onnxruntime-gpu sees a GPU.")
+    log_level: str = Field("info", description="Python log level.")
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "store.sqlite3"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"

@@ -1,0 +1,29 @@
+"""``python -m model.build_default --out models/default``: build and export the default model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from model.exporter.default_embedder import build_default_net, default_spec
+from model.exporter.onnx_exporter import export_embedder
+from model.exporter.parity_photos import load_parity_photos
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("models/default"))
+    parser.add_argument(
+        "--parity-photos", type=Path, default=None, help="folder of photos (default: skimage's)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    net = build_default_net()
+    result = export_embedder(net, default_spec(net), args.out, load_parity_photos(args.parity_photos))
+    print(f"wrote {result.onnx_path} and {result.contract_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
