@@ -1,0 +1,109 @@
+"""Redis store: durable writes, 503 for writes while Redis is down, searches keep working."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.app.conftest import ServiceFactory
+from tests.live_server import free_port
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A private redis-server (it gets killed, so not the shared one on 6379)."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (.ci/run installs it)")
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(100):
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield url, proc
+    proc.kill()
+    proc.wait()
+
+
+def test_writes_fail_with_503_and_searches_continue_while_redis_is_down(
+    service_factory: ServiceFactory,
+    own_redis: tuple[str, subprocess.Popen[bytes]],
+    photo_views: dict[str, list[bytes]],
+) -> None:
+    url, proc = own_redis
+    with service_factory(redis_url=url, redis_namespace=f"t{uuid.uuid4().hex[:8]}") as client:
+        assert client.get("/info").json()["store_backend"] == "redis"
+        r = client.post("/items/cat/images", files={"images": ("a.jpg", photo_views["chelsea"][0])})
+        assert r.status_code == 201
+        proc.kill()
+        proc.wait()
+        r = client.post("/items/cat/images", files={"images": ("b.jpg", photo_views["chelsea"][1])})
+        assert r.status_code == 503 and r.headers["content-type"].startswith("application/problem")
+        assert client.delete("/items/cat").status_code == 503
+        r = client.post("/search", files={"image": ("q.jpg", photo_views["chelsea"][4])})
+        assert r.status_code == 200 and r.json()["results"][0]["item_id"] == "cat"
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/healthz").status_code == 200
+
+
+def test_index_is_rebuilt_from_the_store_on_restart(
+    service_factory: ServiceFactory, photo_views: dict[str, list[bytes]]
+) -> None:
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    for backend in ({}, {"redis_url": "redis://127.0.0.1:6379/0", "redis_namespace": namespace}):
+        with service_factory(**backend) as client:
+            for name in ("coins", "rocket"):
+                files = [("images", (f"{i}.jpg", v)) for i, v in enumerate(photo_views[name][:3])]
+                assert client.post(f"/items/{name}-x/images", files=files).status_code == 201
+            before = client.post(
+                "/search", files={"image": ("q.jpg", photo_views["rocket"][5])}
+            ).json()
+        with service_factory(**backend) as client:
+            after = client.post(
+                "/search", files={"image": ("q.jpg", photo_views["rocket"][5])}
+            ).json()
+            assert after["results"][0]["item_id"] == "rocket-x"
+            for a, b in zip(before["results"], after["results"], strict=True):
+                assert a["item_id"] == b["item_id"] and abs(a["score"] - b["score"]) < 1e-6
+            assert client.get("/info").json()["images"] == 6
+    redis.Redis.from_url("redis://127.0.0.1:6379/0").delete(
+        *redis.Redis.from_url("redis://127.0.0.1:6379/0").keys(f"{namespace}*") or ["_"]
+    )
+
+
+def test_a_store_of_another_model_is_refused(
+    service_factory: ServiceFactory, tmp_path: Path
+) -> None:
+    from index.store.records import ModelIdentity
+    from index.store.sqlite_store import SqliteStore
+
+    store = SqliteStore(tmp_path / "data" / "store.sqlite3")
+    store.claim_model_identity(ModelIdentity(name="someone-elses-model", version="7", dim=512))
+    store.close()
+    with service_factory(wait_ready=False) as client:
+        deadline = time.monotonic() + 60
+        while True:
+            r = client.get("/readyz")
+            if "failed" in r.text or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert r.status_code == 503
+        assert "someone-elses-model" in r.json()["detail"]
+        r = client.post("/search", files={"image": ("q.jpg", b"x")})
+        assert r.status_code == 503 and "someone-elses-model" in r.json()["detail"]
+        assert client.get("/healthz").status_code == 200
