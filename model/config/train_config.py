@@ -66,7 +66,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Which loss recipe (a name in ``LOSS_RECIPES``: ctl, hpl, ranking_regularizer) and its knobs."""
+    """Which loss recipe (a name in ``LOSS_RECIPES``: ctl, hpl, ranking_regularizer), its knobs."""
 
     recipe: str = "ctl"
     # Reference SOLVER.MARGIN = 0.5 (triplet and centroid triplet).
@@ -206,7 +206,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {value!r}")
-        (elem, *rest) = typing.get_args(hint)
+        elem = typing.get_args(hint)[0]
         return tuple(_coerce(elem, v, key) for v in value)
     if origin is dict:
         if not isinstance(value, dict):

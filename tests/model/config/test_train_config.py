@@ -72,16 +72,17 @@ def test_unknown_key_in_file_is_named(tmp_path: Path) -> None:
 
 
 def test_bad_values_are_errors() -> None:
-    with pytest.raises(ConfigError, match="solver.epochs"):
+    with pytest.raises(ConfigError, match=r"solver\.epochs"):
         load_config(None, ["solver.epochs=many"])
     with pytest.raises(ConfigError, match="not of the form"):
         load_config(None, ["solver.epochs"])
-    with pytest.raises(ConfigError, match="data.input_size"):
+    with pytest.raises(ConfigError, match=r"data\.input_size"):
         load_config(None, ["data.input_size=256"])
 
 
 def test_round_trip_through_dict() -> None:
-    cfg = load_config(None, ["data.input_size=[64, 64]", "loss.recipe=hpl", "solver.milestones=[3]"])
+    overrides = ["data.input_size=[64, 64]", "loss.recipe=hpl", "solver.milestones=[3]"]
+    cfg = load_config(None, overrides)
     again = from_dict(yaml.safe_load(yaml.safe_dump(to_dict(cfg))))
     assert again == cfg
     assert isinstance(again, TrainConfig)
