@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Both from the paper (§4.1 and the authors' released training script): α = 32, δ = 0.1.
+# Both from the paper's implementation details (and the authors' released training script).
 DEFAULT_ALPHA = 32.0
 DEFAULT_DELTA = 0.1
-# Proxies move 100× faster than the network: "the learning rate for proxies is scaled up by 100"
-# (Kim et al., §4.1); without it the proxies barely leave their random initialisation.
+# Proxies learn 100× faster than the network, as in Kim et al.'s implementation details: each
+# proxy gets gradient only from its class's few samples per batch, yet starts at random.
 PROXY_LR_MULTIPLIER = 100.0
 
 
