@@ -6,7 +6,7 @@ proxies need (they learn ``PROXY_LR_MULTIPLIER`` × faster than the network, as 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -41,23 +41,26 @@ def hpl_recipe(
     *,
     base_options: Mapping[str, float] | None = None,
     num_coarse: int | None = None,
-    level_weights: tuple[float, float] = DEFAULT_LEVEL_WEIGHTS,
+    level_weights: Sequence[float] = DEFAULT_LEVEL_WEIGHTS,
     refresh_every: int | None = DEFAULT_REFRESH_EVERY,
     learnable_coarse: bool = False,
     seed: int = 0,
 ) -> WeightedLossSum:
     """One term, ``"hpl"``, weight 1: :class:`HierarchicalProxyLoss` over ``NetOutput.embeddings``
     (N, embedding_dim). ``base`` is a key of :data:`BASE_PROXY_LOSSES`; ``base_options`` go to
-    its constructor (e.g. ``alpha``, ``delta`` or ``softmax_scale``)."""
+    its constructor (e.g. ``alpha``, ``delta`` or ``softmax_scale``). ``level_weights`` is
+    (w_fine, w_coarse); a YAML list is accepted."""
     if base not in BASE_PROXY_LOSSES:
         raise ValueError(
             f"unknown base proxy loss {base!r}; choose from {sorted(BASE_PROXY_LOSSES)}"
         )
+    if len(level_weights) != 2:
+        raise ValueError(f"level_weights must be (w_fine, w_coarse), got {list(level_weights)}")
     base_loss = BASE_PROXY_LOSSES[base](num_classes, embedding_dim, **(base_options or {}))
     hpl = HierarchicalProxyLoss(
         base_loss,
         num_coarse=num_coarse,
-        level_weights=level_weights,
+        level_weights=(level_weights[0], level_weights[1]),
         refresh_every=refresh_every,
         learnable_coarse=learnable_coarse,
         seed=seed,

@@ -28,10 +28,20 @@ def _embedding_head(output: NetOutput) -> Tensor:
 
 
 def ranking_regularizer_recipe(
-    *, lam: float = DEFAULT_LAMBDA, margin: float = DEFAULT_MARGIN, mining: str = DEFAULT_MINING
+    num_classes: int,
+    *,
+    lam: float = DEFAULT_LAMBDA,
+    margin: float = DEFAULT_MARGIN,
+    mining: str = DEFAULT_MINING,
 ) -> WeightedLossSum:
     """Terms ``"cross_entropy"`` (weight 1, on ``logits`` (N, num_classes)) and ``"triplet"``
-    (weight ``lam``, on ``features`` (N, D)). ``mining``: ``"batch_hard"`` or ``"semi_hard"``."""
+    (weight ``lam``, on ``features`` (N, D)). ``mining``: ``"batch_hard"`` or ``"semi_hard"``.
+
+    ``num_classes`` keeps the signature uniform with the other recipes; the softmax head needs
+    at least two classes to learn anything, so fewer is refused here rather than mid-training.
+    """
+    if num_classes < 2:
+        raise ValueError(f"the classification head needs at least 2 classes, got {num_classes}")
     return WeightedLossSum(
         [
             LossTerm("cross_entropy", 1.0, nn.CrossEntropyLoss(), _logits),

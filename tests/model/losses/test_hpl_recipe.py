@@ -50,6 +50,13 @@ def test_proxy_groups_listed_once_at_100x(learnable: bool) -> None:
     assert all(g["lr"] == pytest.approx(3e-2) for g in groups)
 
 
+def test_level_weights_from_a_yaml_list() -> None:
+    hpl = the_hpl(hpl_recipe(10, 4, level_weights=[1.0, 0.25]))
+    assert hpl.level_weights == (1.0, 0.25)
+    with pytest.raises(ValueError, match="w_fine, w_coarse"):
+        hpl_recipe(10, 4, level_weights=[1.0, 0.1, 0.01])
+
+
 def test_unknown_base_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown base proxy loss"):
         hpl_recipe(10, 4, base="softtriple")

@@ -54,17 +54,19 @@ def output() -> NetOutput:
 def test_value_is_cross_entropy_plus_lambda_triplet(
     mining: str, triplet: float, lam: float
 ) -> None:
-    recipe = ranking_regularizer_recipe(lam=lam, mining=mining)
+    recipe = ranking_regularizer_recipe(2, lam=lam, mining=mining)
     want = cross_entropy_oracle(LOGITS.numpy(), LABELS.tolist()) + lam * triplet
     assert recipe(output(), LABELS).item() == pytest.approx(want, rel=1e-10)
 
 
 def test_defaults_are_batch_hard_lambda_one_margin_point_two() -> None:
     want = cross_entropy_oracle(LOGITS.numpy(), LABELS.tolist()) + BATCH_HARD
-    assert ranking_regularizer_recipe()(output(), LABELS).item() == pytest.approx(want)
+    assert ranking_regularizer_recipe(2)(output(), LABELS).item() == pytest.approx(want)
 
 
 def test_has_no_proxies_and_refuses_unknown_mining() -> None:
-    assert proxy_param_groups(ranking_regularizer_recipe(), base_lr=1e-3) == []
+    assert proxy_param_groups(ranking_regularizer_recipe(2), base_lr=1e-3) == []
     with pytest.raises(ValueError, match="unknown mining"):
-        ranking_regularizer_recipe(mining="easy")
+        ranking_regularizer_recipe(2, mining="easy")
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        ranking_regularizer_recipe(1)
