@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
 from model.losses.hierarchical_proxy_loss import (
     DEFAULT_LEVEL_WEIGHTS,
@@ -17,21 +17,19 @@ from model.losses.hierarchical_proxy_loss import (
     HierarchicalProxyLoss,
     ProxyLoss,
 )
+from model.losses.output_selectors import EMBEDDINGS
 from model.losses.proxy_anchor_loss import PROXY_LR_MULTIPLIER, ProxyAnchorLoss
 from model.losses.proxy_nca_loss import ProxyNCALoss
 from model.losses.weighted_loss_sum import LossTerm, WeightedLossSum
-from model.modeling.net_output import NetOutput
+
+# Term name (key of the logged per-term values).
+HPL = "hpl"
 
 # name -> constructor(num_classes, embedding_dim, **options) of the per-level proxy loss.
 BASE_PROXY_LOSSES: dict[str, Callable[..., ProxyLoss]] = {
     "proxy_anchor": ProxyAnchorLoss,
     "proxy_nca": ProxyNCALoss,
 }
-
-
-def _embeddings(output: NetOutput) -> Tensor:
-    # Proxies live where retrieval happens: the exported embedding (the losses normalise it).
-    return output.embeddings
 
 
 def hpl_recipe(
@@ -46,8 +44,8 @@ def hpl_recipe(
     learnable_coarse: bool = False,
     seed: int = 0,
 ) -> WeightedLossSum:
-    """One term, ``"hpl"``, weight 1: :class:`HierarchicalProxyLoss` over ``NetOutput.embeddings``
-    (N, embedding_dim). ``base`` is a key of :data:`BASE_PROXY_LOSSES`; ``base_options`` go to
+    """One term, :data:`HPL` (``"hpl"``), weight 1: :class:`HierarchicalProxyLoss` over
+    ``NetOutput.embeddings`` (N, embedding_dim). ``base`` is a key of :data:`BASE_PROXY_LOSSES`; ``base_options`` go to
     its constructor (e.g. ``alpha``, ``delta`` or ``softmax_scale``). ``level_weights`` is
     (w_fine, w_coarse); a YAML list is accepted."""
     if base not in BASE_PROXY_LOSSES:
@@ -65,7 +63,8 @@ def hpl_recipe(
         learnable_coarse=learnable_coarse,
         seed=seed,
     )
-    return WeightedLossSum([LossTerm("hpl", 1.0, hpl, _embeddings)])
+    # Proxies live where retrieval happens: the exported embedding (the losses normalise it).
+    return WeightedLossSum([LossTerm(HPL, 1.0, hpl, EMBEDDINGS)])
 
 
 def proxy_param_groups(

@@ -6,25 +6,16 @@ distances between L2-normalised embedding-head outputs (margin 0.2, as the autho
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
+from model.losses.output_selectors import FEATURES, LOGITS
 from model.losses.semi_hard_triplet_loss import DEFAULT_MARGIN, TripletLossWithMining
-from model.losses.weighted_loss_sum import LossTerm, WeightedLossSum
-from model.modeling.net_output import NetOutput
+from model.losses.weighted_loss_sum import CROSS_ENTROPY, TRIPLET, LossTerm, WeightedLossSum
 
 # The paper's λ = 1: classification and ranking losses weighted equally.
 DEFAULT_LAMBDA = 1.0
 # The authors' own results show batch-hard beating their semi-hard on all five datasets.
 DEFAULT_MINING = "batch_hard"
-
-
-def _logits(output: NetOutput) -> Tensor:
-    return output.logits
-
-
-def _embedding_head(output: NetOutput) -> Tensor:
-    # TwoHeadNet's raw embedding-head output; the triplet loss normalises it itself.
-    return output.features
 
 
 def ranking_regularizer_recipe(
@@ -44,7 +35,9 @@ def ranking_regularizer_recipe(
         raise ValueError(f"the classification head needs at least 2 classes, got {num_classes}")
     return WeightedLossSum(
         [
-            LossTerm("cross_entropy", 1.0, nn.CrossEntropyLoss(), _logits),
-            LossTerm("triplet", lam, TripletLossWithMining(margin, mining), _embedding_head),
+            # Plain softmax CE: the paper regularises a standard classifier, no label smoothing.
+            LossTerm(CROSS_ENTROPY, 1.0, nn.CrossEntropyLoss(), LOGITS),
+            # TwoHeadNet's raw embedding-head output; the triplet loss normalises it itself.
+            LossTerm(TRIPLET, lam, TripletLossWithMining(margin, mining), FEATURES),
         ]
     )

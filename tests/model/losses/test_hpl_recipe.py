@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model.modeling.net_output import NetOutput
 
 from model.losses.hierarchical_proxy_loss import HierarchicalProxyLoss
 from model.losses.hpl_recipe import hpl_recipe, proxy_param_groups
 from model.losses.proxy_anchor_loss import ProxyAnchorLoss
 from model.losses.proxy_nca_loss import ProxyNCALoss
-from model.modeling.net_output import NetOutput
 
 
 def the_hpl(recipe: torch.nn.Module) -> HierarchicalProxyLoss:
@@ -29,7 +29,7 @@ def test_recipe_is_hpl_on_the_retrieval_embedding(base: str, cls: type) -> None:
     emb, feats = torch.randn(8, 6), torch.randn(8, 6)
     labels = torch.tensor([0, 0, 3, 3, 7, 7, 11, 11])
     out = NetOutput(features=feats, embeddings=emb, logits=torch.zeros(8, 12))
-    value = recipe(out, labels).item()
+    value = recipe(out, labels)[0].item()
     assert value == pytest.approx(hpl(emb, labels).item(), rel=1e-6)
     assert value != pytest.approx(hpl(feats, labels).item(), rel=1e-3)
 

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from model.modeling.net_output import NetOutput
 
 from model.losses.hpl_recipe import proxy_param_groups
 from model.losses.ranking_regularizer_recipe import ranking_regularizer_recipe
-from model.modeling.net_output import NetOutput
 
 
 def on_circle(angles: list[float], radius: float = 1.0) -> torch.Tensor:
@@ -55,13 +55,15 @@ def test_value_is_cross_entropy_plus_lambda_triplet(
     mining: str, triplet: float, lam: float
 ) -> None:
     recipe = ranking_regularizer_recipe(2, lam=lam, mining=mining)
-    want = cross_entropy_oracle(LOGITS.numpy(), LABELS.tolist()) + lam * triplet
-    assert recipe(output(), LABELS).item() == pytest.approx(want, rel=1e-10)
+    ce = cross_entropy_oracle(LOGITS.numpy(), LABELS.tolist())
+    total, values = recipe(output(), LABELS)
+    assert total.item() == pytest.approx(ce + lam * triplet, rel=1e-10)
+    assert values == pytest.approx({"cross_entropy": ce, "triplet": triplet}, rel=1e-10)
 
 
 def test_defaults_are_batch_hard_lambda_one_margin_point_two() -> None:
     want = cross_entropy_oracle(LOGITS.numpy(), LABELS.tolist()) + BATCH_HARD
-    assert ranking_regularizer_recipe(2)(output(), LABELS).item() == pytest.approx(want)
+    assert ranking_regularizer_recipe(2)(output(), LABELS)[0].item() == pytest.approx(want)
 
 
 def test_has_no_proxies_and_refuses_unknown_mining() -> None:
