@@ -45,9 +45,11 @@ def hpl_recipe(
     seed: int = 0,
 ) -> WeightedLossSum:
     """One term, :data:`HPL` (``"hpl"``), weight 1: :class:`HierarchicalProxyLoss` over
-    ``NetOutput.embeddings`` (N, embedding_dim). ``base`` is a key of :data:`BASE_PROXY_LOSSES`; ``base_options`` go to
-    its constructor (e.g. ``alpha``, ``delta`` or ``softmax_scale``). ``level_weights`` is
-    (w_fine, w_coarse); a YAML list is accepted."""
+    ``NetOutput.embeddings`` (N, embedding_dim).
+
+    ``base`` is a key of :data:`BASE_PROXY_LOSSES`; ``base_options`` go to its constructor (e.g.
+    ``alpha``, ``delta`` or ``softmax_scale``). ``level_weights`` is (w_fine, w_coarse); a YAML
+    list is accepted."""
     if base not in BASE_PROXY_LOSSES:
         raise ValueError(
             f"unknown base proxy loss {base!r}; choose from {sorted(BASE_PROXY_LOSSES)}"
