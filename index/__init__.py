@@ -1,0 +1,18 @@
+from index.blob_store import BlobStore
+from index.centroid_index import CentroidIndex
+from index.centroid_math import centroid_from_sum, centroids_by_label, l2_normalize
+from index.flat_centroid_index import FlatCentroidIndex
+from index.gpu_search_mirror import GpuSearchMirror, gpu_available
+from index.rw_lock import ReadWriteLock
+
+__all__ = [
+    "BlobStore",
+    "CentroidIndex",
+    "FlatCentroidIndex",
+    "GpuSearchMirror",
+    "ReadWriteLock",
+    "centroid_from_sum",
+    "centroids_by_label",
+    "gpu_available",
+    "l2_normalize",
+]

@@ -1,0 +1,70 @@
+"""Plain values passed between the durable store and its callers (no behaviour)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """The model whose embeddings a store holds; a store serves exactly one."""
+
+    name: str
+    version: str
+    dim: int
+
+    def describe(self) -> str:
+        return f"{self.name} v{self.version} (dim {self.dim})"
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """One image to enroll."""
+
+    content_hash: str  # sha256 hex of the original bytes
+    embedding: npt.NDArray[np.float32]  # (D,) float32 raw model output (not normalised)
+
+
+@dataclass(frozen=True)
+class ItemState:
+    """What the centroid index needs of an item: ``centroid = normalize(embedding_sum)``."""
+
+    item_id: str
+    count: int  # images in the item; 0 = the item no longer exists
+    embedding_sum: npt.NDArray[np.float64]  # (D,) float64 sum of its raw embeddings
+
+
+@dataclass(frozen=True)
+class EnrollOutcome:
+    item: ItemState
+    image_ids: list[str]  # one per input image, in input order; the existing id for a duplicate
+    created: list[bool]  # True where a new image row was written
+
+
+@dataclass(frozen=True)
+class DeleteOutcome:
+    item: ItemState
+    released_hashes: list[str]  # hashes no image of any item references any more
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    item_id: str
+    image_ids: list[str]  # in enrollment order
+
+
+@dataclass(frozen=True)
+class ItemSummary:
+    item_id: str
+    image_count: int
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    image_id: str
+    item_id: str
+    content_hash: str  # sha256 hex of the original bytes
+    embedding: npt.NDArray[np.float32]  # (D,) float32 raw model output
