@@ -8,6 +8,7 @@ dataclasses by :func:`model.engine.trainer.build_trainer`; nothing reads the con
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from dataclasses import dataclass, field
@@ -150,14 +151,20 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
     return cfg
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read ``path`` (YAML; ``None`` → all defaults) and apply ``key.sub=value`` overrides.
+def load_config(
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    *,
+    base: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Read ``path`` (YAML; ``None`` → ``base``, e.g. a checkpoint's config, or all defaults) and
+    apply ``key.sub=value`` overrides.
 
     Override values are parsed with ``yaml.safe_load`` (``data.p=8``, ``solver.milestones=[2,3]``,
     ``amp=false``). Unknown keys — in the file or in an override — raise :class:`ConfigError`
     naming the key.
     """
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = copy.deepcopy(base) if base is not None else {}
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text())
         if loaded is None:
