@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 # Domain exception → HTTP status. Subclasses map through their first listed base.
-_STATUS_OF: Mapping[type[BaseException], int] = {
+_STATUS_OF: Mapping[type[Exception], int] = {
     ImageDecodeError: 422,
     ImageTooLargeError: 413,
     ItemNotFoundError: 404,

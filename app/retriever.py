@@ -25,6 +25,7 @@ from app.striped_lock import StripedLock
 from index.blob_store import BlobStore
 from index.centroid_index import CentroidIndex
 from index.centroid_math import centroid_from_sum, l2_normalize
+from index.gpu_search_mirror import GpuSearchMirror
 from index.store.records import (
     DeleteOutcome,
     ItemRecord,
@@ -79,6 +80,7 @@ class Retriever:
         metrics: ServiceMetrics,
         max_image_pixels: int,
         max_images_per_request: int,
+        gpu_mirror: GpuSearchMirror | None = None,
     ) -> None:
         self.embedder = embedder
         self.store = store
@@ -87,6 +89,7 @@ class Retriever:
         self.metrics = metrics
         self.max_image_pixels = max_image_pixels
         self.max_images_per_request = max_images_per_request
+        self.gpu_mirror = gpu_mirror
         self.identity = model_identity(embedder)
         self._item_locks = StripedLock()
         self._hash_locks = StripedLock()
@@ -167,7 +170,7 @@ class Retriever:
         with self.metrics.stage("inference"):
             query = l2_normalize(self.embedder.embed(batch))
         with self.metrics.stage("index_search"):
-            (hits,) = self.index.search(query, k)
+            (hits,) = self._search_index(query, k)
         return [
             SearchHit(item_id, score)
             for item_id, score in hits
@@ -207,6 +210,16 @@ class Retriever:
                         preprocess_bytes(data, self.embedder.spec, max_pixels=self.max_image_pixels)
                     )
         return stack_batch(arrays)
+
+    def _search_index(self, query: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        # The GPU copy lags the CPU index by up to its refresh interval; while it does, the CPU
+        # index answers, so an answered enrollment is always visible to the next search.
+        mirror = self.gpu_mirror
+        if mirror is not None:
+            mirror.refresh()
+            if mirror.version == self.index.version:
+                return mirror.search(query, k)
+        return self.index.search(query, k)
 
     def _apply(self, state: ItemState) -> None:
         with self.metrics.stage("index_update"):

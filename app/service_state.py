@@ -19,6 +19,7 @@ from app.retriever_errors import NotReadyError
 from app.settings import Settings
 from index.blob_store import BlobStore
 from index.flat_centroid_index import FlatCentroidIndex
+from index.gpu_search_mirror import GpuSearchMirror, gpu_available
 from index.store.sqlite_store import SqliteStore
 from index.store.store import Store
 from model.artifact.onnx_embedder import OnnxEmbedder
@@ -44,10 +45,15 @@ def build_retriever(settings: Settings, metrics: ServiceMetrics) -> Retriever:
     )
     store = open_store(settings)
     blobs = BlobStore(settings.blob_dir) if settings.keep_blobs else None
+    index = FlatCentroidIndex(embedder.embedding_dim)
+    # faiss-gpu (requirements/serve-gpu.txt) on a GPU machine: the CPU index takes the writes,
+    # a GPU copy kept in step serves searches. Never the case with faiss-cpu.
+    mirror = GpuSearchMirror(index) if settings.allow_gpu and gpu_available() else None
     return Retriever(
         embedder=embedder,
         store=store,
-        index=FlatCentroidIndex(embedder.embedding_dim),
+        index=index,
+        gpu_mirror=mirror,
         blobs=blobs,
         metrics=metrics,
         max_image_pixels=settings.max_image_pixels,

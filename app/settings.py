@@ -23,7 +23,8 @@ class Settings(BaseSettings):
         Path("data"), description="Embedded store (SQLite) and original-image blob directory."
     )
     redis_url: str | None = Field(
-        None, description="Use the Redis store at this URL instead of SQLite (e.g. redis://h:6379/0)."
+        None,
+        description="Use the Redis store at this URL instead of SQLite (e.g. redis://h:6379/0).",
     )
     redis_namespace: str = Field("cr", description="Prefix of every Redis key of this service.")
     keep_blobs: bool = Field(

@@ -49,7 +49,9 @@ def evaluate(root: Path, url: str, *, prefix: str, k: int, keep: bool) -> dict[s
         t0 = time.perf_counter()
         for item, paths in queries.items():
             for p in paths:
-                r = client.post("/search", params={"k": k}, files={"image": (p.name, p.read_bytes())})
+                r = client.post(
+                    "/search", params={"k": k}, files={"image": (p.name, p.read_bytes())}
+                )
                 r.raise_for_status()
                 ids = [hit["item_id"] for hit in r.json()["results"]]
                 target = f"{prefix}{item}"
@@ -73,7 +75,9 @@ def evaluate(root: Path, url: str, *, prefix: str, k: int, keep: bool) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("root", type=Path)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--prefix", default=f"eval-{uuid.uuid4().hex[:8]}:")

@@ -16,6 +16,11 @@ import numpy.typing as npt
 class CentroidIndex(Protocol):
     """One unit-norm centroid per item id, searched by inner product (= cosine)."""
 
+    @property
+    def version(self) -> int:
+        """Bumped by every change, so copies (a GPU mirror, a replica) can tell they lag."""
+        ...
+
     def upsert(self, item_id: str, centroid: npt.NDArray[np.floating]) -> None:
         """Insert or replace ``item_id``'s centroid ``(D,)``."""
         ...

@@ -23,7 +23,8 @@ def l2_normalize(x: FloatArray) -> npt.NDArray[np.float32]:
     """
     x64 = np.asarray(x, dtype=np.float64)
     norms = np.linalg.norm(x64, axis=-1, keepdims=True)
-    return (x64 / np.maximum(norms, EPS)).astype(np.float32)
+    out: npt.NDArray[np.float32] = (x64 / np.maximum(norms, EPS)).astype(np.float32)
+    return out
 
 
 def centroid_from_sum(embedding_sum: FloatArray) -> npt.NDArray[np.float32]:
@@ -42,7 +43,9 @@ def centroids_by_label(
     emb = np.asarray(embeddings, dtype=np.float64)
     lab = np.asarray(labels)
     if emb.ndim != 2 or lab.shape != (emb.shape[0],):
-        raise ValueError(f"expected (N, D) embeddings and (N,) labels, got {emb.shape}, {lab.shape}")
+        raise ValueError(
+            f"expected (N, D) embeddings and (N,) labels, got {emb.shape}, {lab.shape}"
+        )
     unique, inverse = np.unique(lab, return_inverse=True)
     sums = np.zeros((unique.shape[0], emb.shape[1]), dtype=np.float64)
     np.add.at(sums, inverse.reshape(-1), emb)

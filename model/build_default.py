@@ -20,7 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     net = build_default_net()
-    result = export_embedder(net, default_spec(net), args.out, load_parity_photos(args.parity_photos))
+    result = export_embedder(
+        net, default_spec(net), args.out, load_parity_photos(args.parity_photos)
+    )
     print(f"wrote {result.onnx_path} and {result.contract_path}")
     return 0
 

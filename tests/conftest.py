@@ -39,8 +39,18 @@ def photo_views() -> dict[str, list[bytes]]:
     from model.data.sample_photos import load_photo, random_view
 
     rng = random.Random(1234)
-    names = ["astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "china", "flower",
-             "stereo_motorcycle", "immunohistochemistry"]
+    names = [
+        "astronaut",
+        "chelsea",
+        "coffee",
+        "rocket",
+        "camera",
+        "coins",
+        "china",
+        "flower",
+        "stereo_motorcycle",
+        "immunohistochemistry",
+    ]
     out: dict[str, list[bytes]] = {}
     for name in names:
         photo = load_photo(name)

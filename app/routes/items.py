@@ -76,7 +76,9 @@ def items_router(settings: Settings) -> APIRouter:
     async def list_items(
         retriever: RetrieverDep,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+        cursor: Annotated[
+            str | None, Query(description="`next_cursor` of the previous page")
+        ] = None,
     ) -> ItemListResponse:
         page, next_cursor = await run_in_threadpool(
             retriever.list_items, limit, decode_cursor(cursor)

@@ -42,6 +42,8 @@ def search_router(settings: Settings) -> APIRouter:
         if len(uploads) != 1:
             raise ImageDecodeError(f"form field 'image' must hold one file, got {len(uploads)}")
         hits = await run_in_threadpool(retriever.search, uploads[0].data, k, min_score)
-        return SearchResponse(results=[SearchResult(item_id=h.item_id, score=h.score) for h in hits])
+        return SearchResponse(
+            results=[SearchResult(item_id=h.item_id, score=h.score) for h in hits]
+        )
 
     return router

@@ -49,9 +49,11 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     # Pillow warns above Image.MAX_IMAGE_PIXELS and raises above twice that; its warning threshold
     # is enforced here as a hard limit too. (A warnings filter would be process-global state and
     # not thread-safe, so the threshold is compared directly instead.)
-    limit = max_pixels if Image.MAX_IMAGE_PIXELS is None else min(max_pixels, Image.MAX_IMAGE_PIXELS)
+    limit = (
+        max_pixels if Image.MAX_IMAGE_PIXELS is None else min(max_pixels, Image.MAX_IMAGE_PIXELS)
+    )
     try:
-        img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        img: Image.Image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(str(exc)) from exc
     except Exception as exc:  # Pillow raises several types for garbage input

@@ -93,7 +93,13 @@ class PreprocessSpec:
         known = set(cls.__dataclass_fields__)
         missing = [
             k
-            for k in ("input_size", "embedding_dim", "model_name", "model_version", "format_version")
+            for k in (
+                "input_size",
+                "embedding_dim",
+                "model_name",
+                "model_version",
+                "format_version",
+            )
             if k not in d
         ]
         if missing:
@@ -126,6 +132,7 @@ class PreprocessSpec:
         if CONTRACT_KEY not in metadata:
             raise ContractError(
                 f"{source} carries no preprocessing contract (metadata key {CONTRACT_KEY!r} is "
-                "absent); export it with `python -m model.export` or `python -m model.build_default`"
+                "absent); export it with `python -m model.export` or "
+                "`python -m model.build_default`"
             )
         return cls.from_json(metadata[CONTRACT_KEY])

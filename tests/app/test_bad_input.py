@@ -44,7 +44,9 @@ def test_rejections_leave_no_trace(
 
     # Not multipart → 415.
     assert_problem(client.post("/items/x/images", json={"images": []}), 415, "multipart")
-    assert_problem(client.post("/search", content=good, headers={"content-type": "image/jpeg"}), 415)
+    assert_problem(
+        client.post("/search", content=good, headers={"content-type": "image/jpeg"}), 415
+    )
     # Empty, non-image, corrupt, truncated uploads → 422, judged by bytes not declared type.
     for payload, needle in [
         (b"", "empty"),
@@ -110,6 +112,7 @@ def test_oversized_body_gets_a_413_the_client_receives(
         # Declared length over the limit (httpx sends Content-Length).
         r = client.post("/items/x/images", files={"images": ("big.jpg", big)})
         assert_problem(r, 413, str(limit))
+
         # Chunked upload with no Content-Length: caught while streaming.
         def chunks() -> object:
             for i in range(0, len(big), 65536):
@@ -117,8 +120,8 @@ def test_oversized_body_gets_a_413_the_client_receives(
 
         boundary = "b0undary"
         head = (
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"images\"; "
-            f"filename=\"big.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+            f'--{boundary}\r\nContent-Disposition: form-data; name="images"; '
+            f'filename="big.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
         ).encode()
 
         def body() -> object:

@@ -7,7 +7,6 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from PIL import Image
 
 from model.data.sample_photos import load_photo, random_view
 
@@ -68,7 +67,9 @@ def test_searches_run_in_parallel_with_writes(
 
     def search(_: int) -> str:
         with httpx.Client(base_url=url, timeout=120) as c:
-            return str(c.post("/search", files={"image": ("q.jpg", query)}).json()["results"][0]["item_id"])
+            return str(
+                c.post("/search", files={"image": ("q.jpg", query)}).json()["results"][0]["item_id"]
+            )
 
     def write(i: int) -> int:
         with httpx.Client(base_url=url, timeout=120) as c:

@@ -9,7 +9,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_service_import_and_startup_do_not_import_torch(default_model_path: Path, tmp_path: Path) -> None:
+def test_service_import_and_startup_do_not_import_torch(
+    default_model_path: Path, tmp_path: Path
+) -> None:
     code = f"""
 import sys
 from fastapi.testclient import TestClient

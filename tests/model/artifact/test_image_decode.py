@@ -72,7 +72,10 @@ def test_greyscale_and_palette_modes() -> None:
     pal = Image.new("P", (2, 1))
     pal.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
     pal.putdata([0, 1])
-    assert np.asarray(decode_image(encode(pal, "PNG")))[0].tolist() == [[10, 20, 30], [200, 100, 50]]
+    assert np.asarray(decode_image(encode(pal, "PNG")))[0].tolist() == [
+        [10, 20, 30],
+        [200, 100, 50],
+    ]
 
 
 def test_alpha_is_composited_over_white() -> None:
