@@ -87,7 +87,7 @@ T = TypeVar("T")
 class SqliteStore:
     backend = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._identity: ModelIdentity | None = None
@@ -95,7 +95,7 @@ class SqliteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(
                 self.path,
-                timeout=BUSY_TIMEOUT_S,
+                timeout=busy_timeout_s,
                 isolation_level=None,  # transactions are explicit (BEGIN IMMEDIATE)
                 check_same_thread=False,  # shared across threads, serialised by self._lock
             )

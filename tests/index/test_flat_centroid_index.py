@@ -1,0 +1,220 @@
+"""FlatCentroidIndex against a numpy brute force, in-place storage updates, exact tie order."""
+
+from __future__ import annotations
+
+import threading
+
+import faiss
+import numpy as np
+import pytest
+
+from index.centroid_math import l2_normalize
+from index.flat_centroid_index import FlatCentroidIndex
+
+
+def brute_force(rows: dict[str, np.ndarray], query: np.ndarray, k: int) -> list[tuple[str, float]]:
+    """Score every item in float64, one dot product at a time; sort by (-score, id)."""
+    q = query.astype(np.float64)
+    scored = [(item, float(np.dot(r.astype(np.float64), q))) for item, r in rows.items()]
+    scored.sort(key=lambda p: (-p[1], p[0]))
+    return scored[:k]
+
+
+def assert_same_ranking(got: list[tuple[str, float]], want: list[tuple[str, float]]) -> None:
+    assert [i for i, _ in got] == [i for i, _ in want]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=0, atol=1e-9)
+
+
+def test_upsert_of_an_existing_item_writes_faiss_storage_in_place() -> None:
+    index = FlatCentroidIndex(4)
+    index.upsert("a", np.array([1.0, 0, 0, 0]))
+    index.upsert("b", np.array([0, 1.0, 0, 0]))
+    raw = index._faiss
+    before = int(raw.get_xb())
+    index.upsert("a", np.array([0, 0, 3.0, 4.0]))
+    assert raw.ntotal == 2 and int(raw.get_xb()) == before
+    # FAISS itself (not our view) now holds the new row, and its own search finds it.
+    np.testing.assert_allclose(raw.reconstruct(0), [0, 0, 0.6, 0.8], atol=1e-7)
+    scores, slots = raw.search(np.array([[0, 0, 0.6, 0.8]], np.float32), 1)
+    assert slots[0, 0] == 0 and scores[0, 0] == pytest.approx(1.0, abs=1e-6)
+    view = index._rows()
+    view[1] = [0, 0, 0, 1.0]
+    np.testing.assert_array_equal(raw.reconstruct(1), [0, 0, 0, 1.0])
+
+
+def test_remove_swaps_with_last_and_shrinks_faiss_storage() -> None:
+    rng = np.random.default_rng(0)
+    d = 16
+    index = FlatCentroidIndex(d)
+    rows: dict[str, np.ndarray] = {}
+    for i in range(500):
+        v = rng.normal(size=d)
+        index.upsert(f"i{i:03d}", v)
+        rows[f"i{i:03d}"] = l2_normalize(v)
+    for item in rng.permutation(sorted(rows))[:300]:
+        assert index.remove(str(item))
+        del rows[str(item)]
+        assert index._faiss.ntotal == len(rows)
+        assert index._faiss.codes.size() == len(rows) * d * 4
+    assert not index.remove("i-never")
+    for item in list(rows)[:50]:
+        v = rng.normal(size=d)
+        index.upsert(item, v)
+        rows[item] = l2_normalize(v)
+    for i in range(500, 540):
+        v = rng.normal(size=d)
+        index.upsert(f"i{i:03d}", v)
+        rows[f"i{i:03d}"] = l2_normalize(v)
+    assert len(index) == len(rows) and sorted(index.item_ids()) == sorted(rows)
+    for item, r in rows.items():
+        np.testing.assert_array_equal(index.get(item), r)
+    queries = l2_normalize(rng.normal(size=(20, d)))
+    for k in (1, 5, 50, 1000):
+        for q, got in zip(queries, index.search(queries, k), strict=True):
+            assert_same_ranking(got, brute_force(rows, q, k))
+
+
+@pytest.mark.parametrize("n_queries", [1, 25])  # FAISS switches to BLAS from 20 queries
+def test_ties_across_the_cut_are_broken_by_item_id(n_queries: int) -> None:
+    d = 32
+    rng = np.random.default_rng(1)
+    shared = rng.normal(size=d)
+    tied = [f"t{i:02d}" for i in range(40)]
+    others = {f"o{i:02d}": rng.normal(size=d) for i in range(200)}
+    for order in range(3):
+        index = FlatCentroidIndex(d)
+        names = tied + list(others)
+        for name in np.random.default_rng(order).permutation(names):
+            index.upsert(str(name), shared if name in tied else others[str(name)])
+        q = np.repeat(l2_normalize(shared)[None, :], n_queries, axis=0)
+        for k in (1, 5, 39, 40, 41):
+            for hits in index.search(q, k):
+                assert [i for i, _ in hits[:40]] == tied[: min(k, 40)]
+                assert len({s for _, s in hits[: min(k, 40)]}) == 1
+
+
+def test_search_edge_cases() -> None:
+    index = FlatCentroidIndex(3)
+    q = np.array([[1.0, 0, 0], [0, 1.0, 0]], np.float32)
+    assert index.search(q, 5) == [[], []]
+    index.upsert("x", np.array([1.0, 0, 0]))
+    index.upsert("y", np.array([0, 2.0, 0]))
+    assert index.search(q, 0) == [[], []]
+    got = index.search(q, 10)
+    assert [[i for i, _ in hits] for hits in got] == [["x", "y"], ["y", "x"]]
+    assert got[0][0][1] == pytest.approx(1.0) and got[0][1][1] == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        index.search(np.ones((2, 4), np.float32), 1)
+    with pytest.raises(ValueError):
+        index.search(q, -1)
+    with pytest.raises(ValueError):
+        index.upsert("z", np.ones(4))
+    with pytest.raises(ValueError):
+        index.upsert("z", np.array([np.inf, 0, 0]))
+    assert "z" not in index and "x" in index and len(index) == 2
+
+
+def test_get_returns_a_copy_and_rows_are_normalised() -> None:
+    index = FlatCentroidIndex(2)
+    index.upsert("a", np.array([3.0, 4.0]))
+    got = index.get("a")
+    assert got is not None and got.dtype == np.float32
+    np.testing.assert_allclose(got, [0.6, 0.8], atol=1e-7)
+    got[:] = 0
+    np.testing.assert_allclose(index.get("a"), [0.6, 0.8], atol=1e-7)
+    assert index.get("missing") is None
+
+
+def test_rebuild_replaces_content_and_rejects_duplicates() -> None:
+    rng = np.random.default_rng(2)
+    index = FlatCentroidIndex(8)
+    index.upsert("old", rng.normal(size=8))
+    fresh = {f"n{i:05d}": rng.normal(size=8) for i in range(5000)}  # spans two chunks
+    version = index.version
+    index.rebuild(iter(fresh.items()))
+    assert index.version > version
+    assert "old" not in index and len(index) == 5000
+    np.testing.assert_array_equal(index.get("n04999"), l2_normalize(fresh["n04999"]))
+    with pytest.raises(ValueError):
+        index.rebuild([("a", np.ones(8)), ("a", np.ones(8))])
+    assert len(index) == 5000
+    q = l2_normalize(rng.normal(size=(1, 8)))
+    want = brute_force({k: l2_normalize(v) for k, v in fresh.items()}, q[0], 7)
+    assert_same_ranking(index.search(q, 7)[0], want)
+
+
+def test_memory_bytes_counts_the_rows() -> None:
+    index = FlatCentroidIndex(64)
+    empty = index.memory_bytes()
+    for i in range(100):
+        index.upsert(f"item{i}", np.ones(64))
+    assert index.memory_bytes() >= empty + 100 * 64 * 4
+    for i in range(100):
+        index.remove(f"item{i}")
+    assert index.memory_bytes() < empty + 100 * 64 * 4
+
+
+def test_version_counts_mutations() -> None:
+    index = FlatCentroidIndex(2)
+    assert index.version == 0
+    index.upsert("a", np.ones(2))
+    index.upsert("a", np.ones(2))
+    index.remove("a")
+    index.remove("a")  # no-op: not counted
+    assert index.version == 3
+
+
+def test_concurrent_searches_and_writes_stay_consistent() -> None:
+    d, rng = 32, np.random.default_rng(4)
+    index = FlatCentroidIndex(d)
+    base = {f"b{i:03d}": rng.normal(size=d) for i in range(300)}
+    index.rebuild(base.items())
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    queries = l2_normalize(rng.normal(size=(4, d)))
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                for hits in index.search(queries, 10):
+                    assert len(hits) == 10 and len({i for i, _ in hits}) == 10
+                    scores = [s for _, s in hits]
+                    assert scores == sorted(scores, reverse=True)
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+
+    def writer(w: int) -> None:
+        r = np.random.default_rng(w)
+        for j in range(300):
+            index.upsert(f"w{w}-{j % 20}", r.normal(size=d))
+            if j % 3 == 0:
+                index.remove(f"w{w}-{(j + 7) % 20}")
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    writers = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert index._faiss.ntotal == len(index) == len(index.item_ids())
+    rows = {i: index.get(i) for i in index.item_ids()}
+    assert all(r is not None for r in rows.values())
+    for q in queries:
+        assert_same_ranking(index.search(q[None, :], 15)[0], brute_force(rows, q, 15))  # type: ignore[arg-type]
+
+
+def test_faiss_search_sees_only_live_rows_after_removes() -> None:
+    index = FlatCentroidIndex(2)
+    index.upsert("a", np.array([1.0, 0]))
+    index.upsert("b", np.array([0, 1.0]))
+    index.remove("a")
+    _, slots = index._faiss.search(np.array([[1.0, 0]], np.float32), 2)
+    assert slots.tolist() == [[0, -1]]
+    assert isinstance(index._faiss, faiss.IndexFlatIP)
