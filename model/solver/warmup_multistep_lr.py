@@ -13,6 +13,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 
 import torch
+from torch import Tensor
 from torch.optim.lr_scheduler import LRScheduler
 
 # reid-strong-baseline / centroids-reid ``SOLVER.STEPS``, ``GAMMA``, ``WARMUP_FACTOR``,
@@ -54,7 +55,7 @@ class WarmupMultiStepLR(LRScheduler):
             warmup = self.warmup_factor * (1.0 - alpha) + alpha
         return warmup * self.gamma ** bisect_right(self.milestones, epoch)
 
-    def get_lr(self) -> list[float]:  # type: ignore[override]
+    def get_lr(self) -> list[float | Tensor]:
         # Closed form of the epoch, not a chained update: resuming needs only last_epoch.
         factor = self.factor(max(self.last_epoch, 0))
         return [base_lr * factor for base_lr in self.base_lrs]
