@@ -13,6 +13,7 @@ from model.artifact.onnx_embedder import OnnxEmbedder
 from model.artifact.preprocess_spec import PreprocessSpec
 from model.exporter.onnx_exporter import export_embedder
 from model.exporter.parity_photos import load_parity_photos
+from model.modeling.backbones.backbone import Backbone
 from model.modeling.backbones.registry import build_backbone
 from model.modeling.two_head_net import TwoHeadNet
 
@@ -84,6 +85,12 @@ def test_unknown_head_is_refused() -> None:
         tiny_net("attention")
 
 
+@pytest.fixture(scope="module")
+def resnet50_stride2() -> Backbone:
+    """Built once: the heads under test do not modify the backbone they share."""
+    return build_backbone("resnet50", last_stride=2)
+
+
 @pytest.mark.parametrize(
     ("head", "input_hw", "in_features"),
     [
@@ -93,10 +100,9 @@ def test_unknown_head_is_refused() -> None:
     ],
 )
 def test_resnet50_with_stride_2_head_sizes(
-    head: str, input_hw: tuple[int, int], in_features: int
+    resnet50_stride2: Backbone, head: str, input_hw: tuple[int, int], in_features: int
 ) -> None:
-    backbone = build_backbone("resnet50", last_stride=2)
-    net = TwoHeadNet(backbone, num_classes=10, input_size_hw=input_hw, head=head).eval()
+    net = TwoHeadNet(resnet50_stride2, num_classes=10, input_size_hw=input_hw, head=head).eval()
     # 256×128 / 32 = 8×4 cells of 2048 channels: 65536 → 256 is 16.8M, the 4×4 pool 8.4M.
     assert n_params(net.embedding_head) == in_features * 256 + 256
     assert n_params(net.classifier) == 2048 * 10 + 10
