@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.dependencies import FormDep, ImageIdPath, ItemIdPath, RetrieverDep
+from app.dependencies import ITEM_ID_PATTERN, FormDep, ImageIdPath, ItemIdPath, RetrieverDep
 from app.retriever_errors import InvalidCursorError
 from app.schemas import (
     PROBLEM_RESPONSES,
@@ -31,9 +32,12 @@ def decode_cursor(cursor: str | None) -> str | None:
     if cursor is None:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor.encode()).decode()
+        decoded = base64.b64decode(cursor.encode(), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidCursorError(f"invalid cursor {cursor!r}") from exc
+    if not re.fullmatch(ITEM_ID_PATTERN, decoded):
+        raise InvalidCursorError(f"invalid cursor {cursor!r}")
+    return decoded
 
 
 def items_router(settings: Settings) -> APIRouter:

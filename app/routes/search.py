@@ -1,6 +1,7 @@
 """Query by photo: the top-k items by centroid cosine similarity."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the query limits below close over `settings`, and
+# FastAPI must evaluate the annotations where they are defined.
 
 from typing import Annotated
 

@@ -65,7 +65,9 @@ def test_rejections_leave_no_trace(
     assert_problem(client.post("/items/x/images", files=files), 422, "images[1] ('bad.jpg')")
     # Wrong field name / text instead of a file.
     assert_problem(client.post("/items/x/images", files={"image": ("a.jpg", good)}), 422)
-    assert_problem(client.post("/items/x/images", data={"images": "text"}), 422)
+    r = client.post("/items/x/images", data={"images": "text"}, files={"other": ("o.jpg", good)})
+    assert_problem(r, 422, "must hold files")
+    assert_problem(client.post("/items/x/images", data={"images": "text"}), 415)
     # Malformed item id (the pattern allows [A-Za-z0-9._:-]{1,128}).
     for bad in ("a b", "x" * 129, "caf\u00e9", "a/b"):
         r = client.post(f"/items/{bad}/images", files={"images": ("a.jpg", good)})
