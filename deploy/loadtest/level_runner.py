@@ -1,0 +1,39 @@
+"""Run one scenario at one offered load (open loop), then clean up what it wrote."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from deploy.loadtest.arrival_schedule import constant_rate_schedule
+from deploy.loadtest.latency_stats import summarize
+from deploy.loadtest.level_result import LevelResult
+from deploy.loadtest.open_loop import run_open_loop
+from deploy.loadtest.scenarios import Scenario
+
+
+async def run_level(
+    client: httpx.AsyncClient,
+    scenario: Scenario,
+    *,
+    rate_per_s: float,
+    duration_s: float,
+    max_in_flight: int,
+) -> LevelResult:
+    schedule = constant_rate_schedule(rate_per_s, duration_s)
+    wall0, cpu0 = time.monotonic(), time.process_time()
+    samples = await run_open_loop(client, scenario.operation, schedule, max_in_flight=max_in_flight)
+    wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
+    # Cleanup is not part of the measured window.
+    cleaned = await scenario.cleanup(client)
+    return LevelResult(
+        scenario=scenario.name,
+        offered_rps=rate_per_s,
+        duration_s=duration_s,
+        wall_s=wall,
+        client_cpu_s=cpu,
+        client_cpu_share=cpu / wall if wall > 0 else 0.0,
+        endpoints=summarize(samples, wall),
+        cleaned_up_items=cleaned,
+    )

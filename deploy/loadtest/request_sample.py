@@ -1,0 +1,46 @@
+"""One request of a load-test run, as the generator saw it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A request ready to send: ``send`` performs it and returns the HTTP status code.
+
+    ``endpoint`` is the label results are grouped by (e.g. ``"POST /search"``).
+    """
+
+    endpoint: str
+    send: Callable[[httpx.AsyncClient], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class RequestSample:
+    """Times are seconds from the start of the run (``time.monotonic`` based).
+
+    ``scheduled_s``: when the request was due. ``sent_s``: when it actually left (``None``:
+    dropped because the in-flight cap was reached). ``latency_s``: completion minus the *due*
+    time for open-loop runs (minus the send time for closed-loop runs, which have no schedule;
+    there both are equal); ``None`` when dropped. ``status``: HTTP status, ``None`` when there
+    was no answer (drop, timeout, connection error; ``error`` then says which).
+    """
+
+    endpoint: str
+    scheduled_s: float
+    sent_s: float | None
+    latency_s: float | None
+    status: int | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status is not None and 200 <= self.status < 300
+
+    @property
+    def dropped(self) -> bool:
+        return self.sent_s is None
