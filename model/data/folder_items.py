@@ -24,6 +24,7 @@ from model.data.sample import Sample
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 # Leading hex digits of the SHA-1 read as the hash fraction in [0, 1): 64 bits is plenty.
 _HASH_HEX_DIGITS = 16
+_HASH_SCALE = float(1 << (4 * _HASH_HEX_DIGITS))
 
 
 def read_folder_items(
@@ -105,4 +106,4 @@ def _read_items(folder: Path) -> dict[str, list[Path]]:
 def _hash_fraction(text: str) -> float:
     """SHA-1 of the UTF-8 text as a number in [0, 1)."""
     digest = hashlib.sha1(text.encode("utf-8")).hexdigest()
-    return int(digest[:_HASH_HEX_DIGITS], 16) / 16**_HASH_HEX_DIGITS
+    return int(digest[:_HASH_HEX_DIGITS], 16) / _HASH_SCALE

@@ -10,6 +10,7 @@ same order as timm's, so they are mapped by position, every shape checked.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import timm
 import torch
@@ -56,9 +57,12 @@ def tf_efficientnet_lite0_imagenet() -> nn.Module:
 
 
 class EfficientNetLite0Body(Backbone):
-    """``(N, 3, H, W)`` normalised with mean = std = 0.5 → ``(N, 1280, H/32, W/32)``."""
+    """``(N, 3, H, W)`` normalised with mean = std = 0.5 → ``(N, 1280, H/32, W/32)``.
 
-    def __init__(self, model: nn.Module) -> None:
+    ``model`` is a timm ``tf_efficientnet_lite0`` (typed ``Any``: timm's API is untyped).
+    """
+
+    def __init__(self, model: Any) -> None:
         super().__init__(LITE0_CHANNELS, LITE0_MEAN, LITE0_STD)
         # The ImageNet classifier is unused here: drop it so every parameter gets a gradient
         # (DDP requires it) and checkpoints do not carry it.

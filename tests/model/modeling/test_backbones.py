@@ -186,3 +186,9 @@ def test_tiny_cnn_and_registry() -> None:
         ValueError, match="choose one of: efficientnet_lite0, resnet50, resnet50_ibn_a, tiny_cnn"
     ):
         build_backbone("vgg16")
+
+
+def test_ibn_network_converts_to_half_precision() -> None:
+    # nn.Module.half() must stay callable (an attribute named "half" once shadowed it).
+    layer = InstanceBatchNorm(8).half()
+    assert layer.IN.weight.dtype == layer.BN.weight.dtype == torch.float16
