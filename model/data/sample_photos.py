@@ -121,9 +121,18 @@ def write_gallery_query_folder(
     gallery_views: int = 4,
     query_views: int = 2,
     seed: int = 0,
+    grid: tuple[int, int] = (1, 1),
 ) -> Path:
-    """``root/gallery/<item>/*.jpg`` and ``root/query/<item>/*.jpg``, one item per photo."""
-    items = {name: load_photo(name) for name in (names or photo_names())}
+    """``root/gallery/<item>/*.jpg`` and ``root/query/<item>/*.jpg``.
+
+    One item per photo, or with ``grid=(rows, cols)`` one per region of each photo (a harder
+    set: regions of one photo share colours and texture).
+    """
+    items = {
+        f"{name}-{i}" if grid != (1, 1) else name: region
+        for name in (names or photo_names())
+        for i, region in enumerate(photo_regions(load_photo(name), grid))
+    }
     write_views(root / "gallery", items, gallery_views, seed)
     write_views(root / "query", items, query_views, seed + 1)
     return root
