@@ -1,0 +1,441 @@
+"""The training loop (:class:`Trainer`) and the one place a config becomes objects
+(:func:`build_trainer`).
+
+One optimiser step per P×K batch: the network and the loss's own learnable state (proxies at
+``proxy_lr_multiplier`` × the base lr) with Adam; center-loss centers with their own SGD, whose
+gradient is rescaled by 1/weight first so they follow the *unweighted* center-loss gradient
+(reference ``train_ctl_model.py``). The learning rate schedule steps once per epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from model.data.dataset_split import DatasetSplit
+from model.data.image_dataset import ImageDataset
+from model.data.pk_batch_sampler import PKBatchSampler
+from model.data.pk_sampler import PKSampler
+from model.data.transforms import train_transform
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from model.config.train_config import TrainConfig, to_dict
+from model.engine.checkpoint import CheckpointManager, rng_state, set_rng_state
+from model.engine.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    average_gradients,
+    barrier,
+    choose_device,
+    dist_info_from_env,
+    init_distributed,
+    unwrap,
+    wrap_ddp,
+)
+from model.engine.metrics_log import MetricsLog
+from model.engine.registries import build_loss, build_model, read_dataset
+from model.evaluation.embed_split import evaluate_split, torch_embedder
+from model.losses.center_loss import CenterLoss, step_centers
+from model.losses.hpl_recipe import proxy_param_groups
+from model.losses.weighted_loss_sum import WeightedLossSum
+from model.solver.optimizer import make_optimizer
+from model.solver.warmup_multistep_lr import WarmupMultiStepLR
+
+log = logging.getLogger(__name__)
+
+# The metric that decides best.pt: held-out centroid mAP (the CTL paper's headline number).
+BEST_METRIC = "centroid/mAP"
+
+Evaluator = Callable[[nn.Module], dict[str, float]]
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and torch (all devices) RNGs from one integer."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader workers: torch already seeds each worker with base_seed + id; derive the
+    Python and NumPy seeds from it so library-level randomness differs per worker too."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """Seed for one epoch on one rank: augmentations then depend only on (seed, epoch, rank),
+    so a run resumed at an epoch boundary repeats exactly what an uninterrupted run does."""
+    return seed + 1_000_003 * epoch + 7919 * rank
+
+
+@dataclass(frozen=True)
+class EpochSummary:
+    epoch: int  # 1-based: number of finished epochs
+    values: dict[str, float]
+
+
+class Trainer:
+    """Runs epochs, evaluates every ``eval_every``, checkpoints every ``checkpoint_every``.
+
+    ``net`` may be wrapped in DDP; ``center_optimizer`` is None when the loss has no center
+    loss. ``evaluator(net) -> metrics`` runs on rank 0 only and must return ``BEST_METRIC``.
+    """
+
+    def __init__(
+        self,
+        *,
+        net: nn.Module,
+        loss: WeightedLossSum,
+        optimizer: torch.optim.Optimizer,
+        scheduler: WarmupMultiStepLR,
+        train_loader: DataLoader[Any],
+        sampler: PKSampler,
+        center_optimizer: torch.optim.Optimizer | None,
+        center_weight: float,
+        evaluator: Evaluator | None,
+        metrics_log: MetricsLog,
+        checkpoints: CheckpointManager,
+        device: torch.device,
+        amp: bool,
+        dist: DistInfo,
+        eval_every: int,
+        checkpoint_every: int,
+        seed: int,
+        config_dict: dict[str, Any],
+        label_map: dict[str, int],
+        progress: bool = True,
+    ) -> None:
+        self.net = net
+        self.loss = loss
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.train_loader = train_loader
+        self.sampler = sampler
+        self.center_optimizer = center_optimizer
+        self.center_weight = center_weight
+        self.evaluator = evaluator
+        self.metrics_log = metrics_log
+        self.checkpoints = checkpoints
+        self.device = device
+        # Mixed precision only on CUDA: CPU autocast (bfloat16) would slow the CPU path down.
+        self.amp = amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.dist = dist
+        self.eval_every = eval_every
+        self.checkpoint_every = checkpoint_every
+        self.seed = seed
+        self.config_dict = config_dict
+        self.label_map = label_map
+        self.progress = progress and dist.is_main
+        self.start_epoch = 0
+        self.best_metric = float("-inf")
+        self._center_losses = [m for m in loss.modules() if isinstance(m, CenterLoss)]
+        # Loss state DDP does not see (centers, proxies): its gradients are averaged by hand.
+        self._loss_params = [p for p in loss.parameters() if p.requires_grad]
+
+    @property
+    def model(self) -> nn.Module:
+        """The plain network (no DDP wrapper)."""
+        return unwrap(self.net)
+
+    # --- state ---------------------------------------------------------------------------
+
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "loss": self.loss.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "center_optimizer": (
+                None if self.center_optimizer is None else self.center_optimizer.state_dict()
+            ),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "best_metric": self.best_metric,
+            "config": self.config_dict,
+            "label_map": self.label_map,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.center_optimizer is not None and state["center_optimizer"] is not None:
+            self.center_optimizer.load_state_dict(state["center_optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.best_metric = float(state["best_metric"])
+        self.start_epoch = int(state["epoch"])
+
+    def resume(self) -> bool:
+        """Continue from ``last.pt`` when the output directory has one. True if resumed."""
+        state = self.checkpoints.load_last(map_location=self.device)
+        if state is None:
+            return False
+        if state["label_map"] != self.label_map:
+            raise ValueError(
+                f"{self.checkpoints.last_path} was trained on other items; use a new output_dir"
+            )
+        self.load_state_dict(state)
+        if self.dist.is_main:
+            log.info("resumed from %s at epoch %d", self.checkpoints.last_path, self.start_epoch)
+        return True
+
+    # --- loop ----------------------------------------------------------------------------
+
+    def fit(self, epochs: int) -> list[EpochSummary]:
+        """Train from ``start_epoch`` up to ``epochs`` finished epochs."""
+        summaries = []
+        for epoch in range(self.start_epoch, epochs):
+            values = self.train_epoch(epoch)
+            finished = epoch + 1
+            last = finished == epochs
+            is_best = False
+            if self.evaluator is not None and (finished % self.eval_every == 0 or last):
+                metrics = self.evaluate()
+                values.update({f"eval/{k}": v for k, v in metrics.items()})
+                if self.dist.is_main and metrics[BEST_METRIC] > self.best_metric:
+                    self.best_metric = metrics[BEST_METRIC]
+                    is_best = True
+            if finished % self.checkpoint_every == 0 or last or is_best:
+                self.checkpoints.save(self.state_dict(finished), epoch=finished, is_best=is_best)
+            self.metrics_log.log(finished, values)
+            summaries.append(EpochSummary(finished, values))
+            if self.dist.is_main:
+                shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+                print(f"epoch {finished}/{epochs}: {shown}", flush=True)
+            barrier(self.dist)
+        self.start_epoch = max(self.start_epoch, epochs)
+        return summaries
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out evaluation on rank 0 (the others wait): embeddings of the plain network."""
+        metrics: dict[str, float] = {}
+        if self.dist.is_main and self.evaluator is not None:
+            metrics = self.evaluator(self.model)
+        barrier(self.dist)
+        return metrics
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the sampler's batches; returns mean losses, lr and wall time."""
+        seed_everything(epoch_seed(self.seed, epoch, self.dist.rank))
+        self.sampler.set_epoch(epoch)
+        self.net.train()
+        self.loss.train()
+        sums: dict[str, float] = {}
+        steps = 0
+        started = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        bar = tqdm(
+            self.train_loader,
+            desc=f"epoch {epoch + 1}",
+            disable=not self.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for images, labels, _ in bar:
+            parts = self.step(images.to(self.device), labels.to(self.device))
+            steps += 1
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.set_postfix({k: f"{v / steps:.3f}" for k, v in sums.items()}, refresh=False)
+        bar.close()
+        self.scheduler.step()
+        values = {
+            f"loss/{k}": all_reduce_mean(v / max(steps, 1), self.dist, self.device)
+            for k, v in sums.items()
+        }
+        values["lr"] = float(lr)
+        values["time/epoch_s"] = time.perf_counter() - started
+        return values
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """One optimisation step on a batch ``images (N, 3, H, W) float [0, 1]``,
+        ``labels (N,) int64``; returns the unweighted loss terms and their weighted total."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.center_optimizer is not None:
+            self.center_optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=self.device.type, enabled=self.amp):
+            output = self.net(images)
+            total, parts = self.loss(output, labels)
+        self.scaler.scale(total).backward()
+        average_gradients(self._loss_params, self.dist)
+        self.scaler.step(self.optimizer)
+        if self.center_optimizer is not None:
+            # Centers are stepped outside the scaler: unscale their gradient first; a step
+            # whose gradients overflowed is skipped like the scaler would.
+            if self.amp:
+                self.scaler.unscale_(self.center_optimizer)
+            grads_finite = all(
+                p.grad is None or bool(torch.isfinite(p.grad).all())
+                for group in self.center_optimizer.param_groups
+                for p in group["params"]
+            )
+            if grads_finite:
+                for center_loss in self._center_losses:
+                    step_centers(center_loss, self.center_optimizer, self.center_weight)
+        self.scaler.update()
+        return {**parts, "total": float(total.detach())}
+
+
+# --- building ------------------------------------------------------------------------------
+
+
+def label_map_of(split: DatasetSplit) -> dict[str, int]:
+    """Training items → contiguous class ids, in sorted item order (deterministic)."""
+    return {item: i for i, item in enumerate(sorted({s.item for s in split.train}))}
+
+
+def build_evaluator(
+    split: DatasetSplit, cfg: TrainConfig, device: torch.device
+) -> Evaluator | None:
+    """Held-out evaluation of ``split`` (query vs gallery) with the training input size."""
+    if not split.query or not split.gallery:
+        return None
+
+    def evaluate(net: nn.Module) -> dict[str, float]:
+        embed = torch_embedder(
+            net,
+            cfg.data.input_size,
+            device=device,
+            batch_size=cfg.data.eval_batch_size,
+            num_workers=cfg.data.num_workers,
+        )
+        return evaluate_split(embed, split)
+
+    return evaluate
+
+
+def split_param_groups(
+    net: nn.Module, loss: nn.Module, base_lr: float, proxy_lr_multiplier: float
+) -> tuple[list[dict[str, Any]], list[nn.Parameter]]:
+    """Adam groups (network; proxies at ``base_lr × proxy_lr_multiplier``; other loss params)
+    and the center-loss centers, which get their own SGD."""
+    centers = [m.centers for m in loss.modules() if isinstance(m, CenterLoss)]
+    proxy_groups = proxy_param_groups(loss, base_lr, proxy_lr_multiplier)
+    taken = {id(p) for p in centers} | {id(p) for g in proxy_groups for p in g["params"]}
+    net_params = [p for p in net.parameters() if p.requires_grad]
+    rest = [p for p in loss.parameters() if p.requires_grad and id(p) not in taken]
+    groups: list[dict[str, Any]] = [{"params": net_params + rest}]
+    groups.extend(proxy_groups)
+    return groups, centers
+
+
+def make_train_loader(
+    split: DatasetSplit,
+    label_map: dict[str, int],
+    cfg: TrainConfig,
+    fill_mean: Sequence[float],
+    dist: DistInfo,
+) -> tuple[DataLoader[Any], PKSampler]:
+    dataset = ImageDataset(
+        split.train,
+        label_map,
+        train_transform(
+            cfg.data.input_size,
+            pad=cfg.data.pad,
+            flip_p=cfg.data.flip_p,
+            erase_p=cfg.data.erase_p,
+            fill_mean=tuple(fill_mean),
+        ),
+    )
+    labels = [label_map[s.item] for s in split.train]
+    sampler = PKSampler(
+        labels, cfg.data.p, cfg.data.k, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size
+    )
+    # Whole P×K batches: without resampling a batch can be smaller than p·k, so the DataLoader
+    # must not re-cut the index stream.
+    loader: DataLoader[Any] = DataLoader(
+        dataset,
+        batch_sampler=PKBatchSampler(sampler),
+        num_workers=cfg.data.num_workers,
+        worker_init_fn=worker_init_fn,
+        persistent_workers=False,
+        pin_memory=False,
+    )
+    return loader, sampler
+
+
+def build_trainer(
+    cfg: TrainConfig,
+    *,
+    dist: DistInfo | None = None,
+    split: DatasetSplit | None = None,
+    resume: bool = True,
+) -> Trainer:
+    """Config → data, network, loss, optimisers, schedule, evaluation, logs, checkpoints.
+
+    Under torchrun the process group is joined here. ``split`` overrides reading the dataset
+    named in the config (tests pass one built in a temporary folder).
+    """
+    dist = dist if dist is not None else dist_info_from_env()
+    device = choose_device(cfg.device, dist)
+    init_distributed(dist, device)
+    seed_everything(cfg.seed)
+    split = split if split is not None else read_dataset(cfg.data)
+    label_map = label_map_of(split)
+    if len(label_map) < 2:
+        raise ValueError(f"{split.name}: training needs at least 2 items, found {len(label_map)}")
+
+    net = build_model(cfg.model, len(label_map), cfg.data.input_size, load_pretrained=True)
+    loss = build_loss(cfg.loss, len(label_map), int(net.embedding_dim), cfg.seed)
+    net.to(device)
+    loss.to(device)
+
+    groups, centers = split_param_groups(
+        net, loss, cfg.solver.base_lr, cfg.loss.proxy_lr_multiplier
+    )
+    optimizer = make_optimizer(groups, cfg.solver.base_lr, cfg.solver.weight_decay)
+    scheduler = WarmupMultiStepLR(
+        optimizer,
+        milestones=cfg.solver.milestones,
+        gamma=cfg.solver.gamma,
+        warmup_factor=cfg.solver.warmup_factor,
+        warmup_epochs=cfg.solver.warmup_epochs,
+    )
+    center_optimizer = torch.optim.SGD(centers, lr=cfg.loss.center_lr) if centers else None
+
+    backbone = net.backbone
+    assert isinstance(backbone, nn.Module)
+    loader, sampler = make_train_loader(split, label_map, cfg, backbone.mean, dist)
+    out_dir = Path(cfg.output_dir)
+    trainer = Trainer(
+        net=wrap_ddp(net, dist, device),
+        loss=loss,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_loader=loader,
+        sampler=sampler,
+        center_optimizer=center_optimizer,
+        center_weight=cfg.loss.center_weight,
+        evaluator=build_evaluator(split, cfg, device),
+        metrics_log=MetricsLog(out_dir, enabled=dist.is_main),
+        checkpoints=CheckpointManager(
+            out_dir, enabled=dist.is_main, keep_epochs=cfg.keep_epoch_checkpoints
+        ),
+        device=device,
+        amp=cfg.amp,
+        dist=dist,
+        eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
+        seed=cfg.seed,
+        config_dict=to_dict(cfg),
+        label_map=label_map,
+        progress=cfg.progress,
+    )
+    if resume:
+        trainer.resume()
+    return trainer

@@ -1,0 +1,75 @@
+"""``python -m model.export runs/x/best.pt --out models/mine [--parity-photos DIR]``.
+
+Writes ``<out>/embedder.onnx`` (contract in its metadata) and ``<out>/embedder.json`` with the
+same exporter as the default model, then checks PyTorch vs ONNX Runtime parity on real photos.
+Serve it with ``RETRIEVAL_MODEL_PATH=<out>/embedder.onnx``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+from model.artifact.preprocess_spec import PreprocessSpec
+from model.engine.checkpoint import load_model_from_checkpoint
+from model.engine.registries import OUTPUT_NORMALIZED
+from model.exporter.onnx_exporter import ExportResult, export_embedder
+from model.exporter.parity_photos import load_parity_photos
+
+# Enough hex digits of the checkpoint's SHA-256 to tell versions of one run apart.
+VERSION_DIGITS = 12
+
+
+def file_version(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:VERSION_DIGITS]
+
+
+def export_checkpoint(
+    checkpoint: Path, out_dir: Path, parity_dir: Path | None = None, basename: str = "embedder"
+) -> ExportResult:
+    """Rebuild the checkpoint's network and export its ``embed`` with the contract."""
+    net, cfg = load_model_from_checkpoint(checkpoint)
+    backbone = net.backbone
+    spec = PreprocessSpec(
+        input_size=cfg.data.input_size,
+        embedding_dim=int(net.embedding_dim),
+        model_name=cfg.name,
+        model_version=file_version(checkpoint),
+        output_normalized=OUTPUT_NORMALIZED[cfg.model.name],
+        source_checkpoint=str(checkpoint),
+        graph_normalization={
+            "mean": list(backbone.mean),  # type: ignore[union-attr, arg-type]
+            "std": list(backbone.std),  # type: ignore[union-attr, arg-type]
+            "scale": [1 / 255],
+        },
+    )
+    return export_embedder(net, spec, out_dir, load_parity_photos(parity_dir), basename=basename)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model.export", description=__doc__)
+    parser.add_argument("checkpoint", type=Path, help="a .pt written by model.train")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument(
+        "--parity-photos", type=Path, default=None, help="folder of photos (default: shipped)"
+    )
+    parser.add_argument("--basename", default="embedder", help="file names <basename>.onnx/.json")
+    args = parser.parse_args(argv)
+    result = export_checkpoint(args.checkpoint, args.out, args.parity_photos, args.basename)
+    print(f"wrote {result.onnx_path} and {result.contract_path}")
+    print(
+        f"model {result.spec.model_name} version {result.spec.model_version}: input "
+        f"{result.spec.input_size[0]}x{result.spec.input_size[1]}, D={result.spec.embedding_dim}, "
+        f"output_normalized={result.spec.output_normalized}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
