@@ -19,16 +19,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from model.data.dataset_split import DatasetSplit
-from model.data.image_dataset import ImageDataset
-from model.data.pk_batch_sampler import PKBatchSampler
-from model.data.pk_sampler import PKSampler
-from model.data.transforms import train_transform
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model.config.train_config import TrainConfig, to_dict
+from model.data.dataset_split import DatasetSplit
+from model.data.image_dataset import ImageDataset
+from model.data.pk_batch_sampler import PKBatchSampler
+from model.data.pk_sampler import PKSampler
+from model.data.transforms import train_transform
 from model.engine.checkpoint import CheckpointManager, rng_state, set_rng_state
 from model.engine.distributed import (
     DistInfo,
@@ -77,6 +77,26 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """Seed for one epoch on one rank: augmentations then depend only on (seed, epoch, rank),
     so a run resumed at an epoch boundary repeats exactly what an uninterrupted run does."""
     return seed + 1_000_003 * epoch + 7919 * rank
+
+
+def format_epoch(epoch: int, epochs: int, values: dict[str, float]) -> str:
+    """One console line per epoch (everything else is in metrics.csv and TensorBoard)."""
+    losses = ", ".join(
+        f"{k[5:]} {v:.3f}" for k, v in values.items() if k.startswith("loss/") and k != "loss/total"
+    )
+    line = (
+        f"epoch {epoch}/{epochs}  loss {values.get('loss/total', float('nan')):.3f} ({losses})  "
+        f"lr {values['lr']:.2e}  {values['time/epoch_s']:.1f} s"
+    )
+    if f"eval/{BEST_METRIC}" in values:
+        shown = [
+            f"{level} mAP {100 * values[f'eval/{level}/mAP']:.1f}% "
+            f"R1 {100 * values[f'eval/{level}/rank1']:.1f}%"
+            for level in ("instance", "centroid")
+            if f"eval/{level}/mAP" in values
+        ]
+        line += "  | held-out " + ", ".join(shown)
+    return line
 
 
 @dataclass(frozen=True)
@@ -215,8 +235,7 @@ class Trainer:
             self.metrics_log.log(finished, values)
             summaries.append(EpochSummary(finished, values))
             if self.dist.is_main:
-                shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-                print(f"epoch {finished}/{epochs}: {shown}", flush=True)
+                print(format_epoch(finished, epochs, values), flush=True)
             barrier(self.dist)
         self.start_epoch = max(self.start_epoch, epochs)
         return summaries
