@@ -16,7 +16,8 @@ SEND_LAG_WARNING_MS = 10.0
 @dataclass(frozen=True)
 class LevelResult:
     """``client_cpu_share``: generator CPU seconds (``time.process_time``) per wall second,
-    1.0 = one core fully busy. ``wall_s``: from the first due time to the last answer."""
+    1.0 = one core fully busy. ``wall_s``: from the start to the last answer, at least
+    ``duration_s``."""
 
     scenario: str
     offered_rps: float

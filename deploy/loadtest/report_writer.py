@@ -43,8 +43,10 @@ def summary_text(meta: dict[str, Any], results: Sequence[LevelResult]) -> str:
         f"{'p99':>8} {'errors':>7}  {'client cpu':>10}",
     ]
     for r in results:
-        for e in r.endpoints:
-            flag = "  CLIENT-BOUND" if r.client_bound and e.endpoint == "all" else ""
+        # With a single endpoint the "all" row repeats it.
+        rows = r.endpoints if len(r.endpoints) > 2 else r.endpoints[:1]
+        for e in rows:
+            flag = "  CLIENT-BOUND" if r.client_bound and e is rows[-1] else ""
             lines.append(
                 f"{r.scenario:<10} {r.offered_rps:>9g}  {e.endpoint:<28} {e.throughput_rps:>7.1f} "
                 f"{e.p50_ms:>8.1f} {e.p95_ms:>8.1f} {e.p99_ms:>8.1f} {e.error_rate:>7.1%}  "
@@ -54,7 +56,8 @@ def summary_text(meta: dict[str, Any], results: Sequence[LevelResult]) -> str:
         "",
         "errors = non-2xx answers, timeouts, connection errors and requests dropped at the",
         "in-flight cap. CLIENT-BOUND = the generator used >= 80 % of a core or sent > 10 ms late",
-        "(p99): its own delay is inside those latencies; run it from a bigger machine.",
+        "(p99), e.g. because it shares the machine with the server: its own delay is inside",
+        "those latencies; run it from another machine.",
     ]
     return "\n".join(lines) + "\n"
 
