@@ -30,12 +30,14 @@ def service_process(
     *,
     env: Mapping[str, str] | None = None,
     python: str = sys.executable,
+    cwd: Path = REPO_ROOT,
     ready_timeout_s: float = 120.0,
     log_path: Path | None = None,
 ) -> Iterator[str]:
     """Start ``uvicorn app.main:create_app`` (the production command) and yield its base URL
     once ``/readyz`` answers 200; stop it on exit. ``env`` adds or overrides ``RETRIEVAL_*``
-    settings; by default the store is the embedded SQLite one under ``data_dir``."""
+    settings; by default the store is the embedded SQLite one under ``data_dir``. ``python`` and
+    ``cwd`` let a test run it from another environment and source tree (the image's)."""
     port = free_port()
     full_env = {
         **os.environ,
@@ -48,7 +50,7 @@ def service_process(
     cmd = [python, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--workers", "1", "--log-level", "warning"]
     log = open(log_path, "wb") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=full_env, stdout=log, stderr=log)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(proc, url, ready_timeout_s)

@@ -1,0 +1,118 @@
+"""deploy/docker-compose.yml validates with Debian's docker-compose 1.29 (no Docker engine
+needed for `config`), says what the deployment promises, and documents every setting."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "docker-compose.yml"
+ENV_EXAMPLE = DEPLOY / ".env.example"
+# Settings the compose file pins to the deployment itself instead of reading from .env.
+PINNED = {"RETRIEVAL_REDIS_URL", "RETRIEVAL_DATA_DIR"}
+
+
+@pytest.fixture(scope="module")
+def docker_compose() -> str:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip(
+            "!!! docker-compose NOT INSTALLED: the compose file was NOT validated. "
+            "Install it with `apt-get install -y docker-compose` (CI's .ci/run does) !!!"
+        )
+    return binary
+
+
+def _config(binary: str, *args: str, cwd: Path = ROOT) -> dict[str, Any]:
+    done = subprocess.run(
+        [binary, *args, "config"], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = yaml.safe_load(done.stdout)
+    return config
+
+
+def _env_example() -> dict[str, str]:
+    pairs = (
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def test_validates_with_the_example_env_file(docker_compose: str) -> None:
+    config = _config(docker_compose, "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE))
+    api, redis = config["services"]["api"], config["services"]["redis"]
+    assert "ports" not in redis  # Redis is never published on the host
+    assert api["ports"] == ["127.0.0.1:8000:8000/tcp"]
+    assert api["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    assert any("/readyz" in part for part in api["healthcheck"]["test"])
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert redis["command"] == ["redis-server", "/usr/local/etc/redis/redis.conf"]
+    assert "redis-data:/data:rw" in redis["volumes"]
+    assert set(config["volumes"]) == {"redis-data", "api-data"}
+    assert api["environment"]["RETRIEVAL_REDIS_URL"] == "redis://redis:6379/0"
+    assert api["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert api["build"]["args"] == {"VARIANT": "cpu"}
+
+
+def test_plain_config_reads_the_env_file_beside_it(docker_compose: str, tmp_path: Path) -> None:
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    for name in ("docker-compose.yml", "redis.conf"):
+        shutil.copy(DEPLOY / name, deploy / name)
+    env = ENV_EXAMPLE.read_text()
+    env = env.replace("API_PORT=8000", "API_PORT=9123").replace(
+        "RETRIEVAL_MAX_K=100", "RETRIEVAL_MAX_K=7"
+    )
+    env = env.replace(
+        "RETRIEVAL_MODEL_PATH=/srv/models/default/embedder.onnx",
+        "RETRIEVAL_MODEL_PATH=/models/embedder.onnx",
+    )
+    (deploy / ".env").write_text(env)
+    api = _config(docker_compose, cwd=deploy)["services"]["api"]
+    assert api["ports"] == ["127.0.0.1:9123:8000/tcp"]
+    assert api["environment"]["RETRIEVAL_MAX_K"] == "7"
+    assert api["environment"]["RETRIEVAL_MODEL_PATH"] == "/models/embedder.onnx"
+    assert f"{deploy / 'models'}:/models:ro" in api["volumes"]
+
+
+def test_gpu_override_merges(docker_compose: str) -> None:
+    config = _config(
+        docker_compose,
+        "-f", str(COMPOSE),
+        "-f", str(DEPLOY / "docker-compose.gpu.yml"),
+        "--env-file", str(ENV_EXAMPLE),
+    )  # fmt: skip
+    api = config["services"]["api"]
+    assert api["build"]["args"] == {"VARIANT": "gpu"}
+    (device,) = api["deploy"]["resources"]["reservations"]["devices"]
+    assert device["capabilities"] == ["gpu"]
+
+
+def test_every_setting_is_passed_and_documented_with_the_apps_default() -> None:
+    compose = COMPOSE.read_text()
+    env_example = _env_example()
+    api_env = yaml.safe_load(compose)["services"]["api"]["environment"]
+    settings_vars = {f"RETRIEVAL_{name.upper()}" for name in Settings.model_fields}
+    assert settings_vars == set(api_env)  # no setting missing, none invented
+    # Every ${VAR:-default} of the compose file is in .env.example with the same default...
+    substitutions = dict(re.findall(r"\$\{([A-Z_]+):-([^}]*)\}", compose))
+    assert substitutions == {k: v for k, v in env_example.items()}
+    # ...and those defaults are the app's own, except where the deployment differs on purpose.
+    defaults = Settings()
+    for var in settings_vars - PINNED - {"RETRIEVAL_MODEL_PATH"}:
+        value = getattr(defaults, var.removeprefix("RETRIEVAL_").lower())
+        expected = str(value).lower() if isinstance(value, bool) else str(value)
+        assert env_example[var] == expected, var
