@@ -10,7 +10,9 @@ from pathlib import Path
 from tests.app.conftest import ServiceFactory
 
 
-def test_no_generated_request_causes_a_server_error(service_factory: ServiceFactory) -> None:
+def test_no_generated_request_causes_a_server_error(
+    service_factory: ServiceFactory, tmp_path: Path
+) -> None:
     with service_factory() as client:
         cli = Path(sys.executable).with_name("schemathesis")
         out = subprocess.run(
@@ -28,6 +30,7 @@ def test_no_generated_request_causes_a_server_error(service_factory: ServiceFact
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp_path,  # it writes a .schemathesis/ folder where it runs
             env={**os.environ, "NO_COLOR": "1"},
         )
         assert out.returncode == 0, out.stdout[-4000:]
