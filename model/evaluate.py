@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"evaluating {what} on {split.name} ({split.protocol} protocol): "
         f"{len(split.query)} queries, {len(split.gallery)} gallery images, "
-        f"{len({s.item for s in split.gallery})} gallery items",
+        f"{len({s.item for s in split.gallery if not s.is_distractor})} gallery items + "
+        f"{sum(s.is_distractor for s in split.gallery)} distractors",
         flush=True,
     )
     started = time.perf_counter()
