@@ -12,6 +12,9 @@ URL ?= http://127.0.0.1:8000
 
 .PHONY: run test lint typecheck model bench loadtest clean
 
+# A recipe that fails must not leave a half-written target that the next run takes as built.
+.DELETE_ON_ERROR:
+
 $(STAMP): $(REQS)
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

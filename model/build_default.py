@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from model.exporter.default_embedder import build_default_net, default_spec
-from model.exporter.onnx_exporter import export_embedder
+from model.exporter.onnx_exporter import ParityError, export_embedder
 from model.exporter.parity_photos import load_parity_photos
 
 
@@ -20,9 +21,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     net = build_default_net()
-    result = export_embedder(
-        net, default_spec(net), args.out, load_parity_photos(args.parity_photos)
-    )
+    try:
+        result = export_embedder(
+            net, default_spec(net), args.out, load_parity_photos(args.parity_photos)
+        )
+    except ParityError as exc:
+        # Non-zero exit so make stops; the exporter has left no model file for it to reuse.
+        print(f"error: {exc}; nothing was written to {args.out}", file=sys.stderr)
+        return 1
     print(f"wrote {result.onnx_path} and {result.contract_path}")
     return 0
 

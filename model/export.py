@@ -15,7 +15,7 @@ from pathlib import Path
 from model.artifact.preprocess_spec import PreprocessSpec
 from model.engine.checkpoint import load_model_from_checkpoint
 from model.engine.registries import OUTPUT_NORMALIZED
-from model.exporter.onnx_exporter import ExportResult, export_embedder
+from model.exporter.onnx_exporter import ExportResult, ParityError, export_embedder
 from model.exporter.parity_photos import load_parity_photos
 
 # Enough hex digits of the checkpoint's SHA-256 to tell versions of one run apart.
@@ -61,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--basename", default="embedder", help="file names <basename>.onnx/.json")
     args = parser.parse_args(argv)
-    result = export_checkpoint(args.checkpoint, args.out, args.parity_photos, args.basename)
+    try:
+        result = export_checkpoint(args.checkpoint, args.out, args.parity_photos, args.basename)
+    except ParityError as exc:
+        # An expected outcome, not a crash: say what failed and that nothing was written.
+        print(f"error: {exc}; nothing was written to {args.out}", file=sys.stderr)
+        return 1
     print(f"wrote {result.onnx_path} and {result.contract_path}")
     print(
         f"model {result.spec.model_name} version {result.spec.model_version}: input "

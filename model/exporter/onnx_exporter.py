@@ -10,6 +10,8 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,9 +74,12 @@ def export_embedder(
     """Write ``out_dir/<basename>.onnx`` (contract in metadata) and ``<basename>.json``.
 
     ``net`` must have ``embed(x (N, 3, H, W) float [0, 1]) -> (N, D)``. The batch axis is
-    dynamic. Raises :class:`ParityError` (after writing, so the file can be inspected) when the
-    minimum cosine between PyTorch and ONNX Runtime embeddings of ``parity_photos`` is below
-    ``min_cosine``.
+    dynamic. The graph is written to a temporary file beside the destination and checked there;
+    only when the minimum cosine between PyTorch and ONNX Runtime embeddings of
+    ``parity_photos`` reaches ``min_cosine`` are both files renamed into place. Otherwise the
+    temporary files are removed, whatever was at the destination before is left as it was, and
+    :class:`ParityError` is raised, so ``make`` never finds a failed export standing in as a
+    built model.
     """
     if not parity_photos:
         raise ValueError("the parity check needs at least one photo")
@@ -93,35 +98,81 @@ def export_embedder(
     if probe.shape != (2, spec.embedding_dim):
         raise ValueError(f"network outputs {tuple(probe.shape)}, spec says D={spec.embedding_dim}")
 
-    tmp_path = onnx_path.with_suffix(".onnx.tmp")
+    # Same directory as the destination, so the final rename is atomic (one filesystem);
+    # unique names, so two exports into one directory cannot clobber each other's work.
+    tmp_onnx = _temp_path(out_dir, basename, ".onnx")
+    tmp_contract = _temp_path(out_dir, basename, ".json")
+    try:
+        _write_graph(wrapper, dummy, spec, tmp_onnx)
+        tmp_contract.write_text(spec.to_json() + "\n")
+        parity = check_parity(wrapper, tmp_onnx, parity_photos)
+        log.info("%s", parity)
+        print(parity, flush=True)
+        if parity.min_cosine < min_cosine:
+            raise ParityError(f"export refused: {parity}; required cosine >= {min_cosine}")
+        _fsync(tmp_onnx)
+        _fsync(tmp_contract)
+        # The .onnx goes last: it is what make and the service look for, so once it is in
+        # place its readable copy already is too.
+        os.replace(tmp_contract, contract_path)
+        os.replace(tmp_onnx, onnx_path)
+        _fsync_dir(out_dir)
+    finally:
+        # Both are gone after a successful replace; after any failure (parity, checker,
+        # Ctrl-C) nothing half-made stays behind.
+        tmp_onnx.unlink(missing_ok=True)
+        tmp_contract.unlink(missing_ok=True)
+    return ExportResult(onnx_path, contract_path, spec, parity)
+
+
+def _temp_path(out_dir: Path, basename: str, suffix: str) -> Path:
+    # A dot-name ending in .tmp is never mistaken for a model by a glob over *.onnx. Not
+    # mkstemp: its 0600 mode would survive the rename and hide the model from a service (or
+    # container) running as another user; these files get the usual umask-derived mode.
+    return out_dir / f".{basename}.{os.getpid()}.{uuid.uuid4().hex[:12]}{suffix}.tmp"
+
+
+def _write_graph(wrapper: nn.Module, dummy: torch.Tensor, spec: PreprocessSpec, path: Path) -> None:
+    """Trace ``wrapper`` to ``path`` and put the contract into the file's metadata."""
     with torch.no_grad():
         # The TorchScript-based exporter: it needs no extra package and handles these CNNs.
         torch.onnx.export(
             wrapper,
             (dummy,),
-            str(tmp_path),
+            str(path),
             input_names=[spec.input_name],
             output_names=[spec.output_name],
             dynamic_axes={spec.input_name: {0: "batch"}, spec.output_name: {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )
-    model_proto = onnx.load(str(tmp_path))
+    model_proto = onnx.load(str(path))
     onnx.checker.check_model(model_proto)
     del model_proto.metadata_props[:]
     entry = model_proto.metadata_props.add()
     entry.key, entry.value = CONTRACT_KEY, json.dumps(spec.to_dict(), sort_keys=True)
     model_proto.producer_name = "centroid-retrieval"
-    onnx.save(model_proto, str(onnx_path))
-    tmp_path.unlink(missing_ok=True)
-    contract_path.write_text(spec.to_json() + "\n")
+    onnx.save(model_proto, str(path))
 
-    parity = check_parity(wrapper, onnx_path, parity_photos)
-    log.info("%s", parity)
-    print(parity, flush=True)
-    if parity.min_cosine < min_cosine:
-        raise ParityError(f"{parity}; required cosine >= {min_cosine}")
-    return ExportResult(onnx_path, contract_path, spec, parity)
+
+def _fsync(path: Path) -> None:
+    # Without it, a crash right after the rename can leave a complete name with empty content.
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the renames themselves durable; not every platform can open a directory.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def check_parity(
