@@ -3,6 +3,10 @@
 A server that answers 413 and closes while the client is still sending makes most clients fail
 with a broken pipe instead of reading the answer. So an oversized body is read to its end and
 discarded (never stored), up to ``drain_limit`` bytes; beyond that the connection is dropped.
+
+A client that sent ``Expect: 100-continue`` with an oversized Content-Length is waiting for leave
+to send the body. It gets the 413 at once instead: the server only sends ``100 Continue`` on the
+app's first ``receive()``, so answering before that spares the client the upload altogether.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            if declared <= self.drain_limit:
+            if not _expects_continue(scope) and declared <= self.drain_limit:
                 await _drain(receive, self.drain_limit)
             await self._send_413(send)
             return
@@ -103,6 +107,13 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def _expects_continue(scope: Scope) -> bool:
+    return any(
+        name == b"expect" and value.strip().lower() == b"100-continue"
+        for name, value in scope.get("headers", ())
+    )
 
 
 async def _drain(receive: Receive, budget: int) -> None:

@@ -52,10 +52,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = state
     install_problem_handlers(app)
-    app.include_router(items_router(settings))
-    app.include_router(search_router(settings))
-    app.include_router(health_router())
-    app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
-    # Added last, so it is the outermost of ours: it sees the body before anything parses it.
+    routers = [items_router(settings), search_router(settings), health_router()]
+    for router in routers:
+        app.include_router(router)
+    # The last added is the outermost. The body limit wraps the app, so it sees the body before
+    # anything parses it; the request metrics wrap the body limit, so its 413s are counted
+    # (with their route, and their own status rather than the 500 of an escaping error).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        RequestMetricsMiddleware,
+        metrics=state.metrics,
+        # The routers' own routes: the app's list holds the included routers, not their paths.
+        routes=[route for router in routers for route in router.routes],
+    )
     return app

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from index.store.errors import StoreError
+
 # Stage names are part of the metrics contract (the benchmark reads them).
-STAGES = ("decode", "inference", "index_search", "index_update", "store_write")
+STAGES = ("decode", "inference", "index_search", "index_update", "store_write", "blob_write")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -40,11 +45,14 @@ class ServiceMetrics:
         self.index_items = Gauge(
             "retrieval_index_items", "Items (centroids) in the index.", registry=self.registry
         )
-        self.store_images = Gauge(
-            "retrieval_store_images", "Images in the store.", registry=self.registry
-        )
+        self._store_counts: Callable[[], tuple[int, int]] | None = None
+        self.registry.register(_StoreCountsCollector(self))
         for stage in STAGES:  # export zero-valued series from the start
             self.stage_seconds.labels(stage=stage)
+
+    def read_store_counts_from(self, counts: Callable[[], tuple[int, int]]) -> None:
+        """Export ``counts() -> (items, images)`` of the store as gauges, read at scrape time."""
+        self._store_counts = counts
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(stage=stage).observe(seconds)
@@ -58,12 +66,45 @@ class ServiceMetrics:
             self.observe_stage(name, time.perf_counter() - start)
 
 
-class RequestMetricsMiddleware:
-    """Counts and times requests by route *template* (``/items/{item_id}``), not raw path."""
+class _StoreCountsCollector(Collector):
+    """``retrieval_store_items`` / ``retrieval_store_images``, asked of the store per scrape.
 
-    def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics) -> None:
+    Read when scraped rather than kept in step by the write path: the figures are then exact
+    whoever wrote them (this process or another replica on the same Redis), and writes pay
+    nothing for them. Both backends count cheaply (Redis keeps counters; SQLite counts rows).
+    """
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._metrics._store_counts
+        if counts is None:
+            return
+        try:
+            items, images = counts()
+        except StoreError:
+            # Unreachable store: leave the series out rather than report a stale figure;
+            # /readyz says why.
+            return
+        yield GaugeMetricFamily("retrieval_store_items", "Items in the store.", value=items)
+        yield GaugeMetricFamily("retrieval_store_images", "Images in the store.", value=images)
+
+
+class RequestMetricsMiddleware:
+    """Counts and times requests by route *template* (``/items/{item_id}``), not raw path.
+
+    Meant to be the outermost middleware, so that it records the status the client actually
+    got, including answers that inner middleware gives before the router runs (e.g. a 413 for
+    a declared body length). ``routes`` lets it name the route of such requests too.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, metrics: ServiceMetrics, routes: Sequence[BaseRoute] = ()
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,10 +122,28 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = self._template(scope)
             method = scope.get("method", "")
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.request_seconds.labels(method, template).observe(
                 time.perf_counter() - start
             )
+
+    def _template(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is None:
+            # The router never ran: match the routes here as it would have (the first full
+            # match, else the first partial one, i.e. the right path with another method).
+            partial = None
+            for candidate in self.routes:
+                if not isinstance(getattr(candidate, "path", None), str):
+                    continue
+                match = candidate.matches(scope)[0]
+                if match == Match.FULL:
+                    route = candidate
+                    break
+                if match == Match.PARTIAL and partial is None:
+                    partial = candidate
+            route = route or partial
+        template = getattr(route, "path", None)
+        return template if isinstance(template, str) else "unmatched"

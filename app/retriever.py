@@ -93,6 +93,7 @@ class Retriever:
         self.identity = model_identity(embedder)
         self._item_locks = StripedLock()
         self._hash_locks = StripedLock()
+        metrics.read_store_counts_from(store.counts)
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -233,7 +234,7 @@ class Retriever:
         if self.blobs is None:
             return []
         written: list[str] = []
-        with self.metrics.stage("store_write"):
+        with self.metrics.stage("blob_write"):
             for h, upload in dict(zip(hashes, uploads, strict=True)).items():
                 if self.blobs.put(h, upload.data):
                     written.append(h)

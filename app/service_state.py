@@ -2,8 +2,10 @@
 
 Loading the model and rebuilding the index can take a while on a large store, so it runs in a
 background thread started by the lifespan: ``/healthz`` answers at once, ``/readyz`` stays 503
-(with the reason) until the retriever is ready, and forever if start-up failed (e.g. the store
-holds embeddings of another model).
+(with the reason) until the retriever is ready, and forever if start-up failed for good (a bad
+model file, or a store holding embeddings of another model). An unreachable store is not for
+good: it is usually one that has not started yet, so the loader keeps retrying it with capped
+exponential backoff, and ``/readyz`` says what it is waiting for.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from app.metrics import ServiceMetrics
 from app.retriever import Retriever
 from app.retriever_errors import NotReadyError
@@ -20,11 +25,20 @@ from app.settings import Settings
 from index.blob_store import BlobStore
 from index.flat_centroid_index import FlatCentroidIndex
 from index.gpu_search_mirror import GpuSearchMirror, gpu_available
+from index.store.errors import StoreUnavailableError
 from index.store.sqlite_store import SqliteStore
 from index.store.store import Store
 from model.artifact.onnx_embedder import OnnxEmbedder
 
 log = logging.getLogger(__name__)
+
+# Waits between attempts to reach the store at start-up: 0.5 s, doubling, at most 10 s.
+STORE_RETRY_FIRST_S = 0.5
+STORE_RETRY_MAX_S = 10.0
+
+# Failures worth retrying: the store did not answer. RedisStore wraps the client's errors in
+# StoreUnavailableError; the raw ones are listed in case one escapes unwrapped.
+_STORE_UNREACHABLE = (StoreUnavailableError, RedisConnectionError, RedisTimeoutError)
 
 
 def open_store(settings: Settings) -> Store:
@@ -36,13 +50,19 @@ def open_store(settings: Settings) -> Store:
     return SqliteStore(settings.sqlite_path)
 
 
-def build_retriever(settings: Settings, metrics: ServiceMetrics) -> Retriever:
-    embedder = OnnxEmbedder(
+def load_embedder(settings: Settings) -> OnnxEmbedder:
+    return OnnxEmbedder(
         settings.model_path,
         allow_gpu=settings.allow_gpu,
         intra_op_threads=settings.inference_threads,
         max_batch=settings.inference_batch,
     )
+
+
+def build_retriever(
+    settings: Settings, metrics: ServiceMetrics, embedder: OnnxEmbedder | None = None
+) -> Retriever:
+    embedder = embedder if embedder is not None else load_embedder(settings)
     store = open_store(settings)
     blobs = BlobStore(settings.blob_dir) if settings.keep_blobs else None
     index = FlatCentroidIndex(embedder.embedding_dim)
@@ -69,6 +89,7 @@ class ServiceState:
     failure: str | None = None
     phase: str = "starting"
     _thread: threading.Thread | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
 
     def start_loading(self) -> None:
         self._thread = threading.Thread(target=self._load, name="retriever-loader", daemon=True)
@@ -82,13 +103,36 @@ class ServiceState:
         start = time.perf_counter()
         try:
             self.phase = "loading model"
-            retriever = build_retriever(self.settings, self.metrics)
-            self.phase = "rebuilding index"
-            items = retriever.rebuild_index()
+            embedder = load_embedder(self.settings)
         except Exception as exc:
-            log.exception("start-up failed")
-            self.failure = f"{type(exc).__name__}: {exc}"
-            self.phase = "failed"
+            self._fail(exc)
+            return
+        delay = STORE_RETRY_FIRST_S
+        attempt = 1
+        self.phase = "opening the store"
+        while True:
+            try:
+                retriever, items = self._open_and_rebuild(embedder)
+                break
+            except _STORE_UNREACHABLE as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "store unreachable (attempt %d), next in %g s: %s", attempt, delay, reason
+                )
+                # Kept while the next attempt connects, so /readyz keeps saying why.
+                self.phase = (
+                    f"waiting for the store (attempt {attempt}: {reason}; "
+                    f"next attempt in {delay:g} s)"
+                )
+                if self._stop.wait(delay):
+                    return
+                delay = min(2 * delay, STORE_RETRY_MAX_S)
+                attempt += 1
+            except Exception as exc:
+                self._fail(exc)
+                return
+        if self._stop.is_set():  # closed meanwhile: nobody else would close this store
+            retriever.store.close()
             return
         self.retriever = retriever
         self.phase = "ready"
@@ -101,6 +145,22 @@ class ServiceState:
             time.perf_counter() - start,
         )
 
+    def _open_and_rebuild(self, embedder: OnnxEmbedder) -> tuple[Retriever, int]:
+        retriever = build_retriever(self.settings, self.metrics, embedder)
+        try:
+            retriever.store.ping()
+            self.phase = "rebuilding index"
+            items = retriever.rebuild_index()
+        except BaseException:
+            retriever.store.close()
+            raise
+        return retriever, items
+
+    def _fail(self, exc: Exception) -> None:
+        log.error("start-up failed", exc_info=exc)
+        self.failure = f"{type(exc).__name__}: {exc}"
+        self.phase = "failed"
+
     def require_retriever(self) -> Retriever:
         if self.retriever is None:
             reason = self.failure or f"still {self.phase}"
@@ -108,5 +168,10 @@ class ServiceState:
         return self.retriever
 
     def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            # Wakes a loader waiting to retry the store at once; one mid-attempt takes at most
+            # the store's connect timeout.
+            self._thread.join(timeout=5)
         if self.retriever is not None:
             self.retriever.store.close()

@@ -105,15 +105,13 @@ class PreprocessSpec:
         if missing:
             raise ContractError(f"contract is missing required fields: {missing}")
         kwargs = {k: v for k, v in d.items() if k in known}
-        try:
-            kwargs["input_size"] = (int(d["input_size"][0]), int(d["input_size"][1]))
-            if "value_range" in d:
-                kwargs["value_range"] = (int(d["value_range"][0]), int(d["value_range"][1]))
-            kwargs["embedding_dim"] = int(d["embedding_dim"])
-            kwargs["format_version"] = int(d["format_version"])
-            kwargs["output_normalized"] = bool(d.get("output_normalized", False))
-        except (TypeError, ValueError, IndexError) as exc:
-            raise ContractError(f"contract has malformed fields: {exc}") from exc
+        # Types are checked, never coerced: bool("false") is True and int("3") hides a writer
+        # bug, so a contract that says anything but exactly what it means is refused.
+        for name, value in kwargs.items():
+            _check_field_type(name, value)
+        kwargs["input_size"] = (d["input_size"][0], d["input_size"][1])
+        if "value_range" in d:
+            kwargs["value_range"] = (d["value_range"][0], d["value_range"][1])
         return cls(**kwargs)
 
     @classmethod
@@ -136,3 +134,58 @@ class PreprocessSpec:
                 "`python -m model.build_default`"
             )
         return cls.from_json(metadata[CONTRACT_KEY])
+
+
+_STR_FIELDS = frozenset(
+    {
+        "model_name",
+        "model_version",
+        "input_name",
+        "output_name",
+        "size_order",
+        "layout",
+        "dtype",
+        "resize",
+        "colour_order",
+        "export_date",
+        "source_checkpoint",
+    }
+)
+_INT_FIELDS = frozenset({"embedding_dim", "format_version"})
+_INT_PAIR_FIELDS = frozenset({"input_size", "value_range"})
+_BOOL_FIELDS = frozenset({"output_normalized"})
+
+
+def _is_int(value: object) -> bool:
+    # bool is a subclass of int in Python, but true is not a JSON integer.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return _is_int(value) or isinstance(value, float)
+
+
+def _check_field_type(name: str, value: object) -> None:
+    """Raise ContractError unless ``value`` has the JSON type the contract field ``name`` needs."""
+    if name in _STR_FIELDS:
+        ok, want = isinstance(value, str), "a JSON string"
+    elif name in _INT_FIELDS:
+        ok, want = _is_int(value), "a JSON integer"
+    elif name in _BOOL_FIELDS:
+        ok, want = isinstance(value, bool), "a JSON boolean (true or false)"
+    elif name in _INT_PAIR_FIELDS:
+        ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) for v in value)
+        want = "a JSON array of two integers"
+    elif name == "graph_normalization":
+        ok = isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, list) and all(_is_number(x) for x in v)
+            for k, v in value.items()
+        )
+        want = "a JSON object of arrays of numbers"
+    else:
+        raise AssertionError(f"contract field {name!r} has no declared JSON type")
+    if not ok:
+        raise ContractError(
+            f"contract field {name} must be {want}, got {json.dumps(value, default=repr)} "
+            f"({type(value).__name__})"
+        )

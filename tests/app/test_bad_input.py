@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import socket
+import struct
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -11,6 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.app.conftest import ServiceFactory
+from tests.app.metrics_text import wait_for_metric
 
 PROBLEM = "application/problem+json"
 
@@ -97,6 +101,51 @@ def test_pixel_limit_is_413_before_decoding(
         assert state_snapshot(client, data_dir)[:3] == (0, 0, 0)
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR (valid CRC) claims ``width``x``height``, then garbage for pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"\x00garbage" * 8)
+
+
+def jpeg_header_only(width: int, height: int) -> bytes:
+    """A baseline JPEG whose SOF0 claims ``width``x``height``, then a bogus scan."""
+    sof = struct.pack(">BHHB", 8, height, width, 3) + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00"
+    return b"\xff\xd8\xff\xc0" + struct.pack(">H", len(sof) + 2) + sof + b"\xff\xda\x00\x08garbage"
+
+
+@pytest.mark.parametrize("make", [png_header_only, jpeg_header_only])
+def test_pixel_limit_is_judged_from_the_header_alone(
+    service_factory: ServiceFactory, data_dir: Path, make: Callable[[int, int], bytes]
+) -> None:
+    """Only a header, no decodable pixels: a check after decoding would answer 422, not 413."""
+    with service_factory(max_image_pixels=5_000_000) as client:
+        # The same bytes with a small size are undecodable (422): nothing but the header
+        # can have told the large ones apart.
+        small = make(100, 100)
+        assert_problem(client.post("/search", files={"image": ("s.img", small)}), 422, "corrupt")
+        # Over the configured limit, and far over Pillow's own bomb limit.
+        for width, height in ((3000, 2000), (60000, 60000)):
+            blob = make(width, height)
+            r = client.post("/items/big/images", files={"images": ("big.img", blob)})
+            assert_problem(r, 413, "pixels")
+            assert_problem(client.post("/search", files={"image": ("big.img", blob)}), 413)
+        assert state_snapshot(client, data_dir) == (0, 0, 0, ())
+
+
+def test_a_png_header_of_100000_by_100000_is_413(
+    service_factory: ServiceFactory, data_dir: Path
+) -> None:
+    with service_factory() as client:  # the default pixel limit
+        blob = png_header_only(100_000, 100_000)
+        assert_problem(client.post("/items/x/images", files={"images": ("b.png", blob)}), 413)
+        assert state_snapshot(client, data_dir) == (0, 0, 0, ())
+
+
 def test_too_many_files_is_rejected(
     service_factory: ServiceFactory, photo_views: dict[str, list[bytes]]
 ) -> None:
@@ -160,3 +209,45 @@ def test_raw_socket_client_reads_the_413(service_factory: ServiceFactory) -> Non
                     break
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+
+@pytest.mark.parametrize("declared_times_limit", [4, 1000])
+def test_expect_100_continue_gets_the_413_without_sending_the_body(
+    service_factory: ServiceFactory, declared_times_limit: int
+) -> None:
+    """The client waits for leave to send; it must get the 413 instead of "100 Continue".
+
+    4x the limit is within what the server would otherwise drain, 1000x beyond it.
+    """
+    limit = 1 << 20
+    with service_factory(max_request_bytes=limit) as client:
+        host, port = client.base_url.host, client.base_url.port
+        head = (
+            f"POST /items/x/images HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Length: {declared_times_limit * limit}\r\nExpect: 100-continue\r\n"
+            "Content-Type: multipart/form-data; boundary=zz\r\n\r\n"
+        ).encode()
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(head)  # and never a byte of body
+            answer = b""
+            while True:
+                chunk = sock.recv(65536)  # socket.timeout here: the server waits for the body
+                if not chunk:
+                    break  # the server closed the connection after its answer
+                answer += chunk
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert status_line == b"HTTP/1.1 413 Request Entity Too Large", answer[:200]
+        headers, _, body = rest.partition(b"\r\n\r\n")
+        assert b"content-type: application/problem+json" in headers.lower()
+        assert str(limit).encode() in body
+        assert b"100 Continue" not in answer
+        assert client.get("/healthz").status_code == 200
+        counted = wait_for_metric(
+            client,
+            "http_requests_total",
+            1,
+            method="POST",
+            route="/items/{item_id}/images",
+            status="413",
+        )
+        assert counted == 1

@@ -16,12 +16,10 @@ from tests.app.conftest import ServiceFactory
 from tests.live_server import free_port
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A private redis-server (it gets killed, so not the shared one on 6379)."""
+def start_redis_server(port: int, directory: Path) -> subprocess.Popen[bytes]:
+    """A private redis-server on ``port`` (durable: AOF fsynced always), once it answers PING."""
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed (.ci/run installs it)")
-    port = free_port()
     proc = subprocess.Popen(
         [
             "redis-server",
@@ -36,7 +34,7 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
             "--appendfsync",
             "always",
             "--dir",
-            str(tmp_path),
+            str(directory),
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -47,7 +45,15 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
             break
         except redis.ConnectionError:
             time.sleep(0.05)
-    yield url, proc
+    return proc
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A private redis-server (it gets killed, so not the shared one on 6379)."""
+    port = free_port()
+    proc = start_redis_server(port, tmp_path)
+    yield f"redis://127.0.0.1:{port}/0", proc
     proc.kill()
     proc.wait()
 
@@ -119,3 +125,54 @@ def test_a_store_of_another_model_is_refused(
         r = client.post("/search", files={"image": ("q.jpg", b"x")})
         assert r.status_code == 503 and "someone-elses-model" in r.json()["detail"]
         assert client.get("/healthz").status_code == 200
+
+
+def test_start_up_waits_for_a_store_that_comes_up_later(
+    service_factory: ServiceFactory, tmp_path: Path, photo_views: dict[str, list[bytes]]
+) -> None:
+    port = free_port()  # nothing listens there yet
+    url = f"redis://127.0.0.1:{port}/0"
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with service_factory(wait_ready=False, redis_url=url) as client:
+            deadline = time.monotonic() + 60  # the model loads first
+            while "waiting for the store" not in (r := client.get("/readyz")).text:
+                assert time.monotonic() < deadline, r.text
+                time.sleep(0.05)
+            assert r.status_code == 503 and r.headers["retry-after"]
+            detail = r.json()["detail"]
+            assert "StoreUnavailableError" in detail and str(port) in detail, detail
+            # Still retrying, not given up: a wait later, it says the same.
+            time.sleep(1.0)
+            r = client.get("/readyz")
+            assert r.status_code == 503 and "waiting for the store" in r.text, r.text
+            assert client.app.state.service.failure is None  # type: ignore[attr-defined]
+
+            proc = start_redis_server(port, redis_dir)
+            up = time.monotonic()
+            while (r := client.get("/readyz")).status_code != 200:
+                # Backoff is capped and short so far (0.5, 1, 2 s...): well within 10 s.
+                assert time.monotonic() - up < 10, r.text
+                time.sleep(0.05)
+            r = client.post(
+                "/items/late/images", files={"images": ("a.jpg", photo_views["flower"][0])}
+            )
+            assert r.status_code == 201
+            assert client.get("/info").json()["store_backend"] == "redis"
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_bad_model_file_is_not_retried(service_factory: ServiceFactory, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with service_factory(wait_ready=False, model_path=bad) as client:
+        state = client.app.state.service  # type: ignore[attr-defined]
+        state.wait_loaded(timeout=30)
+        assert state.phase == "failed"  # the loader has stopped: nothing more to wait for
+        r = client.get("/readyz")
+        assert r.status_code == 503 and "ContractError" in r.json()["detail"], r.text
