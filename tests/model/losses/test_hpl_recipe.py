@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model.modeling.net_output import NetOutput
 
 from model.losses.hierarchical_proxy_loss import HierarchicalProxyLoss
 from model.losses.hpl_recipe import hpl_recipe, proxy_param_groups
 from model.losses.proxy_anchor_loss import ProxyAnchorLoss
 from model.losses.proxy_nca_loss import ProxyNCALoss
+from model.modeling.net_output import NetOutput
 
 
 def the_hpl(recipe: torch.nn.Module) -> HierarchicalProxyLoss:

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from model.modeling.net_output import NetOutput
 
 from model.losses.hpl_recipe import proxy_param_groups
 from model.losses.ranking_regularizer_recipe import ranking_regularizer_recipe
+from model.modeling.net_output import NetOutput
 
 
 def on_circle(angles: list[float], radius: float = 1.0) -> torch.Tensor:
