@@ -34,7 +34,12 @@ from model.data.sample import Sample
 
 log = logging.getLogger(__name__)
 
-_UNREADABLE = (OSError, ImageDecodeError, ImageTooLargeError)
+# What reading one image file may raise when the file (not the code) is at fault.
+UNREADABLE_IMAGE_ERRORS = (OSError, ImageDecodeError, ImageTooLargeError)
+
+
+class NoReadableImageError(RuntimeError):
+    """Every sample of the dataset is unreadable: there is nothing to substitute."""
 
 
 class ImageDataset(Dataset[tuple[Tensor, int, int]]):
@@ -74,7 +79,9 @@ class ImageDataset(Dataset[tuple[Tensor, int, int]]):
             image = self._read(j)
             if image is not None:
                 return self.transform(image), self.labels[j], j
-        raise RuntimeError(f"no readable image left in the dataset (last tried index {index})")
+        raise NoReadableImageError(
+            f"no readable image left in the dataset (last tried index {index})"
+        )
 
     def _candidates(self, index: int) -> Iterator[int]:
         """``index``, then the other samples of its label, then the rest, in cyclic order
@@ -92,7 +99,7 @@ class ImageDataset(Dataset[tuple[Tensor, int, int]]):
             return None
         try:
             return decode_image(Path(path).read_bytes(), max_pixels=self.max_pixels)
-        except _UNREADABLE as exc:
+        except UNREADABLE_IMAGE_ERRORS as exc:
             self.bad_paths.add(path)
             log.warning("skipping unreadable image %s: %s", path, exc)
             return None

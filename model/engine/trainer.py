@@ -43,7 +43,12 @@ from model.engine.distributed import (
 )
 from model.engine.metrics_log import MetricsLog
 from model.engine.registries import build_loss, build_model, read_dataset
-from model.evaluation.embed_split import evaluate_split, torch_embedder
+from model.evaluation.embed_split import (
+    SHOWN_PATHS,
+    SKIPPED_KEY,
+    evaluate_readable,
+    torch_masked_embedder,
+)
 from model.losses.center_loss import CenterLoss, step_centers
 from model.losses.hpl_recipe import proxy_param_groups
 from model.losses.weighted_loss_sum import WeightedLossSum
@@ -96,6 +101,9 @@ def format_epoch(epoch: int, epochs: int, values: dict[str, float]) -> str:
             if f"eval/{level}/mAP" in values
         ]
         line += "  | held-out " + ", ".join(shown)
+    skipped = int(values.get(f"eval/{SKIPPED_KEY}", 0))
+    if skipped:
+        line += f" ({skipped} unreadable images skipped)"
     return line
 
 
@@ -109,7 +117,8 @@ class Trainer:
     """Runs epochs, evaluates every ``eval_every``, checkpoints every ``checkpoint_every``.
 
     ``net`` may be wrapped in DDP; ``center_optimizer`` is None when the loss has no center
-    loss. ``evaluator(net) -> metrics`` runs on rank 0 only and must return ``BEST_METRIC``.
+    loss. ``evaluator(net) -> metrics`` runs on rank 0 only; its metrics lack ``BEST_METRIC``
+    only when nothing could be scored, and then best.pt is left as it is.
     """
 
     def __init__(
@@ -227,8 +236,9 @@ class Trainer:
             if self.evaluator is not None and (finished % self.eval_every == 0 or last):
                 metrics = self.evaluate()
                 values.update({f"eval/{k}": v for k, v in metrics.items()})
-                if self.dist.is_main and metrics[BEST_METRIC] > self.best_metric:
-                    self.best_metric = metrics[BEST_METRIC]
+                score = metrics.get(BEST_METRIC)
+                if self.dist.is_main and score is not None and score > self.best_metric:
+                    self.best_metric = score
                     is_best = True
             if finished % self.checkpoint_every == 0 or last or is_best:
                 self.checkpoints.save(self.state_dict(finished), epoch=finished, is_best=is_best)
@@ -321,19 +331,38 @@ def label_map_of(split: DatasetSplit) -> dict[str, int]:
 def build_evaluator(
     split: DatasetSplit, cfg: TrainConfig, device: torch.device
 ) -> Evaluator | None:
-    """Held-out evaluation of ``split`` (query vs gallery) with the training input size."""
+    """Held-out evaluation of ``split`` (query vs gallery) with the training input size.
+
+    Unreadable query or gallery images are left out and counted (``SKIPPED_KEY`` in the
+    metrics, a warning in the log) rather than raising as ``python -m model.evaluate`` does: a
+    corrupt file must not end a long run, and every epoch is scored without the same files, so
+    best.pt is still chosen on equal terms.
+    """
     if not split.query or not split.gallery:
         return None
 
     def evaluate(net: nn.Module) -> dict[str, float]:
-        embed = torch_embedder(
+        embed = torch_masked_embedder(
             net,
             cfg.data.input_size,
             device=device,
             batch_size=cfg.data.eval_batch_size,
             num_workers=cfg.data.num_workers,
         )
-        return evaluate_split(embed, split)
+        result = evaluate_readable(embed, split)
+        if result.skipped:
+            log.warning(
+                "held-out evaluation: skipped %d unreadable query/gallery images, e.g. %s",
+                len(result.skipped),
+                result.skipped[:SHOWN_PATHS],
+            )
+        if BEST_METRIC not in result.metrics:
+            log.error(
+                "held-out evaluation: no readable query or no readable gallery image left in "
+                "%s; nothing scored, best.pt not updated",
+                split.name,
+            )
+        return result.metrics
 
     return evaluate
 

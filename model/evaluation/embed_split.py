@@ -5,10 +5,18 @@ Two embedders, one pixel path: a PyTorch network (``ImageDataset`` decodes with
 ``decode_image``, ``eval_transform`` resizes exactly as ``to_input_array``) or an exported ONNX
 file (``decode_image`` → ``to_input_array`` → ``OnnxEmbedder``, as the service does). So a
 checkpoint and its export give the same metrics up to float32 kernel differences.
+
+Unreadable images: :func:`evaluate_split` refuses to score a split with any (an
+:class:`UnreadableImagesError` listing them), because a standalone evaluation's number is
+compared across models and exports and must be on the whole split. The trainer's periodic
+evaluation uses :func:`evaluate_readable` instead: a corrupt held-out file must not end a long
+run, and its metric only ranks the epochs of that run against each other, which all see the
+same images. Neither reads the split twice: the embedders report which rows they could read.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,19 +30,95 @@ from torch.utils.data import DataLoader
 from model.artifact.image_decode import decode_image, stack_batch, to_input_array
 from model.artifact.onnx_embedder import OnnxEmbedder
 from model.data.dataset_split import DatasetSplit
-from model.data.image_dataset import ImageDataset
+from model.data.image_dataset import (
+    UNREADABLE_IMAGE_ERRORS,
+    ImageDataset,
+    NoReadableImageError,
+)
 from model.data.sample import Sample
 from model.data.transforms import eval_transform
 from model.evaluation.centroid_evaluation import centroid_metrics
 from model.evaluation.ranking_metrics import accuracy_at_k, instance_metrics
 
+log = logging.getLogger(__name__)
+
 # samples -> (N, D) float32 embeddings as the model outputs them (not normalised here: the
-# metrics normalise, and centroids average raw embeddings as the service does).
+# metrics normalise, and centroids average raw embeddings as the service does). Raises
+# UnreadableImagesError when an image cannot be read.
 EmbedFn = Callable[[Sequence[Sample]], npt.NDArray[np.float32]]
+# samples -> (embeddings (N, D) float32, readable (N,) bool); rows of unreadable images are zero.
+MaskedEmbedFn = Callable[[Sequence[Sample]], tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]]
 
 RANKS = (1, 5, 10)
 # DeepFashion / Street2Shop report Accuracy@K (top-K retrieval accuracy) at these K.
 ACCURACY_KS = (1, 10, 20, 50)
+# Paths named in an unreadable-images error or warning (the count is always complete).
+SHOWN_PATHS = 5
+# Key of the unreadable-image count in the metrics of evaluate_readable.
+SKIPPED_KEY = "skipped_images"
+
+
+class UnreadableImagesError(ValueError):
+    """Evaluation images could not be read; ``paths`` lists all of them."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+        super().__init__(
+            f"{len(self.paths)} evaluation images could not be read: {self.paths[:SHOWN_PATHS]}"
+        )
+
+
+def strict(embed: MaskedEmbedFn) -> EmbedFn:
+    """``embed`` that raises :class:`UnreadableImagesError` instead of reporting a mask."""
+
+    def embed_all(samples: Sequence[Sample]) -> npt.NDArray[np.float32]:
+        out, readable = embed(samples)
+        if not readable.all():
+            raise UnreadableImagesError([samples[int(i)].path for i in np.flatnonzero(~readable)])
+        return out
+
+    return embed_all
+
+
+def torch_masked_embedder(
+    net: nn.Module,
+    input_size: tuple[int, int],
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 128,
+    num_workers: int = 0,
+) -> MaskedEmbedFn:
+    """``net.embed`` over samples read by ``ImageDataset`` with the eval transform (eval mode),
+    with the mask of the images that could be read."""
+
+    def embed(
+        samples: Sequence[Sample],
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        out = np.zeros((len(samples), int(net.embedding_dim)), dtype=np.float32)
+        # ImageDataset answers an unreadable index with a readable substitute and *its* index,
+        # so the indices that never come back are exactly the unreadable images.
+        seen = np.zeros(len(samples), dtype=bool)
+        if not samples:
+            return out, seen
+        dataset = ImageDataset(samples, {s.item: 0 for s in samples}, eval_transform(input_size))
+        loader: DataLoader[tuple[torch.Tensor, int, int]] = DataLoader(
+            dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+        )
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                for images, _, indices in loader:
+                    emb = net.embed(images.to(device)).float().cpu().numpy()
+                    out[indices.numpy()] = emb
+                    seen[indices.numpy()] = True
+        except NoReadableImageError:
+            seen[:] = False
+        finally:
+            net.train(was_training)
+        return out, seen
+
+    return embed
 
 
 def torch_embedder(
@@ -45,51 +129,51 @@ def torch_embedder(
     batch_size: int = 128,
     num_workers: int = 0,
 ) -> EmbedFn:
-    """``net.embed`` over samples read by ``ImageDataset`` with the eval transform (eval mode)."""
-
-    def embed(samples: Sequence[Sample]) -> npt.NDArray[np.float32]:
-        dataset = ImageDataset(samples, {s.item: 0 for s in samples}, eval_transform(input_size))
-        loader: DataLoader[tuple[torch.Tensor, int, int]] = DataLoader(
-            dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+    """:func:`torch_masked_embedder` that refuses unreadable images."""
+    return strict(
+        torch_masked_embedder(
+            net, input_size, device=device, batch_size=batch_size, num_workers=num_workers
         )
-        was_training = net.training
-        net.eval()
-        out = np.zeros((len(samples), int(net.embedding_dim)), dtype=np.float32)
-        seen = np.zeros(len(samples), dtype=bool)
-        with torch.no_grad():
-            for images, _, indices in loader:
-                emb = net.embed(images.to(device)).float().cpu().numpy()
-                out[indices.numpy()] = emb
-                seen[indices.numpy()] = True
-        net.train(was_training)
-        _check_all_read(samples, seen)
-        return out
+    )
+
+
+def onnx_masked_embedder(model_path: Path, *, batch_size: int = 64) -> MaskedEmbedFn:
+    """An exported model run by ONNX Runtime on the CPU, fed exactly as the service feeds it,
+    with the mask of the images that could be read."""
+    embedder = OnnxEmbedder(model_path, allow_gpu=False)
+
+    def embed(
+        samples: Sequence[Sample],
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        readable = np.zeros(len(samples), dtype=bool)
+        chunks: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = []
+        dim = 0
+        for start in range(0, len(samples), batch_size):
+            arrays, rows = [], []
+            for i in range(start, min(start + batch_size, len(samples))):
+                try:
+                    image = decode_image(Path(samples[i].path).read_bytes())
+                except UNREADABLE_IMAGE_ERRORS as exc:
+                    log.warning("skipping unreadable image %s: %s", samples[i].path, exc)
+                    continue
+                arrays.append(to_input_array(image, embedder.spec))
+                rows.append(i)
+            if rows:
+                emb = embedder.embed(stack_batch(arrays)).astype(np.float32)
+                dim = emb.shape[1]
+                chunks.append((np.array(rows, dtype=np.int64), emb))
+                readable[rows] = True
+        out = np.zeros((len(samples), dim), dtype=np.float32)
+        for rows_done, emb in chunks:
+            out[rows_done] = emb
+        return out, readable
 
     return embed
 
 
 def onnx_embedder(model_path: Path, *, batch_size: int = 64) -> EmbedFn:
-    """An exported model run by ONNX Runtime on the CPU, fed exactly as the service feeds it."""
-    embedder = OnnxEmbedder(model_path, allow_gpu=False)
-
-    def embed(samples: Sequence[Sample]) -> npt.NDArray[np.float32]:
-        chunks = []
-        for start in range(0, len(samples), batch_size):
-            arrays = [
-                to_input_array(decode_image(Path(s.path).read_bytes()), embedder.spec)
-                for s in samples[start : start + batch_size]
-            ]
-            chunks.append(embedder.embed(stack_batch(arrays)))
-        return np.concatenate(chunks).astype(np.float32)
-
-    return embed
-
-
-def _check_all_read(samples: Sequence[Sample], seen: npt.NDArray[np.bool_]) -> None:
-    # Training may skip a corrupt image; evaluation must not silently score a different split.
-    if not seen.all():
-        missing = [samples[i].path for i in np.flatnonzero(~seen)[:5]]
-        raise ValueError(f"{int((~seen).sum())} evaluation images could not be read: {missing}")
+    """:func:`onnx_masked_embedder` that refuses unreadable images."""
+    return strict(onnx_masked_embedder(model_path, batch_size=batch_size))
 
 
 @dataclass(frozen=True)
@@ -106,17 +190,62 @@ PROTOCOLS = {
 }
 
 
+def _protocol_of(split: DatasetSplit) -> _Protocol:
+    if split.protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {split.protocol!r}; known: {sorted(PROTOCOLS)}")
+    return PROTOCOLS[split.protocol]
+
+
 def evaluate_split(embed: EmbedFn, split: DatasetSplit) -> dict[str, float]:
     """Instance-level (mAP, CMC) and centroid-level (mAP, CMC[, Acc@K]) metrics of ``split``.
 
     Keys: ``instance/mAP``, ``instance/rank1`` …, ``centroid/mAP``, ``centroid/rank1`` …, and
     for the retrieval protocol ``instance/acc@K`` and ``centroid/acc@K``; values in [0, 1].
+    An unreadable image raises :class:`UnreadableImagesError` (from a strict ``embed``).
     """
-    if split.protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {split.protocol!r}; known: {sorted(PROTOCOLS)}")
-    protocol = PROTOCOLS[split.protocol]
-    q_emb, g_emb = embed(split.query), embed(split.gallery)
+    protocol = _protocol_of(split)
+    embedded, unreadable = [], []
+    # The gallery is embedded even when the query had unreadable images, so one error names
+    # every file to fix.
+    for part in (split.query, split.gallery):
+        try:
+            embedded.append(embed(part))
+        except UnreadableImagesError as exc:
+            unreadable += exc.paths
+    if unreadable:
+        raise UnreadableImagesError(unreadable)
+    q_emb, g_emb = embedded
     return score_embeddings(q_emb, split.query, g_emb, split.gallery, protocol)
+
+
+@dataclass(frozen=True)
+class ReadableEvaluation:
+    """``metrics``: :func:`evaluate_split`'s keys plus :data:`SKIPPED_KEY` (the number of
+    unreadable images, as a float), or only :data:`SKIPPED_KEY` when the query or the gallery
+    has no readable image left; ``skipped``: the unreadable query and gallery paths."""
+
+    metrics: dict[str, float]
+    skipped: list[str]
+
+
+def evaluate_readable(embed: MaskedEmbedFn, split: DatasetSplit) -> ReadableEvaluation:
+    """:func:`evaluate_split` on the split without its unreadable query and gallery images.
+
+    Equivalent to dropping them from the split before embedding (embeddings are per image in
+    eval mode), but each image is read once. A query whose item loses all its gallery images
+    is then skipped by the metrics like any query without a relevant gallery image.
+    """
+    protocol = _protocol_of(split)
+    q_emb, q_ok = embed(split.query)
+    g_emb, g_ok = embed(split.gallery)
+    skipped = [s.path for s, ok in zip(split.query, q_ok, strict=True) if not ok]
+    skipped += [s.path for s, ok in zip(split.gallery, g_ok, strict=True) if not ok]
+    metrics = {SKIPPED_KEY: float(len(skipped))}
+    if q_ok.any() and g_ok.any():
+        query = [s for s, ok in zip(split.query, q_ok, strict=True) if ok]
+        gallery = [s for s, ok in zip(split.gallery, g_ok, strict=True) if ok]
+        metrics.update(score_embeddings(q_emb[q_ok], query, g_emb[g_ok], gallery, protocol))
+    return ReadableEvaluation(metrics, skipped)
 
 
 def score_embeddings(
