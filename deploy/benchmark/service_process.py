@@ -1,4 +1,5 @@
-"""The service in its own uvicorn process, on a free loopback port, with a throw-away store."""
+"""The service in its own uvicorn process, on a free loopback port, with a throw-away store
+(a temporary SQLite file, or a Redis namespace the caller drops afterwards)."""
 
 from __future__ import annotations
 
@@ -33,18 +34,30 @@ def service_process(
     cwd: Path = REPO_ROOT,
     ready_timeout_s: float = 120.0,
     log_path: Path | None = None,
+    redis_url: str | None = None,
+    redis_namespace: str | None = None,
 ) -> Iterator[str]:
     """Start ``uvicorn app.main:create_app`` (the production command) and yield its base URL
-    once ``/readyz`` answers 200; stop it on exit. ``env`` adds or overrides ``RETRIEVAL_*``
-    settings; by default the store is the embedded SQLite one under ``data_dir``. ``python`` and
-    ``cwd`` let a test run it from another environment and source tree (the image's)."""
+    once ``/readyz`` answers 200; stop it on exit. The store is the embedded SQLite one under
+    ``data_dir``, or with ``redis_url`` the Redis store under ``redis_namespace`` (required:
+    the default namespace may hold a real deployment's data). ``env`` adds or overrides
+    ``RETRIEVAL_*`` settings. ``python`` and ``cwd`` let a test run it from another environment
+    and source tree (the image's)."""
+    if redis_url and not redis_namespace:
+        raise ValueError("a Redis store needs its own redis_namespace")
     port = free_port()
+    store_env = {
+        # Set either way, so a RETRIEVAL_REDIS_URL in the caller's environment cannot switch
+        # the store behind the caller's back.
+        "RETRIEVAL_REDIS_URL": redis_url or "",
+        **({"RETRIEVAL_REDIS_NAMESPACE": redis_namespace or ""} if redis_url else {}),
+    }
     full_env = {
         **os.environ,
         "RETRIEVAL_MODEL_PATH": str(model_path),
         "RETRIEVAL_DATA_DIR": str(data_dir),
-        "RETRIEVAL_REDIS_URL": "",
         "RETRIEVAL_LOG_LEVEL": "warning",
+        **store_env,
         **(env or {}),
     }
     cmd = [python, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1"]
@@ -68,14 +81,20 @@ def service_process(
 
 def _wait_ready(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
+    last = "no answer"
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"service exited with code {proc.returncode} before it was ready")
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            response = httpx.get(f"{url}/readyz", timeout=2)
+            if response.status_code == 200:
                 return
-        except httpx.TransportError:
-            pass
+            last = f"{response.status_code} {response.text[:300]}"
+        except httpx.TransportError as exc:
+            last = f"{type(exc).__name__}: {exc}"
         if time.monotonic() > deadline:
-            raise RuntimeError(f"service at {url} not ready within {timeout_s} s")
+            # /readyz says what the service is still waiting for (store, model, index).
+            raise RuntimeError(
+                f"service at {url} not ready within {timeout_s} s; last /readyz: {last}"
+            )
         time.sleep(0.2)

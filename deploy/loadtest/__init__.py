@@ -2,6 +2,7 @@
 
 from deploy.loadtest.arrival_schedule import constant_rate_schedule
 from deploy.loadtest.closed_loop import run_closed_loop
+from deploy.loadtest.item_ledger import CleanupReport, DeleteResult, ItemLedger
 from deploy.loadtest.latency_stats import EndpointStats, nearest_rank_percentile, summarize
 from deploy.loadtest.level_result import LevelResult
 from deploy.loadtest.open_loop import run_open_loop
@@ -10,8 +11,11 @@ from deploy.loadtest.request_sample import Operation, RequestSample
 from deploy.loadtest.scenarios import EnrollScenario, MixScenario, SearchScenario
 
 __all__ = [
+    "CleanupReport",
+    "DeleteResult",
     "EndpointStats",
     "EnrollScenario",
+    "ItemLedger",
     "LevelResult",
     "MixScenario",
     "Operation",

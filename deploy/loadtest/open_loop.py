@@ -33,8 +33,9 @@ async def run_open_loop(
 
     At most ``max_in_flight`` requests are outstanding; a request due while the cap is reached
     is not sent and comes back as a dropped sample (an error), so an overloaded server cannot
-    make the generator pile up unbounded connections. Returns once every sent request has an
-    answer or failed (bounded by the client's timeout). Samples are in schedule order.
+    make the generator pile up unbounded connections. Returns (or raises) only once every sent
+    request has an answer or failed (bounded by the client's timeout). Samples are in schedule
+    order.
     """
     if max_in_flight < 1:
         raise ValueError("max_in_flight must be >= 1")
@@ -66,16 +67,25 @@ async def run_open_loop(
             error=error,
         )
 
-    for i, offset in enumerate(schedule):
-        due = start + offset
-        delay = due - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        op = operation_at(i)
-        if in_flight >= max_in_flight:
-            samples[i] = RequestSample(op.endpoint, offset, None, None, None, "in-flight cap")
-            continue
-        in_flight += 1
-        tasks.append(asyncio.create_task(one(i, op, due)))
-    await asyncio.gather(*tasks)
+    try:
+        for i, offset in enumerate(schedule):
+            due = start + offset
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            op = operation_at(i)
+            if in_flight >= max_in_flight:
+                samples[i] = RequestSample(op.endpoint, offset, None, None, None, "in-flight cap")
+                continue
+            in_flight += 1
+            tasks.append(asyncio.create_task(one(i, op, due)))
+    finally:
+        # Every sent request is awaited, even when scheduling fails or the run is cancelled
+        # (Ctrl-C): the caller's cleanup must not race requests still under way, e.g. an
+        # enrollment that would commit after its DELETE. `wait`, unlike `gather`, neither stops
+        # at the first failed request nor cancels the others when this coroutine is cancelled.
+        if tasks:
+            await asyncio.wait(tasks)
+    for task in tasks:
+        task.result()  # re-raise a request's unexpected (non-HTTP) exception
     return [s for s in samples if s is not None]

@@ -1,24 +1,23 @@
 """Load-test scenarios: which request the ``i``-th arrival is, and what to clean up after.
 
 Enrollment always uses a fresh item id (enrolling the same bytes again is a no-op that would
-measure nothing), and every id it creates is deleted in ``cleanup``.
+measure nothing); every id it sends is recorded in an ``ItemLedger`` and deleted in
+``cleanup``, and whatever that cannot delete stays in the ledger for the run's final sweep.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
 import httpx
 
+from deploy.loadtest.item_ledger import ItemLedger
 from deploy.loadtest.request_sample import Operation
 
 SEARCH_ENDPOINT = "POST /search"
 ENROLL_ENDPOINT = "POST /items/{item_id}/images"
-# Deletions during cleanup run this many at a time: quick, without flooding a small server.
-_CLEANUP_CONCURRENCY = 8
 
 
 class Scenario(Protocol):
@@ -27,7 +26,8 @@ class Scenario(Protocol):
     def operation(self, i: int) -> Operation: ...
 
     async def cleanup(self, client: httpx.AsyncClient) -> int:
-        """Undo what the scenario wrote; returns how many items were deleted."""
+        """Undo what the scenario wrote; returns how many items were deleted. Must not raise
+        for a failed deletion (the ledger keeps those for the final sweep)."""
         ...
 
 
@@ -57,33 +57,46 @@ class SearchScenario:
 
 
 class EnrollScenario:
-    """Every arrival enrolls one photo under a new item id ``<prefix><uuid4 hex>``."""
+    """Every arrival enrolls one photo under a new item id ``<prefix><uuid4 hex>``.
+
+    ``ledger``: where the ids go; pass the run's own so its final sweep sees them."""
 
     name = "enroll"
 
-    def __init__(self, photos: Sequence[bytes], *, id_prefix: str = "loadtest-") -> None:
+    def __init__(
+        self,
+        photos: Sequence[bytes],
+        *,
+        id_prefix: str = "loadtest-",
+        ledger: ItemLedger | None = None,
+    ) -> None:
         if not photos:
             raise ValueError("no photos")
         self._photos = list(photos)
         self._prefix = id_prefix
+        self.ledger = ledger if ledger is not None else ItemLedger()
+        # Ids sent since the last cleanup: what this level's cleanup deletes.
         self.created: list[str] = []
 
     def operation(self, i: int) -> Operation:
         photo = self._photos[i % len(self._photos)]
         item_id = f"{self._prefix}{uuid.uuid4().hex}"
-        # Recorded before sending: a request that timed out may still have been committed.
-        self.created.append(item_id)
 
         async def send(client: httpx.AsyncClient) -> int:
+            # Recorded when actually sent (an arrival dropped at the in-flight cap creates
+            # nothing), before the request leaves: one that times out may still commit.
+            self.ledger.record(item_id)
+            self.created.append(item_id)
             files = {"images": ("photo.jpg", photo, "image/jpeg")}
             response = await client.post(f"/items/{item_id}/images", files=files)
+            self.ledger.answered(item_id)
             return response.status_code
 
         return Operation(ENROLL_ENDPOINT, send)
 
     async def cleanup(self, client: httpx.AsyncClient) -> int:
         ids, self.created = self.created, []
-        return await delete_items(client, ids)
+        return (await self.ledger.delete(client, ids)).deleted
 
 
 class MixScenario:
@@ -107,17 +120,3 @@ class MixScenario:
 
     async def cleanup(self, client: httpx.AsyncClient) -> int:
         return await self._enroll.cleanup(client)
-
-
-async def delete_items(client: httpx.AsyncClient, item_ids: Sequence[str]) -> int:
-    """``DELETE /items/{id}`` for each id; returns how many existed (204). 404 is fine."""
-    gate = asyncio.Semaphore(_CLEANUP_CONCURRENCY)
-
-    async def delete(item_id: str) -> bool:
-        async with gate:
-            response = await client.delete(f"/items/{item_id}")
-            if response.status_code not in (204, 404):
-                raise RuntimeError(f"DELETE /items/{item_id} answered {response.status_code}")
-            return response.status_code == 204
-
-    return sum(await asyncio.gather(*(delete(i) for i in item_ids)))

@@ -5,19 +5,30 @@ from __future__ import annotations
 
 import httpx
 
+from deploy.loadtest.item_ledger import ItemLedger
 from deploy.loadtest.photo_set import PhotoSet
-from deploy.loadtest.scenarios import delete_items
 
 
 class SeedGallery:
-    """``copies`` items per source photo, each enrolled with all of that photo's views."""
+    """``copies`` items per source photo, each enrolled with all of that photo's views.
 
-    def __init__(self, photos: PhotoSet, *, id_prefix: str, copies: int = 4) -> None:
+    ``ledger``: where the ids go; pass the run's own so its final sweep removes them even when
+    seeding fails half-way."""
+
+    def __init__(
+        self,
+        photos: PhotoSet,
+        *,
+        id_prefix: str,
+        copies: int = 4,
+        ledger: ItemLedger | None = None,
+    ) -> None:
         if copies < 1:
             raise ValueError("copies must be >= 1")
         self._photos = photos
         self._prefix = id_prefix
         self._copies = copies
+        self.ledger = ledger if ledger is not None else ItemLedger()
         self.item_ids: list[str] = []
 
     async def enroll(self, client: httpx.AsyncClient) -> int:
@@ -25,9 +36,11 @@ class SeedGallery:
         for copy in range(self._copies):
             for name, views in self._photos.views.items():
                 item_id = f"{self._prefix}g{copy}-{name}"
+                self.ledger.record(item_id)
                 self.item_ids.append(item_id)
                 files = [("images", (f"{n}.jpg", v, "image/jpeg")) for n, v in enumerate(views)]
                 response = await client.post(f"/items/{item_id}/images", files=files)
+                self.ledger.answered(item_id)
                 if response.status_code != 201:
                     raise RuntimeError(
                         f"seeding {item_id} failed: {response.status_code} {response.text[:200]}"
@@ -35,5 +48,7 @@ class SeedGallery:
         return len(self.item_ids)
 
     async def remove(self, client: httpx.AsyncClient) -> int:
+        """Delete the gallery; returns how many items were deleted. What fails stays in the
+        ledger."""
         ids, self.item_ids = self.item_ids, []
-        return await delete_items(client, ids)
+        return (await self.ledger.delete(client, ids)).deleted
