@@ -9,6 +9,8 @@ REQS := requirements/serve.txt requirements/train.txt requirements/dev.txt
 HOST ?= 0.0.0.0
 PORT ?= 8000
 URL ?= http://127.0.0.1:8000
+# e.g. make bench BENCH_ARGS="--store both"
+BENCH_ARGS ?=
 
 .PHONY: run test lint typecheck model bench loadtest clean
 
@@ -40,7 +42,7 @@ lint: $(STAMP)
 	$(PY) -m mypy
 
 bench: $(STAMP) $(MODEL)
-	$(PY) deploy/bench.py --model $(MODEL)
+	$(PY) deploy/bench.py --model $(MODEL) $(BENCH_ARGS)
 
 loadtest: $(STAMP)
 	$(PY) -m deploy.loadtest --url $(URL)
