@@ -3,16 +3,46 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from tests import redis_server
+from tests.live_server import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "models" / "default" / "embedder.onnx"
+
+
+def _ensure_shared_redis() -> subprocess.Popen[bytes] | None:
+    """Make sure the shared test Redis answers: a private one for the session if none does.
+
+    Called when this file is imported, which pytest does before any other conftest or test
+    module (those import ``REDIS_URL`` from ``tests.redis_server`` and must see the final URL).
+    """
+    if redis_server.answers(redis_server.REDIS_URL):
+        return None
+    port = free_port()
+    directory = Path(tempfile.mkdtemp(prefix="test-redis-"))
+    proc = redis_server.start_redis_server(port, directory, durable=False)
+    redis_server.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+    os.environ["TEST_REDIS_URL"] = redis_server.REDIS_URL
+    return proc
+
+
+_private_redis = _ensure_shared_redis()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _private_redis is not None:
+        _private_redis.kill()
+        _private_redis.wait()
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,9 @@ import redis
 
 from tests.app.conftest import ServiceFactory
 from tests.app.metrics_text import metric_value, wait_for_metric
+from tests.redis_server import REDIS_URL
 
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
+SHARED_REDIS = REDIS_URL
 ENROLL = {"method": "POST", "route": "/items/{item_id}/images"}
 
 

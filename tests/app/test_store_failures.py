@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 import uuid
@@ -14,38 +13,7 @@ import redis
 
 from tests.app.conftest import ServiceFactory
 from tests.live_server import free_port
-
-
-def start_redis_server(port: int, directory: Path) -> subprocess.Popen[bytes]:
-    """A private redis-server on ``port`` (durable: AOF fsynced always), once it answers PING."""
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed (.ci/run installs it)")
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--dir",
-            str(directory),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(100):
-        try:
-            redis.Redis.from_url(url).ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    return proc
+from tests.redis_server import REDIS_URL, start_redis_server
 
 
 @pytest.fixture
@@ -83,7 +51,7 @@ def test_index_is_rebuilt_from_the_store_on_restart(
     service_factory: ServiceFactory, photo_views: dict[str, list[bytes]]
 ) -> None:
     namespace = f"t{uuid.uuid4().hex[:8]}"
-    for backend in ({}, {"redis_url": "redis://127.0.0.1:6379/0", "redis_namespace": namespace}):
+    for backend in ({}, {"redis_url": REDIS_URL, "redis_namespace": namespace}):
         with service_factory(**backend) as client:
             for name in ("coins", "rocket"):
                 files = [("images", (f"{i}.jpg", v)) for i, v in enumerate(photo_views[name][:3])]
@@ -99,8 +67,8 @@ def test_index_is_rebuilt_from_the_store_on_restart(
             for a, b in zip(before["results"], after["results"], strict=True):
                 assert a["item_id"] == b["item_id"] and abs(a["score"] - b["score"]) < 1e-6
             assert client.get("/info").json()["images"] == 6
-    redis.Redis.from_url("redis://127.0.0.1:6379/0").delete(
-        *redis.Redis.from_url("redis://127.0.0.1:6379/0").keys(f"{namespace}*") or ["_"]
+    redis.Redis.from_url(REDIS_URL).delete(
+        *redis.Redis.from_url(REDIS_URL).keys(f"{namespace}*") or ["_"]
     )
 
 

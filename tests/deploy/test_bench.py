@@ -13,8 +13,7 @@ import pytest
 import redis
 
 from deploy.benchmark.service_process import REPO_ROOT
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from tests.redis_server import REDIS_URL
 
 
 def _bench(model: Path, out: Path, *extra: str) -> tuple[str, dict[str, Any]]:
@@ -71,11 +70,9 @@ def test_bench_on_both_stores_side_by_side_and_redis_namespace_dropped(
     default_model_path: Path, tmp_path: Path
 ) -> None:
     client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip(f"!!! no Redis at {REDIS_URL}: the Redis bench was NOT run !!!")
-    stdout, report = _bench(default_model_path, tmp_path, "--store", "both")
+    stdout, report = _bench(
+        default_model_path, tmp_path, "--store", "both", "--redis-url", REDIS_URL
+    )
     assert report["stores"] == ["sqlite", "redis"]
     for name in ("sqlite", "redis"):
         _check_service(report, report["services"][name])

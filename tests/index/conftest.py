@@ -12,8 +12,7 @@ import redis
 from index.store.redis_store import RedisStore
 from index.store.sqlite_store import SqliteStore
 from index.store.store import Store
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from tests.redis_server import REDIS_URL
 
 StoreFactory = Callable[[], Store]
 
