@@ -162,12 +162,14 @@ class Retriever:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def search(self, data: bytes, k: int, min_score: float | None = None) -> list[SearchHit]:
+    def search(
+        self, data: bytes, k: int, min_score: float | None = None, filename: str = "image"
+    ) -> list[SearchHit]:
         """Top ``k`` items by cosine between the query and item centroids, best first.
 
         Served from memory only, so searches keep working while the store is unreachable.
         """
-        batch = self._decode([data], ["image"])
+        batch = self._decode([data], [filename])
         with self.metrics.stage("inference"):
             query = l2_normalize(self.embedder.embed(batch))
         with self.metrics.stage("index_search"):

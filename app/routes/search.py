@@ -42,7 +42,8 @@ def search_router(settings: Settings) -> APIRouter:
         uploads = await read_uploads(form, "image")
         if len(uploads) != 1:
             raise ImageDecodeError(f"form field 'image' must hold one file, got {len(uploads)}")
-        hits = await run_in_threadpool(retriever.search, uploads[0].data, k, min_score)
+        upload = uploads[0]
+        hits = await run_in_threadpool(retriever.search, upload.data, k, min_score, upload.filename)
         return SearchResponse(
             results=[SearchResult(item_id=h.item_id, score=h.score) for h in hits]
         )

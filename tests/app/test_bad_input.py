@@ -67,6 +67,9 @@ def test_rejections_leave_no_trace(
         ("images", ("ok2.jpg", photo_views["coffee"][2])),
     ]
     assert_problem(client.post("/items/x/images", files=files), 422, "images[1] ('bad.jpg')")
+    # A rejected query names the file it was sent as.
+    r = client.post("/search", files={"image": ("query-7.jpg", b"garbage")})
+    assert_problem(r, 422, "'query-7.jpg': not a decodable image")
     # Wrong field name / text instead of a file.
     assert_problem(client.post("/items/x/images", files={"image": ("a.jpg", good)}), 422)
     r = client.post("/items/x/images", data={"images": "text"}, files={"other": ("o.jpg", good)})
