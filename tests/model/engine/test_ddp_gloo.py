@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -16,6 +18,7 @@ from model.engine.trainer import build_trainer
 from .test_train_end_to_end import tiny_config
 
 WORLD = 2
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _free_port() -> int:
@@ -61,3 +64,30 @@ def test_two_gloo_ranks_stay_in_sync_on_disjoint_shards(photo_folder: Path, tmp_
     assert changed  # the ranks agree on a model that actually trained
     for name, value in r0["loss"].items():
         assert torch.equal(value, r1["loss"][name]), name  # centers: averaged by hand
+
+
+def test_torchrun_cli_trains_two_gloo_processes(photo_folder: Path, tmp_path: Path) -> None:
+    """The documented multi-GPU command on the CPU (torchrun, two gloo processes)."""
+    out = tmp_path / "run"
+    overrides = tiny_config(photo_folder, out, 2, "data.p=4")
+    cmd = [
+        str(Path(sys.executable).with_name("torchrun")),
+        "--standalone",
+        f"--nproc_per_node={WORLD}",
+        "-m",
+        "model.train",
+        *overrides,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert f"world size {WORLD}" in log
+    # Only rank 0 evaluates, logs and checkpoints: one summary, one metrics row per epoch.
+    assert log.count("best held-out centroid/mAP") == 1
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2
+    checkpoint = torch.load(out / "last.pt", weights_only=False)
+    assert checkpoint["epoch"] == 2
