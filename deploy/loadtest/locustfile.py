@@ -1,0 +1,90 @@
+"""Closed-loop soak runs with Locust, over the load test's photos (optional).
+
+    .venv/bin/locust -f deploy/loadtest/locustfile.py --host http://127.0.0.1:8000 \\
+        --headless --users 8 --spawn-rate 2 --run-time 30m
+
+Locust paces each simulated user by waiting for its previous answer (closed loop), so a slow
+server also slows the senders and the tail latencies it reports are optimistic (coordinated
+omission): use it to hold a steady load for a long time and watch memory, errors and the
+service's ``/metrics``; take latency figures from ``python -m deploy.loadtest`` (open loop).
+
+Users are 9 : 1 searchers and enrollers (the 90/10 mix). A small gallery of seed items is
+enrolled when the run starts; every enroller task enrolls one view under a fresh item id and
+deletes that item straight after, so a soak of any length leaves the service as it found it.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+# Locust imports this file by path, from wherever it was started: make the repo importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import httpx
+from locust import HttpUser, between, events, task
+
+from deploy.loadtest.photo_set import PHOTO_NAMES, build_photo_set
+
+PHOTOS = build_photo_set(views_per_photo=4, seed=0)
+VIEWS = PHOTOS.all_views()
+SEED_PREFIX = "soak-seed:"
+ENROLL_PREFIX = "soak:"
+
+
+def _seed_gallery(environment: Any, **_: Any) -> None:
+    # One item per source photo, enrolled with all but the last of its views.
+    with httpx.Client(base_url=environment.host, timeout=60) as client:
+        for name in PHOTO_NAMES:
+            views = PHOTOS.views[name][:-1]
+            files = [("images", (f"{i}.jpg", v, "image/jpeg")) for i, v in enumerate(views)]
+            client.post(f"/items/{SEED_PREFIX}{name}/images", files=files).raise_for_status()
+
+
+def _drop_gallery(environment: Any, **_: Any) -> None:
+    with httpx.Client(base_url=environment.host, timeout=60) as client:
+        for name in PHOTO_NAMES:
+            client.delete(f"/items/{SEED_PREFIX}{name}")
+
+
+events.test_start.add_listener(_seed_gallery)  # type: ignore[no-untyped-call]
+events.test_stop.add_listener(_drop_gallery)  # type: ignore[no-untyped-call]
+
+
+class SearchUser(HttpUser):
+    weight = 9
+    wait_time = between(0.0, 0.5)
+
+    def on_start(self) -> None:
+        self._next = 0
+
+    @task
+    def search(self) -> None:
+        view = VIEWS[self._next % len(VIEWS)]
+        self._next += 1
+        self.client.post("/search?k=10", files={"image": ("q.jpg", view, "image/jpeg")})
+
+
+class EnrollUser(HttpUser):
+    weight = 1
+    wait_time = between(0.0, 0.5)
+
+    def on_start(self) -> None:
+        self._next = 0
+
+    @task
+    def enroll_then_delete(self) -> None:
+        view = VIEWS[self._next % len(VIEWS)]
+        self._next += 1
+        item = f"{ENROLL_PREFIX}{uuid.uuid4().hex}"
+        files = {"images": ("e.jpg", view, "image/jpeg")}
+        self.client.post(f"/items/{item}/images", files=files, name="/items/[id]/images")
+        # Also after a failed or timed-out enrollment, which may still have committed; a 404
+        # then only means it did not.
+        with self.client.delete(
+            f"/items/{item}", name="/items/[id]", catch_response=True
+        ) as response:
+            if response.status_code in (204, 404):
+                response.success()
