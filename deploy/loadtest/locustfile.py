@@ -16,6 +16,7 @@ deletes that item straight after, so a soak of any length leaves the service as 
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,11 @@ PHOTOS = build_photo_set(views_per_photo=4, seed=0)
 VIEWS = PHOTOS.all_views()
 SEED_PREFIX = "soak-seed:"
 ENROLL_PREFIX = "soak:"
+# Enrolled (or being enrolled) and not yet deleted. Locust kills users mid-task when the run
+# ends, between an enrollment and its delete; the run's end sweeps these up.
+_undeleted: set[str] = set()
+# A killed enrollment may still commit on the server after the first sweep found nothing.
+LATE_COMMIT_WAIT_S = 2.0
 
 
 def _seed_gallery(environment: Any, **_: Any) -> None:
@@ -47,39 +53,51 @@ def _drop_gallery(environment: Any, **_: Any) -> None:
     with httpx.Client(base_url=environment.host, timeout=60) as client:
         for name in PHOTO_NAMES:
             client.delete(f"/items/{SEED_PREFIX}{name}")
+        if _undeleted:
+            for sweep in range(2):
+                if sweep:
+                    time.sleep(LATE_COMMIT_WAIT_S)
+                for item in sorted(_undeleted):
+                    client.delete(f"/items/{item}")
+            _undeleted.clear()
 
 
 events.test_start.add_listener(_seed_gallery)  # type: ignore[no-untyped-call]
 events.test_stop.add_listener(_drop_gallery)  # type: ignore[no-untyped-call]
 
 
-class SearchUser(HttpUser):
-    weight = 9
+class _PhotoUser(HttpUser):
+    """A user that sends the photo set's views in turn (each user from the start)."""
+
+    abstract = True
     wait_time = between(0.0, 0.5)
 
     def on_start(self) -> None:
-        self._next = 0
+        self._sent = 0
+
+    def next_view(self) -> bytes:
+        view = VIEWS[self._sent % len(VIEWS)]
+        self._sent += 1
+        return view
+
+
+class SearchUser(_PhotoUser):
+    weight = 9
 
     @task
     def search(self) -> None:
-        view = VIEWS[self._next % len(VIEWS)]
-        self._next += 1
-        self.client.post("/search?k=10", files={"image": ("q.jpg", view, "image/jpeg")})
+        files = {"image": ("q.jpg", self.next_view(), "image/jpeg")}
+        self.client.post("/search?k=10", files=files)
 
 
-class EnrollUser(HttpUser):
+class EnrollUser(_PhotoUser):
     weight = 1
-    wait_time = between(0.0, 0.5)
-
-    def on_start(self) -> None:
-        self._next = 0
 
     @task
     def enroll_then_delete(self) -> None:
-        view = VIEWS[self._next % len(VIEWS)]
-        self._next += 1
         item = f"{ENROLL_PREFIX}{uuid.uuid4().hex}"
-        files = {"images": ("e.jpg", view, "image/jpeg")}
+        _undeleted.add(item)
+        files = {"images": ("e.jpg", self.next_view(), "image/jpeg")}
         self.client.post(f"/items/{item}/images", files=files, name="/items/[id]/images")
         # Also after a failed or timed-out enrollment, which may still have committed; a 404
         # then only means it did not.
@@ -88,3 +106,4 @@ class EnrollUser(HttpUser):
         ) as response:
             if response.status_code in (204, 404):
                 response.success()
+                _undeleted.discard(item)
