@@ -16,6 +16,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from index.fsync_dir import fsync_dir
+
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -53,7 +55,7 @@ class BlobStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
             raise
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return True
 
     def get(self, content_hash: str) -> bytes | None:
@@ -72,7 +74,7 @@ class BlobStore:
             target.unlink()
         except FileNotFoundError:
             return False
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return True
 
     def count(self) -> int:
@@ -80,11 +82,3 @@ class BlobStore:
         return sum(
             1 for p in self.root.glob("??/??/*") if _SHA256_HEX.fullmatch(p.name) and p.is_file()
         )
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -6,6 +6,7 @@ One exporter serves the default model (``python -m model.build_default``) and us
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -22,6 +23,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from index.fsync_dir import fsync_dir
 from model.artifact.image_decode import stack_batch, to_input_array
 from model.artifact.onnx_embedder import OnnxEmbedder
 from model.artifact.preprocess_spec import CONTRACT_KEY, PreprocessSpec
@@ -116,7 +118,9 @@ def export_embedder(
         # place its readable copy already is too.
         os.replace(tmp_contract, contract_path)
         os.replace(tmp_onnx, onnx_path)
-        _fsync_dir(out_dir)
+        # Makes the renames durable; best effort, since not every platform can open a directory.
+        with contextlib.suppress(OSError):
+            fsync_dir(out_dir)
     finally:
         # Both are gone after a successful replace; after any failure (parity, checker,
         # Ctrl-C) nothing half-made stays behind.
@@ -159,20 +163,6 @@ def _fsync(path: Path) -> None:
     # Without it, a crash right after the rename can leave a complete name with empty content.
     with path.open("rb") as f:
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes the renames themselves durable; not every platform can open a directory.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def check_parity(
