@@ -9,6 +9,7 @@ graph's input tensor holds: RGB pixels, resized as stated, in the stated layout,
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -136,26 +137,6 @@ class PreprocessSpec:
         return cls.from_json(metadata[CONTRACT_KEY])
 
 
-_STR_FIELDS = frozenset(
-    {
-        "model_name",
-        "model_version",
-        "input_name",
-        "output_name",
-        "size_order",
-        "layout",
-        "dtype",
-        "resize",
-        "colour_order",
-        "export_date",
-        "source_checkpoint",
-    }
-)
-_INT_FIELDS = frozenset({"embedding_dim", "format_version"})
-_INT_PAIR_FIELDS = frozenset({"input_size", "value_range"})
-_BOOL_FIELDS = frozenset({"output_normalized"})
-
-
 def _is_int(value: object) -> bool:
     # bool is a subclass of int in Python, but true is not a JSON integer.
     return isinstance(value, int) and not isinstance(value, bool)
@@ -165,26 +146,35 @@ def _is_number(value: object) -> bool:
     return _is_int(value) or isinstance(value, float)
 
 
+def _is_int_pair(value: object) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) for v in value)
+
+
+def _is_number_lists(value: object) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, list) and all(_is_number(x) for x in v)
+        for k, v in value.items()
+    )
+
+
+# JSON check per field annotation of PreprocessSpec (strings: this module postpones
+# annotations), so the dataclass stays the one list of fields and their types.
+_JSON_TYPES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "str": (lambda v: isinstance(v, str), "a JSON string"),
+    "int": (_is_int, "a JSON integer"),
+    "bool": (lambda v: isinstance(v, bool), "a JSON boolean (true or false)"),
+    "tuple[int, int]": (_is_int_pair, "a JSON array of two integers"),
+    "dict[str, list[float]]": (_is_number_lists, "a JSON object of arrays of numbers"),
+}
+
+
 def _check_field_type(name: str, value: object) -> None:
     """Raise ContractError unless ``value`` has the JSON type the contract field ``name`` needs."""
-    if name in _STR_FIELDS:
-        ok, want = isinstance(value, str), "a JSON string"
-    elif name in _INT_FIELDS:
-        ok, want = _is_int(value), "a JSON integer"
-    elif name in _BOOL_FIELDS:
-        ok, want = isinstance(value, bool), "a JSON boolean (true or false)"
-    elif name in _INT_PAIR_FIELDS:
-        ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) for v in value)
-        want = "a JSON array of two integers"
-    elif name == "graph_normalization":
-        ok = isinstance(value, dict) and all(
-            isinstance(k, str) and isinstance(v, list) and all(_is_number(x) for x in v)
-            for k, v in value.items()
-        )
-        want = "a JSON object of arrays of numbers"
-    else:
+    annotation = PreprocessSpec.__dataclass_fields__[name].type
+    if annotation not in _JSON_TYPES:
         raise AssertionError(f"contract field {name!r} has no declared JSON type")
-    if not ok:
+    check, want = _JSON_TYPES[str(annotation)]
+    if not check(value):
         raise ContractError(
             f"contract field {name} must be {want}, got {json.dumps(value, default=repr)} "
             f"({type(value).__name__})"
