@@ -15,9 +15,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from app.metrics import ServiceMetrics
 from app.retriever import Retriever
 from app.retriever_errors import NotReadyError
@@ -35,10 +32,6 @@ log = logging.getLogger(__name__)
 # Waits between attempts to reach the store at start-up: 0.5 s, doubling, at most 10 s.
 STORE_RETRY_FIRST_S = 0.5
 STORE_RETRY_MAX_S = 10.0
-
-# Failures worth retrying: the store did not answer. RedisStore wraps the client's errors in
-# StoreUnavailableError; the raw ones are listed in case one escapes unwrapped.
-_STORE_UNREACHABLE = (StoreUnavailableError, RedisConnectionError, RedisTimeoutError)
 
 
 def open_store(settings: Settings) -> Store:
@@ -114,7 +107,9 @@ class ServiceState:
             try:
                 retriever, items = self._open_and_rebuild(embedder)
                 break
-            except _STORE_UNREACHABLE as exc:
+            # The one failure worth retrying: the store did not answer (the stores wrap their
+            # clients' connection errors in StoreUnavailableError).
+            except StoreUnavailableError as exc:
                 reason = f"{type(exc).__name__}: {exc}"
                 log.warning(
                     "store unreachable (attempt %d), next in %g s: %s", attempt, delay, reason
