@@ -42,10 +42,10 @@ lint: $(STAMP)
 	$(PY) -m mypy
 
 bench: $(STAMP) $(MODEL)
-	$(PY) deploy/bench.py --model $(MODEL) $(BENCH_ARGS)
+	$(PY) -m bench.service_bench --model $(MODEL) $(BENCH_ARGS)
 
 loadtest: $(STAMP)
-	$(PY) -m deploy.loadtest --url $(URL)
+	$(PY) -m bench.loadtest --url $(URL)
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache

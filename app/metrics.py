@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from index.store.errors import StoreError
+from store.errors import StoreError
 
 # Stage names are part of the metrics contract (the benchmark reads them).
 STAGES = ("decode", "inference", "index_search", "index_update", "store_write", "blob_write")

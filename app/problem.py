@@ -18,13 +18,13 @@ from app.retriever_errors import (
     TooManyImagesError,
     UnsupportedMediaTypeError,
 )
-from index.store.errors import (
+from store.errors import (
     ImageNotFoundError,
     ItemNotFoundError,
     ModelMismatchError,
     StoreUnavailableError,
 )
-from model.artifact.image_decode import ImageDecodeError, ImageTooLargeError
+from artifact.image_decode import ImageDecodeError, ImageTooLargeError
 
 log = logging.getLogger(__name__)
 

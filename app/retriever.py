@@ -22,11 +22,11 @@ import numpy as np
 from app.metrics import ServiceMetrics
 from app.retriever_errors import TooManyImagesError
 from app.striped_lock import StripedLock
-from index.blob_store import BlobStore
+from store.blob_store import BlobStore
 from index.centroid_index import CentroidIndex
 from index.centroid_math import centroid_from_sum, l2_normalize
 from index.gpu_search_mirror import GpuSearchMirror
-from index.store.records import (
+from store.records import (
     DeleteOutcome,
     ItemRecord,
     ItemState,
@@ -34,14 +34,14 @@ from index.store.records import (
     ModelIdentity,
     NewImage,
 )
-from index.store.store import Store
-from model.artifact.image_decode import (
+from store.store import Store
+from artifact.image_decode import (
     ImageDecodeError,
     ImageTooLargeError,
     preprocess_bytes,
     stack_batch,
 )
-from model.artifact.onnx_embedder import OnnxEmbedder
+from artifact.onnx_embedder import OnnxEmbedder
 
 
 @dataclass(frozen=True)

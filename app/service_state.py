@@ -19,13 +19,13 @@ from app.metrics import ServiceMetrics
 from app.retriever import Retriever
 from app.retriever_errors import NotReadyError
 from app.settings import Settings
-from index.blob_store import BlobStore
+from store.blob_store import BlobStore
 from index.flat_centroid_index import FlatCentroidIndex
 from index.gpu_search_mirror import GpuSearchMirror, gpu_available
-from index.store.errors import StoreUnavailableError
-from index.store.sqlite_store import SqliteStore
-from index.store.store import Store
-from model.artifact.onnx_embedder import OnnxEmbedder
+from store.errors import StoreUnavailableError
+from store.sqlite_store import SqliteStore
+from store.store import Store
+from artifact.onnx_embedder import OnnxEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ STORE_RETRY_MAX_S = 10.0
 def open_store(settings: Settings) -> Store:
     """Redis when a URL is configured, the embedded SQLite store otherwise."""
     if settings.redis_url:
-        from index.store.redis_store import RedisStore
+        from store.redis_store import RedisStore
 
         return RedisStore(settings.redis_url, namespace=settings.redis_namespace)
     return SqliteStore(settings.sqlite_path)

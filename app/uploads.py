@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.datastructures import FormData, UploadFile
 
 from app.retriever import Upload
-from model.artifact.image_decode import ImageDecodeError
+from artifact.image_decode import ImageDecodeError
 
 
 async def read_uploads(form: FormData, field: str) -> list[Upload]:

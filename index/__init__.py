@@ -1,4 +1,5 @@
-from index.blob_store import BlobStore
+"""Centroid indexes: one L2-normalised centroid per item, exact top-k, the GPU search mirror."""
+
 from index.centroid_index import CentroidIndex
 from index.centroid_math import centroid_from_sum, centroids_by_label, l2_normalize
 from index.flat_centroid_index import FlatCentroidIndex
@@ -6,7 +7,6 @@ from index.gpu_search_mirror import GpuSearchMirror, gpu_available
 from index.rw_lock import ReadWriteLock
 
 __all__ = [
-    "BlobStore",
     "CentroidIndex",
     "FlatCentroidIndex",
     "GpuSearchMirror",

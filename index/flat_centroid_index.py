@@ -2,7 +2,7 @@
 
 Updates are O(d) whatever the index size. FAISS's own delete (``IndexIDMap2.remove_ids``)
 scans every id, which measured 21–55 ms per call at 100k items (see
-``benchmarks/bench_centroid_index.py``), so this class keeps its own ``item_id -> slot`` map:
+``bench/centroid_index_updates.py``), so this class keeps its own ``item_id -> slot`` map:
 
 * a new item appends one row (``IndexFlat.add``; the storage grows geometrically);
 * an existing item's row is overwritten in place through a numpy view of FAISS's storage;

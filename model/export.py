@@ -12,7 +12,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from model.artifact.preprocess_spec import PreprocessSpec
+from artifact.preprocess_spec import PreprocessSpec
 from model.engine.checkpoint import load_model_from_checkpoint
 from model.engine.registries import OUTPUT_NORMALIZED
 from model.exporter.onnx_exporter import ExportResult, ParityError, export_embedder

@@ -1,5 +1,5 @@
 """Write a labelled ``ROOT/{gallery,query}/<item>/*.jpg`` folder from the photos scikit-image
-and scikit-learn ship, to try the service (``deploy/evaluate_service.py``) or the ``folder``
+and scikit-learn ship, to try the service (``bench/evaluate_service.py``) or the ``folder``
 dataset reader without downloading anything::
 
     python -m scripts.make_photo_folder --out data/photo_folder            # 20 items

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("app", "index", "model", "deploy", "tests", "benchmarks", "scripts")
+PACKAGES = ("app", "artifact", "store", "index", "model", "bench", "deploy", "tests", "scripts")
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from app.dependencies import RetrieverDep, StateDep
 from app.problem import problem_response
 from app.schemas import InfoResponse
-from index.store.errors import StoreUnavailableError
+from store.errors import StoreUnavailableError
 
 
 def health_router() -> APIRouter:

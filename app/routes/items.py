@@ -21,7 +21,7 @@ from app.schemas import (
 )
 from app.settings import Settings
 from app.uploads import multipart_openapi, read_uploads
-from index.store.errors import ItemNotFoundError
+from store.errors import ItemNotFoundError
 
 
 def encode_cursor(cursor: str | None) -> str | None:

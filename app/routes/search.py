@@ -12,7 +12,7 @@ from app.dependencies import FormDep, RetrieverDep
 from app.schemas import PROBLEM_RESPONSES, SearchResponse, SearchResult
 from app.settings import Settings
 from app.uploads import multipart_openapi, read_uploads
-from model.artifact.image_decode import ImageDecodeError
+from artifact.image_decode import ImageDecodeError
 
 
 def search_router(settings: Settings) -> APIRouter:

@@ -1,6 +1,6 @@
 """Samples → ``(image tensor, label, index)`` for a torch ``DataLoader``.
 
-Every image goes through :func:`model.artifact.image_decode.decode_image`, the service's decode
+Every image goes through :func:`artifact.image_decode.decode_image`, the service's decode
 path, so the same bytes give the same pixels in training, evaluation and serving.
 
 A corrupt or unreadable file must not stop a run that has been going for hours. Design chosen:
@@ -24,7 +24,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from model.artifact.image_decode import (
+from artifact.image_decode import (
     DEFAULT_MAX_PIXELS,
     ImageDecodeError,
     ImageTooLargeError,

@@ -4,7 +4,7 @@ Normalisation is not done here: it is the network's first layer
 (:class:`model.modeling.input_normalization.InputNormalization`), so the exported graph carries
 it and the service only resizes.
 
-Resizing is the service's (:func:`model.artifact.image_decode.resize_rgb`): the whole image to
+Resizing is the service's (:func:`artifact.image_decode.resize_rgb`): the whole image to
 ``(H, W)`` with PIL's bilinear filter, no crop, aspect ratio not kept. ``eval_transform(img)``
 equals ``to_input_array(img, spec) / 255`` exactly.
 

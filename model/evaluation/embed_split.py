@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from model.artifact.image_decode import decode_image, stack_batch, to_input_array
-from model.artifact.onnx_embedder import OnnxEmbedder
+from artifact.image_decode import decode_image, stack_batch, to_input_array
+from artifact.onnx_embedder import OnnxEmbedder
 from model.data.dataset_split import DatasetSplit
 from model.data.image_dataset import (
     UNREADABLE_IMAGE_ERRORS,

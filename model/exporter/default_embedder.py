@@ -6,7 +6,7 @@ and same-object lookup, until users train and export their own CTL model.
 
 from __future__ import annotations
 
-from model.artifact.preprocess_spec import PreprocessSpec
+from artifact.preprocess_spec import PreprocessSpec
 from model.modeling.backbones.efficientnet_lite0 import efficientnet_lite0
 from model.modeling.embedding_net import EmbeddingNet
 

@@ -23,10 +23,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from index.fsync_dir import fsync_dir
-from model.artifact.image_decode import stack_batch, to_input_array
-from model.artifact.onnx_embedder import OnnxEmbedder
-from model.artifact.preprocess_spec import CONTRACT_KEY, PreprocessSpec
+from store.fsync_dir import fsync_dir
+from artifact.image_decode import stack_batch, to_input_array
+from artifact.onnx_embedder import OnnxEmbedder
+from artifact.preprocess_spec import CONTRACT_KEY, PreprocessSpec
 from model.exporter.uint8_input_wrapper import UInt8InputWrapper
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from model.artifact.image_decode import decode_image
+from artifact.image_decode import decode_image
 
 # A few varied scenes shipped with scikit-image (portrait, animal, food, objects, greyscale).
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model.artifact.image_decode import decode_image, to_input_array
+from artifact.image_decode import decode_image, to_input_array
 from model.data.image_dataset import ImageDataset
 from model.data.sample import Sample
 from model.data.sample_photos import load_photo
@@ -62,7 +62,7 @@ def test_training_pixels_equal_service_pixels(files: dict[str, Path]) -> None:
     dataset = ImageDataset(
         samples, {s.item: 0 for s in samples}, eval_transform(DEFAULT_INPUT_SIZE)
     )
-    from model.artifact.preprocess_spec import PreprocessSpec
+    from artifact.preprocess_spec import PreprocessSpec
 
     spec = PreprocessSpec(
         input_size=DEFAULT_INPUT_SIZE, embedding_dim=1, model_name="x", model_version="1"

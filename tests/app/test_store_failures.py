@@ -75,8 +75,8 @@ def test_index_is_rebuilt_from_the_store_on_restart(
 def test_a_store_of_another_model_is_refused(
     service_factory: ServiceFactory, tmp_path: Path
 ) -> None:
-    from index.store.records import ModelIdentity
-    from index.store.sqlite_store import SqliteStore
+    from store.records import ModelIdentity
+    from store.sqlite_store import SqliteStore
 
     store = SqliteStore(tmp_path / "data" / "store.sqlite3")
     store.claim_model_identity(ModelIdentity(name="someone-elses-model", version="7", dim=512))

@@ -1,4 +1,4 @@
-"""deploy/docker-compose.yml validates with Debian's docker-compose 1.29 (no Docker engine
+"""docker-compose.yml validates with Debian's docker-compose 1.29 (no Docker engine
 needed for `config`), says what the deployment promises, and documents every setting."""
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def test_validates_with_the_example_env_file(docker_compose: str) -> None:
     assert "redis-data:/data:rw" in redis["volumes"]
     assert set(config["volumes"]) == {"redis-data", "api-data"}
     assert api["environment"]["RETRIEVAL_REDIS_URL"] == "redis://redis:6379/0"
-    assert api["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert api["build"]["dockerfile"] == "Dockerfile"
     assert api["build"]["args"] == {"VARIANT": "cpu"}
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.benchmark.service_process import service_process
-from deploy.loadtest.photo_set import build_photo_set
+from bench.service_process import service_process
+from bench.loadtest.photo_set import build_photo_set
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"

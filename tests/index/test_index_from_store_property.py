@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 from index.centroid_math import centroid_from_sum, l2_normalize
 from index.flat_centroid_index import FlatCentroidIndex
-from index.store.records import ItemState, ModelIdentity, NewImage
-from index.store.redis_store import RedisStore
-from index.store.sqlite_store import SqliteStore
-from index.store.store import Store
+from store.records import ItemState, ModelIdentity, NewImage
+from store.redis_store import RedisStore
+from store.sqlite_store import SqliteStore
+from store.store import Store
 from tests.index.conftest import REDIS_URL, _drop_namespace
 
 DIM = 6

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from model.artifact.image_decode import to_input_array
-from model.artifact.preprocess_spec import PreprocessSpec
+from artifact.image_decode import to_input_array
+from artifact.preprocess_spec import PreprocessSpec
 from model.data.transforms import ERASE_SCALE, eval_transform, train_transform
 from model.modeling.backbones.imagenet_stats import IMAGENET_MEAN
 from tests.model.data.photo_files import photo

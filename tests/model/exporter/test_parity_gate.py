@@ -21,9 +21,9 @@ from torch import Tensor, nn
 
 import model.exporter.onnx_exporter as onnx_exporter
 from model import build_default
-from model.artifact.image_decode import stack_batch, to_input_array
-from model.artifact.onnx_embedder import OnnxEmbedder
-from model.artifact.preprocess_spec import PreprocessSpec
+from artifact.image_decode import stack_batch, to_input_array
+from artifact.onnx_embedder import OnnxEmbedder
+from artifact.preprocess_spec import PreprocessSpec
 from model.exporter.onnx_exporter import MIN_PARITY_COSINE, ParityError, export_embedder
 from model.exporter.parity_photos import load_parity_photos
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.artifact.onnx_embedder import OnnxEmbedder
-from model.artifact.preprocess_spec import PreprocessSpec
+from artifact.onnx_embedder import OnnxEmbedder
+from artifact.preprocess_spec import PreprocessSpec
 from model.exporter.onnx_exporter import export_embedder
 from model.exporter.parity_photos import load_parity_photos
 from model.modeling.backbones.backbone import Backbone

@@ -1,0 +1,91 @@
+"""The durable store's interface: items, their images' embeddings, and the model identity.
+
+Two implementations (``SqliteStore``, ``RedisStore``) pass the same congruence tests. The
+store is the source of truth; the in-memory centroid index is rebuilt from ``iter_item_states``
+at start-up and updated from the ``ItemState`` every write returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+from store.records import (
+    DeleteOutcome,
+    EnrollOutcome,
+    ImageRecord,
+    ItemRecord,
+    ItemState,
+    ItemSummary,
+    ModelIdentity,
+    NewImage,
+)
+
+
+class Store(Protocol):
+    """Every method may raise ``StoreUnavailableError`` when the backend cannot be reached."""
+
+    backend: str  # "sqlite" or "redis", for /info
+
+    def ping(self) -> None:
+        """Return if the backend answers; raise ``StoreUnavailableError`` otherwise."""
+        ...
+
+    def get_model_identity(self) -> ModelIdentity | None: ...
+
+    def claim_model_identity(self, identity: ModelIdentity) -> None:
+        """Record ``identity`` if none is; raise ``ModelMismatchError`` if another one is."""
+        ...
+
+    def reset_model_identity(self) -> None:
+        """Forget the identity; raise ``StoreError`` unless the store holds no image."""
+        ...
+
+    def enroll(self, item_id: str, images: Sequence[NewImage]) -> EnrollOutcome:
+        """Add ``images`` to ``item_id`` (created if new), atomically: all or nothing.
+
+        An image whose content hash the item already holds, or that repeats an earlier image
+        of the same call, is not added again; its existing image id is returned. New image ids
+        are ``uuid4().hex``. Raises ValueError (storing nothing) if an embedding is not
+        ``(dim,)`` for the claimed identity's dim, or if ``images`` is empty.
+        """
+        ...
+
+    def delete_image(self, item_id: str, image_id: str) -> DeleteOutcome:
+        """Remove one image; the sum is recomputed from the remaining embeddings.
+
+        Deleting an item's last image deletes the item (``count == 0``). Raises
+        ``ItemNotFoundError`` / ``ImageNotFoundError``.
+        """
+        ...
+
+    def delete_item(self, item_id: str) -> DeleteOutcome:
+        """Remove an item and its images; raises ``ItemNotFoundError``."""
+        ...
+
+    def get_item(self, item_id: str) -> ItemRecord | None: ...
+
+    def list_items(self, limit: int, cursor: str | None) -> tuple[list[ItemSummary], str | None]:
+        """Up to ``limit`` items by id ascending, after ``cursor``; and the next cursor or None.
+
+        The cursor is opaque to callers (it is the last item id of the page).
+        """
+        ...
+
+    def iter_item_states(self) -> Iterator[ItemState]:
+        """Every item's state, streamed in pages (never all in memory at once)."""
+        ...
+
+    def iter_images(self) -> Iterator[ImageRecord]:
+        """Every image with its embedding, streamed (for re-embedding after a model change)."""
+        ...
+
+    def is_hash_referenced(self, content_hash: str) -> bool:
+        """True if any image of any item has this content hash."""
+        ...
+
+    def counts(self) -> tuple[int, int]:
+        """``(items, images)``."""
+        ...
+
+    def close(self) -> None: ...
