@@ -14,7 +14,8 @@ import redis
 from store.errors import StoreUnavailableError
 from store.records import ModelIdentity, NewImage
 from store.redis_store import RedisStore
-from tests.index.conftest import REDIS_URL, _drop_namespace
+from tests.redis_server import REDIS_URL
+from tests.store.conftest import _drop_namespace
 
 pytestmark = pytest.mark.redis
 

@@ -17,7 +17,7 @@ from store.errors import (
 )
 from store.records import ItemState, ModelIdentity, NewImage
 from store.store import Store
-from tests.index.conftest import StoreFactory
+from tests.store.conftest import StoreFactory
 
 DIM = 8
 IDENTITY = ModelIdentity(name="test-model", version="1", dim=DIM)
