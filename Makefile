@@ -9,20 +9,25 @@ REQS := requirements/serve.txt requirements/train.txt requirements/dev.txt
 HOST ?= 0.0.0.0
 PORT ?= 8000
 URL ?= http://127.0.0.1:8000
-# e.g. make bench BENCH_ARGS="--store both"
+# Passed through to the tools, e.g. make bench BENCH_ARGS="--store both",
+# make loadtest LOADTEST_ARGS="--levels 10,40,80 --duration 10" (each takes --help).
 BENCH_ARGS ?=
+LOADTEST_ARGS ?=
 
 .PHONY: run test lint typecheck model bench loadtest clean
 
 # A recipe that fails must not leave a half-written target that the next run takes as built.
 .DELETE_ON_ERROR:
 
-$(STAMP): $(REQS)
+$(STAMP): $(REQS) pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# pip (not uv/poetry): it takes torch from the local wheel cache where there is one.
 	$(PY) -m pip install --quiet $(addprefix -r ,$(REQS))
+	# The project itself, editable: its packages import from anywhere and the
+	# `centroid-retrieval` command exists; the lock files above already hold every dependency.
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 $(MODEL): $(STAMP) model/exporter/default_embedder.py
@@ -40,12 +45,13 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP) $(MODEL)
 	$(PY) -m bench.service_bench --model $(MODEL) $(BENCH_ARGS)
 
 loadtest: $(STAMP)
-	$(PY) -m bench.loadtest --url $(URL)
+	$(PY) -m bench.loadtest --url $(URL) $(LOADTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info

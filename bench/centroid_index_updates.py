@@ -89,7 +89,9 @@ def bench_size(n: int, dim: int, reps: int, naive_reps: int, rng: np.random.Gene
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.centroid_index_updates", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--dim", type=int, default=1280)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--reps", type=int, default=500, help="updates timed per size (ours)")

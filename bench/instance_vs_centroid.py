@@ -230,7 +230,9 @@ def format_report(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.instance_vs_centroid", description=__doc__.split("\n")[0]
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--npz", help="embeddings file (see module docstring for its keys)")
     source.add_argument("--synthetic", action="store_true", help="clustered random embeddings")

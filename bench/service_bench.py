@@ -60,7 +60,11 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.service_bench",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     p.add_argument(
         "--model",
         type=Path,

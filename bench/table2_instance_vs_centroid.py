@@ -43,7 +43,9 @@ def train_demo(work: Path, epochs: int) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.table2_instance_vs_centroid", description=__doc__
+    )
     parser.add_argument("--checkpoint", type=Path, help="a trained model (default: train one)")
     parser.add_argument("--epochs", type=int, default=16, help="epochs when training the demo")
     parser.add_argument("overrides", nargs="*", help="data overrides, e.g. data.root=...")

@@ -35,3 +35,33 @@ def test_every_setting_is_in_the_readme_with_its_default() -> None:
             assert documented.startswith("(none"), name
         else:
             assert documented == _shown(info.default), name
+
+
+# Top-level folders of the checkout: a backticked path starting with one of them must exist.
+TREE = ("app", "artifact", "store", "index", "model", "bench", "cli", "client", "deploy")
+TREE += ("tests", "scripts", "configs", "docs", "requirements")
+
+
+def test_every_python_module_the_readme_runs_exists() -> None:
+    text = README.read_text(encoding="utf-8")
+    # `python -m bench.<tool>` names a family, not a module: a match ending in "." is dropped.
+    modules = {m for m in re.findall(r"python -m ([A-Za-z_][\w.]*)", text) if m[-1] != "."}
+    assert "bench.service_bench" in modules  # the pattern finds what it is meant to
+    ours = {m for m in modules if m.split(".")[0] in TREE}
+    root = README.parent
+    missing = [
+        m
+        for m in sorted(ours)
+        if not (root / f"{m.replace('.', '/')}.py").is_file()
+        and not (root / m.replace(".", "/") / "__main__.py").is_file()
+    ]
+    assert not missing, missing
+
+
+def test_every_repository_path_the_readme_names_exists() -> None:
+    text = README.read_text(encoding="utf-8")
+    paths = set(re.findall(r"`((?:%s)/[\w./-]*)`" % "|".join(TREE), text))
+    assert "deploy/redis.conf" in paths
+    root = README.parent
+    missing = sorted(p for p in paths if not (root / p).exists())
+    assert not missing, missing

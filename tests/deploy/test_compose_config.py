@@ -1,5 +1,6 @@
-"""docker-compose.yml validates with Debian's docker-compose 1.29 (no Docker engine
-needed for `config`), says what the deployment promises, and documents every setting."""
+"""The root docker-compose.yml validates with Debian's docker-compose 1.29 (no Docker engine
+needed for `config`), is found by a plain `docker compose up` at the repository root, says what
+the deployment promises, and documents every setting."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-COMPOSE = DEPLOY / "docker-compose.yml"
+COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = DEPLOY / ".env.example"
 # Settings the compose file pins to the deployment itself instead of reading from .env.
 PINNED = {"RETRIEVAL_REDIS_URL", "RETRIEVAL_DATA_DIR"}
@@ -67,11 +68,21 @@ def test_validates_with_the_example_env_file(docker_compose: str) -> None:
     assert api["build"]["args"] == {"VARIANT": "cpu"}
 
 
-def test_plain_config_reads_the_env_file_beside_it(docker_compose: str, tmp_path: Path) -> None:
-    deploy = tmp_path / "deploy"
-    deploy.mkdir()
-    for name in ("docker-compose.yml", "redis.conf"):
-        shutil.copy(DEPLOY / name, deploy / name)
+def test_plain_config_at_the_root_builds_the_root_dockerfile(docker_compose: str) -> None:
+    # What a new user types: no -f, no --env-file, from the repository root.
+    config = _config(docker_compose, cwd=ROOT)
+    assert set(config["services"]) == {"api", "redis"}
+    build = config["services"]["api"]["build"]
+    assert Path(build["context"]) == ROOT
+    assert (Path(build["context"]) / build.get("dockerfile", "Dockerfile")).is_file()
+    redis_conf = f"{DEPLOY / 'redis.conf'}:/usr/local/etc/redis/redis.conf:ro"
+    assert redis_conf in config["services"]["redis"]["volumes"]
+
+
+def test_plain_config_reads_the_env_file_at_the_root(docker_compose: str, tmp_path: Path) -> None:
+    (tmp_path / "deploy").mkdir()
+    shutil.copy(COMPOSE, tmp_path / "docker-compose.yml")
+    shutil.copy(DEPLOY / "redis.conf", tmp_path / "deploy" / "redis.conf")
     env = ENV_EXAMPLE.read_text()
     env = env.replace("API_PORT=8000", "API_PORT=9123").replace(
         "RETRIEVAL_MAX_K=100", "RETRIEVAL_MAX_K=7"
@@ -80,12 +91,13 @@ def test_plain_config_reads_the_env_file_beside_it(docker_compose: str, tmp_path
         "RETRIEVAL_MODEL_PATH=/srv/models/default/embedder.onnx",
         "RETRIEVAL_MODEL_PATH=/models/embedder.onnx",
     )
-    (deploy / ".env").write_text(env)
-    api = _config(docker_compose, cwd=deploy)["services"]["api"]
+    (tmp_path / ".env").write_text(env)
+    api = _config(docker_compose, cwd=tmp_path)["services"]["api"]
     assert api["ports"] == ["127.0.0.1:9123:8000/tcp"]
     assert api["environment"]["RETRIEVAL_MAX_K"] == "7"
     assert api["environment"]["RETRIEVAL_MODEL_PATH"] == "/models/embedder.onnx"
-    assert f"{deploy / 'models'}:/models:ro" in api["volumes"]
+    # MODEL_DIR=./models is the root's models/, where `make model` builds the default.
+    assert f"{tmp_path / 'models'}:/models:ro" in api["volumes"]
 
 
 def test_gpu_override_merges(docker_compose: str) -> None:

@@ -17,7 +17,9 @@ from bench.service_process import service_process
 from bench.loadtest.photo_set import build_photo_set
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+DOCKERFILE = ROOT / "Dockerfile"
+# What the service imports, and nothing of the training kit.
+SERVICE_PACKAGES = ["app", "artifact", "store", "index"]
 
 
 def _stages(text: str) -> dict[str, str]:
@@ -38,6 +40,10 @@ def test_dockerfile_stages_are_what_the_runtime_test_reads() -> None:
     assert re.search(r"^USER retrieval$", runtime, flags=re.MULTILINE)
     assert "HEALTHCHECK" in runtime and "/healthz" in runtime
     assert '"--port", "8000"' in runtime
+    # Whole torch-free packages, each to the same path, never files picked out of one.
+    copies = re.findall(r"^COPY (?!--)(\S+) (\S+)$", runtime, flags=re.MULTILINE)
+    assert copies == [(f"{p}/", f"{p}/") for p in SERVICE_PACKAGES]
+    assert all((ROOT / p / "__init__.py").is_file() for p in SERVICE_PACKAGES)
     serve = (ROOT / "requirements" / "serve.txt").read_text().splitlines()
     packages = {re.split(r"[=<>\[ ]", ln)[0].lower() for ln in serve if ln and ln[0] != "#"}
     assert "onnxruntime" in packages and not packages & {"torch", "torchvision", "timm", "onnx"}
