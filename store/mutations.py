@@ -1,0 +1,71 @@
+"""The writes a store applies, as data: what a write plan asks each backend to do.
+
+Each backend translates every kind into its own writes inside one transaction (SQL in SQLite,
+queued commands in a Redis MULTI/EXEC) and matches on ``Mutation`` with ``assert_never``, so a
+kind added here fails type checking in each backend until that backend applies it.
+
+A plan lists them in an order both backends can apply as is: an item is created before its
+images are put, and its totals are set after them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class CreateItem:
+    """A new item with no image yet: count 0, a zero ``(dim,)`` sum until ``SetItemTotals``."""
+
+    item_id: str
+    dim: int
+
+
+@dataclass(frozen=True)
+class PutImage:
+    """A new image of an existing item, appended to its enrollment order; one more reference
+    to ``content_hash``."""
+
+    item_id: str
+    image_id: str
+    content_hash: str  # sha256 hex of the original bytes; not yet held by this item
+    embedding: npt.NDArray[np.float32]  # (D,) float32, checked (finite, the item's dim)
+
+
+@dataclass(frozen=True)
+class SetItemTotals:
+    """The item's image count and float64 sum after the write's other mutations."""
+
+    item_id: str
+    count: int  # >= 1; an item left with no image gets ``DeleteItem`` instead
+    embedding_sum: npt.NDArray[np.float64]  # (D,) float64
+
+
+@dataclass(frozen=True)
+class RemoveImage:
+    """One image out of its item; one reference fewer to ``content_hash``."""
+
+    item_id: str
+    image_id: str
+    content_hash: str  # the image's own hash, so no backend has to look it up again
+
+
+@dataclass(frozen=True)
+class DeleteItem:
+    """The item and every image it still holds; one reference fewer to each of their hashes."""
+
+    item_id: str
+    content_hashes: tuple[str, ...]  # one per image still held, in enrollment order; may be ()
+
+
+@dataclass(frozen=True)
+class ReleaseHash:
+    """No image of any item holds ``content_hash`` any more, once this write's removals apply."""
+
+    content_hash: str
+
+
+Mutation = CreateItem | PutImage | SetItemTotals | RemoveImage | DeleteItem | ReleaseHash

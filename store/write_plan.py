@@ -1,0 +1,205 @@
+"""The enroll and delete rules, once for both backends: the state a write read in, a plan out.
+
+A backend reads the item's state inside its write transaction, calls ``plan_enroll``,
+``plan_delete_image`` or ``plan_delete_item``, applies the plan's mutations in that same
+transaction and returns the plan's outcome. The planners do no I/O and hold no state (new image
+ids come from ``new_id``), so the rules are tested without a store, and a backend retrying its
+transaction (Redis, on a WATCH conflict) simply reads and plans again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from store.embedding_codec import check_embedding, sum_in_order
+from store.errors import ImageNotFoundError, ItemNotFoundError
+from store.mutations import (
+    CreateItem,
+    DeleteItem,
+    Mutation,
+    PutImage,
+    ReleaseHash,
+    RemoveImage,
+    SetItemTotals,
+)
+from store.records import DeleteOutcome, EnrollOutcome, ItemState, NewImage
+
+OutcomeT = TypeVar("OutcomeT", EnrollOutcome, DeleteOutcome)
+
+
+@dataclass(frozen=True)
+class WritePlan(Generic[OutcomeT]):
+    outcome: OutcomeT  # what the store method returns once the mutations are applied
+    mutations: tuple[Mutation, ...]  # in order, all in one transaction; () = write nothing
+
+
+@dataclass(frozen=True)
+class ItemTotals:
+    """An existing item's stored count and sum, as the write transaction read them."""
+
+    count: int  # >= 1
+    embedding_sum: npt.NDArray[np.float64]  # (D,) float64
+
+    @property
+    def dim(self) -> int:
+        return int(self.embedding_sum.shape[0])
+
+
+@dataclass(frozen=True)
+class HeldImage:
+    """One image an item holds, as the write transaction read it."""
+
+    image_id: str
+    content_hash: str
+    embedding: npt.NDArray[np.float32]  # (D,) float32
+
+
+def new_image_id() -> str:
+    return uuid.uuid4().hex
+
+
+def hashes_to_look_up(images: Sequence[NewImage]) -> list[str]:
+    """The distinct content hashes of ``images``, first-seen order: ``plan_enroll``'s ``known``
+    needs the item's image id for each of these it holds (and may hold more)."""
+    return list(dict.fromkeys(i.content_hash for i in images))
+
+
+def plan_enroll(
+    item_id: str,
+    images: Sequence[NewImage],
+    *,
+    stored: ItemTotals | None,
+    known: Mapping[str, str],
+    claimed_dim: int | None,
+    new_id: Callable[[], str] = new_image_id,
+) -> WritePlan[EnrollOutcome]:
+    """Add ``images`` to ``item_id``; see ``Store.enroll`` for the rules.
+
+    ``stored`` is None for an item that does not exist yet; ``known`` maps content hash → image
+    id for the item's images (empty for a new item); ``claimed_dim`` is None while no model
+    identity is claimed. The dim every embedding must have is the claimed one, else the item's,
+    else the first image's. Raises ValueError, planning nothing, if ``images`` is empty or any
+    embedding is not a finite ``(dim,)`` vector. The sum adds the new float32 embeddings one by
+    one, in input order, onto the stored float64 sum, as ``sum_in_order`` would.
+    """
+    if not images:
+        raise ValueError("enroll needs at least one image")
+    if stored is None and known:
+        raise AssertionError(f"image ids {dict(known)} read for item {item_id!r}, which is absent")
+    if claimed_dim is not None:
+        dim = claimed_dim
+    elif stored is not None:
+        dim = stored.dim
+    else:
+        dim = int(np.asarray(images[0].embedding).reshape(-1).shape[0])
+    # Every image is checked before any is planned: a bad last image must store nothing.
+    vectors = [check_embedding(image.embedding, dim) for image in images]
+
+    ids = dict(known)
+    total = None if stored is None else stored.embedding_sum
+    puts: list[PutImage] = []
+    image_ids: list[str] = []
+    created: list[bool] = []
+    for image, vec in zip(images, vectors, strict=True):
+        existing = ids.get(image.content_hash)
+        if existing is not None:
+            image_ids.append(existing)
+            created.append(False)
+            continue
+        image_id = new_id()
+        ids[image.content_hash] = image_id
+        puts.append(PutImage(item_id, image_id, image.content_hash, vec))
+        total = vec.astype(np.float64) if total is None else total + vec
+        image_ids.append(image_id)
+        created.append(True)
+    if total is None:
+        raise AssertionError("unreachable: a new item's first image is always new")
+
+    count = (0 if stored is None else stored.count) + len(puts)
+    mutations: list[Mutation] = []
+    if stored is None:
+        mutations.append(CreateItem(item_id, dim))
+    mutations += puts
+    if puts:
+        mutations.append(SetItemTotals(item_id, count, total))
+    return WritePlan(
+        EnrollOutcome(ItemState(item_id, count, total), image_ids, created), tuple(mutations)
+    )
+
+
+def plan_delete_image(
+    item_id: str,
+    image_id: str,
+    *,
+    stored: ItemTotals | None,
+    held: Sequence[HeldImage],
+    refs: Mapping[str, int],
+) -> WritePlan[DeleteOutcome]:
+    """Remove one image; see ``Store.delete_image`` for the rules.
+
+    ``stored`` is None for an absent item; ``held`` is every image of the item in enrollment
+    order; ``refs`` maps at least the removed image's hash to how many images of any item hold
+    it, this one included. The new sum is recomputed from the remaining embeddings in
+    enrollment order, never subtracted (float64 subtraction would not undo the addition).
+    """
+    if stored is None:
+        raise ItemNotFoundError(f"item {item_id!r} not found")
+    target = next((i for i in held if i.image_id == image_id), None)
+    if target is None:
+        raise ImageNotFoundError(f"image {image_id!r} not found in item {item_id!r}")
+    rest = [i.embedding for i in held if i.image_id != image_id]
+    released = _released([target.content_hash], refs)
+    removal = RemoveImage(item_id, image_id, target.content_hash)
+    if not rest:
+        return WritePlan(
+            DeleteOutcome(_gone(item_id, stored.dim), released),
+            (removal, DeleteItem(item_id, ()), *_releases(released)),
+        )
+    total = sum_in_order(rest, stored.dim)
+    return WritePlan(
+        DeleteOutcome(ItemState(item_id, len(rest), total), released),
+        (removal, SetItemTotals(item_id, len(rest), total), *_releases(released)),
+    )
+
+
+def plan_delete_item(
+    item_id: str,
+    *,
+    stored: ItemTotals | None,
+    held_hashes: Sequence[str],
+    refs: Mapping[str, int],
+) -> WritePlan[DeleteOutcome]:
+    """Remove an item and its images; see ``Store.delete_item``.
+
+    ``stored`` is None for an absent item; ``held_hashes`` has one content hash per image of the
+    item, in enrollment order; ``refs`` maps each of them to how many images of any item hold
+    it, this item's included.
+    """
+    if stored is None:
+        raise ItemNotFoundError(f"item {item_id!r} not found")
+    released = _released(held_hashes, refs)
+    return WritePlan(
+        DeleteOutcome(_gone(item_id, stored.dim), released),
+        (DeleteItem(item_id, tuple(held_hashes)), *_releases(released)),
+    )
+
+
+def _released(dropped: Sequence[str], refs: Mapping[str, int]) -> list[str]:
+    """The hashes in ``dropped`` (first-seen order) that no image holds once those are gone."""
+    return [h for h, n in Counter(dropped).items() if refs[h] <= n]
+
+
+def _releases(hashes: Sequence[str]) -> list[Mutation]:
+    return [ReleaseHash(h) for h in hashes]
+
+
+def _gone(item_id: str, dim: int) -> ItemState:
+    """The state of a deleted item: count 0 and a ``(dim,)`` float64 zero sum."""
+    return ItemState(item_id, 0, np.zeros(dim, dtype=np.float64))
