@@ -12,29 +12,23 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, assert_never
 
 import numpy as np
-import numpy.typing as npt
 
-from store.embedding_codec import (
-    check_embedding,
-    f32_bytes,
-    f32_from,
-    f64_bytes,
-    f64_from,
-    sum_in_order,
-)
-from store.errors import (
-    ImageNotFoundError,
-    ItemNotFoundError,
-    ModelMismatchError,
-    StoreError,
-    StoreUnavailableError,
+from store.embedding_codec import f32_bytes, f32_from, f64_bytes, f64_from
+from store.errors import ModelMismatchError, StoreError, StoreUnavailableError
+from store.mutations import (
+    CreateItem,
+    DeleteItem,
+    Mutation,
+    PutImage,
+    ReleaseHash,
+    RemoveImage,
+    SetItemTotals,
 )
 from store.records import (
     DeleteOutcome,
@@ -45,6 +39,16 @@ from store.records import (
     ItemSummary,
     ModelIdentity,
     NewImage,
+)
+from store.write_plan import (
+    HeldImage,
+    ItemTotals,
+    OutcomeT,
+    WritePlan,
+    hashes_to_look_up,
+    plan_delete_image,
+    plan_delete_item,
+    plan_enroll,
 )
 
 SCHEMA_VERSION = 1
@@ -148,111 +152,62 @@ class SqliteStore:
     # -- writes -------------------------------------------------------------------------------
 
     def enroll(self, item_id: str, images: Sequence[NewImage]) -> EnrollOutcome:
-        if not images:
-            raise ValueError("enroll needs at least one image")
-
         def enroll(c: sqlite3.Connection) -> EnrollOutcome:
-            row = c.execute(
-                "SELECT image_count, embedding_sum FROM items WHERE item_id = ?", (item_id,)
-            ).fetchone()
-            count = 0 if row is None else int(row[0])
-            total = None if row is None else f64_from(row[1])
-            dim = self._expected_dim(c, total, images)
-            image_ids: list[str] = []
-            created: list[bool] = []
-            seen: dict[str, str] = {}
-            for image in images:
-                emb = check_embedding(image.embedding, dim)
-                existing = seen.get(image.content_hash)
-                if existing is None:
-                    hit = c.execute(
-                        "SELECT image_id FROM images WHERE item_id = ? AND content_hash = ?",
-                        (item_id, image.content_hash),
-                    ).fetchone()
-                    existing = None if hit is None else str(hit[0])
-                if existing is not None:
-                    image_ids.append(existing)
-                    created.append(False)
-                    continue
-                if row is None and count == 0:
-                    # The item row must exist before its images (foreign key).
-                    c.execute(
-                        "INSERT INTO items VALUES (?, 0, ?)",
-                        (item_id, f64_bytes(np.zeros(dim))),
-                    )
-                image_id = uuid.uuid4().hex
-                c.execute(
-                    "INSERT INTO images (image_id, item_id, content_hash, embedding)"
-                    " VALUES (?, ?, ?, ?)",
-                    (image_id, item_id, image.content_hash, f32_bytes(emb)),
-                )
-                total = emb.astype(np.float64) if total is None else total + emb
-                count += 1
-                seen[image.content_hash] = image_id
-                image_ids.append(image_id)
-                created.append(True)
-            if total is None:
-                raise AssertionError("unreachable: a new item always gets a first image")
-            if any(created):
-                c.execute(
-                    "UPDATE items SET image_count = ?, embedding_sum = ? WHERE item_id = ?",
-                    (count, f64_bytes(total), item_id),
-                )
-            return EnrollOutcome(ItemState(item_id, count, total), image_ids, created)
+            known: dict[str, str] = {}
+            for content_hash in hashes_to_look_up(images):
+                hit = c.execute(
+                    "SELECT image_id FROM images WHERE item_id = ? AND content_hash = ?",
+                    (item_id, content_hash),
+                ).fetchone()
+                if hit is not None:
+                    known[content_hash] = str(hit[0])
+            plan = plan_enroll(
+                item_id,
+                images,
+                stored=self._totals(c, item_id),
+                known=known,
+                claimed_dim=self._claimed_dim(c),
+            )
+            return self._apply(c, plan)
 
         return self._write(enroll)
 
     def delete_image(self, item_id: str, image_id: str) -> DeleteOutcome:
         def delete(c: sqlite3.Connection) -> DeleteOutcome:
-            item = c.execute(
-                "SELECT embedding_sum FROM items WHERE item_id = ?", (item_id,)
-            ).fetchone()
-            if item is None:
-                raise ItemNotFoundError(f"item {item_id!r} not found")
-            dim = len(f64_from(item[0]))
-            hit = c.execute(
-                "SELECT content_hash FROM images WHERE item_id = ? AND image_id = ?",
-                (item_id, image_id),
-            ).fetchone()
-            if hit is None:
-                raise ImageNotFoundError(f"image {image_id!r} not found in item {item_id!r}")
-            c.execute("DELETE FROM images WHERE image_id = ?", (image_id,))
-            rest = [
-                f32_from(r[0])
+            held = [
+                HeldImage(str(r[0]), str(r[1]), f32_from(r[2]))
                 for r in c.execute(
-                    "SELECT embedding FROM images WHERE item_id = ? ORDER BY seq", (item_id,)
+                    "SELECT image_id, content_hash, embedding FROM images"
+                    " WHERE item_id = ? ORDER BY seq",
+                    (item_id,),
                 )
             ]
-            released = self._released(c, [str(hit[0])])
-            if not rest:
-                c.execute("DELETE FROM items WHERE item_id = ?", (item_id,))
-                return DeleteOutcome(_gone(item_id, dim), released)
-            total = sum_in_order(rest, dim)
-            c.execute(
-                "UPDATE items SET image_count = ?, embedding_sum = ? WHERE item_id = ?",
-                (len(rest), f64_bytes(total), item_id),
+            plan = plan_delete_image(
+                item_id,
+                image_id,
+                stored=self._totals(c, item_id),
+                held=held,
+                refs=self._refs(c, item_id),
             )
-            return DeleteOutcome(ItemState(item_id, len(rest), total), released)
+            return self._apply(c, plan)
 
         return self._write(delete)
 
     def delete_item(self, item_id: str) -> DeleteOutcome:
         def delete(c: sqlite3.Connection) -> DeleteOutcome:
-            row = c.execute(
-                "SELECT embedding_sum FROM items WHERE item_id = ?", (item_id,)
-            ).fetchone()
-            if row is None:
-                raise ItemNotFoundError(f"item {item_id!r} not found")
             hashes = [
                 str(r[0])
                 for r in c.execute(
                     "SELECT content_hash FROM images WHERE item_id = ? ORDER BY seq", (item_id,)
                 )
             ]
-            c.execute("DELETE FROM images WHERE item_id = ?", (item_id,))
-            c.execute("DELETE FROM items WHERE item_id = ?", (item_id,))
-            dim = len(f64_from(row[0]))
-            return DeleteOutcome(_gone(item_id, dim), self._released(c, hashes))
+            plan = plan_delete_item(
+                item_id,
+                stored=self._totals(c, item_id),
+                held_hashes=hashes,
+                refs=self._refs(c, item_id),
+            )
+            return self._apply(c, plan)
 
         return self._write(delete)
 
@@ -343,31 +298,63 @@ class SqliteStore:
                 f"{self.path} has schema version {row[0]}, this code reads {SCHEMA_VERSION}"
             )
 
-    def _expected_dim(
-        self,
-        c: sqlite3.Connection,
-        total: npt.NDArray[np.float64] | None,
-        images: Sequence[NewImage],
-    ) -> int:
-        """The claimed model's dim, else the item's, else the first image's."""
+    def _claimed_dim(self, c: sqlite3.Connection) -> int | None:
         if self._identity is None:
             row = c.execute("SELECT name, version, dim FROM model_identity").fetchone()
             if row is not None:
                 self._identity = ModelIdentity(str(row[0]), str(row[1]), int(row[2]))
-        if self._identity is not None:
-            return self._identity.dim
-        if total is not None:
-            return int(total.shape[0])
-        return int(np.asarray(images[0].embedding).reshape(-1).shape[0])
+        return None if self._identity is None else self._identity.dim
 
     @staticmethod
-    def _released(c: sqlite3.Connection, hashes: Sequence[str]) -> list[str]:
-        out: list[str] = []
-        for h in dict.fromkeys(hashes):
-            if c.execute("SELECT 1 FROM images WHERE content_hash = ? LIMIT 1", (h,)).fetchone():
-                continue
-            out.append(h)
-        return out
+    def _totals(c: sqlite3.Connection, item_id: str) -> ItemTotals | None:
+        row = c.execute(
+            "SELECT image_count, embedding_sum FROM items WHERE item_id = ?", (item_id,)
+        ).fetchone()
+        return None if row is None else ItemTotals(int(row[0]), f64_from(row[1]))
+
+    @staticmethod
+    def _refs(c: sqlite3.Connection, item_id: str) -> dict[str, int]:
+        """Images of any item per content hash, for every hash ``item_id`` holds."""
+        rows = c.execute(
+            "SELECT content_hash, COUNT(*) FROM images WHERE content_hash IN"
+            " (SELECT content_hash FROM images WHERE item_id = ?) GROUP BY content_hash",
+            (item_id,),
+        )
+        return {str(h): int(n) for h, n in rows}
+
+    def _apply(self, c: sqlite3.Connection, plan: WritePlan[OutcomeT]) -> OutcomeT:
+        for mutation in plan.mutations:
+            self._apply_one(c, mutation)
+        return plan.outcome
+
+    @staticmethod
+    def _apply_one(c: sqlite3.Connection, m: Mutation) -> None:
+        match m:
+            case CreateItem():
+                # Inserted before its images, which reference it (foreign key).
+                c.execute(
+                    "INSERT INTO items VALUES (?, 0, ?)", (m.item_id, f64_bytes(np.zeros(m.dim)))
+                )
+            case PutImage():
+                c.execute(
+                    "INSERT INTO images (image_id, item_id, content_hash, embedding)"
+                    " VALUES (?, ?, ?, ?)",
+                    (m.image_id, m.item_id, m.content_hash, f32_bytes(m.embedding)),
+                )
+            case SetItemTotals():
+                c.execute(
+                    "UPDATE items SET image_count = ?, embedding_sum = ? WHERE item_id = ?",
+                    (m.count, f64_bytes(m.embedding_sum), m.item_id),
+                )
+            case RemoveImage():
+                c.execute("DELETE FROM images WHERE image_id = ?", (m.image_id,))
+            case DeleteItem():
+                c.execute("DELETE FROM images WHERE item_id = ?", (m.item_id,))
+                c.execute("DELETE FROM items WHERE item_id = ?", (m.item_id,))
+            case ReleaseHash():
+                pass  # the images table is the reference count: its last row is gone already
+            case _:
+                assert_never(m)
 
     def _fetch_all(self, sql: str, params: tuple[object, ...]) -> list[Any]:
         return self._read(lambda c: c.execute(sql, params).fetchall())
@@ -387,10 +374,6 @@ class SqliteStore:
                 raise
             self._conn.execute("COMMIT")
             return result
-
-
-def _gone(item_id: str, dim: int) -> ItemState:
-    return ItemState(item_id, 0, np.zeros(dim, dtype=np.float64))
 
 
 @contextmanager
