@@ -23,7 +23,7 @@ from model.engine.checkpoint import load_checkpoint, load_model_from_checkpoint
 from model.engine.registries import read_dataset
 from model.engine.trainer import build_trainer
 from model.evaluation.embed_split import torch_embedder
-from scripts.make_market_sample import write_market_sample
+from model.data.market_sample import write_market_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("app", "artifact", "store", "index", "model", "bench", "deploy", "tests", "scripts")
+PACKAGES = ("app", "artifact", "store", "index", "model", "bench", "cli", "client", "tests")
 
 
 @pytest.mark.parametrize(

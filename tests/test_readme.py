@@ -39,7 +39,7 @@ def test_every_setting_is_in_the_readme_with_its_default() -> None:
 
 # Top-level folders of the checkout: a backticked path starting with one of them must exist.
 TREE = ("app", "artifact", "store", "index", "model", "bench", "cli", "client", "deploy")
-TREE += ("tests", "scripts", "configs", "docs", "requirements")
+TREE += ("tests", "configs", "docs", "requirements")
 
 
 def test_every_python_module_the_readme_runs_exists() -> None:

@@ -2,8 +2,8 @@
 and scikit-learn ship, to try the service (``bench/evaluate_service.py``) or the ``folder``
 dataset reader without downloading anything::
 
-    python -m scripts.make_photo_folder --out data/photo_folder            # 20 items
-    python -m scripts.make_photo_folder --out data/photo_regions --grid 2 2  # 80, harder
+    python -m model.data.photo_folder --out data/photo_folder            # 20 items
+    python -m model.data.photo_folder --out data/photo_regions --grid 2 2  # 80, harder
 
 Each item is a photo (or, with ``--grid``, one region of it); its gallery and query images are
 different random views (crop, flip, colour, small rotation).
@@ -19,7 +19,7 @@ from model.data.sample_photos import write_gallery_query_folder
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.make_photo_folder", description=__doc__
+        prog="python -m model.data.photo_folder", description=__doc__
     )
     parser.add_argument("--out", type=Path, required=True, help="folder to write")
     parser.add_argument("--gallery-views", type=int, default=4, help="views per item (default 4)")

@@ -12,7 +12,7 @@ the region (crop, flip, colour, tilt) at Market's 128×64 crop size, each from a
 Training and test identities come from different photos, as Market's train/test identities
 are disjoint people.
 
-    python -m scripts.make_market_sample --out data/market_sample
+    python -m model.data.market_sample --out data/market_sample
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from pathlib import Path
 from PIL import Image
 
 from model.data.folder_items import read_folder_items
-from scripts.make_photo_folder import main
+from model.data.photo_folder import main
 
 
 def test_writes_a_gallery_query_folder_the_folder_reader_takes(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 from model.data.market1501 import read_market1501
-from scripts.make_market_sample import GRID, NUM_CAMERAS, write_market_sample
+from model.data.market_sample import GRID, NUM_CAMERAS, write_market_sample
 
 NAME = re.compile(r"^([-\d]+)_c(\d)s1_\d{6}_\d{2}\.jpg$")
 FOLDERS = ("bounding_box_train", "query", "bounding_box_test")
