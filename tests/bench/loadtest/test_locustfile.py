@@ -14,7 +14,7 @@ from app.settings import Settings
 from tests.live_server import live_server
 
 ROOT = Path(__file__).resolve().parents[3]
-LOCUSTFILE = ROOT / "deploy" / "loadtest" / "locustfile.py"
+LOCUSTFILE = ROOT / "bench" / "loadtest" / "locustfile.py"
 
 
 def test_soak_run_has_no_failures_and_cleans_up(default_model_path: Path, tmp_path: Path) -> None:
