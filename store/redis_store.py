@@ -11,9 +11,10 @@ Keys (all under ``{namespace}:``; the item id always comes last, so ids may cont
 * ``ref:{content_hash}`` – how many images (of any item) have those bytes;
 * ``counts`` – hash ``items``, ``images``.
 
-Every write to an item changes ``meta:{item}``, so each write WATCHes it, reads, then applies
-all its changes in one MULTI/EXEC, retrying if another client wrote the item meanwhile: writes
-are atomic per item across replicas. Deletes also WATCH the ``ref`` keys they may release.
+Every write to an item changes ``meta:{item}``, so each write WATCHes it, reads the item, asks
+the write plan (``store/write_plan.py``), then queues the plan's mutations in one MULTI/EXEC,
+retrying (reading and planning again) if another client wrote the item meanwhile: writes are
+atomic per item across replicas. Deletes also WATCH the ``ref`` keys they may release.
 Durability is the server's: ``persistence_info`` reports it (``appendfsync always`` is needed
 for "2xx survives power loss").
 """
@@ -21,29 +22,23 @@ for "2xx survives power loss").
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, assert_never
 
-import numpy as np
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from store.embedding_codec import (
-    check_embedding,
-    f32_bytes,
-    f32_from,
-    f64_bytes,
-    f64_from,
-    sum_in_order,
-)
-from store.errors import (
-    ImageNotFoundError,
-    ItemNotFoundError,
-    ModelMismatchError,
-    StoreError,
-    StoreUnavailableError,
+from store.embedding_codec import f32_bytes, f32_from, f64_bytes, f64_from
+from store.errors import ModelMismatchError, StoreError, StoreUnavailableError
+from store.mutations import (
+    CreateItem,
+    DeleteItem,
+    Mutation,
+    PutImage,
+    ReleaseHash,
+    RemoveImage,
+    SetItemTotals,
 )
 from store.records import (
     DeleteOutcome,
@@ -54,6 +49,16 @@ from store.records import (
     ItemSummary,
     ModelIdentity,
     NewImage,
+)
+from store.write_plan import (
+    HeldImage,
+    ItemTotals,
+    OutcomeT,
+    WritePlan,
+    hashes_to_look_up,
+    plan_delete_image,
+    plan_delete_item,
+    plan_enroll,
 )
 
 # An unreachable Redis must fail a request within a few seconds (then HTTP 503), not hang.
@@ -131,125 +136,41 @@ class RedisStore:
     # -- writes -------------------------------------------------------------------------------
 
     def enroll(self, item_id: str, images: Sequence[NewImage]) -> EnrollOutcome:
-        if not images:
-            raise ValueError("enroll needs at least one image")
         claimed_dim = self._claimed_dim()
-        meta, emb = self._key("meta", item_id), self._key("emb", item_id)
-        byhash, hashof = self._key("byhash", item_id), self._key("hashof", item_id)
-        order = self._key("order", item_id)
+        wanted = hashes_to_look_up(images)
 
         def enroll(pipe: Any) -> EnrollOutcome:
-            pipe.watch(meta)
-            raw_count, raw_sum = pipe.hmget(meta, ["count", "sum"])
-            count = int(raw_count or 0)
-            total = None if raw_sum is None else f64_from(raw_sum)
-            if claimed_dim is not None:
-                dim = claimed_dim
-            elif total is not None:
-                dim = int(total.shape[0])
-            else:
-                dim = int(np.asarray(images[0].embedding).reshape(-1).shape[0])
-            unique = list(dict.fromkeys(i.content_hash for i in images))
-            known = dict(zip(unique, pipe.hmget(byhash, unique), strict=True))
-            ids: dict[str, str] = {h: v.decode() for h, v in known.items() if v is not None}
-            image_ids: list[str] = []
-            created: list[bool] = []
-            new: list[tuple[str, str, bytes]] = []
-            for image in images:
-                vec = check_embedding(image.embedding, dim)
-                if image.content_hash in ids:
-                    image_ids.append(ids[image.content_hash])
-                    created.append(False)
-                    continue
-                image_id = uuid.uuid4().hex
-                ids[image.content_hash] = image_id
-                total = vec.astype(np.float64) if total is None else total + vec
-                new.append((image_id, image.content_hash, f32_bytes(vec)))
-                image_ids.append(image_id)
-                created.append(True)
-            if total is None:
-                raise AssertionError("unreachable: a new item always gets a first image")
-            if not new:
-                pipe.reset()
-                return EnrollOutcome(ItemState(item_id, count, total), image_ids, created)
-            pipe.multi()
-            for image_id, content_hash, blob in new:
-                pipe.hset(emb, image_id, blob)
-                pipe.hset(byhash, content_hash, image_id)
-                pipe.hset(hashof, image_id, content_hash)
-                pipe.rpush(order, image_id)
-                pipe.incr(self._key("ref", content_hash))
-            pipe.hset(meta, mapping={"count": count + len(new), "sum": f64_bytes(total)})
-            pipe.zadd(self._key("items"), {item_id: 0})
-            pipe.hincrby(self._key("counts"), "images", len(new))
-            if count == 0:
-                pipe.hincrby(self._key("counts"), "items", 1)
-            pipe.execute()
-            return EnrollOutcome(ItemState(item_id, count + len(new), total), image_ids, created)
+            pipe.watch(self._key("meta", item_id))
+            stored = self._totals(pipe, item_id)
+            found = pipe.hmget(self._key("byhash", item_id), wanted) if wanted else []
+            known = {h: _text(i) for h, i in zip(wanted, found, strict=True) if i is not None}
+            plan = plan_enroll(item_id, images, stored=stored, known=known, claimed_dim=claimed_dim)
+            return self._apply(pipe, plan)
 
         return self._transaction(enroll)
 
     def delete_image(self, item_id: str, image_id: str) -> DeleteOutcome:
-        meta, emb = self._key("meta", item_id), self._key("emb", item_id)
-        hashof, order = self._key("hashof", item_id), self._key("order", item_id)
-
         def delete(pipe: Any) -> DeleteOutcome:
-            pipe.watch(meta)
-            raw_sum = pipe.hget(meta, "sum")
-            if raw_sum is None:
-                raise ItemNotFoundError(f"item {item_id!r} not found")
-            dim = len(f64_from(raw_sum))
-            raw_hash = pipe.hget(hashof, image_id)
-            if raw_hash is None:
-                raise ImageNotFoundError(f"image {image_id!r} not found in item {item_id!r}")
-            content_hash = raw_hash.decode()
-            ref_key = self._key("ref", content_hash)
-            pipe.watch(ref_key)
-            refs = int(pipe.get(ref_key) or 0)
-            rest = [i for i in pipe.lrange(order, 0, -1) if i.decode() != image_id]
-            total = (
-                sum_in_order((f32_from(b) for b in pipe.hmget(emb, rest)), dim) if rest else None
-            )
-            pipe.multi()
-            if total is None:
-                self._queue_item_removal(pipe, item_id)
-            else:
-                pipe.hdel(emb, image_id)
-                pipe.hdel(hashof, image_id)
-                pipe.hdel(self._key("byhash", item_id), content_hash)
-                pipe.lrem(order, 0, image_id)
-                pipe.hset(meta, mapping={"count": len(rest), "sum": f64_bytes(total)})
-            released = self._queue_unref(pipe, {content_hash: refs}, {content_hash: 1})
-            pipe.hincrby(self._key("counts"), "images", -1)
-            pipe.execute()
-            if total is None:
-                return DeleteOutcome(_gone(item_id, dim), released)
-            return DeleteOutcome(ItemState(item_id, len(rest), total), released)
+            pipe.watch(self._key("meta", item_id))
+            stored = self._totals(pipe, item_id)
+            held = self._held(pipe, item_id)
+            # Only the removed image's reference count: watching the item's other hashes too
+            # would abort this delete whenever another item enrolls the same bytes.
+            removed = [i.content_hash for i in held if i.image_id == image_id]
+            refs = self._watch_refs(pipe, removed)
+            plan = plan_delete_image(item_id, image_id, stored=stored, held=held, refs=refs)
+            return self._apply(pipe, plan)
 
         return self._transaction(delete)
 
     def delete_item(self, item_id: str) -> DeleteOutcome:
-        meta, hashof = self._key("meta", item_id), self._key("hashof", item_id)
-
         def delete(pipe: Any) -> DeleteOutcome:
-            pipe.watch(meta)
-            raw_sum = pipe.hget(meta, "sum")
-            if raw_sum is None:
-                raise ItemNotFoundError(f"item {item_id!r} not found")
-            dim = len(f64_from(raw_sum))
-            held: dict[str, int] = {}
-            for raw in pipe.hvals(hashof):
-                held[raw.decode()] = held.get(raw.decode(), 0) + 1
-            ref_keys = [self._key("ref", h) for h in held]
-            if ref_keys:
-                pipe.watch(*ref_keys)
-            refs = {h: int(r or 0) for h, r in zip(held, pipe.mget(ref_keys), strict=True)}
-            pipe.multi()
-            self._queue_item_removal(pipe, item_id)
-            released = self._queue_unref(pipe, refs, held)
-            pipe.hincrby(self._key("counts"), "images", -sum(held.values()))
-            pipe.execute()
-            return DeleteOutcome(_gone(item_id, dim), released)
+            pipe.watch(self._key("meta", item_id))
+            stored = self._totals(pipe, item_id)
+            _, hashes = self._held_hashes(pipe, item_id)
+            refs = self._watch_refs(pipe, hashes)
+            plan = plan_delete_item(item_id, stored=stored, held_hashes=hashes, refs=refs)
+            return self._apply(pipe, plan)
 
         return self._transaction(delete)
 
@@ -322,28 +243,87 @@ class RedisStore:
             self._identity = self.get_model_identity()
         return None if self._identity is None else self._identity.dim
 
-    def _queue_item_removal(self, pipe: Any, item_id: str) -> None:
-        pipe.delete(
-            self._key("meta", item_id),
-            self._key("emb", item_id),
-            self._key("byhash", item_id),
-            self._key("hashof", item_id),
-            self._key("order", item_id),
-        )
-        pipe.zrem(self._key("items"), item_id)
-        pipe.hincrby(self._key("counts"), "items", -1)
+    # The readers below run on a pipeline in WATCH mode: each command executes at once, and
+    # the EXEC that applies the plan fails if a watched key changed since.
 
-    def _queue_unref(self, pipe: Any, refs: dict[str, int], dropped: dict[str, int]) -> list[str]:
-        """Queue the ref-count decrements; return the hashes that reach zero."""
-        released: list[str] = []
-        for content_hash, n in dropped.items():
-            key = self._key("ref", content_hash)
-            if refs[content_hash] <= n:
-                pipe.delete(key)
-                released.append(content_hash)
-            else:
-                pipe.decrby(key, n)
-        return released
+    def _totals(self, pipe: Any, item_id: str) -> ItemTotals | None:
+        raw_count, raw_sum = pipe.hmget(self._key("meta", item_id), ["count", "sum"])
+        return None if raw_sum is None else ItemTotals(int(raw_count), f64_from(raw_sum))
+
+    def _held_hashes(self, pipe: Any, item_id: str) -> tuple[list[bytes], list[str]]:
+        """The item's image ids (as stored) in enrollment order, and their content hashes."""
+        order: list[bytes] = pipe.lrange(self._key("order", item_id), 0, -1)
+        if not order:
+            return [], []
+        return order, [_text(h) for h in pipe.hmget(self._key("hashof", item_id), order)]
+
+    def _held(self, pipe: Any, item_id: str) -> list[HeldImage]:
+        order, hashes = self._held_hashes(pipe, item_id)
+        embs = pipe.hmget(self._key("emb", item_id), order) if order else []
+        return [
+            HeldImage(_text(i), h, f32_from(e)) for i, h, e in zip(order, hashes, embs, strict=True)
+        ]
+
+    def _watch_refs(self, pipe: Any, hashes: Sequence[str]) -> dict[str, int]:
+        """How many images hold each hash; WATCHed, so a plan releasing one stays right."""
+        unique = list(dict.fromkeys(hashes))
+        if not unique:
+            return {}
+        keys = [self._key("ref", h) for h in unique]
+        pipe.watch(*keys)
+        return {h: int(r or 0) for h, r in zip(unique, pipe.mget(keys), strict=True)}
+
+    def _apply(self, pipe: Any, plan: WritePlan[OutcomeT]) -> OutcomeT:
+        if not plan.mutations:
+            pipe.reset()  # nothing to write; drop the WATCH
+            return plan.outcome
+        pipe.multi()
+        for mutation in plan.mutations:
+            self._queue(pipe, mutation)
+        pipe.execute()
+        return plan.outcome
+
+    def _queue(self, pipe: Any, m: Mutation) -> None:
+        counts = self._key("counts")
+        match m:
+            case CreateItem():
+                pipe.zadd(self._key("items"), {m.item_id: 0})
+                pipe.hincrby(counts, "items", 1)
+            case PutImage():
+                pipe.hset(self._key("emb", m.item_id), m.image_id, f32_bytes(m.embedding))
+                pipe.hset(self._key("byhash", m.item_id), m.content_hash, m.image_id)
+                pipe.hset(self._key("hashof", m.item_id), m.image_id, m.content_hash)
+                pipe.rpush(self._key("order", m.item_id), m.image_id)
+                # Relative, so enrollments need not WATCH it; deletes that may release it do.
+                pipe.incr(self._key("ref", m.content_hash))
+                pipe.hincrby(counts, "images", 1)
+            case SetItemTotals():
+                pipe.hset(
+                    self._key("meta", m.item_id),
+                    mapping={"count": m.count, "sum": f64_bytes(m.embedding_sum)},
+                )
+            case RemoveImage():
+                pipe.hdel(self._key("emb", m.item_id), m.image_id)
+                pipe.hdel(self._key("hashof", m.item_id), m.image_id)
+                pipe.hdel(self._key("byhash", m.item_id), m.content_hash)
+                pipe.lrem(self._key("order", m.item_id), 0, m.image_id)
+                pipe.decr(self._key("ref", m.content_hash))
+                pipe.hincrby(counts, "images", -1)
+            case DeleteItem():
+                pipe.delete(
+                    *(self._key(k, m.item_id) for k in ("meta", "emb", "byhash", "hashof", "order"))
+                )
+                pipe.zrem(self._key("items"), m.item_id)
+                pipe.hincrby(counts, "items", -1)
+                for content_hash in m.content_hashes:
+                    pipe.decr(self._key("ref", content_hash))
+                if m.content_hashes:
+                    pipe.hincrby(counts, "images", -len(m.content_hashes))
+            case ReleaseHash():
+                # Deleted rather than left at 0: ``is_hash_referenced`` asks whether it exists.
+                pipe.delete(self._key("ref", m.content_hash))
+            case _:
+                assert_never(m)
 
     def _item_ids_after(self, after: str | None, n: int) -> list[str]:
         low = "-" if after is None else "(" + after
@@ -402,10 +382,6 @@ class RedisStore:
             return fn()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailableError(f"Redis unreachable: {exc}") from exc
-
-
-def _gone(item_id: str, dim: int) -> ItemState:
-    return ItemState(item_id, 0, np.zeros(dim, dtype=np.float64))
 
 
 def _text(value: object) -> str:

@@ -3,9 +3,10 @@
 Durability: WAL journal with ``synchronous=FULL``, so every commit is fsynced before it returns
 and an HTTP 2xx sent after it survives a power loss (https://sqlite.org/pragma.html#pragma_synchronous).
 Writes use ``BEGIN IMMEDIATE`` so a write transaction takes the write lock up front instead of
-failing half-way on upgrade. One connection is shared by all threads behind a lock; other
-processes on the same file wait up to ``BUSY_TIMEOUT_S`` for the lock, then get
-``StoreUnavailableError``.
+failing half-way on upgrade; inside it, enroll and deletes read the item, ask the write plan
+(``store/write_plan.py``) and execute its mutations. One connection is shared by all threads
+behind a lock; other processes on the same file wait up to ``BUSY_TIMEOUT_S`` for the lock,
+then get ``StoreUnavailableError``.
 """
 
 from __future__ import annotations
