@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -196,6 +197,36 @@ def test_concurrent_enrollments_to_one_item_lose_nothing(
     record = main.get_item("shared")
     assert record is not None and sorted(record.image_ids) == sorted(all_ids)
     assert main.counts() == (1, 80)
+
+
+def test_concurrent_writes_sharing_bytes_keep_references_and_counts_right(
+    store_factory: StoreFactory,
+) -> None:
+    main = store_factory()
+    main.claim_model_identity(IDENTITY)
+    shared = [image(f"shared-{k}") for k in range(2)]
+
+    def work(t: int) -> list[str]:
+        s = store_factory()
+        released: list[str] = []
+        for j in range(12):
+            mine = image(f"own-{t}-{j}")
+            out = s.enroll(f"t{t}", [shared[j % 2], mine])
+            if j % 3 == 2:
+                released += s.delete_item(f"t{t}").released_hashes
+            else:
+                released += s.delete_image(f"t{t}", out.image_ids[0]).released_hashes
+        return released
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        released = [h for hs in pool.map(work, range(6)) for h in hs]
+    held = Counter(r.content_hash for r in main.iter_images())
+    for h in {*released, *(i.content_hash for i in shared)}:
+        assert main.is_hash_referenced(h) == (h in held), h
+    # Each thread's own bytes are never shared: released exactly once each time they are dropped.
+    own_released = Counter(h for h in released if h not in {i.content_hash for i in shared})
+    assert all(n == 1 for n in own_released.values())
+    assert main.counts() == (len(states(main)), sum(held.values()))
 
 
 def test_delete_image_recomputes_the_sum_instead_of_subtracting(claimed: Store) -> None:
