@@ -20,53 +20,28 @@ Recall@5 and MRR (over the top ``--k`` results; a miss counts 0) are printed as 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import re
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
-# The service's item id rule (app/dependencies.py ITEM_ID_PATTERN).
-ITEM_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-MAX_ITEM_ID = 128
-INVALID_ID_CHARS = re.compile(r"[^A-Za-z0-9._:-]")
-# 8 hex digits: collisions among one dataset's renamed folders are checked, not assumed away.
-NAME_HASH_DIGITS = 8
-# Leave room for a readable stem after the prefix in every mapped id.
-MAX_PREFIX = 96
-# Used only when /info has no limits (an older service): the service's documented defaults.
-DEFAULT_LIMITS = {"max_images_per_request": 64, "max_request_bytes": 32 * 1024 * 1024, "max_k": 100}
-# Multipart framing per file: boundary line, Content-Disposition and Content-Type headers,
-# CRLFs (~150 bytes for httpx) plus the file name, which may be escaped or UTF-8 encoded (up to
-# 4 bytes a character). Generous, so a chunk never goes over the body limit by its framing.
-PART_OVERHEAD = 512
-NAME_BYTES_PER_CHAR = 4
-REQUEST_OVERHEAD = 512
-# Statuses that mean "this file was refused", as opposed to the service failing.
-REJECTED = (413, 415, 422)
-
-
-class ServiceError(RuntimeError):
-    """The service answered something the evaluation cannot continue after."""
+from client.file_outcome import Outcome
+from client.image_folders import item_folders
+from client.item_ids import ItemIdError, map_item_ids
+from client.item_uploader import REJECTED_STATUSES, ItemUploader
+from client.problem_detail import problem_detail
+from client.service_error import ServiceError
+from client.service_limits import ServiceLimits, read_limits
+from client.upload_chunks import fits_alone, oversize_detail
 
 
 class FileRejectedError(Exception):
     """The service refused one file (already reported on stderr); the run goes on."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_images_per_request: int
-    max_request_bytes: int
-    max_k: int
 
 
 @dataclass
@@ -78,162 +53,50 @@ class Tally:
     image_counts: dict[str, int] = field(default_factory=dict)
 
 
-def item_id_for(folder: str, prefix: str) -> str:
-    """The item id a folder is enrolled under: ``prefix + folder`` when valid, else mapped.
-
-    The mapping depends only on the folder name, so gallery and query folders of one item map
-    to the same id, run after run.
-    """
-    candidate = prefix + folder
-    if ITEM_ID_RE.fullmatch(candidate):
-        return candidate
-    # surrogateescape: names that are not valid UTF-8 on disk still hash to a stable value.
-    digest = hashlib.sha256(folder.encode("utf-8", "surrogateescape")).hexdigest()
-    stem = INVALID_ID_CHARS.sub("_", folder)[: MAX_ITEM_ID - len(prefix) - 1 - NAME_HASH_DIGITS]
-    return f"{prefix}{stem}-{digest[:NAME_HASH_DIGITS]}"
-
-
-def map_item_ids(folders: Sequence[str], prefix: str) -> dict[str, str]:
-    if len(prefix) > MAX_PREFIX or INVALID_ID_CHARS.search(prefix):
-        raise SystemExit(
-            f"--prefix {prefix!r} must be at most {MAX_PREFIX} characters of [A-Za-z0-9._:-]"
-        )
-    ids = {name: item_id_for(name, prefix) for name in folders}
-    owners: dict[str, str] = {}
-    for name, item_id in ids.items():
-        if item_id in owners:
-            raise SystemExit(
-                f"folders {owners[item_id]!r} and {name!r} both map to item id {item_id!r}; "
-                "rename one of them"
-            )
-        owners[item_id] = name
-    return ids
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def _items(split_dir: Path) -> dict[str, list[Path]]:
-    if not split_dir.is_dir():
-        raise SystemExit(f"missing folder: {split_dir}")
-    items = {d.name: _images(d) for d in sorted(split_dir.iterdir()) if d.is_dir()}
-    return {k: v for k, v in items.items() if v}
-
-
-def _detail(response: httpx.Response) -> str:
-    """The problem+json ``detail`` (RFC 9457) of an error answer, or the start of its body."""
     try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300] or response.reason_phrase
-    if isinstance(body, dict) and "detail" in body:
-        return str(body["detail"])
-    return json.dumps(body)[:300]
-
-
-def _fail(response: httpx.Response, what: str) -> ServiceError:
-    return ServiceError(f"{what}: HTTP {response.status_code}: {_detail(response)}")
+        return item_folders(split_dir)
+    except NotADirectoryError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _warn(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def read_limits(client: httpx.Client) -> Limits:
-    r = client.get("/info")
-    if r.status_code != 200:
-        raise _fail(r, f"GET {client.base_url}info (is the service ready?)")
-    limits = r.json().get("limits")
-    if not isinstance(limits, dict):
-        _warn(f"note: /info reports no limits; assuming the defaults {DEFAULT_LIMITS}")
-        limits = DEFAULT_LIMITS
-    return Limits(**{key: int(limits.get(key, value)) for key, value in DEFAULT_LIMITS.items()})
-
-
-def part_bytes(path: Path, size: int) -> int:
-    """Upper bound of one file's share of a multipart body."""
-    return size + PART_OVERHEAD + NAME_BYTES_PER_CHAR * len(path.name)
-
-
-def plan_chunks(
-    paths: Sequence[Path], limits: Limits, sizes: dict[Path, int]
-) -> Iterator[list[Path]]:
-    """Consecutive chunks of ``paths`` within both per-request limits (greedy, in order).
-
-    A file too large to go in any request on its own is left out here; the caller reports it.
-    """
-    budget = limits.max_request_bytes - REQUEST_OVERHEAD
-    chunk: list[Path] = []
-    used = 0
-    for path in paths:
-        cost = part_bytes(path, sizes[path])
-        if cost > budget:
-            continue
-        if chunk and (len(chunk) == limits.max_images_per_request or used + cost > budget):
-            yield chunk
-            chunk, used = [], 0
-        chunk.append(path)
-        used += cost
-    if chunk:
-        yield chunk
-
-
 def enroll_item(
-    client: httpx.Client, item_id: str, paths: Sequence[Path], limits: Limits, tally: Tally
+    client: httpx.Client, item_id: str, paths: list[Path], limits: ServiceLimits, tally: Tally
 ) -> None:
-    sizes = {p: p.stat().st_size for p in paths}
-    budget = limits.max_request_bytes - REQUEST_OVERHEAD
-    for p in paths:
-        if part_bytes(p, sizes[p]) > budget:
-            tally.skipped_gallery += 1
-            _warn(
-                f"skipped {p}: {sizes[p]} bytes does not fit in one request "
-                f"(the service accepts at most {limits.max_request_bytes} bytes per request)"
-            )
-    for chunk in plan_chunks(paths, limits, sizes):
-        _enroll_chunk(client, item_id, chunk, tally)
-
-
-def _enroll_chunk(client: httpx.Client, item_id: str, chunk: Sequence[Path], tally: Tally) -> None:
-    files = [("images", (p.name, p.read_bytes())) for p in chunk]
-    tally.enroll_requests += 1
-    r = client.post(f"/items/{item_id}/images", files=files)
-    if r.status_code == 201:
-        tally.image_counts[item_id] = int(r.json()["image_count"])
-        return
-    if r.status_code not in REJECTED:
-        raise _fail(r, f"enrolling {len(chunk)} file(s) of {chunk[0].parent}")
-    if len(chunk) > 1:
-        # The service rejects a request whole when one file is bad: send the files one by one
-        # to enroll the good ones and name the bad ones (re-sending is idempotent by content).
-        for p in chunk:
-            _enroll_chunk(client, item_id, [p], tally)
-        return
-    tally.skipped_gallery += 1
-    _warn(f"skipped {chunk[0]}: HTTP {r.status_code}: {_detail(r)}")
+    uploader = ItemUploader(client, limits, item_id)
+    try:
+        for batch in uploader.upload(paths):
+            for outcome in batch:
+                if outcome.outcome is Outcome.REJECTED:
+                    tally.skipped_gallery += 1
+                    _warn(f"skipped {outcome.path}: {outcome.reason}")
+    finally:
+        tally.enroll_requests += uploader.requests
+        if uploader.image_count is not None:
+            tally.image_counts[item_id] = uploader.image_count
 
 
 def search_rank(
-    client: httpx.Client, path: Path, target: str, k: int, limits: Limits
+    client: httpx.Client, path: Path, target: str, k: int, limits: ServiceLimits
 ) -> int | None:
     """1-based rank of ``target`` among the results, ``None`` when it is not among them.
 
     Raises :class:`FileRejectedError` when the file cannot be or was not accepted as a query.
     """
     size = path.stat().st_size
-    if part_bytes(path, size) > limits.max_request_bytes - REQUEST_OVERHEAD:
-        _warn(
-            f"skipped {path}: {size} bytes does not fit in one request "
-            f"(the service accepts at most {limits.max_request_bytes} bytes per request)"
-        )
+    if not fits_alone(path, size, limits):
+        _warn(f"skipped {path}: {oversize_detail(size, limits)}")
         raise FileRejectedError(path)
     r = client.post("/search", params={"k": k}, files={"image": (path.name, path.read_bytes())})
-    if r.status_code in REJECTED:
-        _warn(f"skipped {path}: HTTP {r.status_code}: {_detail(r)}")
+    if r.status_code in REJECTED_STATUSES:
+        _warn(f"skipped {path}: HTTP {r.status_code}: {problem_detail(r)}")
         raise FileRejectedError(path)
     if r.status_code != 200:
-        raise _fail(r, f"searching with {path}")
+        raise ServiceError.for_response(r, f"searching with {path}")
     ids = [hit["item_id"] for hit in r.json()["results"]]
     return ids.index(target) + 1 if target in ids else None
 
@@ -243,12 +106,17 @@ def evaluate(root: Path, url: str, *, prefix: str, k: int, keep: bool) -> dict[s
     gallery, queries = _items(root / "gallery"), _items(root / "query")
     if not gallery or not queries:
         raise SystemExit(f"{root} needs gallery/<item>/ and query/<item>/ folders with images")
-    ids = map_item_ids(sorted(set(gallery) | set(queries)), prefix)
+    try:
+        ids = map_item_ids(sorted(set(gallery) | set(queries)), prefix)
+    except ItemIdError as exc:
+        raise SystemExit(str(exc)) from None
     tally = Tally()
     ranks: list[int | None] = []
     enroll_s = search_s = 0.0
     with httpx.Client(base_url=url, timeout=120) as client:
         limits = read_limits(client)
+        if limits.assumed:
+            _warn(f"note: /info reports no limits; assuming the service's defaults {limits}")
         if k > limits.max_k:
             _warn(f"note: --k {k} is over the service's max_k; using k={limits.max_k}")
             k = limits.max_k
@@ -312,7 +180,7 @@ def _delete_items(client: httpx.Client, item_ids: dict[str, int]) -> None:
             _warn(f"could not delete {item_id}: {exc}")
             continue
         if r.status_code not in (204, 404):
-            _warn(f"could not delete {item_id}: HTTP {r.status_code}: {_detail(r)}")
+            _warn(f"could not delete {item_id}: HTTP {r.status_code}: {problem_detail(r)}")
 
 
 def main(argv: list[str] | None = None) -> int:

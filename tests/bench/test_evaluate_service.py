@@ -27,7 +27,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.settings import Settings
-from bench.evaluate_service import Limits, item_id_for, map_item_ids, part_bytes, plan_chunks
 from model.data.sample_photos import load_photo, photo_regions, write_views
 from tests.live_server import free_port, live_server
 
@@ -257,35 +256,3 @@ def test_unreachable_service_is_a_message_not_a_traceback(
     assert done.returncode == 1
     assert done.stderr.startswith("error: cannot talk to the service")
     assert "Traceback" not in done.stderr and done.stdout == ""
-
-
-def test_item_id_mapping_is_deterministic_valid_and_collision_checked() -> None:
-    assert item_id_for("plain-name_1.2", "p:") == "p:plain-name_1.2"
-    mapped = item_id_for("a b", "p:")
-    assert mapped == f"p:a_b-{_hash8('a b')}" == item_id_for("a b", "p:")
-    # Names that clean up alike stay apart by their hash.
-    assert item_id_for("a?b", "p:") != mapped
-    assert ITEM_ID.fullmatch(item_id_for("é" * 300, "x" * 96))
-    with pytest.raises(SystemExit, match="both map to item id"):
-        map_item_ids(["a b", f"a_b-{_hash8('a b')}"], "")
-    with pytest.raises(SystemExit, match="--prefix"):
-        map_item_ids(["a"], "bad prefix ")
-
-
-def test_chunks_stay_under_the_byte_limit_with_long_file_names(tmp_path: Path) -> None:
-    # The framing estimate scales with the file name: a long non-ASCII name cannot push a
-    # chunk over the byte limit.
-    paths = []
-    for i in range(6):
-        p = tmp_path / f"{'ü' * 120}{i}.jpg"
-        Image.new("RGB", (8, 8)).save(p)
-        paths.append(p)
-    sizes = {p: p.stat().st_size for p in paths}
-    limits = Limits(max_images_per_request=64, max_request_bytes=3000, max_k=100)
-    chunks = list(plan_chunks(paths, limits, sizes))
-    assert [p for c in chunks for p in c] == paths
-    for chunk in chunks:
-        files = [("images", (p.name, p.read_bytes())) for p in chunk]
-        request = httpx.Client().build_request("POST", "http://x/items/a/images", files=files)
-        assert int(request.headers["Content-Length"]) <= limits.max_request_bytes
-        assert sum(part_bytes(p, sizes[p]) for p in chunk) <= limits.max_request_bytes
