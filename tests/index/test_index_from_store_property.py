@@ -24,7 +24,8 @@ from store.records import ItemState, ModelIdentity, NewImage
 from store.redis_store import RedisStore
 from store.sqlite_store import SqliteStore
 from store.store import Store
-from tests.index.conftest import REDIS_URL, _drop_namespace
+from tests.redis_server import REDIS_URL
+from tests.store.conftest import _drop_namespace
 
 DIM = 6
 BASES = np.array(
