@@ -24,11 +24,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from model.losses.batch_hard_triplet_loss import (
-    DEFAULT_MARGIN,
-    euclidean_distances,
-    masked_batch_hard_triplet,
-)
+from model.losses.distances.euclidean_distance import euclidean_distances
+from model.losses.miners.batch_hard_miner import BatchHardMiner
+
+# reid-strong-baseline / centroids-reid default (``SOLVER.MARGIN``), also the instance triplet's.
+DEFAULT_MARGIN = 0.5
+# A query's hardest positive may be itself (at ≈ 1e-6), as for the reference's instance triplet.
+MINER = BatchHardMiner(anchor_as_positive=True)
 
 
 class CentroidTripletLoss(nn.Module):
@@ -83,8 +85,13 @@ class CentroidTripletLoss(nn.Module):
         valid = usable.repeat(1, 2)[qualifies]  # (B, 2P)
         row_labels = torch.arange(num_classes, device=device).repeat(2).expand_as(valid)
         dist = euclidean_distances(rows, rows)  # (B, 2P, 2P)
-        per_position, _ = masked_batch_hard_triplet(dist, row_labels, valid, self.margin)
-        return per_position.mean()
+        hardest = MINER.hardest(dist, row_labels, valid)
+        d_ap = dist.gather(2, hardest.positive[..., None])[..., 0]  # (B, 2P)
+        d_an = dist.gather(2, hardest.negative[..., None])[..., 0]
+        hinge = torch.where(hardest.anchor, (d_ap - d_an + self.margin).relu(), 0.0)
+        # No division by zero: a qualifying position has two usable classes, so >= 4 anchors.
+        anchors = hardest.anchor.sum(dim=1).to(dist.dtype)
+        return (hinge.sum(dim=1) / anchors).mean()
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}"

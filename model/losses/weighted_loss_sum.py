@@ -11,12 +11,14 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from model.losses.batch_hard_triplet_loss import DEFAULT_MARGIN, BatchHardTripletLoss
 from model.losses.center_loss import DEFAULT_CENTER_LOSS_WEIGHT, CenterLoss
-from model.losses.centroid_triplet_loss import CentroidTripletLoss
+from model.losses.centroid_triplet_loss import DEFAULT_MARGIN, CentroidTripletLoss
 from model.losses.cross_entropy_label_smooth import DEFAULT_EPSILON, CrossEntropyLabelSmooth
+from model.losses.distances.euclidean_distance import EuclideanDistance
+from model.losses.miners.batch_hard_miner import BatchHardMiner
 from model.losses.net_output_like import NetOutputLike
 from model.losses.output_selectors import FEATURES, LOGITS
+from model.losses.triplet_margin_loss import TripletMarginLoss
 
 # Term names of :func:`ctl_recipe` (also the keys of its per-term values).
 CROSS_ENTROPY = "cross_entropy"
@@ -80,7 +82,8 @@ def ctl_recipe(
     """The CTL paper's objective (centroids-reid ``train_ctl_model.py``), four terms:
 
     * ``"cross_entropy"`` ×1: label-smoothed CE on ``logits`` (N, num_classes);
-    * ``"triplet"`` ×1: batch-hard triplet on ``features`` (N, feat_dim);
+    * ``"triplet"`` ×1: batch-hard triplet on plain Euclidean distances between the
+      ``features`` (N, feat_dim), the anchor among its own positives (reid-strong-baseline);
     * ``"center"`` ×``center_weight``: center loss on ``features`` (its centers need their own
       optimiser, see :func:`~model.losses.center_loss.step_centers`);
     * ``"centroid_triplet"`` ×1: centroid triplet loss on ``features``.
@@ -89,12 +92,15 @@ def ctl_recipe(
     ``CENTROID_CONTRASTIVE_WEIGHT`` defaults; the metric losses act on the raw pre-BN
     feature, the CE on the BN-neck classifier, as in the reference (BNNeck).
     """
+    triplet = TripletMarginLoss(
+        margin, EuclideanDistance(), BatchHardMiner(anchor_as_positive=True)
+    )
     return WeightedLossSum(
         [
             LossTerm(
                 CROSS_ENTROPY, 1.0, CrossEntropyLabelSmooth(num_classes, label_smoothing), LOGITS
             ),
-            LossTerm(TRIPLET, 1.0, BatchHardTripletLoss(margin), FEATURES),
+            LossTerm(TRIPLET, 1.0, triplet, FEATURES),
             LossTerm(CENTER, center_weight, CenterLoss(num_classes, feat_dim), FEATURES),
             LossTerm(CENTROID_TRIPLET, 1.0, CentroidTripletLoss(margin), FEATURES),
         ]
