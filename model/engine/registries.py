@@ -17,9 +17,10 @@ from model.data.coco_pairs import read_coco_pairs
 from model.data.dataset_split import DatasetSplit
 from model.data.folder_items import read_folder_items
 from model.data.market1501 import read_market1501
-from model.losses.hpl_recipe import hpl_recipe
-from model.losses.ranking_regularizer_recipe import ranking_regularizer_recipe
-from model.losses.weighted_loss_sum import WeightedLossSum, ctl_recipe
+from model.losses.recipes.ctl_recipe import ctl_recipe
+from model.losses.recipes.hpl_recipe import hpl_recipe
+from model.losses.recipes.ranking_regularizer_recipe import ranking_regularizer_recipe
+from model.losses.weighted_loss_sum import WeightedLossSum
 from model.modeling.backbones.registry import build_backbone
 from model.modeling.embedding_net import EmbeddingNet
 from model.modeling.two_head_net import TwoHeadNet

@@ -50,7 +50,7 @@ from model.evaluation.embed_split import (
     torch_masked_embedder,
 )
 from model.losses.center_loss import CenterLoss, step_centers
-from model.losses.hpl_recipe import proxy_param_groups
+from model.losses.recipes.hpl_recipe import proxy_param_groups
 from model.losses.weighted_loss_sum import WeightedLossSum
 from model.solver.optimizer import make_optimizer
 from model.solver.warmup_multistep_lr import WarmupMultiStepLR

@@ -3,16 +3,21 @@ from model.losses.centroid_triplet_loss import CentroidTripletLoss
 from model.losses.cross_entropy_label_smooth import CrossEntropyLabelSmooth
 from model.losses.distances import EuclideanDistance, NormalizedSquaredEuclideanDistance
 from model.losses.hierarchical_proxy_loss import HierarchicalProxyLoss
-from model.losses.hpl_recipe import hpl_recipe, proxy_param_groups
+from model.losses.loss_term import LossTerm
 from model.losses.miners import BatchHardMiner, SemiHardMiner
 from model.losses.net_output_like import NetOutputLike
 from model.losses.output_selectors import EMBEDDINGS, FEATURES, LOGITS, OutputSelector
 from model.losses.proxy_anchor_loss import ProxyAnchorLoss
 from model.losses.proxy_kmeans import kmeans
 from model.losses.proxy_nca_loss import ProxyNCALoss
-from model.losses.ranking_regularizer_recipe import ranking_regularizer_recipe
+from model.losses.recipes import (
+    ctl_recipe,
+    hpl_recipe,
+    proxy_param_groups,
+    ranking_regularizer_recipe,
+)
 from model.losses.triplet_margin_loss import TripletMarginLoss, triplet_margin_loss
-from model.losses.weighted_loss_sum import LossTerm, WeightedLossSum, ctl_recipe
+from model.losses.weighted_loss_sum import WeightedLossSum
 
 __all__ = [
     "EMBEDDINGS",

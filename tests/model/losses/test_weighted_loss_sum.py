@@ -1,5 +1,4 @@
-"""Weighted loss sum: hand-checked composition, and the CTL recipe's wiring against independent
-references (torch's CE, pytorch-metric-learning's batch-hard triplet, the center formula)."""
+"""Weighted loss sum: hand-checked composition."""
 
 from __future__ import annotations
 
@@ -7,17 +6,11 @@ from typing import NamedTuple
 
 import pytest
 import torch
-import torch.nn.functional as F
-from pytorch_metric_learning.distances import LpDistance
-from pytorch_metric_learning.losses import TripletMarginLoss
-from pytorch_metric_learning.miners import BatchHardMiner
-from pytorch_metric_learning.reducers import MeanReducer
 from torch import Tensor, nn
 
-from model.losses.center_loss import CenterLoss
-from model.losses.centroid_triplet_loss import CentroidTripletLoss
+from model.losses.loss_term import LossTerm
 from model.losses.output_selectors import EMBEDDINGS, FEATURES, LOGITS
-from model.losses.weighted_loss_sum import LossTerm, WeightedLossSum, ctl_recipe
+from model.losses.weighted_loss_sum import WeightedLossSum
 
 
 class Output(NamedTuple):
@@ -76,46 +69,3 @@ def test_duplicate_and_empty_terms_are_refused() -> None:
         WeightedLossSum([LossTerm("a", 1, SumOfSource(), FEATURES)] * 2)
     with pytest.raises(ValueError, match="at least one"):
         WeightedLossSum([])
-
-
-def test_ctl_recipe_terms_weights_and_registration() -> None:
-    recipe = ctl_recipe(num_classes=7, feat_dim=5, center_weight=5e-4)
-    assert [(t.name, t.weight) for t in recipe.terms] == [
-        ("cross_entropy", 1.0),
-        ("triplet", 1.0),
-        ("center", 5e-4),
-        ("centroid_triplet", 1.0),
-    ]
-    assert "losses.center.centers" in recipe.state_dict()
-    assert [p.shape for p in recipe.parameters()] == [torch.Size([7, 5])]
-
-
-def test_ctl_recipe_values_match_independent_references() -> None:
-    gen = torch.Generator().manual_seed(0)
-    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 3, 3])
-    n, d, num_classes = len(labels), 6, 4
-    output = Output(
-        features=torch.randn(n, d, generator=gen, dtype=torch.float64),
-        embeddings=torch.randn(n, d, generator=gen, dtype=torch.float64),
-        logits=torch.randn(n, num_classes, generator=gen, dtype=torch.float64),
-    )
-    recipe = ctl_recipe(num_classes, d, margin=0.3, label_smoothing=0.2, center_weight=0.01)
-    total, values = recipe(output, labels)
-
-    plain = LpDistance(normalize_embeddings=False)
-    triplet = TripletMarginLoss(margin=0.3, distance=plain, reducer=MeanReducer())
-    centers = next(m for m in recipe.modules() if isinstance(m, CenterLoss)).centers.detach()
-    f = output.features
-    expected = {
-        "cross_entropy": F.cross_entropy(output.logits, labels, label_smoothing=0.2).item(),
-        "triplet": triplet(f, labels, BatchHardMiner(distance=plain)(f, labels)).item(),
-        "center": ((f - centers.double()[labels]) ** 2).sum(dim=1).mean().item(),
-        "centroid_triplet": CentroidTripletLoss(0.3)(f, labels).item(),
-    }
-    assert values == pytest.approx(expected, rel=1e-9)
-    # The metric losses read the features, not the embeddings (BNNeck): those give other values.
-    assert CentroidTripletLoss(0.3)(output.embeddings, labels).item() != pytest.approx(
-        expected["centroid_triplet"]
-    )
-    weights = {"cross_entropy": 1.0, "triplet": 1.0, "center": 0.01, "centroid_triplet": 1.0}
-    assert total.item() == pytest.approx(sum(weights[k] * v for k, v in expected.items()))

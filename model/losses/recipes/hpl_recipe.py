@@ -17,13 +17,12 @@ from model.losses.hierarchical_proxy_loss import (
     HierarchicalProxyLoss,
     ProxyLoss,
 )
+from model.losses.loss_term import LossTerm
 from model.losses.output_selectors import EMBEDDINGS
 from model.losses.proxy_anchor_loss import PROXY_LR_MULTIPLIER, ProxyAnchorLoss
 from model.losses.proxy_nca_loss import ProxyNCALoss
-from model.losses.weighted_loss_sum import LossTerm, WeightedLossSum
-
-# Term name (key of the logged per-term values).
-HPL = "hpl"
+from model.losses.recipes.term_names import HPL
+from model.losses.weighted_loss_sum import WeightedLossSum
 
 # name -> constructor(num_classes, embedding_dim, **options) of the per-level proxy loss.
 BASE_PROXY_LOSSES: dict[str, Callable[..., ProxyLoss]] = {

@@ -3,23 +3,15 @@ against numpy oracles on a fixed NetOutput."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 
-from model.losses.hpl_recipe import proxy_param_groups
-from model.losses.ranking_regularizer_recipe import ranking_regularizer_recipe
+from model.losses.recipes.hpl_recipe import proxy_param_groups
+from model.losses.recipes.ranking_regularizer_recipe import ranking_regularizer_recipe
 from model.modeling.net_output import NetOutput
 
-
-def on_circle(angles: list[float], radius: float = 1.0) -> torch.Tensor:
-    return radius * torch.tensor([[math.cos(t), math.sin(t)] for t in angles], dtype=torch.float64)
-
-
-def chord2(dt: float) -> float:
-    return 2.0 - 2.0 * math.cos(dt)
+from ..circle_points import chord2, on_circle
 
 
 def cross_entropy_oracle(logits: np.ndarray, labels: list[int]) -> float:

@@ -13,12 +13,14 @@ from torch import nn
 from model.losses.distances.normalized_squared_euclidean_distance import (
     NormalizedSquaredEuclideanDistance,
 )
+from model.losses.loss_term import LossTerm
 from model.losses.miners.batch_hard_miner import BatchHardMiner
 from model.losses.miners.miner import Miner
 from model.losses.miners.semi_hard_miner import SemiHardMiner
 from model.losses.output_selectors import FEATURES, LOGITS
+from model.losses.recipes.term_names import CROSS_ENTROPY, TRIPLET
 from model.losses.triplet_margin_loss import TripletMarginLoss
-from model.losses.weighted_loss_sum import CROSS_ENTROPY, TRIPLET, LossTerm, WeightedLossSum
+from model.losses.weighted_loss_sum import WeightedLossSum
 
 # The authors' code and the FaceNet paper both use 0.2 with unit-norm embeddings.
 DEFAULT_MARGIN = 0.2

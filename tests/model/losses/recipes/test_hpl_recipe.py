@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from model.losses.hierarchical_proxy_loss import HierarchicalProxyLoss
-from model.losses.hpl_recipe import hpl_recipe, proxy_param_groups
 from model.losses.proxy_anchor_loss import ProxyAnchorLoss
 from model.losses.proxy_nca_loss import ProxyNCALoss
+from model.losses.recipes.hpl_recipe import hpl_recipe, proxy_param_groups
 from model.modeling.net_output import NetOutput
 
 
