@@ -1,4 +1,10 @@
-"""A real service (real app, real uvicorn, real ONNX model) on a temporary data directory."""
+"""A real service (real app, real uvicorn, real ONNX Runtime) on a temporary data directory.
+
+The service runs the tiny artifact (``tests/tiny_artifact.py``) unless a test asks for
+``model_path=default_model_path``: only what the EfficientNet model's quality or its parity with
+``model/`` can show needs it. Tests that request ``default_model_path`` are marked
+``real_model``, so ``pytest tests/app -m "not real_model"`` runs the fast rest alone.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +19,34 @@ import pytest
 from app.main import create_app
 from app.settings import Settings
 from tests.live_server import live_server
+from tests.tiny_artifact import write_tiny_artifact
 
 ServiceFactory = Callable[..., AbstractContextManager[httpx.Client]]
 
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "real_model: runs the default EfficientNet model")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Derived from the fixture, so no test can use the real model and be missing the mark.
+    for item in items:
+        if HERE in item.path.parents and "default_model_path" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_artifact(tmp_path_factory.mktemp("tiny-artifact"))
+
 
 @pytest.fixture
-def service_factory(tmp_path: Path, default_model_path: Path) -> ServiceFactory:
+def service_factory(tmp_path: Path, tiny_model_path: Path) -> ServiceFactory:
     @contextmanager
     def make(*, wait_ready: bool = True, **overrides: Any) -> Iterator[httpx.Client]:
-        values: dict[str, Any] = {"model_path": default_model_path, "data_dir": tmp_path / "data"}
+        values: dict[str, Any] = {"model_path": tiny_model_path, "data_dir": tmp_path / "data"}
         values.update(overrides)
         app = create_app(Settings(**values))
         with (

@@ -9,6 +9,7 @@ import pytest
 from app.metrics import STAGES
 from index.centroid_math import l2_normalize
 from tests.app.metrics_text import metric_value
+from tests.tiny_artifact import TINY_SPEC
 
 
 def enroll(client: httpx.Client, item: str, blobs: list[bytes]) -> httpx.Response:
@@ -139,7 +140,8 @@ def test_operations_endpoints(client: httpx.Client, photo_views: dict[str, list[
         "blob_write": 1,
     }
     info = client.get("/info").json()
-    assert info["embedding_dim"] == info["model"]["embedding_dim"] == 1280
+    assert info["embedding_dim"] == info["model"]["embedding_dim"] == TINY_SPEC.embedding_dim
+    assert info["model"] == TINY_SPEC.to_dict()
     assert info["items"] == 1 and info["images"] == 2 and info["store_backend"] == "sqlite"
     assert info["execution_providers"][0] == "CPUExecutionProvider"
     assert info["limits"]["max_k"] == 100 and info["limits"]["max_request_bytes"] == 32 * 2**20

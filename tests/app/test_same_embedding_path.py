@@ -84,7 +84,7 @@ def test_service_embeddings_equal_evaluation_embeddings(
     service_factory: ServiceFactory, files: dict[str, Path], default_model_path: Path
 ) -> None:
     names = list(files)
-    with service_factory() as client:
+    with service_factory(model_path=default_model_path) as client:
         for name in names:
             r = client.post(
                 f"/items/{name}/images", files={"images": (name, files[name].read_bytes())}
