@@ -133,12 +133,15 @@ def _ctl(cfg: LossConfig, num_classes: int, feat_dim: int, seed: int) -> Weighte
         margin=cfg.margin,
         label_smoothing=cfg.label_smoothing,
         center_weight=cfg.center_weight,
+        center_lr=cfg.center_lr,
         **cfg.options,
     )
 
 
 def _hpl(cfg: LossConfig, num_classes: int, feat_dim: int, seed: int) -> WeightedLossSum:
-    return hpl_recipe(num_classes, feat_dim, seed=seed, **cfg.options)
+    return hpl_recipe(
+        num_classes, feat_dim, proxy_lr_multiplier=cfg.proxy_lr_multiplier, seed=seed, **cfg.options
+    )
 
 
 def _ranking_regularizer(

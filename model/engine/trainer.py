@@ -1,10 +1,10 @@
 """The training loop (:class:`Trainer`) and the one place a config becomes objects
 (:func:`build_trainer`).
 
-One optimiser step per P×K batch: the network and the loss's own learnable state (proxies at
-``proxy_lr_multiplier`` × the base lr) with Adam; center-loss centers with their own SGD, whose
-gradient is rescaled by 1/weight first so they follow the *unweighted* center-loss gradient
-(reference ``train_ctl_model.py``). The learning rate schedule steps once per epoch.
+One optimiser step per P×K batch: the network with Adam, the loss's learnable state as the loss
+declares (:class:`~model.losses.optimizer_needs.OptimizerNeeds`: proxies in Adam groups of their
+own, center-loss centers with their own SGD after backward). The learning rate schedule steps
+once per epoch.
 """
 
 from __future__ import annotations
@@ -49,8 +49,6 @@ from model.evaluation.embed_split import (
     evaluate_readable,
     torch_masked_embedder,
 )
-from model.losses.center_loss import CenterLoss, step_centers
-from model.losses.recipes.hpl_recipe import proxy_param_groups
 from model.losses.weighted_loss_sum import WeightedLossSum
 from model.solver.optimizer import make_optimizer
 from model.solver.warmup_multistep_lr import WarmupMultiStepLR
@@ -116,9 +114,10 @@ class EpochSummary:
 class Trainer:
     """Runs epochs, evaluates every ``eval_every``, checkpoints every ``checkpoint_every``.
 
-    ``net`` may be wrapped in DDP; ``center_optimizer`` is None when the loss has no center
-    loss. ``evaluator(net) -> metrics`` runs on rank 0 only; its metrics lack ``BEST_METRIC``
-    only when nothing could be scored, and then best.pt is left as it is.
+    ``net`` may be wrapped in DDP. ``optimizer`` steps the network and the groups of the loss's
+    ``param_groups``; the loss steps the rest of its state itself (``after_backward``).
+    ``evaluator(net) -> metrics`` runs on rank 0 only; its metrics lack ``BEST_METRIC`` only
+    when nothing could be scored, and then best.pt is left as it is.
     """
 
     def __init__(
@@ -130,8 +129,6 @@ class Trainer:
         scheduler: WarmupMultiStepLR,
         train_loader: DataLoader[Any],
         sampler: PKSampler,
-        center_optimizer: torch.optim.Optimizer | None,
-        center_weight: float,
         evaluator: Evaluator | None,
         metrics_log: MetricsLog,
         checkpoints: CheckpointManager,
@@ -151,8 +148,6 @@ class Trainer:
         self.scheduler = scheduler
         self.train_loader = train_loader
         self.sampler = sampler
-        self.center_optimizer = center_optimizer
-        self.center_weight = center_weight
         self.evaluator = evaluator
         self.metrics_log = metrics_log
         self.checkpoints = checkpoints
@@ -169,7 +164,6 @@ class Trainer:
         self.progress = progress and dist.is_main
         self.start_epoch = 0
         self.best_metric = float("-inf")
-        self._center_losses = [m for m in loss.modules() if isinstance(m, CenterLoss)]
         # Loss state DDP does not see (centers, proxies): its gradients are averaged by hand.
         self._loss_params = [p for p in loss.parameters() if p.requires_grad]
 
@@ -186,9 +180,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "loss": self.loss.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "center_optimizer": (
-                None if self.center_optimizer is None else self.center_optimizer.state_dict()
-            ),
+            "loss_optimizers": self.loss.optimizer_state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
@@ -201,8 +193,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.loss.load_state_dict(state["loss"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.center_optimizer is not None and state["center_optimizer"] is not None:
-            self.center_optimizer.load_state_dict(state["center_optimizer"])
+        self.loss.load_optimizer_state_dict(state["loss_optimizers"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -295,27 +286,15 @@ class Trainer:
         """One optimisation step on a batch ``images (N, 3, H, W) float [0, 1]``,
         ``labels (N,) int64``; returns the unweighted loss terms and their weighted total."""
         self.optimizer.zero_grad(set_to_none=True)
-        if self.center_optimizer is not None:
-            self.center_optimizer.zero_grad(set_to_none=True)
+        # Also the loss state outside ``optimizer`` (centers), which the loss steps itself.
+        self.loss.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, enabled=self.amp):
             output = self.net(images)
             total, parts = self.loss(output, labels)
         self.scaler.scale(total).backward()
         average_gradients(self._loss_params, self.dist)
         self.scaler.step(self.optimizer)
-        if self.center_optimizer is not None:
-            # Centers are stepped outside the scaler: unscale their gradient first; a step
-            # whose gradients overflowed is skipped like the scaler would.
-            if self.amp:
-                self.scaler.unscale_(self.center_optimizer)
-            grads_finite = all(
-                p.grad is None or bool(torch.isfinite(p.grad).all())
-                for group in self.center_optimizer.param_groups
-                for p in group["params"]
-            )
-            if grads_finite:
-                for center_loss in self._center_losses:
-                    step_centers(center_loss, self.center_optimizer, self.center_weight)
+        self.loss.after_backward(self.scaler)
         self.scaler.update()
         return {**parts, "total": float(total.detach())}
 
@@ -365,21 +344,6 @@ def build_evaluator(
         return result.metrics
 
     return evaluate
-
-
-def split_param_groups(
-    net: nn.Module, loss: nn.Module, base_lr: float, proxy_lr_multiplier: float
-) -> tuple[list[dict[str, Any]], list[nn.Parameter]]:
-    """Adam groups (network; proxies at ``base_lr × proxy_lr_multiplier``; other loss params)
-    and the center-loss centers, which get their own SGD."""
-    centers = [m.centers for m in loss.modules() if isinstance(m, CenterLoss)]
-    proxy_groups = proxy_param_groups(loss, base_lr, proxy_lr_multiplier)
-    taken = {id(p) for p in centers} | {id(p) for g in proxy_groups for p in g["params"]}
-    net_params = [p for p in net.parameters() if p.requires_grad]
-    rest = [p for p in loss.parameters() if p.requires_grad and id(p) not in taken]
-    groups: list[dict[str, Any]] = [{"params": net_params + rest}]
-    groups.extend(proxy_groups)
-    return groups, centers
 
 
 def make_train_loader(
@@ -443,9 +407,9 @@ def build_trainer(
     net.to(device)
     loss.to(device)
 
-    groups, centers = split_param_groups(
-        net, loss, cfg.solver.base_lr, cfg.loss.proxy_lr_multiplier
-    )
+    # The network at the base lr; the loss's learnable state in the groups it asks for.
+    net_params = [p for p in net.parameters() if p.requires_grad]
+    groups = [{"params": net_params}, *loss.param_groups(cfg.solver.base_lr)]
     optimizer = make_optimizer(groups, cfg.solver.base_lr, cfg.solver.weight_decay)
     scheduler = WarmupMultiStepLR(
         optimizer,
@@ -454,7 +418,6 @@ def build_trainer(
         warmup_factor=cfg.solver.warmup_factor,
         warmup_epochs=cfg.solver.warmup_epochs,
     )
-    center_optimizer = torch.optim.SGD(centers, lr=cfg.loss.center_lr) if centers else None
 
     backbone = net.backbone
     assert isinstance(backbone, nn.Module)
@@ -467,8 +430,6 @@ def build_trainer(
         scheduler=scheduler,
         train_loader=loader,
         sampler=sampler,
-        center_optimizer=center_optimizer,
-        center_weight=cfg.loss.center_weight,
         evaluator=build_evaluator(split, cfg, device),
         metrics_log=MetricsLog(out_dir, enabled=dist.is_main),
         checkpoints=CheckpointManager(

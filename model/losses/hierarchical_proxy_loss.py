@@ -33,31 +33,18 @@ constructor arguments, with these defaults:
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.losses.proxy_anchor_loss import PROXY_LR_MULTIPLIER
+from model.losses.optimizer_needs import NetworkOptimizerOnly
 from model.losses.proxy_kmeans import kmeans
+from model.losses.proxy_loss import ProxyLoss
 
 DEFAULT_LEVEL_WEIGHTS = (1.0, 0.1)
 DEFAULT_REFRESH_EVERY = 100
-
-
-class ProxyLoss(Protocol):
-    """What HPL needs from a base loss (met by ProxyAnchorLoss and ProxyNCALoss)."""
-
-    num_classes: int
-    embedding_dim: int
-    proxies: nn.Parameter
-
-    def loss_with_proxies(self, embeddings: Tensor, labels: Tensor, proxies: Tensor) -> Tensor: ...
-
-    def param_groups(
-        self, base_lr: float, lr_multiplier: float = PROXY_LR_MULTIPLIER
-    ) -> list[dict[str, Any]]: ...
 
 
 def default_num_coarse(num_classes: int) -> int:
@@ -65,7 +52,7 @@ def default_num_coarse(num_classes: int) -> int:
     return min(num_classes, max(2, round(math.sqrt(num_classes))))
 
 
-class HierarchicalProxyLoss(nn.Module):
+class HierarchicalProxyLoss(NetworkOptimizerOnly, nn.Module):
     """Two-level proxy loss; ``forward(embeddings (N, D) float, labels (N,) int64) -> scalar``.
 
     Buffers (saved in checkpoints): ``class_to_cluster`` int64 (num_classes,) in
@@ -85,7 +72,7 @@ class HierarchicalProxyLoss(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if not isinstance(base, nn.Module):
+        if not isinstance(base, ProxyLoss):
             raise TypeError("base must be a proxy loss module (ProxyAnchorLoss, ProxyNCALoss)")
         num_classes = base.num_classes
         if num_classes < 2:
@@ -147,11 +134,11 @@ class HierarchicalProxyLoss(nn.Module):
         w_fine, w_coarse = self.level_weights
         return w_fine * fine + w_coarse * coarse
 
-    def param_groups(
-        self, base_lr: float, lr_multiplier: float = PROXY_LR_MULTIPLIER
-    ) -> list[dict[str, Any]]:
-        """Fine (and learnable coarse) proxies at ``base_lr * lr_multiplier``."""
-        groups = self.base.param_groups(base_lr, lr_multiplier)
+    def param_groups(self, base_lr: float) -> list[dict[str, Any]]:
+        """Fine (and learnable coarse) proxies, one group each, at the base loss's
+        ``base_lr * lr_multiplier``."""
+        groups = self.base.param_groups(base_lr)
         if self.learned_coarse is not None:
-            groups.append({"params": [self.learned_coarse], "lr": base_lr * lr_multiplier})
+            lr = base_lr * self.base.lr_multiplier
+            groups.append({"params": [self.learned_coarse], "lr": lr})
         return groups

@@ -13,18 +13,15 @@ batch samples of proxy ``p``'s class and ``X_p-`` all the others.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model.losses.proxy_loss import PROXY_LR_MULTIPLIER, ProxyLoss
+
 # Both from the paper's implementation details (and the authors' released training script).
 DEFAULT_ALPHA = 32.0
 DEFAULT_DELTA = 0.1
-# Proxies learn 100× faster than the network, as in Kim et al.'s implementation details: each
-# proxy gets gradient only from its class's few samples per batch, yet starts at random.
-PROXY_LR_MULTIPLIER = 100.0
 
 
 def _log1p_sum_exp(z: Tensor, mask: Tensor) -> Tensor:
@@ -54,12 +51,12 @@ def proxy_anchor_loss(
     return pos[present].sum() / present.sum() + neg.mean()
 
 
-class ProxyAnchorLoss(nn.Module):
+class ProxyAnchorLoss(ProxyLoss):
     """Proxy-Anchor loss with learnable per-class proxies (float32 (num_classes, embedding_dim)).
 
     ``forward(embeddings (N, D) float, labels (N,) int64 in [0, num_classes)) -> scalar``.
-    Proxies are initialised Kaiming-normal (fan-out), as in the authors' code. Give them their
-    own optimiser group: see :meth:`param_groups`.
+    Proxies are initialised Kaiming-normal (fan-out), as in the authors' code, and learn at
+    ``lr_multiplier`` × the base lr (see :meth:`param_groups`).
     """
 
     def __init__(
@@ -68,29 +65,14 @@ class ProxyAnchorLoss(nn.Module):
         embedding_dim: int,
         alpha: float = DEFAULT_ALPHA,
         delta: float = DEFAULT_DELTA,
+        lr_multiplier: float = PROXY_LR_MULTIPLIER,
     ) -> None:
-        super().__init__()
-        if num_classes < 1 or embedding_dim < 1:
-            raise ValueError("num_classes and embedding_dim must be positive")
-        self.num_classes = num_classes
-        self.embedding_dim = embedding_dim
+        super().__init__(num_classes, embedding_dim, lr_multiplier)
         self.alpha = alpha
         self.delta = delta
-        self.proxies = nn.Parameter(torch.empty(num_classes, embedding_dim))
-        nn.init.kaiming_normal_(self.proxies, mode="fan_out")
+
+    def init_proxies(self, proxies: Tensor) -> None:
+        nn.init.kaiming_normal_(proxies, mode="fan_out")
 
     def loss_with_proxies(self, embeddings: Tensor, labels: Tensor, proxies: Tensor) -> Tensor:
-        """This loss's form against other proxies (K, D), labels in ``[0, K)``; used by HPL."""
         return proxy_anchor_loss(embeddings, labels, proxies, self.alpha, self.delta)
-
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return self.loss_with_proxies(embeddings, labels, self.proxies)
-
-    def proxy_parameters(self) -> list[nn.Parameter]:
-        return [self.proxies]
-
-    def param_groups(
-        self, base_lr: float, lr_multiplier: float = PROXY_LR_MULTIPLIER
-    ) -> list[dict[str, Any]]:
-        """Optimiser groups for the proxies: ``lr = base_lr * lr_multiplier``."""
-        return [{"params": self.proxy_parameters(), "lr": base_lr * lr_multiplier}]

@@ -13,13 +13,10 @@ lets the loss go negative; PML's (and Proxy-NCA++'s) inclusion keeps it a cross-
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.losses.proxy_anchor_loss import PROXY_LR_MULTIPLIER
+from model.losses.proxy_loss import PROXY_LR_MULTIPLIER, ProxyLoss
 
 # PML's default. Proxy-NCA++ (Teh et al., ECCV 2020) reports a temperature of 1/9 (s = 9)
 # working better; it is a constructor argument so a config can choose.
@@ -41,7 +38,7 @@ def proxy_nca_loss(
     return F.cross_entropy(-softmax_scale * sq_dist, labels)
 
 
-class ProxyNCALoss(nn.Module):
+class ProxyNCALoss(ProxyLoss):
     """Proxy-NCA loss with learnable per-class proxies (float32 (num_classes, embedding_dim)).
 
     ``forward(embeddings (N, D) float, labels (N,) int64 in [0, num_classes)) -> scalar``.
@@ -53,27 +50,13 @@ class ProxyNCALoss(nn.Module):
         num_classes: int,
         embedding_dim: int,
         softmax_scale: float = DEFAULT_SOFTMAX_SCALE,
+        lr_multiplier: float = PROXY_LR_MULTIPLIER,
     ) -> None:
-        super().__init__()
-        if num_classes < 1 or embedding_dim < 1:
-            raise ValueError("num_classes and embedding_dim must be positive")
-        self.num_classes = num_classes
-        self.embedding_dim = embedding_dim
+        super().__init__(num_classes, embedding_dim, lr_multiplier)
         self.softmax_scale = softmax_scale
-        self.proxies = nn.Parameter(torch.randn(num_classes, embedding_dim))
+
+    def init_proxies(self, proxies: Tensor) -> None:
+        nn.init.normal_(proxies)
 
     def loss_with_proxies(self, embeddings: Tensor, labels: Tensor, proxies: Tensor) -> Tensor:
-        """This loss's form against other proxies (K, D), labels in ``[0, K)``; used by HPL."""
         return proxy_nca_loss(embeddings, labels, proxies, self.softmax_scale)
-
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return self.loss_with_proxies(embeddings, labels, self.proxies)
-
-    def proxy_parameters(self) -> list[nn.Parameter]:
-        return [self.proxies]
-
-    def param_groups(
-        self, base_lr: float, lr_multiplier: float = PROXY_LR_MULTIPLIER
-    ) -> list[dict[str, Any]]:
-        """Optimiser groups for the proxies: ``lr = base_lr * lr_multiplier``."""
-        return [{"params": self.proxy_parameters(), "lr": base_lr * lr_multiplier}]

@@ -2,7 +2,7 @@
 paper, named in the config's ``loss.recipe``."""
 
 from model.losses.recipes.ctl_recipe import ctl_recipe
-from model.losses.recipes.hpl_recipe import hpl_recipe, proxy_param_groups
+from model.losses.recipes.hpl_recipe import hpl_recipe
 from model.losses.recipes.ranking_regularizer_recipe import ranking_regularizer_recipe
 
-__all__ = ["ctl_recipe", "hpl_recipe", "proxy_param_groups", "ranking_regularizer_recipe"]
+__all__ = ["ctl_recipe", "hpl_recipe", "ranking_regularizer_recipe"]

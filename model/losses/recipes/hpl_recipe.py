@@ -1,25 +1,18 @@
-"""Training recipe: the Hierarchical Proxy-based Loss on the retrieval embedding.
-
-``hpl_recipe(...)`` builds the loss; :func:`proxy_param_groups` gives the optimiser groups its
-proxies need (they learn ``PROXY_LR_MULTIPLIER`` × faster than the network, as in Proxy-Anchor).
-"""
+"""Training recipe: the Hierarchical Proxy-based Loss on the retrieval embedding."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-
-from torch import nn
 
 from model.losses.hierarchical_proxy_loss import (
     DEFAULT_LEVEL_WEIGHTS,
     DEFAULT_REFRESH_EVERY,
     HierarchicalProxyLoss,
-    ProxyLoss,
 )
 from model.losses.loss_term import LossTerm
 from model.losses.output_selectors import EMBEDDINGS
-from model.losses.proxy_anchor_loss import PROXY_LR_MULTIPLIER, ProxyAnchorLoss
+from model.losses.proxy_anchor_loss import ProxyAnchorLoss
+from model.losses.proxy_loss import PROXY_LR_MULTIPLIER, ProxyLoss
 from model.losses.proxy_nca_loss import ProxyNCALoss
 from model.losses.recipes.term_names import HPL
 from model.losses.weighted_loss_sum import WeightedLossSum
@@ -41,10 +34,12 @@ def hpl_recipe(
     level_weights: Sequence[float] = DEFAULT_LEVEL_WEIGHTS,
     refresh_every: int | None = DEFAULT_REFRESH_EVERY,
     learnable_coarse: bool = False,
+    proxy_lr_multiplier: float = PROXY_LR_MULTIPLIER,
     seed: int = 0,
 ) -> WeightedLossSum:
     """One term, :data:`HPL` (``"hpl"``), weight 1: :class:`HierarchicalProxyLoss` over
-    ``NetOutput.embeddings`` (N, embedding_dim).
+    ``NetOutput.embeddings`` (N, embedding_dim); its proxies (fine, and coarse when learnable)
+    learn at ``proxy_lr_multiplier`` × the base lr, one optimiser group each.
 
     ``base`` is a key of :data:`BASE_PROXY_LOSSES`; ``base_options`` go to its constructor (e.g.
     ``alpha``, ``delta`` or ``softmax_scale``). ``level_weights`` is (w_fine, w_coarse); a YAML
@@ -55,7 +50,9 @@ def hpl_recipe(
         )
     if len(level_weights) != 2:
         raise ValueError(f"level_weights must be (w_fine, w_coarse), got {list(level_weights)}")
-    base_loss = BASE_PROXY_LOSSES[base](num_classes, embedding_dim, **(base_options or {}))
+    base_loss = BASE_PROXY_LOSSES[base](
+        num_classes, embedding_dim, lr_multiplier=proxy_lr_multiplier, **(base_options or {})
+    )
     hpl = HierarchicalProxyLoss(
         base_loss,
         num_coarse=num_coarse,
@@ -65,19 +62,4 @@ def hpl_recipe(
         seed=seed,
     )
     # Proxies live where retrieval happens: the exported embedding (the losses normalise it).
-    return WeightedLossSum([LossTerm(HPL, 1.0, hpl, EMBEDDINGS)])
-
-
-def proxy_param_groups(
-    loss: nn.Module, base_lr: float, lr_multiplier: float = PROXY_LR_MULTIPLIER
-) -> list[dict[str, Any]]:
-    """Optimiser groups for every proxy loss inside ``loss`` (outermost ``param_groups`` owner
-    wins, so HPL's base proxies are not listed twice). Empty for proxy-free losses."""
-    groups: list[dict[str, Any]] = []
-    for child in loss.children():
-        param_groups = getattr(child, "param_groups", None)
-        if callable(param_groups):
-            groups.extend(param_groups(base_lr, lr_multiplier))
-        else:
-            groups.extend(proxy_param_groups(child, base_lr, lr_multiplier))
-    return groups
+    return WeightedLossSum([LossTerm(HPL, 1.0, hpl, EMBEDDINGS, needs=hpl)])

@@ -24,6 +24,7 @@ from model.engine.checkpoint import load_checkpoint, load_model_from_checkpoint
 from model.engine.trainer import BEST_METRIC, Trainer, build_trainer
 from model.evaluation.embed_split import evaluate_split, torch_embedder
 from model.losses.center_loss import CenterLoss
+from model.losses.center_sgd import CenterSGD
 from model.losses.hierarchical_proxy_loss import HierarchicalProxyLoss
 from model.modeling.net_output import NetOutput
 
@@ -50,8 +51,8 @@ def test_centers_have_their_own_sgd_on_the_unweighted_gradient(
 ) -> None:
     cfg = load_config(None, [*tiny_config(photo_folder, tmp_path, 1), "data.p=4"])
     trainer = build_trainer(cfg)
-    (center_loss,) = [m for m in trainer.loss.modules() if isinstance(m, CenterLoss)]
-    centers = center_loss.centers
+    (center_term,) = [t for t in trainer.loss.terms if isinstance(t.loss, CenterLoss)]
+    centers = center_term.loss.centers
     weight = cfg.loss.center_weight
     assert (weight, cfg.loss.center_lr) == (5e-4, 0.5)
 
@@ -61,7 +62,8 @@ def test_centers_have_their_own_sgd_on_the_unweighted_gradient(
     # (The BN-neck bias is frozen, so not every network parameter is trainable.)
     trainable = [p for p in trainer.model.parameters() if p.requires_grad]
     assert sorted(in_adam) == sorted(id(p) for p in trainable)
-    center_opt = trainer.center_optimizer
+    assert isinstance(center_term.needs, CenterSGD)
+    center_opt = center_term.needs.optimizer
     assert isinstance(center_opt, torch.optim.SGD)
     (group,) = center_opt.param_groups
     assert [id(p) for p in group["params"]] == [id(centers)]
@@ -102,7 +104,8 @@ def test_hpl_proxies_learn_at_100x_the_base_lr(photo_folder: Path, tmp_path: Pat
     )
     assert cfg.loss.proxy_lr_multiplier == 100.0
     trainer = build_trainer(cfg)
-    assert trainer.center_optimizer is None
+    # No loss state stepped outside Adam: no optimiser of the loss's own.
+    assert trainer.loss.optimizer_state_dict() == {"hpl": {}}
     (hpl,) = [m for m in trainer.loss.modules() if isinstance(m, HierarchicalProxyLoss)]
     proxies = hpl.base.proxies
     groups = trainer.optimizer.param_groups

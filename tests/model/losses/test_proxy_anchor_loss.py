@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.losses.proxy_anchor_loss import PROXY_LR_MULTIPLIER, ProxyAnchorLoss
+from model.losses.proxy_anchor_loss import ProxyAnchorLoss
+from model.losses.proxy_loss import PROXY_LR_MULTIPLIER
 
 
 def oracle(

@@ -9,7 +9,7 @@ import torch
 from model.losses.hierarchical_proxy_loss import HierarchicalProxyLoss
 from model.losses.proxy_anchor_loss import ProxyAnchorLoss
 from model.losses.proxy_nca_loss import ProxyNCALoss
-from model.losses.recipes.hpl_recipe import hpl_recipe, proxy_param_groups
+from model.losses.recipes.hpl_recipe import hpl_recipe
 from model.modeling.net_output import NetOutput
 
 
@@ -44,7 +44,7 @@ def test_base_options_reach_the_base_loss() -> None:
 def test_proxy_groups_listed_once_at_100x(learnable: bool) -> None:
     recipe = hpl_recipe(10, 4, learnable_coarse=learnable)
     hpl = the_hpl(recipe)
-    groups = proxy_param_groups(recipe, base_lr=3e-4)
+    groups = recipe.param_groups(base_lr=3e-4)
     want = [[hpl.base.proxies]] + ([[hpl.learned_coarse]] if learnable else [])
     assert [g["params"] for g in groups] == want
     assert all(g["lr"] == pytest.approx(3e-2) for g in groups)

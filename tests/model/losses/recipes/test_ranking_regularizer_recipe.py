@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from model.losses.recipes.hpl_recipe import proxy_param_groups
 from model.losses.recipes.ranking_regularizer_recipe import ranking_regularizer_recipe
 from model.modeling.net_output import NetOutput
 
@@ -59,7 +58,7 @@ def test_defaults_are_batch_hard_lambda_one_margin_point_two() -> None:
 
 
 def test_has_no_proxies_and_refuses_unknown_mining() -> None:
-    assert proxy_param_groups(ranking_regularizer_recipe(2), base_lr=1e-3) == []
+    assert ranking_regularizer_recipe(2).param_groups(base_lr=1e-3) == []
     with pytest.raises(ValueError, match="unknown mining"):
         ranking_regularizer_recipe(2, mining="easy")
     with pytest.raises(ValueError, match="at least 2 classes"):
