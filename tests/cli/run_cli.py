@@ -1,13 +1,18 @@
 """Run ``centroid-retrieval`` in a fresh interpreter, as users run it, optionally without some
-installed modules (as in an install without the extra that brings them)."""
+installed modules (as in an install without the extra that brings them); wait for its service."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+from tests.live_server import free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 # `import X` fails with ModuleNotFoundError when sys.modules["X"] is None, exactly as when X is
@@ -46,3 +51,47 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+@contextmanager
+def serving(command: Sequence[str], env: dict[str, str], cwd: Path) -> Iterator[str]:
+    """Run ``command serve`` on a free port; yield its URL once /readyz answers 200.
+
+    Fails at once, with the process's stderr, if it exits before; stopped with SIGINT (Ctrl-C)
+    at the end, after which it must have exited 0.
+    """
+    port = free_port()
+    proc = subprocess.Popen(
+        [*command, "serve", "--port", str(port)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    ready = False
+    try:
+        while proc.poll() is None:
+            if _ready(url, deadline):
+                ready = True
+                break
+        if ready:
+            yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    assert ready, f"serve exited with {proc.returncode} before it was ready: {stderr}"
+    assert proc.returncode == 0, stderr
+
+
+def _ready(url: str, deadline: float) -> bool:
+    # A second at a time, so that a process that died is seen at once.
+    try:
+        wait_until_ready(url, min(deadline, time.monotonic() + 1))
+    except RuntimeError:
+        if time.monotonic() > deadline:
+            raise
+        return False
+    return True

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,6 @@ from client.enroll_state import DEFAULT_STATE_NAME
 from tests.cli.run_cli import ROOT, cli_command, cli_env, run_cli
 from tests.client.enroll_service import (
     MAX_IMAGES,
-    enroll_service,
     item_image_counts,
     outcomes,
     write_files,
@@ -30,14 +28,6 @@ from tests.live_server import free_port
 Views = dict[str, list[bytes]]
 ITEMS = ("astronaut", "chelsea", "coffee", "rocket")
 VIEWS = 3
-
-
-@pytest.fixture(scope="module")
-def service(
-    default_model_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[httpx.Client]:
-    with enroll_service(default_model_path, tmp_path_factory.mktemp("data")) as client:
-        yield client
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])

@@ -3,62 +3,29 @@ missing (the model, or the serve extra)."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.cli.run_cli import ROOT, cli_command, cli_env, run_cli
-from tests.live_server import free_port, wait_until_ready
+from tests.cli.run_cli import ROOT, cli_command, cli_env, run_cli, serving
 
 
 def test_serves_the_app_from_the_environment_on_the_given_port(
     default_model_path: Path, tmp_path: Path, photo_views: dict[str, list[bytes]]
 ) -> None:
-    port = free_port()
     env = {
         "RETRIEVAL_MODEL_PATH": str(default_model_path),
         "RETRIEVAL_DATA_DIR": str(tmp_path / "data"),
         "RETRIEVAL_ALLOW_GPU": "false",
         "RETRIEVAL_MAX_K": "70",
     }
-    proc = subprocess.Popen(
-        cli_command("serve", "--port", str(port)),
-        cwd=ROOT,
-        env=cli_env(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_ready(proc, url)
+    with serving(cli_command(), cli_env(env), ROOT) as url:
         info = httpx.get(f"{url}/info", timeout=10).json()
         assert info["limits"]["max_k"] == 70  # the environment reached the app
         photo = photo_views["coffee"][0]
         enrolled = httpx.post(f"{url}/items/cup/images", files={"images": ("a.jpg", photo)})
         assert enrolled.status_code == 201, enrolled.text
         assert (tmp_path / "data" / "store.sqlite3").is_file()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr
-
-
-def _wait_until_ready(proc: subprocess.Popen[str], url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None:
-        try:
-            # A second at a time, so a process that died is seen at once.
-            wait_until_ready(url, min(deadline, time.monotonic() + 1))
-            return
-        except RuntimeError:
-            if time.monotonic() > deadline:
-                raise
-    _, stderr = proc.communicate()
-    raise AssertionError(f"serve exited with {proc.returncode}: {stderr}")
 
 
 def test_without_a_model_it_says_how_to_build_one(tmp_path: Path) -> None:

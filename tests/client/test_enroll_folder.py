@@ -7,7 +7,6 @@ folders of real photo views (scikit-image's and scikit-learn's sample photos).
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,21 +19,12 @@ from client.item_ids import item_id_for
 from tests.app.metrics_text import metric_value, wait_for_metric
 from tests.client.enroll_service import (
     ENROLL_ROUTE,
-    enroll_service,
     item_image_counts,
     outcomes,
     write_files,
 )
 
 Views = dict[str, list[bytes]]
-
-
-@pytest.fixture(scope="module")
-def service(
-    default_model_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[httpx.Client]:
-    with enroll_service(default_model_path, tmp_path_factory.mktemp("data")) as client:
-        yield client
 
 
 def enroll(
