@@ -15,6 +15,9 @@ Recall@5 and MRR (over the top ``--k`` results; a miss counts 0) are printed as 
   be) is reported on stderr with the service's problem detail, skipped and counted; skipped
   query files are left out of the metrics. Any other failure stops the run with a message.
 - Enrolled items are deleted afterwards unless ``--keep``.
+
+Chunking, id mapping and refused-file handling are the client package's (``client/``), the same
+code as ``centroid-retrieval enroll-folder``.
 """
 
 from __future__ import annotations

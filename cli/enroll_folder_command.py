@@ -25,13 +25,13 @@ GET /info). One line per file: enrolled, duplicate (the item already held those 
 skipped-already (enrolled by an earlier run), or rejected (with the service's reason, e.g. not
 an image); then a summary. Exit status 0 when every file is enrolled, 1 otherwise.
 
-Resumable: the state file (ROOT/{DEFAULT_STATE_NAME} unless --state) records, per service URL
-and item, the sha256 of each file the service accepted and the image id it answered, and is
-saved after every accepted upload. A re-run, after an interruption or with files added, skips a
-file whose recorded image id the item still holds (one GET /items/<id> per item) and sends the
-rest: files deleted from the service since, or a wiped service, are enrolled again. Without the
-state file a re-run sends everything again, which the service absorbs (it keeps one copy per
-content) at the cost of the uploads."""
+Resumable: the state file (ROOT/{DEFAULT_STATE_NAME} unless --state)
+records, per service URL and item, the sha256 of each file the service accepted and the image
+id it answered, and is saved after every accepted upload. A re-run, after an interruption or
+with files added, skips a file whose recorded image id the item still holds (one
+GET /items/<id> per item) and sends the rest: files deleted from the service since, or a wiped
+service, are enrolled again. Without the state file a re-run sends everything again, which the
+service absorbs (it keeps one copy per content) at the cost of the uploads."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
