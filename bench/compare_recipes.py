@@ -19,7 +19,7 @@ import numpy as np
 
 from model.config.train_config import load_config
 from model.data.sample_photos import load_photo, photo_regions, write_views
-from model.engine.trainer import build_trainer
+from model.engine.trainer_builder import build_trainer
 
 TRAIN_PHOTOS = (
     "astronaut", "chelsea", "coffee", "rocket", "camera", "coins",

@@ -19,11 +19,11 @@ import numpy as np
 
 from bench.instance_vs_centroid import format_report, run_comparison
 from model.config.train_config import load_config
+from model.data.market_sample import write_market_sample
 from model.engine.checkpoint import load_checkpoint, load_model_from_checkpoint
 from model.engine.registries import read_dataset
-from model.engine.trainer import build_trainer
+from model.engine.trainer_builder import build_trainer
 from model.evaluation.embed_split import torch_embedder
-from model.data.market_sample import write_market_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 

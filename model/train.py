@@ -14,7 +14,8 @@ import yaml
 
 from model.config.train_config import load_config, to_dict
 from model.engine.distributed import cleanup
-from model.engine.trainer import BEST_METRIC, build_trainer
+from model.engine.trainer import BEST_METRIC
+from model.engine.trainer_builder import build_trainer
 
 
 def main(argv: list[str] | None = None) -> int:

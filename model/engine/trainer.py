@@ -1,5 +1,5 @@
-"""The training loop (:class:`Trainer`) and the one place a config becomes objects
-(:func:`build_trainer`).
+"""The training loop (:class:`Trainer`); :func:`~model.engine.trainer_builder.build_trainer`
+assembles it from a config.
 
 One optimiser step per P×K batch: the network with Adam, the loss's learnable state as the loss
 declares (:class:`~model.losses.optimizer_needs.OptimizerNeeds`: proxies in Adam groups of their
@@ -10,47 +10,29 @@ once per epoch.
 from __future__ import annotations
 
 import logging
-import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from model.config.train_config import TrainConfig, to_dict
-from model.data.dataset_split import DatasetSplit
-from model.data.image_dataset import ImageDataset
-from model.data.pk_batch_sampler import PKBatchSampler
 from model.data.pk_sampler import PKSampler
-from model.data.transforms import train_transform
 from model.engine.checkpoint import CheckpointManager, rng_state, set_rng_state
 from model.engine.distributed import (
     DistInfo,
     all_reduce_mean,
     average_gradients,
     barrier,
-    choose_device,
-    dist_info_from_env,
-    init_distributed,
     unwrap,
-    wrap_ddp,
 )
 from model.engine.metrics_log import MetricsLog
-from model.engine.registries import build_loss, build_model, read_dataset
-from model.evaluation.embed_split import (
-    SHOWN_PATHS,
-    SKIPPED_KEY,
-    evaluate_readable,
-    torch_masked_embedder,
-)
+from model.engine.seeding import epoch_seed, seed_everything
+from model.evaluation.embed_split import SKIPPED_KEY
 from model.losses.weighted_loss_sum import WeightedLossSum
-from model.solver.optimizer import make_optimizer
 from model.solver.warmup_multistep_lr import WarmupMultiStepLR
 
 log = logging.getLogger(__name__)
@@ -59,27 +41,6 @@ log = logging.getLogger(__name__)
 BEST_METRIC = "centroid/mAP"
 
 Evaluator = Callable[[nn.Module], dict[str, float]]
-
-
-def seed_everything(seed: int) -> None:
-    """Python, NumPy and torch (all devices) RNGs from one integer."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def worker_init_fn(worker_id: int) -> None:
-    """DataLoader workers: torch already seeds each worker with base_seed + id; derive the
-    Python and NumPy seeds from it so library-level randomness differs per worker too."""
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-
-
-def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """Seed for one epoch on one rank: augmentations then depend only on (seed, epoch, rank),
-    so a run resumed at an epoch boundary repeats exactly what an uninterrupted run does."""
-    return seed + 1_000_003 * epoch + 7919 * rank
 
 
 def format_epoch(epoch: int, epochs: int, values: dict[str, float]) -> str:
@@ -297,154 +258,3 @@ class Trainer:
         self.loss.after_backward(self.scaler)
         self.scaler.update()
         return {**parts, "total": float(total.detach())}
-
-
-# --- building ------------------------------------------------------------------------------
-
-
-def label_map_of(split: DatasetSplit) -> dict[str, int]:
-    """Training items → contiguous class ids, in sorted item order (deterministic)."""
-    return {item: i for i, item in enumerate(sorted({s.item for s in split.train}))}
-
-
-def build_evaluator(
-    split: DatasetSplit, cfg: TrainConfig, device: torch.device
-) -> Evaluator | None:
-    """Held-out evaluation of ``split`` (query vs gallery) with the training input size.
-
-    Unreadable query or gallery images are left out and counted (``SKIPPED_KEY`` in the
-    metrics, a warning in the log) rather than raising as ``python -m model.evaluate`` does: a
-    corrupt file must not end a long run, and every epoch is scored without the same files, so
-    best.pt is still chosen on equal terms.
-    """
-    if not split.query or not split.gallery:
-        return None
-
-    def evaluate(net: nn.Module) -> dict[str, float]:
-        embed = torch_masked_embedder(
-            net,
-            cfg.data.input_size,
-            device=device,
-            batch_size=cfg.data.eval_batch_size,
-            num_workers=cfg.data.num_workers,
-        )
-        result = evaluate_readable(embed, split)
-        if result.skipped:
-            log.warning(
-                "held-out evaluation: skipped %d unreadable query/gallery images, e.g. %s",
-                len(result.skipped),
-                result.skipped[:SHOWN_PATHS],
-            )
-        if BEST_METRIC not in result.metrics:
-            log.error(
-                "held-out evaluation: no readable query or no readable gallery image left in "
-                "%s; nothing scored, best.pt not updated",
-                split.name,
-            )
-        return result.metrics
-
-    return evaluate
-
-
-def make_train_loader(
-    split: DatasetSplit,
-    label_map: dict[str, int],
-    cfg: TrainConfig,
-    fill_mean: Sequence[float],
-    dist: DistInfo,
-) -> tuple[DataLoader[Any], PKSampler]:
-    dataset = ImageDataset(
-        split.train,
-        label_map,
-        train_transform(
-            cfg.data.input_size,
-            pad=cfg.data.pad,
-            flip_p=cfg.data.flip_p,
-            erase_p=cfg.data.erase_p,
-            fill_mean=tuple(fill_mean),
-        ),
-    )
-    labels = [label_map[s.item] for s in split.train]
-    sampler = PKSampler(
-        labels, cfg.data.p, cfg.data.k, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size
-    )
-    # Whole P×K batches: without resampling a batch can be smaller than p·k, so the DataLoader
-    # must not re-cut the index stream.
-    loader: DataLoader[Any] = DataLoader(
-        dataset,
-        batch_sampler=PKBatchSampler(sampler),
-        num_workers=cfg.data.num_workers,
-        worker_init_fn=worker_init_fn,
-        persistent_workers=False,
-        pin_memory=False,
-    )
-    return loader, sampler
-
-
-def build_trainer(
-    cfg: TrainConfig,
-    *,
-    dist: DistInfo | None = None,
-    split: DatasetSplit | None = None,
-    resume: bool = True,
-) -> Trainer:
-    """Config → data, network, loss, optimisers, schedule, evaluation, logs, checkpoints.
-
-    Under torchrun the process group is joined here. ``split`` overrides reading the dataset
-    named in the config (tests pass one built in a temporary folder).
-    """
-    dist = dist if dist is not None else dist_info_from_env()
-    device = choose_device(cfg.device, dist)
-    init_distributed(dist, device)
-    seed_everything(cfg.seed)
-    split = split if split is not None else read_dataset(cfg.data)
-    label_map = label_map_of(split)
-    if len(label_map) < 2:
-        raise ValueError(f"{split.name}: training needs at least 2 items, found {len(label_map)}")
-
-    net = build_model(cfg.model, len(label_map), cfg.data.input_size, load_pretrained=True)
-    loss = build_loss(cfg.loss, len(label_map), int(net.embedding_dim), cfg.seed)
-    net.to(device)
-    loss.to(device)
-
-    # The network at the base lr; the loss's learnable state in the groups it asks for.
-    net_params = [p for p in net.parameters() if p.requires_grad]
-    groups = [{"params": net_params}, *loss.param_groups(cfg.solver.base_lr)]
-    optimizer = make_optimizer(groups, cfg.solver.base_lr, cfg.solver.weight_decay)
-    scheduler = WarmupMultiStepLR(
-        optimizer,
-        milestones=cfg.solver.milestones,
-        gamma=cfg.solver.gamma,
-        warmup_factor=cfg.solver.warmup_factor,
-        warmup_epochs=cfg.solver.warmup_epochs,
-    )
-
-    backbone = net.backbone
-    assert isinstance(backbone, nn.Module)
-    loader, sampler = make_train_loader(split, label_map, cfg, backbone.mean, dist)
-    out_dir = Path(cfg.output_dir)
-    trainer = Trainer(
-        net=wrap_ddp(net, dist, device),
-        loss=loss,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        train_loader=loader,
-        sampler=sampler,
-        evaluator=build_evaluator(split, cfg, device),
-        metrics_log=MetricsLog(out_dir, enabled=dist.is_main),
-        checkpoints=CheckpointManager(
-            out_dir, enabled=dist.is_main, keep_epochs=cfg.keep_epoch_checkpoints
-        ),
-        device=device,
-        amp=cfg.amp,
-        dist=dist,
-        eval_every=cfg.eval_every,
-        checkpoint_every=cfg.checkpoint_every,
-        seed=cfg.seed,
-        config_dict=to_dict(cfg),
-        label_map=label_map,
-        progress=cfg.progress,
-    )
-    if resume:
-        trainer.resume()
-    return trainer

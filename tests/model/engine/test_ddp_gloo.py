@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from model.config.train_config import load_config
 from model.engine.distributed import DistInfo, cleanup
-from model.engine.trainer import build_trainer
+from model.engine.trainer_builder import build_trainer
 
 from .test_train_end_to_end import tiny_config
 

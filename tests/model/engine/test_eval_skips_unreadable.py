@@ -23,7 +23,8 @@ from model.data.dataset_split import DatasetSplit
 from model.data.folder_items import read_folder_items
 from model.data.sample import Sample
 from model.engine.checkpoint import load_checkpoint
-from model.engine.trainer import BEST_METRIC, build_trainer
+from model.engine.trainer import BEST_METRIC
+from model.engine.trainer_builder import build_trainer
 from model.evaluation.embed_split import (
     SKIPPED_KEY,
     UnreadableImagesError,
@@ -81,11 +82,11 @@ def run(broken_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     cfg = load_config(None, [*tiny_config(broken_folder, out, 2), "eval_every=1"])
     trainer = build_trainer(cfg)
     handler = _Capture()
-    logging.getLogger("model.engine.trainer").addHandler(handler)
+    logging.getLogger("model.engine.held_out_evaluator").addHandler(handler)
     try:
         summaries = trainer.fit(2)
     finally:
-        logging.getLogger("model.engine.trainer").removeHandler(handler)
+        logging.getLogger("model.engine.held_out_evaluator").removeHandler(handler)
     return {"out": out, "trainer": trainer, "summaries": summaries, "records": handler.records}
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from model.config.train_config import load_config
-from model.engine.trainer import build_trainer
+from model.engine.trainer_builder import build_trainer
 
 from .test_train_end_to_end import tiny_config
 

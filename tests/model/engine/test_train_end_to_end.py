@@ -18,7 +18,8 @@ from app.main import create_app
 from app.settings import Settings
 from model.config.train_config import load_config
 from model.data.folder_items import read_folder_items
-from model.engine.trainer import BEST_METRIC, build_trainer
+from model.engine.trainer import BEST_METRIC
+from model.engine.trainer_builder import build_trainer
 from model.evaluation.embed_split import evaluate_split, onnx_embedder, torch_embedder
 from model.export import main as export_main
 

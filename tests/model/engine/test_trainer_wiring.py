@@ -21,7 +21,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from model.config.train_config import load_config
 from model.data.folder_items import read_folder_items
 from model.engine.checkpoint import load_checkpoint, load_model_from_checkpoint
-from model.engine.trainer import BEST_METRIC, Trainer, build_trainer
+from model.engine.trainer import BEST_METRIC, Trainer
+from model.engine.trainer_builder import build_trainer
 from model.evaluation.embed_split import evaluate_split, torch_embedder
 from model.losses.center_loss import CenterLoss
 from model.losses.center_sgd import CenterSGD
