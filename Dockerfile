@@ -25,10 +25,11 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY requirements/ requirements/
 # CPU torch wheels: the export runs on the CPU, and PyPI's default Linux torch wheel pulls ~4 GB
-# of CUDA libraries this throw-away stage never uses. scikit-image supplies the parity photos the
-# exporter checks ONNX against PyTorch on (pinned in dev.txt, reused here).
+# of CUDA libraries this throw-away stage never uses. serve.txt brings ONNX Runtime, which the
+# exporter's parity check runs the exported graph on; train.txt brings scikit-image's photos it
+# checks on.
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu \
-        -r requirements/train.txt "$(grep -E '^scikit-image==' requirements/dev.txt)"
+        -r requirements/serve.txt -r requirements/train.txt
 # The exporter is the training kit plus the torch-free contract it writes (artifact/) and the
 # index and store helpers its evaluation and atomic write use.
 COPY model/ model/

@@ -32,16 +32,6 @@ REQUIREMENTS = ROOT / "requirements"
 # base dependencies too. train.txt and dev.txt are installed on top of one of them.
 RUNTIME_EXTRAS = ("serve", "serve-gpu")
 TWIN_EXTRAS = {"cpu": "serve", "gpu": "serve-gpu"}
-# (extra, package) → the lock file that pins it instead of the extra's own, because the lock
-# files are not this module's to edit. The default model's build reads scikit-image's photos
-# (the Dockerfile's model-build stage takes the pin from dev.txt too), and enroll-folder needs
-# httpx in a serve-only install. Moving these pins into train.txt, serve.txt and serve-gpu.txt
-# makes the entries unnecessary (the check accepts either place).
-PINNED_ELSEWHERE = {
-    ("train", "scikit-image"): "dev",
-    ("serve", "httpx"): "dev",
-    ("serve-gpu", "httpx"): "dev",
-}
 # Never installed as packages.
 NOT_PACKAGES = {"tests", "docs", "deploy", "configs", "models", "data", "requirements", "runs"}
 # `pip install ...[a,b]`, `pip install -e ".[a,b]"`, `pip install 'centroid-retrieval[a]'`.
@@ -79,8 +69,7 @@ def lock_problems(project: Project, locks: dict[str, str]) -> list[str]:
         lock = pinned[extra]
         needs = {**base, **declared} if extra in RUNTIME_EXTRAS else declared
         for name, req in needs.items():
-            where = PINNED_ELSEWHERE.get((extra, name), extra)
-            if name not in lock and name not in pinned.get(where, {}):
+            if name not in lock:
                 problems.append(f"{req} ({extra}) is pinned in no lock: add it to {extra}.txt")
         for name, pin in lock.items():
             specs = list(pin.specifier)

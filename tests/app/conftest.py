@@ -26,10 +26,6 @@ ServiceFactory = Callable[..., AbstractContextManager[httpx.Client]]
 HERE = Path(__file__).resolve().parent
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "real_model: runs the default EfficientNet model")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Derived from the fixture, so no test can use the real model and be missing the mark.
     for item in items:

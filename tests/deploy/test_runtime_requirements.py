@@ -31,6 +31,8 @@ def _stages(text: str) -> dict[str, str]:
 def test_dockerfile_stages_are_what_the_runtime_test_reads() -> None:
     stages = _stages(DOCKERFILE.read_text())
     assert list(stages) == ["model-build", "runtime-cpu", "runtime-gpu", "runtime"]
+    # The export's parity check runs ONNX Runtime; the build stage has it from the CPU lock.
+    assert "-r requirements/serve.txt -r requirements/train.txt" in stages["model-build"]
     assert "COPY requirements/serve.txt" in stages["runtime-cpu"]
     assert "COPY requirements/serve-gpu.txt" in stages["runtime-gpu"]
     # Never both twins in one image: they install the same `onnxruntime` and `faiss` modules.
