@@ -23,8 +23,8 @@ DEFAULT_MODEL = ROOT / "models" / "default" / "embedder.onnx"
 def _ensure_shared_redis() -> subprocess.Popen[bytes] | None:
     """Make sure the shared test Redis answers: a private one for the session if none does.
 
-    Called when this file is imported, which pytest does before any other conftest or test
-    module (those import ``REDIS_URL`` from ``tests.redis_server`` and must see the final URL).
+    Called from ``pytest_configure``, which runs before any test module is collected (those
+    import ``REDIS_URL`` from ``tests.redis_server`` and must see the final URL).
     """
     if redis_server.answers(redis_server.REDIS_URL):
         return None
@@ -36,7 +36,12 @@ def _ensure_shared_redis() -> subprocess.Popen[bytes] | None:
     return proc
 
 
-_private_redis = _ensure_shared_redis()
+_private_redis: subprocess.Popen[bytes] | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _private_redis
+    _private_redis = _ensure_shared_redis()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -5,6 +5,9 @@
 answers there, ``tests/conftest.py`` starts a private server for the session and points
 ``TEST_REDIS_URL`` at it, so ``make test`` needs only the ``redis-server`` binary. Tests that
 kill or restart Redis, or need persistence, start their own with :func:`start_redis_server`.
+That start happens in ``pytest_configure``, after the conftests of the paths given on the command
+line are imported but before any test module is: a conftest reads ``redis_server.REDIS_URL``
+when its fixture runs, a test module may import the name.
 """
 
 from __future__ import annotations

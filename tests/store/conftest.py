@@ -12,13 +12,13 @@ import redis
 from store.redis_store import RedisStore
 from store.sqlite_store import SqliteStore
 from store.store import Store
-from tests.redis_server import REDIS_URL
+from tests import redis_server
 
 StoreFactory = Callable[[], Store]
 
 
 def _drop_namespace(namespace: str) -> None:
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(redis_server.REDIS_URL)
     keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
     if keys:
         client.delete(*keys)
@@ -38,7 +38,7 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
         if request.param == "sqlite":
             store = SqliteStore(tmp_path / "db" / "store.sqlite3")
         else:
-            store = RedisStore(REDIS_URL, namespace=namespace)
+            store = RedisStore(redis_server.REDIS_URL, namespace=namespace)
         opened.append(store)
         return store
 
