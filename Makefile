@@ -36,7 +36,7 @@ $(MODEL): $(STAMP) model/exporter/default_embedder.py
 model: $(MODEL)
 
 run: $(STAMP) $(MODEL)
-	$(PY) -m uvicorn app.main:create_app --factory --host $(HOST) --port $(PORT) --workers 1
+	$(VENV)/bin/centroid-retrieval serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP) $(MODEL)
 	$(PY) -m pytest -q
