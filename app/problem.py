@@ -18,13 +18,13 @@ from app.retriever_errors import (
     TooManyImagesError,
     UnsupportedMediaTypeError,
 )
+from artifact.image_decode import ImageDecodeError, ImageTooLargeError
 from store.errors import (
     ImageNotFoundError,
     ItemNotFoundError,
     ModelMismatchError,
     StoreUnavailableError,
 )
-from artifact.image_decode import ImageDecodeError, ImageTooLargeError
 
 log = logging.getLogger(__name__)
 

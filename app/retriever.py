@@ -22,10 +22,17 @@ import numpy as np
 from app.metrics import ServiceMetrics
 from app.retriever_errors import TooManyImagesError
 from app.striped_lock import StripedLock
-from store.blob_store import BlobStore
+from artifact.image_decode import (
+    ImageDecodeError,
+    ImageTooLargeError,
+    preprocess_bytes,
+    stack_batch,
+)
+from artifact.onnx_embedder import OnnxEmbedder
 from index.centroid_index import CentroidIndex
 from index.centroid_math import centroid_from_sum, l2_normalize
 from index.gpu_search_mirror import GpuSearchMirror
+from store.blob_store import BlobStore
 from store.records import (
     DeleteOutcome,
     ItemRecord,
@@ -35,13 +42,6 @@ from store.records import (
     NewImage,
 )
 from store.store import Store
-from artifact.image_decode import (
-    ImageDecodeError,
-    ImageTooLargeError,
-    preprocess_bytes,
-    stack_batch,
-)
-from artifact.onnx_embedder import OnnxEmbedder
 
 
 @dataclass(frozen=True)

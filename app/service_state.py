@@ -19,13 +19,13 @@ from app.metrics import ServiceMetrics
 from app.retriever import Retriever
 from app.retriever_errors import NotReadyError
 from app.settings import Settings
-from store.blob_store import BlobStore
+from artifact.onnx_embedder import OnnxEmbedder
 from index.flat_centroid_index import FlatCentroidIndex
 from index.gpu_search_mirror import GpuSearchMirror, gpu_available
+from store.blob_store import BlobStore
 from store.errors import StoreUnavailableError
 from store.sqlite_store import SqliteStore
 from store.store import Store
-from artifact.onnx_embedder import OnnxEmbedder
 
 log = logging.getLogger(__name__)
 

@@ -65,7 +65,8 @@ def bench_size(n: int, dim: int, reps: int, naive_reps: int, rng: np.random.Gene
 
     def naive_update(r: int) -> None:
         ids = np.array([targets[r]], dtype=np.int64)
-        naive.remove_ids(ids)
+        # faiss's wrapper turns an id array into an IDSelector; its stubs know only the latter.
+        naive.remove_ids(ids)  # type: ignore[arg-type]
         naive.add_with_ids(fresh[r : r + 1], ids)
 
     query = fresh[:1]

@@ -35,6 +35,13 @@ from typing import Any
 
 import httpx
 
+from bench.loadtest.closed_loop import run_closed_loop
+from bench.loadtest.latency_stats import EndpointStats, summarize
+from bench.loadtest.level_result import CLIENT_CPU_WARNING
+from bench.loadtest.photo_set import build_photo_set
+from bench.loadtest.request_sample import Operation
+from bench.loadtest.scenarios import EnrollScenario, SearchScenario
+from bench.loadtest.seed_gallery import SeedGallery
 from bench.ort_throughput import BATCH_SIZES, BatchThroughput, measure_ort_throughput
 from bench.redis_namespace import check_redis, redact_url, throwaway_namespace
 from bench.service_process import service_process
@@ -45,13 +52,6 @@ from bench.stage_metrics import (
     histogram_totals,
     window_times,
 )
-from bench.loadtest.closed_loop import run_closed_loop
-from bench.loadtest.latency_stats import EndpointStats, summarize
-from bench.loadtest.level_result import CLIENT_CPU_WARNING
-from bench.loadtest.photo_set import build_photo_set
-from bench.loadtest.request_sample import Operation
-from bench.loadtest.scenarios import EnrollScenario, SearchScenario
-from bench.loadtest.seed_gallery import SeedGallery
 
 SEARCH_ROUTE = "/search"
 ENROLL_ROUTE = "/items/{item_id}/images"

@@ -71,7 +71,11 @@ def packages_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("app/contract_probe.py", "import model.train\n", "app is not allowed to import model"),
         ("artifact/contract_probe.py", "import torch\n", "artifact is not allowed to import torch"),
         # Siblings at the bottom stay independent of each other.
-        ("index/contract_probe.py", "import store.records\n", "index is not allowed to import store"),
+        (
+            "index/contract_probe.py",
+            "import store.records\n",
+            "index is not allowed to import store",
+        ),
         # The training kit does not import the service.
         ("model/contract_probe.py", "from app import main\n", "model is not allowed to import app"),
     ],

@@ -60,7 +60,8 @@ def test_every_python_module_the_readme_runs_exists() -> None:
 
 def test_every_repository_path_the_readme_names_exists() -> None:
     text = README.read_text(encoding="utf-8")
-    paths = set(re.findall(r"`((?:%s)/[\w./-]*)`" % "|".join(TREE), text))
+    folders = "|".join(TREE)
+    paths = set(re.findall(rf"`((?:{folders})/[\w./-]*)`", text))
     assert "deploy/redis.conf" in paths
     root = README.parent
     missing = sorted(p for p in paths if not (root / p).exists())

@@ -3,7 +3,8 @@
 Defaults are the CTL reference recipe (mikwieczorek/centroids-reid, ``configs/256_resnet50.yml``
 and ``train_ctl_model.py``, itself built on reid-strong-baseline's "Bag of Tricks" settings) for
 Market-1501. Everything downstream receives explicit constructor arguments built from these
-dataclasses by :func:`model.engine.trainer_builder.build_trainer`; nothing reads the config globally.
+dataclasses by :func:`model.engine.trainer_builder.build_trainer`; nothing reads the config
+globally.
 """
 
 from __future__ import annotations

@@ -23,11 +23,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from store.fsync_dir import fsync_dir
 from artifact.image_decode import stack_batch, to_input_array
 from artifact.onnx_embedder import OnnxEmbedder
 from artifact.preprocess_spec import CONTRACT_KEY, PreprocessSpec
 from model.exporter.uint8_input_wrapper import UInt8InputWrapper
+from store.fsync_dir import fsync_dir
 
 log = logging.getLogger(__name__)
 

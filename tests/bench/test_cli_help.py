@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bench import service_bench as bench
-from bench.service_process import REPO_ROOT, free_port
 from bench.loadtest import __main__ as loadtest
+from bench.service_process import REPO_ROOT, free_port
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.ort_throughput import measure_ort_throughput
 from bench.loadtest.photo_set import build_photo_set
+from bench.ort_throughput import measure_ort_throughput
 
 
 def test_every_batch_size_measured_with_consistent_rate(default_model_path: Path) -> None:

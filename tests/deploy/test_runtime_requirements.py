@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.service_process import service_process
 from bench.loadtest.photo_set import build_photo_set
+from bench.service_process import service_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"

@@ -22,11 +22,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.main import create_app
 from app.settings import Settings
-from bench.service_process import REPO_ROOT, service_process
 from bench.loadtest.__main__ import main
 from bench.loadtest.photo_set import build_photo_set
 from bench.loadtest.request_sample import Operation
 from bench.loadtest.scenarios import EnrollScenario
+from bench.service_process import REPO_ROOT, service_process
 from tests.live_server import live_server
 
 # The load test's enroll-scenario ids (`lt-<run>-<uuid4 hex>`), not its seed gallery's.

@@ -20,10 +20,10 @@ from PIL import Image
 from torch import Tensor, nn
 
 import model.exporter.onnx_exporter as onnx_exporter
-from model import build_default
 from artifact.image_decode import stack_batch, to_input_array
 from artifact.onnx_embedder import OnnxEmbedder
 from artifact.preprocess_spec import PreprocessSpec
+from model import build_default
 from model.exporter.onnx_exporter import MIN_PARITY_COSINE, ParityError, export_embedder
 from model.exporter.parity_photos import load_parity_photos
 
