@@ -19,6 +19,7 @@ from torch import nn
 
 from model.config.train_config import TrainConfig, from_dict
 from model.engine.registries import build_model
+from model.losses.recipes.term_names import CENTER
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -93,7 +94,17 @@ def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dic
     state: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=False)
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a checkpoint of this project (format {CHECKPOINT_FORMAT})")
-    return state
+    return _with_loss_optimizers(state)
+
+
+def _with_loss_optimizers(state: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoints written before loss terms declared their own optimisers kept the one such
+    optimiser, the center loss's SGD, under ``center_optimizer``: the same state, now filed
+    under its term's name, so such a run still resumes."""
+    if "loss_optimizers" in state or "center_optimizer" not in state:
+        return state
+    legacy = state.pop("center_optimizer")
+    return {**state, "loss_optimizers": {} if legacy is None else {CENTER: legacy}}
 
 
 def load_model_from_checkpoint(path: Path) -> tuple[nn.Module, TrainConfig]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from model.config.train_config import load_config
@@ -25,7 +26,20 @@ def overrides(root: Path, out: Path, epochs: int) -> list[str]:
     ]
 
 
-def test_resume_equals_uninterrupted(photo_folder: Path, tmp_path: Path) -> None:
+def _to_legacy_layout(path: Path) -> None:
+    """Rewrite ``path`` as checkpoints were saved before loss terms declared their optimisers:
+    the center loss's SGD state under ``center_optimizer``."""
+    state = torch.load(path, weights_only=False)
+    loss_optimizers = state.pop("loss_optimizers")
+    assert set(loss_optimizers) == {"center"}  # what the CTL recipe declares
+    state["center_optimizer"] = loss_optimizers["center"]
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize("legacy_layout", [False, True], ids=["current", "legacy-center-key"])
+def test_resume_equals_uninterrupted(
+    photo_folder: Path, tmp_path: Path, legacy_layout: bool
+) -> None:
     full = build_trainer(load_config(None, overrides(photo_folder, tmp_path / "full", 4)))
     full_losses = [s.values["loss/total"] for s in full.fit(4)]
 
@@ -33,6 +47,8 @@ def test_resume_equals_uninterrupted(photo_folder: Path, tmp_path: Path) -> None
     first = build_trainer(load_config(None, overrides(photo_folder, part_dir, 2)))
     first_losses = [s.values["loss/total"] for s in first.fit(2)]
     assert load_checkpoint(part_dir / "last.pt")["epoch"] == 2
+    if legacy_layout:
+        _to_legacy_layout(part_dir / "last.pt")
     # A fresh process would rebuild everything from the config: so does this.
     second = build_trainer(load_config(None, overrides(photo_folder, part_dir, 4)))
     assert second.start_epoch == 2
