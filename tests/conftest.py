@@ -96,3 +96,24 @@ def photo_views() -> dict[str, list[bytes]]:
             views.append(jpeg_bytes(view))
         out[name] = views
     return out
+
+
+SERVE_LOCK = ROOT / "requirements" / "serve.txt"
+
+
+@pytest.fixture(scope="session")
+def serve_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv holding ``requirements/serve.txt`` alone, as the Docker runtime stage
+    installs it: no torch, and not the project (a test that installs the project into it
+    uninstalls it again, so the next one sees only the lock file's packages).
+
+    Created once per session: two tests need such an environment, and the install is their
+    main cost.
+    """
+    venv = tmp_path_factory.mktemp("serve-venv")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run(
+        [*pip, "--disable-pip-version-check", "-r", str(SERVE_LOCK)], check=True, timeout=1200
+    )
+    return venv

@@ -1,11 +1,16 @@
-"""`pip install -e ".[serve]"` into a fresh venv is a real way in: the console script serves
-the real model, enroll-folder fills it, and the kit commands say to install the train extra.
-Nothing of the training kit is installed there."""
+"""`pip install -e ".[serve]"` into a venv without the training kit is a real way in: the
+console script serves the real model, enroll-folder fills it, and the kit commands say to
+install the train extra. Nothing of the training kit is installed there.
+
+The venv is the session's ``serve_venv`` (a fresh venv holding the serve lock file): the extra's
+dependencies are then already there, so this install only adds the project — the same
+environment a fresh ``.[serve]`` install gives, because ``tests/test_pyproject.py`` holds the
+extra and the lock file to the same packages."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +19,24 @@ from tests.cli.run_cli import ROOT, serving
 from tests.client.enroll_service import outcomes, write_files
 
 
+@pytest.fixture
+def serve_install(serve_venv: Path) -> Iterator[Path]:
+    """``serve_venv`` with the project installed by ``pip install -e ".[serve]"``, for one
+    test: uninstalled afterwards, so the runtime-stage test sees the lock file's packages only."""
+    pip = [str(serve_venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+    subprocess.run([*pip, "install", "--quiet", "-e", f"{ROOT}[serve]"], check=True, timeout=600)
+    yield serve_venv
+    subprocess.run([*pip, "uninstall", "--quiet", "-y", "centroid-retrieval"], check=True)
+
+
 @pytest.mark.slow
 def test_a_serve_only_install_serves_and_enrolls_without_torch(
-    default_model_path: Path, tmp_path: Path, photo_views: dict[str, list[bytes]]
+    default_model_path: Path,
+    tmp_path: Path,
+    photo_views: dict[str, list[bytes]],
+    serve_install: Path,
 ) -> None:
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "--disable-pip-version-check", "-e", f"{ROOT}[serve]"], check=True)
+    venv = serve_install
     script = str(venv / "bin" / "centroid-retrieval")
     kit = ("torch", "torchvision", "onnx", "skimage")
     probe = f"import importlib.util as u; print([m for m in {kit!r} if u.find_spec(m)])"
