@@ -9,12 +9,15 @@ graph's input tensor holds: RGB pixels, resized as stated, in the stated layout,
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 CONTRACT_KEY = "centroid_retrieval.contract"
 FORMAT_VERSION = 1
+# The smallest jpeg_draft_min_ratio: the DCT-scaled decode keeps ratio/2 × the model input.
+MIN_JPEG_DRAFT_RATIO = 2.0
 
 _SUPPORTED = {
     "size_order": ("HW",),
@@ -35,6 +38,11 @@ class PreprocessSpec:
 
     ``input_size`` is ``(height, width)``; the input tensor is ``(N, 3, H, W)`` ``uint8`` holding
     RGB values in ``[0, 255]``; the output ``output_name`` is ``(N, embedding_dim)`` ``float32``.
+
+    ``jpeg_draft_min_ratio``: ``None`` (also when absent, as in contracts written before it
+    existed) decodes every image in full. A number ``r >= 2`` lets a JPEG whose oriented size is
+    at least ``r × (H, W)`` on both axes be decoded DCT-scaled (1/2, 1/4 or 1/8) to no less than
+    ``r/2 × (H, W)`` before the exact resize; see :mod:`artifact.image_decode`.
     """
 
     input_size: tuple[int, int]
@@ -53,6 +61,7 @@ class PreprocessSpec:
     export_date: str = ""
     source_checkpoint: str = ""
     format_version: int = FORMAT_VERSION
+    jpeg_draft_min_ratio: float | None = None
     # Informational: what the graph does to the input internally (not applied by clients).
     graph_normalization: dict[str, list[float]] = field(default_factory=dict)
 
@@ -71,6 +80,17 @@ class PreprocessSpec:
             raise ContractError("contract input_size and embedding_dim must be positive")
         if tuple(self.value_range) != (0, 255):
             raise ContractError(f"contract value_range {self.value_range} is not (0, 255)")
+        ratio = self.jpeg_draft_min_ratio
+        if ratio is not None:
+            _check_field_type("jpeg_draft_min_ratio", ratio)
+            # Below 2 the DCT-scaled decode could come out smaller than the model input and the
+            # resize would have to enlarge it again.
+            if ratio < MIN_JPEG_DRAFT_RATIO:
+                raise ContractError(
+                    f"contract jpeg_draft_min_ratio {ratio} is below {MIN_JPEG_DRAFT_RATIO}"
+                )
+            # One representation in memory and in the written JSON (2.0, not 2).
+            object.__setattr__(self, "jpeg_draft_min_ratio", float(ratio))
 
     @property
     def height(self) -> int:
@@ -146,6 +166,13 @@ def _is_number(value: object) -> bool:
     return _is_int(value) or isinstance(value, float)
 
 
+def _is_finite_number_or_null(value: object) -> bool:
+    # JSON has one number type, so 2 and 2.0 both mean two; NaN and Infinity are not JSON.
+    if value is None:
+        return True
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _is_int_pair(value: object) -> bool:
     return isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) for v in value)
 
@@ -163,6 +190,7 @@ _JSON_TYPES: dict[str, tuple[Callable[[object], bool], str]] = {
     "str": (lambda v: isinstance(v, str), "a JSON string"),
     "int": (_is_int, "a JSON integer"),
     "bool": (lambda v: isinstance(v, bool), "a JSON boolean (true or false)"),
+    "float | None": (_is_finite_number_or_null, "a finite JSON number or null"),
     "tuple[int, int]": (_is_int_pair, "a JSON array of two integers"),
     "dict[str, list[float]]": (_is_number_lists, "a JSON object of arrays of numbers"),
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def test_booleans_round_trip(value: bool) -> None:
         ("input_name", ["images"], "input_name must be a JSON string"),
         ("graph_normalization", {"mean": ["0.5"]}, "graph_normalization must be a JSON object"),
         ("graph_normalization", [0.5], "graph_normalization must be a JSON object"),
+        ("jpeg_draft_min_ratio", "2.0", "jpeg_draft_min_ratio must be a finite JSON number"),
+        ("jpeg_draft_min_ratio", True, "jpeg_draft_min_ratio must be a finite JSON number"),
+        ("jpeg_draft_min_ratio", [2.0], "jpeg_draft_min_ratio must be a finite JSON number"),
+        ("jpeg_draft_min_ratio", {"ratio": 2}, "jpeg_draft_min_ratio must be a finite JSON"),
     ],
 )
 def test_mistyped_fields_are_refused(field: str, value: object, message: str) -> None:
@@ -68,3 +73,44 @@ def test_a_model_with_a_string_boolean_is_refused_at_load(tmp_path: Path) -> Non
     )
     with pytest.raises(ContractError, match="output_normalized must be a JSON boolean"):
         OnnxEmbedder(path)
+
+
+def test_a_contract_without_the_jpeg_draft_field_loads_with_it_off() -> None:
+    """Models exported before the field existed keep decoding every image in full."""
+    old = contract()
+    del old["jpeg_draft_min_ratio"]
+    spec = PreprocessSpec.from_json(json.dumps(old))
+    assert spec.jpeg_draft_min_ratio is None and spec == SPEC
+
+
+@pytest.mark.parametrize(("written", "read"), [(None, None), (2.0, 2.0), (3, 3.0), (4.5, 4.5)])
+def test_jpeg_draft_ratio_round_trips(written: float | None, read: float | None) -> None:
+    spec = PreprocessSpec.from_json(json.dumps(contract(jpeg_draft_min_ratio=written)))
+    assert spec.jpeg_draft_min_ratio == read
+    assert type(spec.jpeg_draft_min_ratio) is type(read)  # 3 is read as 3.0, one representation
+    assert PreprocessSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize("ratio", [1.999, 1.0, 0.5, 0.0, -2.0])
+def test_jpeg_draft_ratio_below_two_is_refused(ratio: float) -> None:
+    # Below 2 the DCT-scaled decode could be smaller than the model input.
+    with pytest.raises(ContractError, match=r"jpeg_draft_min_ratio -?\d.* is below 2"):
+        PreprocessSpec.from_json(json.dumps(contract(jpeg_draft_min_ratio=ratio)))
+    with pytest.raises(ContractError, match="is below 2"):
+        dataclasses.replace(SPEC, jpeg_draft_min_ratio=ratio)
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity"])
+def test_jpeg_draft_ratio_must_be_finite(text: str) -> None:
+    # Python's json module reads these non-JSON words; the contract must not.
+    raw = json.dumps(contract(jpeg_draft_min_ratio=2.0)).replace(
+        '"jpeg_draft_min_ratio": 2.0', f'"jpeg_draft_min_ratio": {text}'
+    )
+    assert text in raw
+    with pytest.raises(ContractError, match="jpeg_draft_min_ratio must be a finite JSON number"):
+        PreprocessSpec.from_json(raw)
+
+
+def test_a_wrong_ratio_type_is_refused_when_built_in_code_too() -> None:
+    with pytest.raises(ContractError, match="jpeg_draft_min_ratio must be a finite JSON number"):
+        dataclasses.replace(SPEC, jpeg_draft_min_ratio="2")  # type: ignore[arg-type]
