@@ -11,12 +11,12 @@ from collections.abc import Callable
 
 import httpx
 
-from bench.loadtest.request_sample import Operation, RequestSample
+from bench.loadtest.request_sample import ClientT, Operation, RequestSample
 
 
 async def run_closed_loop(
-    client: httpx.AsyncClient,
-    operation_at: Callable[[int], Operation],
+    client: ClientT,
+    operation_at: Callable[[int], Operation[ClientT]],
     *,
     users: int,
     duration_s: float,

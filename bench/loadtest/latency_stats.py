@@ -32,6 +32,7 @@ class EndpointStats:
     """Latencies in milliseconds (``nan`` when nothing was answered).
 
     ``requests``: due requests (sent + dropped). ``errors``: not 2xx, no answer, or dropped.
+    ``rejected``: of the errors, the 503 answers (the service shedding load, or not ready).
     Percentiles cover every request that was sent (errors included: a timeout is a latency a
     client had); dropped requests have no latency, so a level with drops is over capacity and
     its percentiles are lower bounds. ``throughput_rps``: 2xx answers per second of ``wall_s``.
@@ -43,6 +44,7 @@ class EndpointStats:
     requests: int
     ok: int
     errors: int
+    rejected: int
     dropped: int
     error_rate: float
     throughput_rps: float
@@ -63,6 +65,7 @@ def endpoint_stats(endpoint: str, samples: Sequence[RequestSample], wall_s: floa
         requests=len(samples),
         ok=ok,
         errors=errors,
+        rejected=sum(s.error is None and s.status == 503 for s in samples),
         dropped=sum(s.dropped for s in samples),
         error_rate=errors / len(samples) if samples else math.nan,
         throughput_rps=ok / wall_s if wall_s > 0 else math.nan,

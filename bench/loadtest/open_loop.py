@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from bench.loadtest.request_sample import Operation, RequestSample
+from bench.loadtest.request_sample import ClientT, Operation, RequestSample
 
 # Lead time before the first due time, so the first requests are not already late while the
 # generator creates its tasks.
@@ -23,8 +23,8 @@ _START_LEAD_S = 0.05
 
 
 async def run_open_loop(
-    client: httpx.AsyncClient,
-    operation_at: Callable[[int], Operation],
+    client: ClientT,
+    operation_at: Callable[[int], Operation[ClientT]],
     schedule: Sequence[float],
     *,
     max_in_flight: int,
@@ -45,7 +45,7 @@ async def run_open_loop(
     tasks: list[asyncio.Task[None]] = []
     in_flight = 0
 
-    async def one(i: int, op: Operation, due: float) -> None:
+    async def one(i: int, op: Operation[ClientT], due: float) -> None:
         nonlocal in_flight
         sent = loop.time()
         status: int | None = None

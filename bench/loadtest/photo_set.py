@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from PIL import Image
 
 from model.data.sample_photos import load_photo, random_view
 
@@ -31,15 +34,28 @@ class PhotoSet:
         return [v for name in self.views for v in self.views[name]]
 
 
-def build_photo_set(views_per_photo: int = 4, seed: int = 0) -> PhotoSet:
+# (source photo, the run's random generator) → one view of it, before JPEG encoding.
+ViewMaker = Callable[[Image.Image, random.Random], Image.Image]
+
+
+def small_view(photo: Image.Image, rng: random.Random) -> Image.Image:
+    """A random view of ``photo``, its longest side at most ``MAX_SIDE``."""
+    view = random_view(photo, rng)
+    view.thumbnail((MAX_SIDE, MAX_SIDE))
+    return view
+
+
+def build_photo_set(
+    views_per_photo: int = 4, seed: int = 0, *, make_view: ViewMaker = small_view
+) -> PhotoSet:
+    """``views_per_photo`` JPEG views of each of ``PHOTO_NAMES``, made by ``make_view``."""
     rng = random.Random(seed)
     views: dict[str, list[bytes]] = {}
     for name in PHOTO_NAMES:
         photo = load_photo(name)
         encoded = []
         for _ in range(views_per_photo):
-            view = random_view(photo, rng)
-            view.thumbnail((MAX_SIDE, MAX_SIDE))
+            view = make_view(photo, rng)
             buf = io.BytesIO()
             view.save(buf, format="JPEG", quality=JPEG_QUALITY)
             encoded.append(buf.getvalue())

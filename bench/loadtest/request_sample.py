@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic
 
 import httpx
+from typing_extensions import TypeVar
+
+# What ``send`` sends with: httpx by default; the bench's lean client (bench/lean_client.py)
+# for its own measurements. The load-test loops only pass it through.
+ClientT = TypeVar("ClientT", default=httpx.AsyncClient)
 
 
 @dataclass(frozen=True)
-class Operation:
+class Operation(Generic[ClientT]):
     """A request ready to send: ``send`` performs it and returns the HTTP status code.
 
-    ``endpoint`` is the label results are grouped by (e.g. ``"POST /search"``).
+    ``endpoint`` is the label results are grouped by (e.g. ``"POST /search"``). ``send``
+    reports a failure without an answer as an ``httpx.HTTPError`` (``httpx.TimeoutException``
+    for a timeout), whatever client it uses, so the loops classify every client's alike.
     """
 
     endpoint: str
-    send: Callable[[httpx.AsyncClient], Awaitable[int]]
+    send: Callable[[ClientT], Awaitable[int]]
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,10 @@ def test_summary_counts_errors_and_drops_per_endpoint() -> None:
     ]
     a, b, total = summarize(samples, wall_s=2.0)
     assert (a.endpoint, a.requests, a.ok, a.errors, a.dropped) == ("a", 3, 2, 1, 0)
+    assert a.rejected == 1  # the 503, also among the errors
     assert a.throughput_rps == pytest.approx(1.0)  # 2 ok in 2 s
     assert a.p50_ms == pytest.approx(20.0) and a.p99_ms == pytest.approx(30.0)
-    assert (b.requests, b.ok, b.errors, b.dropped) == (3, 1, 2, 1)
+    assert (b.requests, b.ok, b.errors, b.dropped, b.rejected) == (3, 1, 2, 1, 0)
     assert b.error_rate == pytest.approx(2 / 3)
     # The timeout's latency counts; the drop has none.
     assert b.p99_ms == pytest.approx(1000.0) and b.p50_ms == pytest.approx(40.0)
