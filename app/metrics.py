@@ -17,6 +17,12 @@ from store.errors import StoreError
 # Stage names are part of the metrics contract (the benchmark reads them).
 STAGES = ("decode", "inference", "index_search", "index_update", "store_write", "blob_write")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# Queue waits are often well under a millisecond: finer at the low end.
+_WAIT_BUCKETS = (0.0001, 0.00025, 0.0005, *_LATENCY_BUCKETS)
+# Images per executed batch; le=1 is what "was it batched at all" reads.
+_BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
+# Why a request was turned away or dropped before inference (the label values are a contract).
+REJECTION_REASONS = ("queue_full", "queue_timeout", "client_gone")
 
 
 class ServiceMetrics:
@@ -45,6 +51,42 @@ class ServiceMetrics:
         self.index_items = Gauge(
             "retrieval_index_items", "Items (centroids) in the index.", registry=self.registry
         )
+        self.batch_size = Histogram(
+            "retrieval_batch_size",
+            "Images per executed inference batch.",
+            buckets=_BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_queue_wait_seconds = Histogram(
+            "retrieval_batch_queue_wait_seconds",
+            "Per request: from its submission to the executor until its first batch ran.",
+            buckets=_WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_inference_seconds = Histogram(
+            "retrieval_batch_inference_seconds",
+            "Per batch: time of its one model call.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference_pending = Gauge(
+            "retrieval_inference_pending",
+            "Requests waiting for the inference executor (not yet in a running batch).",
+            registry=self.registry,
+        )
+        self.admission_queue_length = Gauge(
+            "retrieval_admission_queue_length",
+            "Requests admitted and not yet through inference.",
+            registry=self.registry,
+        )
+        self.admission_rejections = Counter(
+            "retrieval_admission_rejections",
+            "Requests turned away (queue full) or dropped before inference, by reason.",
+            ("reason",),
+            registry=self.registry,
+        )
+        for reason in REJECTION_REASONS:
+            self.admission_rejections.labels(reason=reason)
         self._store_counts: Callable[[], tuple[int, int]] | None = None
         self.registry.register(_StoreCountsCollector(self))
         for stage in STAGES:  # export zero-valued series from the start
