@@ -1,21 +1,31 @@
-"""``make bench``: how fast is the model, how fast is the service, and where does the time go.
+"""``make bench``: issue 10's serving targets, each a ratio of two figures measured side by side
+in this one run, with PASS/MISS (or INVALID: not measured as the target requires).
 
     python -m bench.service_bench --model models/default/embedder.onnx [--store sqlite|redis|both]
 
-In one run on the load test's photos: (a) raw ONNX Runtime embedding throughput at batch sizes
-1..32 and the best of them; (b) the service's search throughput over HTTP at saturation
-(closed loop, ``--clients`` concurrent senders, on its own uvicorn process with a seeded
-gallery), their ratio, and the bench client's own CPU use in that window (the client shares
-the machine's cores with the service, so a busy client caps the figure); and (c) the mean time
-per stage (decode, inference, index, store) from the service's ``/metrics`` over the search
-and an enrollment window, so the bottleneck is visible.
+On ≈ 1 MP JPEG uploads cut from the shipped photos (bench/large_photos.py):
 
-The store is thrown away afterwards: a temporary SQLite file (``--store sqlite``), or a fresh
-namespace on the Redis at ``--redis-url`` whose keys are deleted when the run ends
-(``--store redis``); ``--store both`` measures (b) and (c) on each, one after the other, and
-prints them side by side. With the defaults on 2 cores it takes about a minute: about 20 s for
-(a), then about 36 s per store (the 3 + 20 + 10 s windows plus start-up, seeding and cleanup),
-so about 1.5 minutes with ``both``; well under 10 minutes either way.
+(a) in this process, before any service runs, with the service's ORT thread count: raw ONNX
+    Runtime throughput at batch sizes 1..32 (preprocessed input); a pipeline that decodes the
+    same JPEGs the same way in worker threads while ORT runs the best batch size (the serving
+    overhead's baseline); decode + batch-1 inference one image at a time.
+(b) the service (its own uvicorn process, a seeded gallery, a throw-away store) with batching
+    on, its defaults: closed-loop searches at --saturation-clients and at --clients, one client
+    at a time, closed-loop enrollments of --enroll-images images per request, then open loop at
+    --baseline-load and at --overload x the best closed-loop rate for --open-loop-seconds
+    each. All measured requests are sent by a lean client (pre-built bodies, this one
+    process), whose CPU share is printed.
+(c) the same --clients searches on the released path (batching off; its defaults: 8 worker
+    threads, each calling the session) and on one executor at batch size 1 (same threads).
+
+Per search at saturation it prints where the machine's core time went (client, the service's
+HTTP/multipart/rest, decode, inference, other processes, idle) and the wall time queued for
+inference, so a miss is explained by the breakdown. An open-loop step that sent < 95 % of its
+requested rate is INVALID (the generator, not the service, limited it).
+
+--store both measures (b) and (c) on SQLite, then on a throw-away namespace of the Redis at
+--redis-url, side by side. About 3 minutes with the defaults on 2 cores (5.5 with both).
+Writes reports/bench-<UTC time>/bench.json, summary.txt and the services' logs.
 """
 
 from __future__ import annotations
@@ -23,10 +33,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -35,28 +46,60 @@ from typing import Any
 
 import httpx
 
-from bench.loadtest.closed_loop import run_closed_loop
-from bench.loadtest.latency_stats import EndpointStats, summarize
-from bench.loadtest.level_result import CLIENT_CPU_WARNING
-from bench.loadtest.photo_set import build_photo_set
-from bench.loadtest.request_sample import Operation
-from bench.loadtest.scenarios import EnrollScenario, SearchScenario
-from bench.loadtest.seed_gallery import SeedGallery
-from bench.ort_throughput import BATCH_SIZES, BatchThroughput, measure_ort_throughput
+from app.settings import Settings
+from artifact.image_decode import preprocess_bytes
+from artifact.onnx_embedder import OnnxEmbedder
+from bench.bench_summary import summary_text
+from bench.inprocess_pipeline import measure_pipeline
+from bench.large_photos import build_large_photo_set
+from bench.lean_client import LeanClient
+from bench.loadtest.photo_set import PhotoSet
+from bench.loadtest.report_writer import finite_json
+from bench.ort_throughput import BATCH_SIZES
+from bench.process_cpu import child_pids
+from bench.raw_ort import measure_raw_ort
 from bench.redis_namespace import check_redis, redact_url, throwaway_namespace
+from bench.run_record import InProcessBaselines, StoreRun
+from bench.search_breakdown import search_breakdown
 from bench.service_process import service_process
-from bench.stage_metrics import (
-    REQUEST_METRIC,
-    STAGE_METRIC,
-    StageTime,
-    histogram_totals,
-    window_times,
-)
+from bench.service_session import ServiceSession, SessionPlan
+from bench.service_window import ServiceWindow
+from bench.serving_targets import serving_targets
+from bench.single_image_latency import measure_single_image
+from bench.targets import target_json
 
-SEARCH_ROUTE = "/search"
-ENROLL_ROUTE = "/items/{item_id}/images"
 STORES = ("sqlite", "redis")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """One way of running the service: ``env`` overrides the caller's ``RETRIEVAL_*``."""
+
+    name: str
+    title: str
+    env: dict[str, str]
+
+
+BATCHING_ON = ServiceConfig(
+    "on", "batching on (the service's defaults)", {"RETRIEVAL_BATCHING": "true"}
+)
+# The released path with the released defaults, whatever today's defaults are.
+BATCHING_OFF = ServiceConfig(
+    "off",
+    "batching off: the released path, 8 worker threads each calling the session",
+    {
+        "RETRIEVAL_BATCHING": "false",
+        "RETRIEVAL_WORKER_THREADS": "8",
+        "RETRIEVAL_INFERENCE_THREADS": "0",
+        "RETRIEVAL_INFERENCE_BATCH": "32",
+    },
+)
+BATCH_ONE = ServiceConfig(
+    "batch1",
+    "one executor at batch size 1, same threads as batching on",
+    {"RETRIEVAL_BATCHING": "true", "RETRIEVAL_INFERENCE_BATCH": "1"},
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,11 +108,12 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawTextHelpFormatter,
     )
-    p.add_argument(
-        "--model",
-        type=Path,
-        default=Path("models/default/embedder.onnx"),
-        help="ONNX embedder to measure and serve (default %(default)s)",
+
+    def flag(name: str, kind: type, default: Any, text: str) -> None:
+        p.add_argument(name, type=kind, default=default, help=f"{text} (default %(default)s)")
+
+    flag(
+        "--model", Path, Path("models/default/embedder.onnx"), "ONNX embedder to measure and serve"
     )
     p.add_argument(
         "--store",
@@ -78,54 +122,38 @@ def _parser() -> argparse.ArgumentParser:
         help="the service's store: a temporary SQLite file, a throw-away namespace on the Redis\n"
         "at --redis-url, or both one after the other (default %(default)s)",
     )
-    p.add_argument(
+    flag(
         "--redis-url",
-        default=DEFAULT_REDIS_URL,
-        help="Redis for --store redis/both; the run uses its own namespace there and deletes\n"
-        "that namespace's keys at the end (default %(default)s)",
+        str,
+        DEFAULT_REDIS_URL,
+        "Redis for --store redis/both; each service uses its own namespace there and the\n"
+        "bench deletes that namespace's keys afterwards",
     )
-    p.add_argument(
-        "--clients",
-        type=int,
-        default=8,
-        help="concurrent closed-loop senders (default %(default)d)",
+    flag("--clients", int, 8, "concurrent closed-loop clients of the batching on/off comparison")
+    flag("--saturation-clients", int, 16, "concurrent closed-loop clients of the saturation window")
+    flag("--search-seconds", float, 15.0, "each closed-loop search window")
+    flag("--single-seconds", float, 8.0, "one client at a time, over HTTP and in process")
+    flag("--warmup-seconds", float, 3.0, "unmeasured searches after each service starts")
+    flag("--enroll-seconds", float, 10.0, "closed-loop enrollment window")
+    flag("--enroll-clients", int, 4, "concurrent enrollment clients")
+    flag("--enroll-images", int, 8, "images per enrollment request")
+    flag("--open-loop-seconds", float, 10.0, "each open-loop step")
+    flag("--baseline-load", float, 0.7, "first open-loop step, as a share of the saturation rate")
+    flag("--overload", float, 2.0, "second open-loop step, as a multiple of the saturation rate")
+    flag(
+        "--max-in-flight",
+        int,
+        512,
+        "open loop: outstanding requests beyond which arrivals are dropped (and the step's\n"
+        "latency target misses: the service held that many unanswered)",
     )
-    p.add_argument(
-        "--search-seconds",
-        type=float,
-        default=20.0,
-        help="measured search window (default %(default)g)",
-    )
-    p.add_argument(
-        "--enroll-seconds",
-        type=float,
-        default=10.0,
-        help="measured enrollment window (default %(default)g)",
-    )
-    p.add_argument(
-        "--warmup-seconds",
-        type=float,
-        default=3.0,
-        help="unmeasured searches before the search window (default %(default)g)",
-    )
-    p.add_argument(
-        "--ort-seconds",
-        type=float,
-        default=3.0,
-        help="raw ONNX Runtime time per batch size (default %(default)g)",
-    )
-    p.add_argument(
-        "--gallery-copies",
-        type=int,
-        default=4,
-        help="seed gallery: items per source photo, 8 photos (default %(default)d)",
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=Path("reports"),
-        help="parent of the report directory (default %(default)s)",
-    )
+    flag("--timeout", float, 30.0, "per-request timeout of the lean client, seconds")
+    flag("--ort-seconds", float, 2.0, "raw ONNX Runtime time per batch size")
+    flag("--pipeline-seconds", float, 8.0, "in-process decode + inference pipeline window")
+    flag("--gallery-copies", int, 2, "seed gallery: items per source photo, 8 photos")
+    flag("--photo-views", int, 4, "uploads per source photo, 8 photos")
+    flag("--megapixels", float, 1.0, "size of each upload")
+    flag("--out", Path, Path("reports"), "parent of the report directory")
     return p
 
 
@@ -133,111 +161,76 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return _parser().parse_args(argv)
 
 
-@dataclass(frozen=True)
-class ClientWindow:
-    """One closed-loop window as the bench client saw it. ``cpu_s``: the bench process's CPU
-    time (``time.process_time``) over ``wall_s``."""
-
-    stats: EndpointStats
-    wall_s: float
-    cpu_s: float
-
-    @property
-    def cpu_share(self) -> float:
-        """CPU seconds per wall second; 1.0 = one core fully busy."""
-        return self.cpu_s / self.wall_s if self.wall_s > 0 else 0.0
-
-    @property
-    def client_bound(self) -> bool:
-        return self.cpu_share >= CLIENT_CPU_WARNING
+def _settings(config: ServiceConfig, model: Path) -> Settings:
+    """The settings the service will read under ``config`` (this process's environment plus
+    the config's overrides): the in-process baselines use its ORT threads and limits."""
+    fields = Settings.model_fields
+    overrides: dict[str, Any] = {
+        key: value
+        for name, value in config.env.items()
+        if (key := name.removeprefix("RETRIEVAL_").lower()) in fields
+    }
+    return Settings(model_path=model, **overrides)
 
 
-async def _closed_window(
-    client: httpx.AsyncClient,
-    operation_at: Callable[[int], Operation],
-    *,
-    users: int,
-    seconds: float,
-) -> ClientWindow:
-    wall0, cpu0 = time.monotonic(), time.process_time()
-    samples = await run_closed_loop(client, operation_at, users=users, duration_s=seconds)
-    wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
-    return ClientWindow(summarize(samples, wall)[-1], wall, cpu)
+def _ort_threads(settings: Settings) -> int:
+    """The executor's ORT threads, resolved: 0 means ORT's default, one per core."""
+    return settings.inference_threads or os.cpu_count() or 1
 
 
-async def _metrics(client: httpx.AsyncClient) -> str:
-    response = await client.get("/metrics")
-    response.raise_for_status()
-    return response.text
-
-
-def _window(before: str, after: str, route: str) -> dict[str, Any]:
-    stages = window_times(
-        histogram_totals(before, STAGE_METRIC, "stage"),
-        histogram_totals(after, STAGE_METRIC, "stage"),
+def _measure_inprocess(
+    args: argparse.Namespace, settings: Settings, bodies: list[bytes]
+) -> InProcessBaselines:
+    embedder = OnnxEmbedder(
+        args.model,
+        allow_gpu=settings.allow_gpu,
+        intra_op_threads=settings.inference_threads,
+        max_batch=max(BATCH_SIZES),
     )
-    requests = {
-        t.name: t
-        for t in window_times(
-            histogram_totals(before, REQUEST_METRIC, "route"),
-            histogram_totals(after, REQUEST_METRIC, "route"),
-        )
-    }
-    req = requests.get(route, StageTime(route, 0, 0.0))
-    return {"request": asdict(req) | {"mean_ms": req.mean_ms}, "stages": stages}
+    limit = settings.max_image_pixels
+    arrays = [preprocess_bytes(b, embedder.spec, max_pixels=limit) for b in bodies]
+    _log(f"(a) raw ONNX Runtime, {args.ort_seconds:g} s per batch size")
+    raw = measure_raw_ort(
+        embedder, arrays, batch_sizes=BATCH_SIZES, seconds_per_size=args.ort_seconds
+    )
+    best = max(raw, key=lambda b: b.images_per_s)
+    _log(f"(a) in-process pipeline at batch {best.batch_size}, {args.pipeline_seconds:g} s")
+    pipeline = measure_pipeline(
+        embedder,
+        bodies,
+        batch_size=best.batch_size,
+        decode_threads=settings.worker_threads,
+        seconds=args.pipeline_seconds,
+        max_pixels=limit,
+    )
+    _log(f"(a) one image at a time, {args.single_seconds:g} s")
+    single = measure_single_image(embedder, bodies, seconds=args.single_seconds, max_pixels=limit)
+    return InProcessBaselines(settings.inference_threads, raw, pipeline, single)
 
 
-async def _measure_service(url: str, store: str, args: argparse.Namespace) -> dict[str, Any]:
-    photo_set = build_photo_set()
-    photos = photo_set.all_views()
-    limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        info = (await client.get("/info")).raise_for_status().json()
-        if info["store_backend"] != store:
-            # A stray setting must not get one store's figures reported as the other's.
-            raise RuntimeError(f"asked for the {store} store, got {info['store_backend']}")
-        t0 = time.monotonic()
-        gallery = SeedGallery(photo_set, id_prefix="bench-", copies=args.gallery_copies)
-        items = await gallery.enroll(client)
-        seed_s = time.monotonic() - t0
-        search = SearchScenario(photos)
-        # Warm-up: thread pool, ORT arenas, connection pool; not measured.
-        await run_closed_loop(
-            client, search.operation, users=args.clients, duration_s=args.warmup_seconds
-        )
-        m0 = await _metrics(client)
-        search_run = await _closed_window(
-            client, search.operation, users=args.clients, seconds=args.search_seconds
-        )
-        m1 = await _metrics(client)
-        enroll = EnrollScenario(photos, id_prefix="bench-e-")
-        enroll_run = await _closed_window(
-            client, enroll.operation, users=args.clients, seconds=args.enroll_seconds
-        )
-        m2 = await _metrics(client)
-        # Not strictly needed (the store is thrown away), but leaves the service as found.
-        await enroll.cleanup(client)
-        await gallery.remove(client)
-    return {
-        "gallery_items": items,
-        "seed_s": seed_s,
-        "search": search_run,
-        "search_window": _window(m0, m1, SEARCH_ROUTE),
-        "enroll": enroll_run,
-        "enroll_window": _window(m1, m2, ENROLL_ROUTE),
-    }
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _service_pid() -> int:
+    """The uvicorn child this process started (the bench runs one service at a time)."""
+    (pid,) = child_pids()
+    return pid
 
 
 @contextmanager
-def _service(args: argparse.Namespace, store: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The service on a throw-away ``store``; yields its URL and what the report says about
-    the store. The service stops before its Redis keys are deleted."""
+def _service(
+    args: argparse.Namespace, store: str, config: ServiceConfig, log_dir: Path
+) -> Iterator[tuple[str, dict[str, Any], int]]:
+    """The service under ``config`` on a throw-away ``store``; yields its URL, what the report
+    says about the store, and its pid. The service stops before its Redis keys are deleted."""
     model = args.model.resolve()
+    log = log_dir / f"service-{store}-{config.name}.log"
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         data_dir = Path(tmp) / "data"
         if store == "sqlite":
-            with service_process(model, data_dir) as url:
-                yield url, {"backend": "sqlite", "path": "temporary SQLite file"}
+            with service_process(model, data_dir, env=config.env, log_path=log) as url:
+                yield url, {"backend": "sqlite", "path": "temporary SQLite file"}, _service_pid()
             return
         with throwaway_namespace(args.redis_url) as ns:
             info: dict[str, Any] = {
@@ -246,190 +239,156 @@ def _service(args: argparse.Namespace, store: str) -> Iterator[tuple[str, dict[s
                 "namespace": ns.name,
             }
             with service_process(
-                model, data_dir, redis_url=args.redis_url, redis_namespace=ns.name
+                model,
+                data_dir,
+                env=config.env,
+                log_path=log,
+                redis_url=args.redis_url,
+                redis_namespace=ns.name,
             ) as url:
-                yield url, info
+                yield url, info, _service_pid()
         info["keys_deleted"] = ns.keys_deleted
 
 
-def _store_line(info: dict[str, Any]) -> str:
-    if info["backend"] == "redis":
-        return (
-            f"redis = {info['url']}, namespace {info['namespace']} "
-            f"({info.get('keys_deleted')} keys deleted afterwards)"
-        )
-    return "sqlite = embedded store in a temporary SQLite file"
-
-
-def _client_table(title: str, unit: str, runs: dict[str, ClientWindow]) -> list[str]:
-    lines = [
-        f"    {title}",
-        f"    {'store':<8} {unit:>11} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7} {'client cpu':>11}",
-    ]
-    for store, run in runs.items():
-        s = run.stats
-        flag = "  CLIENT-BOUND" if run.client_bound else ""
-        lines.append(
-            f"    {store:<8} {s.throughput_rps:>11.1f} {s.p50_ms:>9.1f} {s.p99_ms:>9.1f} "
-            f"{s.error_rate:>7.1%} {run.cpu_share:>11.0%}{flag}"
-        )
-    return lines
-
-
-# Width of one store's columns in the stage table (calls, ms/call, ms/request, share).
-_CELL = 34
-
-
-def _requests_cell(request: dict[str, Any]) -> str:
-    return f"{request['calls']} requests, mean {request['mean_ms']:.1f} ms"
-
-
-def _stage_table(title: str, windows: dict[str, dict[str, Any]]) -> list[str]:
-    """One stage per row, one block of columns per store, so stores compare side by side."""
-    stores = list(windows)
-    lines = [
-        f"  {title}",
-        f"    {'':<14}" + "".join(f"  {store:^{_CELL}}" for store in stores),
-        f"    {'':<14}"
-        + "".join(f"  {_requests_cell(windows[s]['request']):^{_CELL}}" for s in stores),
-        f"    {'stage':<14}"
-        + "".join(f"  {'calls':>7} {'ms/call':>9} {'ms/req':>9} {'share':>6}" for _ in stores),
-    ]
-    names = list(dict.fromkeys(s.name for w in windows.values() for s in w["stages"]))
-    accounted = dict.fromkeys(stores, 0.0)
-    for name in names:
-        cells = []
-        for store in stores:
-            req = windows[store]["request"]
-            stage = next((s for s in windows[store]["stages"] if s.name == name), None)
-            if stage is None:
-                cells.append(f"{'-':>{_CELL}}")
-                continue
-            per_request = 1000 * stage.total_s / max(req["calls"], 1)
-            accounted[store] += per_request
-            share = per_request / req["mean_ms"] if req["mean_ms"] else 0.0
-            cells.append(
-                f"{stage.calls:>7} {stage.mean_ms:>9.2f} {per_request:>9.2f} {share:>6.0%}"
-            )
-        lines.append(f"    {name:<14}" + "".join(f"  {c}" for c in cells))
-    rest_cells = []
-    for store in stores:
-        mean = windows[store]["request"]["mean_ms"]
-        rest = mean - accounted[store]
-        share = rest / mean if mean else 0.0
-        rest_cells.append(f"{'':>7} {'':>9} {rest:>9.2f} {share:>6.0%}")
-    lines.append(f"    {'(rest)':<14}" + "".join(f"  {c}" for c in rest_cells))
-    return lines
-
-
-def _measure_store(args: argparse.Namespace, store: str) -> dict[str, Any]:
-    print(f"(b, c) service over HTTP, {store} store", file=sys.stderr)
-    t0 = time.monotonic()
-    with _service(args, store) as (url, info):
-        start_s = time.monotonic() - t0
-        result = asyncio.run(_measure_service(url, store, args))
-    result["store"] = info
-    result["timing_s"] = {
-        "service_start": start_s,
-        "seed": result.pop("seed_s"),
-        "total": time.monotonic() - t0,
-    }
-    return result
-
-
-def _summary(
-    args: argparse.Namespace,
-    started: datetime,
-    photos: int,
-    ort: list[BatchThroughput],
-    services: dict[str, dict[str, Any]],
-    timing: dict[str, float],
-) -> str:
-    best = max(ort, key=lambda b: b.images_per_s)
-    single = ort[0].images_per_s
-    sizes = {name: s["gallery_items"] for name, s in services.items()}
-    gallery = (
-        f"{next(iter(sizes.values()))} items"
-        if len(set(sizes.values())) == 1
-        else ", ".join(f"{n} {size} items" for n, size in sizes.items())
+def _plan(args: argparse.Namespace) -> SessionPlan:
+    return SessionPlan(
+        warmup_s=args.warmup_seconds,
+        search_s=args.search_seconds,
+        single_s=args.single_seconds,
+        enroll_s=args.enroll_seconds,
+        enroll_clients=args.enroll_clients,
+        enroll_images=args.enroll_images,
+        open_loop_s=args.open_loop_seconds,
+        max_in_flight=args.max_in_flight,
+        gallery_copies=args.gallery_copies,
     )
-    lines = [
-        f"Benchmark of {args.model} ({started.isoformat(timespec='seconds')}), "
-        f"{photos} photos, gallery of {gallery}",
-        "stores: " + "; ".join(_store_line(s["store"]) for s in services.values()),
-        "",
-        "(a) raw ONNX Runtime embedding throughput (preprocessed input, one caller)",
-        f"    {'batch':>5} {'images/s':>10}",
-        *(f"    {b.batch_size:>5} {b.images_per_s:>10.1f}" for b in ort),
-        f"    best: batch {best.batch_size}, {best.images_per_s:.1f} images/s",
-        "",
-        f"(b) service over HTTP at saturation ({args.clients} closed-loop clients)",
-        *_client_table(
-            f"search, {args.search_seconds:g} s",
-            "searches/s",
-            {name: s["search"] for name, s in services.items()},
-        ),
-        *(
-            f"    {name}: ratio service / best raw ORT = "
-            f"{s['search'].stats.throughput_rps / best.images_per_s:.2f}  "
-            f"(/ raw ORT at batch 1: {s['search'].stats.throughput_rps / single:.2f})"
-            for name, s in services.items()
-        ),
-        *_client_table(
-            f"enrollment (1 image per request), {args.enroll_seconds:g} s",
-            "requests/s",
-            {name: s["enroll"] for name, s in services.items()},
-        ),
-        "    client cpu = this bench process's CPU time per wall second in the window (100 % =",
-        "    one core). It shares the cores with the service: CLIENT-BOUND (>= "
-        f"{CLIENT_CPU_WARNING:.0%}) means the",
-        "    client may be what limits the figure, not the service.",
-        "",
-        "(c) time per stage, from the service's /metrics (ms/req = stage time per request;",
-        "    share = of the request's mean time in the service)",
-        *_stage_table("search window", {n: s["search_window"] for n, s in services.items()}),
-        *_stage_table("enrollment window", {n: s["enroll_window"] for n, s in services.items()}),
-        "    (rest = HTTP, multipart parsing, waiting for a worker thread or lock, and any work",
-        "    without a stage of its own)",
-        "",
-        f"total bench time {timing['total']:.0f} s (raw ORT {timing['ort']:.0f} s; "
-        + "; ".join(
-            f"{name}: service start {s['timing_s']['service_start']:.0f} s, "
-            f"seeding {s['timing_s']['seed']:.0f} s, all {s['timing_s']['total']:.0f} s"
-            for name, s in services.items()
-        )
-        + ")",
-    ]
-    # Centred column headings would leave trailing blanks.
-    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
-def _stages_json(window: dict[str, Any]) -> dict[str, Any]:
+async def _open_session(
+    url: str, pid: int, store: str, photos: PhotoSet, args: argparse.Namespace
+) -> tuple[httpx.AsyncClient, ServiceSession]:
+    client = httpx.AsyncClient(base_url=url, timeout=60)
+    info = (await client.get("/info")).raise_for_status().json()
+    if info["store_backend"] != store:
+        # A stray setting must not get one store's figures reported as the other's.
+        await client.aclose()
+        raise RuntimeError(f"asked for the {store} store, got {info['store_backend']}")
+    session = ServiceSession(
+        client, LeanClient(url, timeout_s=args.timeout), pid, photos, _plan(args)
+    )
+    return client, session
+
+
+def _window_line(name: str, w: ServiceWindow) -> None:
+    s = w.stats
+    _log(
+        f"    {name}: {s.throughput_rps:.1f}/s ok, p50 {s.p50_ms:.1f} ms, p95 {s.p95_ms:.1f} ms, "
+        f"errors {s.errors}, mean batch {w.batching.mean_batch_size:.1f}, "
+        f"client cpu {w.cpu.client_share:.0%}"
+    )
+
+
+async def _batching_on(
+    url: str, pid: int, store: str, photos: PhotoSet, args: argparse.Namespace
+) -> dict[str, Any]:
+    client, session = await _open_session(url, pid, store, photos, args)
+    try:
+        out: dict[str, Any] = {"gallery_items": await session.seed()}
+        await session.warm_up(args.saturation_clients)
+        for key, users, seconds in (
+            ("saturation", args.saturation_clients, args.search_seconds),
+            ("concurrent", args.clients, args.search_seconds),
+            ("one_client", 1, args.single_seconds),
+        ):
+            out[key] = await session.closed_search(users, seconds)
+            _window_line(f"search, {users} client{'s' if users > 1 else ''}", out[key])
+        out["enroll"] = await session.enrollment()
+        _window_line(f"enrollment, {args.enroll_clients} clients", out["enroll"])
+        rate = max(out["saturation"].stats.throughput_rps, out["concurrent"].stats.throughput_rps)
+        if rate <= 0:
+            raise RuntimeError("no search was answered 2xx: see the service log in the report")
+        for key, load in (("baseline", args.baseline_load), ("overload", args.overload)):
+            out[key] = await session.open_step(load * rate)
+            step = out[key].step
+            _log(
+                f"    open loop {step.requested_rps:.1f}/s: sent {step.achieved_rps:.1f}/s, "
+                f"accepted {step.accepted}, p99 {step.accepted_p99_ms:.1f} ms, "
+                f"503 {step.rejected}"
+            )
+        return out
+    finally:
+        await session.close()
+        await client.aclose()
+
+
+async def _compare(
+    url: str, pid: int, store: str, photos: PhotoSet, args: argparse.Namespace
+) -> ServiceWindow:
+    client, session = await _open_session(url, pid, store, photos, args)
+    try:
+        await session.seed()
+        await session.warm_up(args.clients)
+        window = await session.closed_search(args.clients, args.search_seconds)
+        _window_line(f"search, {args.clients} clients", window)
+        return window
+    finally:
+        await session.close()
+        await client.aclose()
+
+
+def _measure_store(
+    args: argparse.Namespace, store: str, photos: PhotoSet, has_batching: bool, log_dir: Path
+) -> StoreRun:
+    timing: dict[str, float] = {}
+    infos: dict[str, dict[str, Any]] = {}
+    t0 = time.monotonic()
+    _log(f"(b) service, {BATCHING_ON.title}, {store} store")
+    with _service(args, store, BATCHING_ON, log_dir) as (url, infos["on"], pid):
+        on = asyncio.run(_batching_on(url, pid, store, photos, args))
+    timing["batching_on"] = time.monotonic() - t0
+    compared = {}
+    for config in (BATCHING_OFF, BATCH_ONE):
+        t1 = time.monotonic()
+        _log(f"(c) service, {config.title}, {store} store")
+        with _service(args, store, config, log_dir) as (url, infos[config.name], pid):
+            compared[config.name] = asyncio.run(_compare(url, pid, store, photos, args))
+        timing[f"batching_{config.name}"] = time.monotonic() - t1
+    timing["total"] = time.monotonic() - t0
+    return StoreRun(
+        store=infos["on"],
+        stores=infos,
+        gallery_items=on["gallery_items"],
+        has_batching=has_batching,
+        saturation=on["saturation"],
+        concurrent=on["concurrent"],
+        one_client=on["one_client"],
+        enroll=on["enroll"],
+        enroll_images=args.enroll_images,
+        baseline=on["baseline"],
+        overload=on["overload"],
+        off=compared["off"],
+        batch1=compared["batch1"],
+        timing_s=timing,
+    )
+
+
+def _store_json(run: StoreRun, inproc: InProcessBaselines, ort_threads: int) -> dict[str, Any]:
+    windows = ("saturation", "concurrent", "one_client", "enroll", "off", "batch1")
     return {
-        "request": window["request"],
-        "stages": [asdict(s) | {"mean_ms": s.mean_ms} for s in window["stages"]],
-    }
-
-
-def _service_json(service: dict[str, Any], best: BatchThroughput, single: float) -> dict[str, Any]:
-    search: ClientWindow = service["search"]
-    enroll: ClientWindow = service["enroll"]
-    return {
-        "store": service["store"],
-        "gallery_items": service["gallery_items"],
-        "search": asdict(search.stats),
-        "search_over_ort_best": search.stats.throughput_rps / best.images_per_s,
-        "search_over_ort_batch1": search.stats.throughput_rps / single,
-        "search_client": {"cpu_s": search.cpu_s, "wall_s": search.wall_s}
-        | {"cpu_share": search.cpu_share, "client_bound": search.client_bound},
-        "enroll": asdict(enroll.stats),
-        "enroll_client": {"cpu_s": enroll.cpu_s, "wall_s": enroll.wall_s}
-        | {"cpu_share": enroll.cpu_share, "client_bound": enroll.client_bound},
-        "stages": {
-            "search": _stages_json(service["search_window"]),
-            "enroll": _stages_json(service["enroll_window"]),
+        "store": run.store,
+        "stores": run.stores,
+        "gallery_items": run.gallery_items,
+        "has_batching": run.has_batching,
+        "saturation_rps": run.saturation_rps,
+        "enroll_images": run.enroll_images,
+        "enroll_images_per_s": run.enroll_images_per_s,
+        "windows": {name: getattr(run, name).to_json() for name in windows},
+        "open_loop": {
+            name: asdict(getattr(run, name).step) | {"window": getattr(run, name).window.to_json()}
+            for name in ("baseline", "overload")
         },
-        "timing_s": service["timing_s"],
+        "breakdown": asdict(search_breakdown(run.saturation, inproc, ort_threads=ort_threads)),
+        "timing_s": run.timing_s,
     }
 
 
@@ -443,38 +402,57 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"bench: {exc}") from None
     started = datetime.now(UTC)
     t_start = time.monotonic()
-    photos = build_photo_set().all_views()
-    print(
-        f"(a) raw ONNX Runtime throughput, {args.ort_seconds:g} s per batch size", file=sys.stderr
-    )
-    ort = measure_ort_throughput(
-        args.model, photos, batch_sizes=BATCH_SIZES, seconds_per_size=args.ort_seconds
-    )
-    timing = {"ort": time.monotonic() - t_start}
-    best = max(ort, key=lambda b: b.images_per_s)
-    # One store after the other, never at once: each gets the whole machine.
-    services = {store: _measure_store(args, store) for store in stores}
-    timing["total"] = time.monotonic() - t_start
-
-    text = _summary(args, started, len(photos), ort, services, timing)
-    print(text)
     out_dir = args.out / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = {
+    photos = build_large_photo_set(args.photo_views, megapixels=args.megapixels)
+    bodies = photos.all_views()
+    settings = _settings(BATCHING_ON, args.model)
+    has_batching = "batching" in Settings.model_fields
+    inproc = _measure_inprocess(args, settings, bodies)
+    timing = {"in_process": time.monotonic() - t_start}
+    # One store after the other, never at once: each gets the whole machine.
+    runs = {store: _measure_store(args, store, photos, has_batching, out_dir) for store in stores}
+    targets = {store: serving_targets(inproc, run) for store, run in runs.items()}
+    timing["total"] = time.monotonic() - t_start
+    ort_threads = _ort_threads(settings)
+    meta = {
         "model": str(args.model),
         "started": started.isoformat(timespec="seconds"),
-        "clients": args.clients,
-        "stores": stores,
-        "ort": [asdict(b) | {"images_per_s": b.images_per_s} for b in ort],
-        "ort_best": {"batch_size": best.batch_size, "images_per_s": best.images_per_s},
-        "services": {
-            name: _service_json(s, best, ort[0].images_per_s) for name, s in services.items()
+        "uploads": len(bodies),
+        "upload_mean_bytes": sum(map(len, bodies)) / len(bodies),
+        "megapixels": args.megapixels,
+        "settings": {
+            k: v
+            for k, v in settings.model_dump(mode="json").items()
+            if k not in ("redis_url", "model_path", "data_dir")
         },
+        "has_batching": has_batching,
+        "ort_threads": ort_threads,
+        "clients": args.clients,
+        "saturation_clients": args.saturation_clients,
+        "enroll_clients": args.enroll_clients,
+        "stores": stores,
         "timing_s": timing,
     }
-    (out_dir / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = summary_text(meta, inproc, runs, targets)
+    print(text)
+    report = {
+        **meta,
+        "in_process": {
+            "ort_threads": inproc.ort_threads,
+            "raw_ort": [asdict(b) | {"images_per_s": b.images_per_s} for b in inproc.raw],
+            "raw_ort_best": asdict(inproc.best) | {"images_per_s": inproc.best.images_per_s},
+            "pipeline": asdict(inproc.pipeline) | {"images_per_s": inproc.pipeline.images_per_s},
+            "single_image": asdict(inproc.single),
+        },
+        "services": {store: _store_json(run, inproc, ort_threads) for store, run in runs.items()},
+        "targets": {store: [target_json(t) for t in ts] for store, ts in targets.items()},
+    }
+    (out_dir / "bench.json").write_text(
+        json.dumps(finite_json(report), indent=2, allow_nan=False) + "\n"
+    )
     (out_dir / "summary.txt").write_text(text)
-    print(f"report: {out_dir}/bench.json, summary.txt", file=sys.stderr)
+    _log(f"report: {out_dir}/bench.json, summary.txt")
     return 0
 
 

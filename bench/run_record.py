@@ -1,0 +1,69 @@
+"""What one bench run measured: the in-process baselines, and per store the service's windows
+under each configuration — the inputs of the targets and of the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bench.inprocess_pipeline import PipelineThroughput
+from bench.open_loop_step import OpenLoopStep
+from bench.ort_throughput import BatchThroughput
+from bench.service_window import ServiceWindow
+from bench.single_image_latency import SingleImageLatency
+
+
+@dataclass(frozen=True)
+class InProcessBaselines:
+    """Measured in the bench process before any service starts, with the service's ORT
+    thread count (``ort_threads`` as configured: 0 = ORT's default, one per core)."""
+
+    ort_threads: int
+    raw: list[BatchThroughput]
+    pipeline: PipelineThroughput
+    single: SingleImageLatency
+
+    @property
+    def best(self) -> BatchThroughput:
+        return max(self.raw, key=lambda b: b.images_per_s)
+
+
+@dataclass(frozen=True)
+class OpenLoopRun:
+    step: OpenLoopStep
+    window: ServiceWindow
+
+
+@dataclass(frozen=True)
+class StoreRun:
+    """One store's service measurements. Batching on (the service's defaults): ``saturation``
+    (closed loop, many clients), ``concurrent`` (the comparison's client count), ``one_client``,
+    ``enroll`` (``enroll_images`` per request), the open-loop ``baseline`` and ``overload``
+    steps. Then the same ``concurrent`` load on the released path (``off``) and on one executor
+    at batch size 1 (``batch1``). ``store``: what the report says about the batching-on
+    service's store; ``stores``: the same per configuration (each had its own, thrown away
+    afterwards). ``has_batching``: the service has the batching setting at all
+    (``False``: a build from before issue 10, where on and off are the same path)."""
+
+    store: dict[str, object]
+    stores: dict[str, dict[str, object]]
+    gallery_items: int
+    has_batching: bool
+    saturation: ServiceWindow
+    concurrent: ServiceWindow
+    one_client: ServiceWindow
+    enroll: ServiceWindow
+    enroll_images: int
+    baseline: OpenLoopRun
+    overload: OpenLoopRun
+    off: ServiceWindow
+    batch1: ServiceWindow
+    timing_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def saturation_rps(self) -> float:
+        """The best closed-loop search rate measured with batching on."""
+        return max(self.saturation.stats.throughput_rps, self.concurrent.stats.throughput_rps)
+
+    @property
+    def enroll_images_per_s(self) -> float:
+        return self.enroll.stats.throughput_rps * self.enroll_images
