@@ -10,10 +10,10 @@ On ≈ 1 MP JPEG uploads cut from the shipped photos (bench/large_photos.py):
     same JPEGs the same way in worker threads while ORT runs the best batch size (the serving
     overhead's baseline); decode + batch-1 inference one image at a time.
 (b) the service (its own uvicorn process, a seeded gallery, a throw-away store) with batching
-    on, its defaults: closed-loop searches at --saturation-clients and at --clients, one client
-    at a time, closed-loop enrollments of --enroll-images images per request, then open loop at
-    --baseline-load and at --overload x the best closed-loop rate for --open-loop-seconds
-    each. All measured requests are sent by a lean client (pre-built bodies, this one
+    on, its defaults: closed-loop searches at --saturation-clients (by default as many as its
+    admission queue admits) and at --clients, one client at a time, closed-loop enrollments of
+    --enroll-images images per request, then open loop at --baseline-load and at --overload x
+    the best closed-loop rate for --open-loop-seconds each. All measured requests are sent by a lean client (pre-built bodies, this one
     process), whose CPU share is printed.
 (c) the same --clients searches on the released path (batching off; its defaults: 8 worker
     threads, each calling the session) and on one executor at batch size 1 (same threads).
@@ -69,6 +69,8 @@ from bench.single_image_latency import measure_single_image
 from bench.targets import target_json
 
 STORES = ("sqlite", "redis")
+# Saturation clients for a service from before issue 10 (no admission queue to fill).
+_NO_ADMISSION_CLIENTS = 16
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -130,7 +132,14 @@ def _parser() -> argparse.ArgumentParser:
         "bench deletes that namespace's keys afterwards",
     )
     flag("--clients", int, 8, "concurrent closed-loop clients of the batching on/off comparison")
-    flag("--saturation-clients", int, 16, "concurrent closed-loop clients of the saturation window")
+    flag(
+        "--saturation-clients",
+        int,
+        0,
+        "concurrent closed-loop clients of the saturation window; 0: the service's\n"
+        f"admission_queue, the most requests it admits at once ({_NO_ADMISSION_CLIENTS} for a "
+        "service without one)",
+    )
     flag("--search-seconds", float, 15.0, "each closed-loop search window")
     flag("--single-seconds", float, 8.0, "one client at a time, over HTTP and in process")
     flag("--warmup-seconds", float, 3.0, "unmeasured searches after each service starts")
@@ -408,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     bodies = photos.all_views()
     settings = _settings(BATCHING_ON, args.model)
     has_batching = "batching" in Settings.model_fields
+    if args.saturation_clients <= 0:
+        # Saturation = the admission queue kept full: more clients would only collect 503s.
+        args.saturation_clients = getattr(settings, "admission_queue", _NO_ADMISSION_CLIENTS)
     inproc = _measure_inprocess(args, settings, bodies)
     timing = {"in_process": time.monotonic() - t_start}
     # One store after the other, never at once: each gets the whole machine.
