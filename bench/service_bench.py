@@ -13,8 +13,8 @@ On ≈ 1 MP JPEG uploads cut from the shipped photos (bench/large_photos.py):
     on, its defaults: closed-loop searches at --saturation-clients (by default as many as its
     admission queue admits) and at --clients, one client at a time, closed-loop enrollments of
     --enroll-images images per request, then open loop at --baseline-load and at --overload x
-    the best closed-loop rate for --open-loop-seconds each. All measured requests are sent by a lean client (pre-built bodies, this one
-    process), whose CPU share is printed.
+    the best closed-loop rate for --open-loop-seconds each. All measured requests are sent by
+    a lean client (pre-built bodies, this one process), whose CPU share is printed.
 (c) the same --clients searches on the released path (batching off; its defaults: 8 worker
     threads, each calling the session) and on one executor at batch size 1 (same threads).
 
