@@ -39,7 +39,8 @@ class FaultPlan:
     """What the fault injector does, and what it saw."""
 
     # Hold every enroll-scenario request this long after reading its body, then let the real
-    # app commit it: longer than the client's timeout, so the commit lands after it gave up.
+    # app commit it, its client's disconnect hidden from it: longer than the client's timeout,
+    # so the commit lands after it gave up.
     slow_enroll_s: float = 0.0
     # The first DELETE of every item answers 503 without reaching the app.
     fail_first_delete: bool = False
@@ -92,7 +93,11 @@ class FaultInjector:
             if not replayed:
                 replayed = True
                 return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+            # The client's disconnect is never passed on. The service drops a request whose
+            # client left before its inference, so this stands for a client that gives up
+            # once the work is under way (a slow store commit): it still commits, for nobody.
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
 
         async def record(message: Message) -> None:
             if message["type"] == "http.response.start":
