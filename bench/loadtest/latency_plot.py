@@ -34,7 +34,7 @@ def failure_shares(stats: EndpointStats) -> tuple[float, float]:
     return stats.rejected / stats.requests, (stats.errors - stats.rejected) / stats.requests
 
 
-def _draw_failures(ax: Axes, rows: Sequence[LevelResult]) -> None:
+def _draw_failures(ax: Axes, rows: Sequence[LevelResult]) -> Axes:
     totals = [next(e for e in r.endpoints if e.endpoint == ALL_ENDPOINTS) for r in rows]
     xs = [r.offered_rps for r in rows]
     gaps = [b - a for a, b in itertools.pairwise(xs) if b > a]
@@ -52,10 +52,10 @@ def _draw_failures(ax: Axes, rows: Sequence[LevelResult]) -> None:
             bars.annotate(f"{r + o:.0f}%", (x, r + o), ha="center", va="bottom", fontsize=7)
     bars.set_ylim(0, 105)
     bars.set_ylabel("failed requests (% of the level)")
-    bars.legend(fontsize=7, loc="upper right")
     # Latency lines above the bars.
     ax.set_zorder(bars.get_zorder() + 1)
     ax.patch.set_visible(False)
+    return bars
 
 
 def plot_latency(results: Sequence[LevelResult], path: Path) -> None:
@@ -84,12 +84,15 @@ def latency_figure(results: Sequence[LevelResult]) -> Figure:
                         xs.append(r.offered_rps)
                         ys.append(value)
                 ax.plot(xs, ys, style, marker="o", color=f"C{colour}", label=f"{endpoint} {label}")
-        _draw_failures(ax, rows)
+        bars = _draw_failures(ax, rows)
         ax.set_title(scenario)
         ax.set_xlabel("offered load (requests/s)")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
+        # One legend for lines and bars, on the latency axis (drawn above the bars).
+        lines, labels = ax.get_legend_handles_labels()
+        patches, bar_labels = bars.get_legend_handles_labels()
+        ax.legend(lines + patches, labels + bar_labels, fontsize=7, loc="upper left")
     axes[0][0].set_ylabel("latency from scheduled send (ms)")
     fig.tight_layout()
     return fig

@@ -55,8 +55,11 @@ def test_bars_drawn_per_level_stacked_rejections_then_errors(tmp_path: Path) -> 
     assert [r.get_height() for r in rejected] == pytest.approx([0, 20, 75])
     assert [r.get_height() for r in other] == pytest.approx([0, 10, 0])
     assert [r.get_y() for r in other] == pytest.approx([0, 20, 75])  # on top of the 503s
-    labels = [t.get_text() for t in bars_ax.get_legend().get_texts()]
-    assert labels == ["503 rejections %", "other errors %"]
+    legend = latency_ax.get_legend()
+    assert legend is not None
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels[-2:] == ["503 rejections %", "other errors %"]
+    assert labels[:3] == ["POST /search p50", "POST /search p95", "POST /search p99"]
     assert [t.get_text() for t in bars_ax.texts] == ["30%", "75%"]
     plot_latency(LEVELS, tmp_path / "latency.png")
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
