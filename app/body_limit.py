@@ -17,6 +17,7 @@ from http import HTTPStatus
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.problem import PROBLEM_JSON
+from app.request_body import drain_body, expects_continue
 
 
 class BodyTooLargeError(Exception):
@@ -38,8 +39,8 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            if not _expects_continue(scope) and declared <= self.drain_limit:
-                await _drain(receive, self.drain_limit)
+            if not expects_continue(scope) and declared <= self.drain_limit:
+                await drain_body(receive, self.drain_limit)
             await self._send_413(send)
             return
 
@@ -53,7 +54,7 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     if message.get("more_body", False):
-                        await _drain(receive, self.drain_limit - received)
+                        await drain_body(receive, self.drain_limit - received)
                     raise BodyTooLargeError
             return message
 
@@ -107,25 +108,6 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-def _expects_continue(scope: Scope) -> bool:
-    return any(
-        name == b"expect" and value.strip().lower() == b"100-continue"
-        for name, value in scope.get("headers", ())
-    )
-
-
-async def _drain(receive: Receive, budget: int) -> None:
-    """Read and drop the rest of the body, at most ``budget`` bytes."""
-    seen = 0
-    while seen <= budget:
-        message = await receive()
-        if message["type"] != "http.request":
-            return
-        seen += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            return
 
 
 def _caused_by_body_limit(exc: BaseException) -> bool:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from starlette.datastructures import FormData
 
+from app.request_body import drain_body, expects_continue
 from app.retriever import Retriever
 from app.retriever_errors import UnsupportedMediaTypeError
 from app.service_state import ServiceState
@@ -33,6 +34,25 @@ def get_settings(state: Annotated[ServiceState, Depends(get_state)]) -> Settings
 
 def get_retriever(state: Annotated[ServiceState, Depends(get_state)]) -> Retriever:
     return state.require_retriever()
+
+
+async def admission_gate(
+    request: Request, state: Annotated[ServiceState, Depends(get_state)]
+) -> None:
+    """Turn a search or enrollment away at once when the admission queue is full.
+
+    Runs on the headers, before anything parses the body: the body is read and discarded (up
+    to the request limit, which the body-limit middleware enforces), so the client, still
+    sending, reads a complete 503 instead of a reset. A client waiting for ``100 Continue`` is
+    answered before it uploads anything.
+    """
+    admission = state.admission
+    if not admission.is_full():
+        return
+    error = admission.refuse()
+    if not expects_continue(request.scope):
+        await drain_body(request.receive, state.settings.max_request_bytes)
+    raise error
 
 
 async def multipart_form(request: Request) -> AsyncIterator[FormData]:

@@ -12,9 +12,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.request_body import expects_continue
 from app.retriever_errors import (
+    ClientGoneError,
+    InferenceFailedError,
     InvalidCursorError,
     NotReadyError,
+    QueueFullError,
+    QueueTimeoutError,
     TooManyImagesError,
     UnsupportedMediaTypeError,
 )
@@ -42,11 +47,24 @@ _STATUS_OF: Mapping[type[Exception], int] = {
     UnsupportedMediaTypeError: 415,
     TooManyImagesError: 422,
     InvalidCursorError: 422,
+    QueueFullError: 503,
+    QueueTimeoutError: 503,
+    InferenceFailedError: 500,
 }
+# Overload passes within a second or so; the other 503s (starting, store down) take longer.
+_RETRY_AFTER_S: Mapping[type[Exception], int] = {QueueFullError: 1, QueueTimeoutError: 1}
+DEFAULT_RETRY_AFTER_S = 5
+# nginx's "client closed request": recorded in the metrics, never seen by the client.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def problem_response(
-    status: int, detail: str, *, title: str | None = None, **extra: Any
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    retry_after_s: int = DEFAULT_RETRY_AFTER_S,
+    **extra: Any,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": "about:blank",
@@ -55,7 +73,7 @@ def problem_response(
         "detail": detail,
     }
     body.update(extra)
-    headers = {"Retry-After": "5"} if status == 503 else None
+    headers = {"Retry-After": str(retry_after_s)} if status == 503 else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -85,8 +103,21 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
         for exc_type, status in _STATUS_OF.items():
             if isinstance(exc, exc_type):
-                return problem_response(status, _exception_detail(exc))
+                retry_after = _RETRY_AFTER_S.get(exc_type, DEFAULT_RETRY_AFTER_S)
+                response = problem_response(
+                    status, _exception_detail(exc), retry_after_s=retry_after
+                )
+                if isinstance(exc, QueueFullError) and expects_continue(request.scope):
+                    # Turned away before its body was sent: the connection cannot be reused.
+                    response.headers["Connection"] = "close"
+                return response
         raise exc  # pragma: no cover - only registered for the mapped types
+
+    async def on_client_gone(request: Request, exc: Exception) -> JSONResponse:
+        # Nobody reads this; it is what the request metrics record.
+        return problem_response(
+            CLIENT_CLOSED_REQUEST, _exception_detail(exc), title="Client Closed Request"
+        )
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -96,4 +127,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     for exc_type in _STATUS_OF:
         app.add_exception_handler(exc_type, on_domain_error)
+    app.add_exception_handler(ClientGoneError, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)

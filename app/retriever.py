@@ -1,7 +1,11 @@
 """The retriever: image bytes → embedding → store (durable) → centroid index → ranked items.
 
 Routes are thin wrappers over this object. Every method is blocking and thread-safe; the HTTP
-layer calls them from worker threads, never on the event loop.
+layer calls them from worker threads, never on the event loop. Inference runs on the retriever's
+:class:`~app.inference_executor.InferenceExecutor` when it has one (batching across requests),
+else in the calling thread. ``search`` and ``enroll`` do a whole request; their steps
+(``decode_*``, ``search_by_embedding``, ``commit_enrollment``) let the HTTP layer wait for the
+executor on the event loop instead of in a worker thread.
 
 Write ordering (per item, under that item's lock): blobs are written first, then the store
 commits, then the in-memory index is updated from the item state the store returned. So a 2xx
@@ -12,15 +16,19 @@ enrollments to one item cannot apply their index updates out of order.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from app.admission_control import AdmissionTicket
+from app.inference_executor import InferenceExecutor, Priority
 from app.metrics import ServiceMetrics
-from app.retriever_errors import TooManyImagesError
+from app.retriever_errors import InferenceFailedError, TooManyImagesError
 from app.striped_lock import StripedLock
 from artifact.image_decode import (
     ImageDecodeError,
@@ -42,6 +50,8 @@ from store.records import (
     NewImage,
 )
 from store.store import Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,8 +91,10 @@ class Retriever:
         max_image_pixels: int,
         max_images_per_request: int,
         gpu_mirror: GpuSearchMirror | None = None,
+        executor: InferenceExecutor | None = None,
     ) -> None:
         self.embedder = embedder
+        self.executor = executor
         self.store = store
         self.index = index
         self.blobs = blobs
@@ -109,22 +121,33 @@ class Retriever:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def enroll(self, item_id: str, uploads: Sequence[Upload]) -> EnrollResult:
+    def enroll(
+        self, item_id: str, uploads: Sequence[Upload], ticket: AdmissionTicket | None = None
+    ) -> EnrollResult:
         """Embed ``uploads`` as one batch and add them to ``item_id`` (all or nothing).
 
         Re-sent bytes (in this call or an earlier one) are not counted twice: their existing
         image id comes back. Raises ImageDecodeError / ImageTooLargeError before anything is
         written, StoreUnavailableError if the store cannot commit.
         """
+        batch = self.decode_enrollment(uploads)
+        embeddings = self._embed(batch, Priority.ENROLL, ticket)
+        return self.commit_enrollment(item_id, uploads, embeddings)
+
+    def decode_enrollment(self, uploads: Sequence[Upload]) -> npt.NDArray[np.uint8]:
+        """``uploads`` → ``(N, 3, H, W)`` uint8, after the per-request limits."""
         if not uploads:
             raise ImageDecodeError("no image in the request (form field 'images')")
         if len(uploads) > self.max_images_per_request:
             raise TooManyImagesError(
                 f"{len(uploads)} images in one request; the limit is {self.max_images_per_request}"
             )
-        batch = self._decode([u.data for u in uploads], [u.filename for u in uploads])
-        with self.metrics.stage("inference"):
-            embeddings = self.embedder.embed(batch)
+        return self._decode([u.data for u in uploads], [u.filename for u in uploads])
+
+    def commit_enrollment(
+        self, item_id: str, uploads: Sequence[Upload], embeddings: npt.NDArray[np.float32]
+    ) -> EnrollResult:
+        """Store ``uploads`` with their ``(N, D)`` embeddings (as the model output them)."""
         hashes = [hashlib.sha256(u.data).hexdigest() for u in uploads]
         new_images = [NewImage(h, e) for h, e in zip(hashes, embeddings, strict=True)]
         with self._item_locks.hold([item_id]), self._hash_locks.hold(hashes):
@@ -163,15 +186,29 @@ class Retriever:
     # -- reads ----------------------------------------------------------------------------
 
     def search(
-        self, data: bytes, k: int, min_score: float | None = None, filename: str = "image"
+        self,
+        data: bytes,
+        k: int,
+        min_score: float | None = None,
+        filename: str = "image",
+        ticket: AdmissionTicket | None = None,
     ) -> list[SearchHit]:
         """Top ``k`` items by cosine between the query and item centroids, best first.
 
         Served from memory only, so searches keep working while the store is unreachable.
         """
-        batch = self._decode([data], [filename])
-        with self.metrics.stage("inference"):
-            query = l2_normalize(self.embedder.embed(batch))
+        embedding = self._embed(self.decode_query(data, filename), Priority.SEARCH, ticket)
+        return self.search_by_embedding(embedding, k, min_score)
+
+    def decode_query(self, data: bytes, filename: str = "image") -> npt.NDArray[np.uint8]:
+        """One query image → ``(1, 3, H, W)`` uint8."""
+        return self._decode([data], [filename])
+
+    def search_by_embedding(
+        self, embedding: npt.NDArray[np.float32], k: int, min_score: float | None = None
+    ) -> list[SearchHit]:
+        """:meth:`search` from the query's ``(1, D)`` embedding as the model output it."""
+        query = l2_normalize(embedding)
         with self.metrics.stage("index_search"):
             (hits,) = self._search_index(query, k)
         return [
@@ -202,7 +239,27 @@ class Retriever:
             "keep_blobs": self.blobs is not None,
         }
 
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.close()
+        self.store.close()
+
     # -- internals ------------------------------------------------------------------------
+
+    def _embed(
+        self, batch: npt.NDArray[np.uint8], priority: Priority, ticket: AdmissionTicket | None
+    ) -> npt.NDArray[np.float32]:
+        """``(N, 3, H, W)`` uint8 → ``(N, D)`` float32, on the executor or in this thread."""
+        if self.executor is not None:
+            return self.executor.submit(batch, priority=priority, ticket=ticket).result()
+        if ticket is not None:
+            ticket.check()
+        with self.metrics.stage("inference"):
+            try:
+                return self.embedder.embed(batch)
+            except Exception as exc:
+                log.error("inference failed on %d images", len(batch), exc_info=exc)
+                raise InferenceFailedError.of_batch(exc, len(batch)) from exc
 
     def _decode(self, blobs: Sequence[bytes], names: Sequence[str]) -> np.ndarray:
         arrays = []

@@ -15,7 +15,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from app.admission_control import AdmissionControl
+from app.inference_executor import InferenceExecutor
 from app.metrics import ServiceMetrics
+from app.request_pipeline import RequestPipeline
 from app.retriever import Retriever
 from app.retriever_errors import NotReadyError
 from app.settings import Settings
@@ -62,6 +65,19 @@ def build_retriever(
     # faiss-gpu (requirements/serve-gpu.txt) on a GPU machine: the CPU index takes the writes,
     # a GPU copy kept in step serves searches. Never the case with faiss-cpu.
     mirror = GpuSearchMirror(index) if settings.allow_gpu and gpu_available() else None
+    # Batching on: this thread is the model's only caller, so ORT's intra-op threads (all cores
+    # unless inference_threads says otherwise) serve one batch at a time instead of
+    # worker_threads concurrent calls contending for the cores.
+    executor = (
+        InferenceExecutor(
+            embedder,
+            max_batch=settings.inference_batch,
+            max_delay_s=settings.batch_max_delay_us / 1e6,
+            metrics=metrics,
+        )
+        if settings.batching
+        else None
+    )
     return Retriever(
         embedder=embedder,
         store=store,
@@ -71,6 +87,7 @@ def build_retriever(
         metrics=metrics,
         max_image_pixels=settings.max_image_pixels,
         max_images_per_request=settings.max_images_per_request,
+        executor=executor,
     )
 
 
@@ -83,6 +100,15 @@ class ServiceState:
     phase: str = "starting"
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+    admission: AdmissionControl = field(init=False)
+    pipeline: RequestPipeline = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Independent of the model: the queue in front of whichever executor is loaded.
+        self.admission = AdmissionControl(
+            self.settings.admission_queue, self.settings.queue_timeout_ms / 1000, self.metrics
+        )
+        self.pipeline = RequestPipeline(self.admission)
 
     def start_loading(self) -> None:
         self._thread = threading.Thread(target=self._load, name="retriever-loader", daemon=True)
@@ -126,8 +152,8 @@ class ServiceState:
             except Exception as exc:
                 self._fail(exc)
                 return
-        if self._stop.is_set():  # closed meanwhile: nobody else would close this store
-            retriever.store.close()
+        if self._stop.is_set():  # closed meanwhile: nobody else would close this retriever
+            retriever.close()
             return
         self.retriever = retriever
         self.phase = "ready"
@@ -147,7 +173,7 @@ class ServiceState:
             self.phase = "rebuilding index"
             items = retriever.rebuild_index()
         except BaseException:
-            retriever.store.close()
+            retriever.close()
             raise
         return retriever, items
 
@@ -169,4 +195,4 @@ class ServiceState:
             # the store's connect timeout.
             self._thread.join(timeout=5)
         if self.retriever is not None:
-            self.retriever.store.close()
+            self.retriever.close()

@@ -38,12 +38,46 @@ class Settings(BaseSettings):
     default_k: int = Field(10, gt=0, description="Results returned by /search when k is not given.")
     max_k: int = Field(100, gt=0, description="Largest k accepted by /search.")
     worker_threads: int = Field(
-        8, gt=0, description="Threads for decoding, inference, index and store work."
+        8,
+        gt=0,
+        description=(
+            "Threads for decoding, index and store work (and inference when batching is off)."
+        ),
     )
     inference_threads: int = Field(
         0, ge=0, description="ONNX Runtime intra-op threads (0: its default, one per core)."
     )
     inference_batch: int = Field(32, gt=0, description="Largest batch sent to the model at once.")
+    batching: bool = Field(
+        True,
+        description=(
+            "Batch concurrent requests' images into one model call (one inference thread); "
+            "false: each worker thread calls the model itself."
+        ),
+    )
+    batch_max_delay_us: int = Field(
+        1000,
+        ge=0,
+        description=(
+            "Longest a partial batch waits for requests still being decoded before it runs "
+            "(microseconds)."
+        ),
+    )
+    admission_queue: int = Field(
+        16,
+        gt=0,
+        description=(
+            "Most searches and enrollments admitted and waiting for inference; beyond it, 503 "
+            "with Retry-After at once."
+        ),
+    )
+    queue_timeout_ms: int = Field(
+        2000,
+        gt=0,
+        description=(
+            "A request that waited longer than this for inference is dropped before it (503)."
+        ),
+    )
     allow_gpu: bool = Field(True, description="Use CUDA when onnxruntime-gpu sees a GPU.")
     log_level: str = Field("info", description="Python log level.")
 

@@ -7,10 +7,18 @@ import binascii
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.dependencies import ITEM_ID_PATTERN, FormDep, ImageIdPath, ItemIdPath, RetrieverDep
+from app.dependencies import (
+    ITEM_ID_PATTERN,
+    FormDep,
+    ImageIdPath,
+    ItemIdPath,
+    RetrieverDep,
+    StateDep,
+    admission_gate,
+)
 from app.retriever_errors import InvalidCursorError
 from app.schemas import (
     PROBLEM_RESPONSES,
@@ -53,6 +61,7 @@ def items_router(settings: Settings) -> APIRouter:
         status_code=201,
         response_model=EnrollResponse,
         openapi_extra=multipart_openapi("images", many=True),
+        dependencies=[Depends(admission_gate)],
         summary="Enroll gallery images of an item",
         description=(
             "Multipart form field `images`: one or more image files, embedded as one batch. "
@@ -60,9 +69,15 @@ def items_router(settings: Settings) -> APIRouter:
             "already has is a no-op that returns the existing image id. " + limits
         ),
     )
-    async def enroll(item_id: ItemIdPath, form: FormDep, retriever: RetrieverDep) -> EnrollResponse:
+    async def enroll(
+        request: Request,
+        item_id: ItemIdPath,
+        form: FormDep,
+        state: StateDep,
+        retriever: RetrieverDep,
+    ) -> EnrollResponse:
         uploads = await read_uploads(form, "images")
-        result = await run_in_threadpool(retriever.enroll, item_id, uploads)
+        result = await state.pipeline.enroll(retriever, item_id, uploads, request.receive)
         return EnrollResponse(
             item_id=result.item_id, image_ids=result.image_ids, image_count=result.image_count
         )

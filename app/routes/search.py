@@ -5,10 +5,9 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Query, Request
 
-from app.dependencies import FormDep, RetrieverDep
+from app.dependencies import FormDep, RetrieverDep, StateDep, admission_gate
 from app.schemas import PROBLEM_RESPONSES, SearchResponse, SearchResult
 from app.settings import Settings
 from app.uploads import multipart_openapi, read_uploads
@@ -22,6 +21,7 @@ def search_router(settings: Settings) -> APIRouter:
         "/search",
         response_model=SearchResponse,
         openapi_extra=multipart_openapi("image", many=False),
+        dependencies=[Depends(admission_gate)],
         summary="Find the items most similar to a photo",
         description=(
             "Multipart form field `image`: one image file. Results are distinct items, best "
@@ -30,7 +30,9 @@ def search_router(settings: Settings) -> APIRouter:
         ),
     )
     async def search(
+        request: Request,
         form: FormDep,
+        state: StateDep,
         retriever: RetrieverDep,
         k: Annotated[
             int, Query(ge=1, le=settings.max_k, description=f"Results, 1..{settings.max_k}.")
@@ -43,7 +45,7 @@ def search_router(settings: Settings) -> APIRouter:
         if len(uploads) != 1:
             raise ImageDecodeError(f"form field 'image' must hold one file, got {len(uploads)}")
         upload = uploads[0]
-        hits = await run_in_threadpool(retriever.search, upload.data, k, min_score, upload.filename)
+        hits = await state.pipeline.search(retriever, upload, k, min_score, request.receive)
         return SearchResponse(
             results=[SearchResult(item_id=h.item_id, score=h.score) for h in hits]
         )
