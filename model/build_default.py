@@ -7,7 +7,12 @@ import logging
 import sys
 from pathlib import Path
 
-from model.exporter.default_embedder import build_default_net, default_spec
+from model.exporter.default_embedder import (
+    DEFAULT_JPEG_DRAFT_MIN_RATIO,
+    build_default_net,
+    default_spec,
+)
+from model.exporter.jpeg_draft_option import add_jpeg_draft_arguments
 from model.exporter.onnx_exporter import ParityError, export_embedder
 from model.exporter.parity_photos import load_parity_photos
 
@@ -18,12 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--parity-photos", type=Path, default=None, help="folder of photos (default: skimage's)"
     )
+    add_jpeg_draft_arguments(parser, default=DEFAULT_JPEG_DRAFT_MIN_RATIO)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     net = build_default_net()
     try:
         result = export_embedder(
-            net, default_spec(net), args.out, load_parity_photos(args.parity_photos)
+            net,
+            default_spec(net, jpeg_draft_min_ratio=args.jpeg_draft_min_ratio),
+            args.out,
+            load_parity_photos(args.parity_photos),
         )
     except ParityError as exc:
         # Non-zero exit so make stops; the exporter has left no model file for it to reuse.

@@ -15,6 +15,7 @@ from pathlib import Path
 from artifact.preprocess_spec import PreprocessSpec
 from model.engine.checkpoint import load_model_from_checkpoint
 from model.engine.registries import OUTPUT_NORMALIZED
+from model.exporter.jpeg_draft_option import add_jpeg_draft_arguments, with_jpeg_draft
 from model.exporter.onnx_exporter import ExportResult, ParityError, export_embedder
 from model.exporter.parity_photos import load_parity_photos
 
@@ -31,9 +32,14 @@ def file_version(path: Path) -> str:
 
 
 def export_checkpoint(
-    checkpoint: Path, out_dir: Path, parity_dir: Path | None = None, basename: str = "embedder"
+    checkpoint: Path,
+    out_dir: Path,
+    parity_dir: Path | None = None,
+    basename: str = "embedder",
+    jpeg_draft_min_ratio: float | None = None,
 ) -> ExportResult:
-    """Rebuild the checkpoint's network and export its ``embed`` with the contract."""
+    """Rebuild the checkpoint's network and export its ``embed`` with the contract (JPEG draft
+    off unless ``jpeg_draft_min_ratio`` is given)."""
     net, cfg = load_model_from_checkpoint(checkpoint)
     backbone = net.backbone
     spec = PreprocessSpec(
@@ -49,6 +55,7 @@ def export_checkpoint(
             "scale": [1 / 255],
         },
     )
+    spec = with_jpeg_draft(spec, jpeg_draft_min_ratio)
     return export_embedder(net, spec, out_dir, load_parity_photos(parity_dir), basename=basename)
 
 
@@ -60,9 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         "--parity-photos", type=Path, default=None, help="folder of photos (default: shipped)"
     )
     parser.add_argument("--basename", default="embedder", help="file names <basename>.onnx/.json")
+    # Off unless asked: measure your model with `python -m bench.jpeg_draft_quality` first.
+    add_jpeg_draft_arguments(parser, default=None)
     args = parser.parse_args(argv)
     try:
-        result = export_checkpoint(args.checkpoint, args.out, args.parity_photos, args.basename)
+        result = export_checkpoint(
+            args.checkpoint, args.out, args.parity_photos, args.basename, args.jpeg_draft_min_ratio
+        )
     except ParityError as exc:
         # An expected outcome, not a crash: say what failed and that nothing was written.
         print(f"error: {exc}; nothing was written to {args.out}", file=sys.stderr)

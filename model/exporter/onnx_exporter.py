@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from PIL import Image
 from torch import nn
 
-from artifact.image_decode import stack_batch, to_input_array
+from artifact.image_decode import preprocess_bytes, stack_batch
 from artifact.onnx_embedder import OnnxEmbedder
 from artifact.preprocess_spec import CONTRACT_KEY, PreprocessSpec
 from model.exporter.uint8_input_wrapper import UInt8InputWrapper
@@ -68,12 +67,14 @@ def export_embedder(
     net: nn.Module,
     spec: PreprocessSpec,
     out_dir: Path,
-    parity_photos: Sequence[Image.Image],
+    parity_photos: Sequence[bytes],
     *,
     basename: str = "embedder",
     min_cosine: float = MIN_PARITY_COSINE,
 ) -> ExportResult:
     """Write ``out_dir/<basename>.onnx`` (contract in metadata) and ``<basename>.json``.
+
+    ``parity_photos`` are encoded image files (see ``model.exporter.parity_photos``).
 
     ``net`` must have ``embed(x (N, 3, H, W) float [0, 1]) -> (N, D)``. The batch axis is
     dynamic. The graph is written to a temporary file beside the destination and checked there;
@@ -165,16 +166,16 @@ def _fsync(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def check_parity(
-    wrapper: nn.Module, onnx_path: Path, photos: Sequence[Image.Image]
-) -> ParityReport:
+def check_parity(wrapper: nn.Module, onnx_path: Path, photos: Sequence[bytes]) -> ParityReport:
     """Embed ``photos`` with PyTorch and ONNX Runtime through the same pixel path; compare.
 
-    The ONNX side runs the photos as one batch and again one by one, so the dynamic batch axis
-    is exercised too; the report takes the worse of the two.
+    The pixels are the service's: ``preprocess_bytes`` with the contract read back from the
+    written file, so a JPEG draft it sets is what both sides see. The ONNX side runs the photos
+    as one batch and again one by one, so the dynamic batch axis is exercised too; the report
+    takes the worse of the two.
     """
     embedder = OnnxEmbedder(onnx_path, allow_gpu=False)
-    batch = stack_batch([to_input_array(img, embedder.spec) for img in photos])
+    batch = stack_batch([preprocess_bytes(photo, embedder.spec) for photo in photos])
     with torch.no_grad():
         ref = wrapper.eval()(torch.from_numpy(batch)).numpy().astype(np.float64)
     got_batched = embedder.embed(batch).astype(np.float64)

@@ -289,8 +289,8 @@ def test_the_drafted_box_follows_every_exif_transpose(orientation: int) -> None:
     crop = stored.crop((0, 0, 4, 3))
     shown = stored if method is None else stored.transpose(method)
     expected = crop if method is None else crop.transpose(method)
-    box = tuple(int(v) for v in image_decode._shown_box(orientation, stored.size, 4, 3))
-    assert np.array_equal(np.asarray(shown.crop(box)), np.asarray(expected))
+    x0, y0, x1, y1 = image_decode._shown_box(orientation, stored.size, 4, 3)
+    assert np.array_equal(np.asarray(shown.crop((x0, y0, x1, y1))), np.asarray(expected))
 
 
 def test_draft_keeps_cmyk_and_greyscale_conversion(big_photo: Image.Image) -> None:

@@ -7,6 +7,7 @@ disagreement, leave the destination as it was, and say which cosine it measured.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import stat
@@ -16,11 +17,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor, nn
 
 import model.exporter.onnx_exporter as onnx_exporter
-from artifact.image_decode import stack_batch, to_input_array
+from artifact.image_decode import preprocess_bytes, stack_batch
 from artifact.onnx_embedder import OnnxEmbedder
 from artifact.preprocess_spec import PreprocessSpec
 from model import build_default
@@ -71,7 +71,7 @@ def small_spec() -> PreprocessSpec:
 
 
 @pytest.fixture(scope="module")
-def photos() -> list[Image.Image]:
+def photos() -> list[bytes]:
     return load_parity_photos()
 
 
@@ -83,7 +83,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def test_diverging_graph_is_refused_and_nothing_is_written(
     diverge: str,
     expected_cosine: float,
-    photos: list[Image.Image],
+    photos: list[bytes],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -105,9 +105,7 @@ def test_diverging_graph_is_refused_and_nothing_is_written(
     assert list(out.iterdir()) == []
 
 
-def test_threshold_decides_not_the_difference_alone(
-    photos: list[Image.Image], tmp_path: Path
-) -> None:
+def test_threshold_decides_not_the_difference_alone(photos: list[bytes], tmp_path: Path) -> None:
     # The same subtly diverging module passes a looser bar: it is min_cosine that refused it.
     result = export_embedder(
         SmallEmbedder("tilted"), small_spec(), tmp_path, photos, min_cosine=0.999
@@ -117,7 +115,7 @@ def test_threshold_decides_not_the_difference_alone(
 
 
 def test_failed_export_leaves_the_previous_model_untouched(
-    photos: list[Image.Image], tmp_path: Path
+    photos: list[bytes], tmp_path: Path
 ) -> None:
     export_embedder(SmallEmbedder(), small_spec(), tmp_path, photos)
     before = snapshot(tmp_path)
@@ -128,7 +126,7 @@ def test_failed_export_leaves_the_previous_model_untouched(
 
 
 def test_any_failure_during_the_check_removes_the_temporary_files(
-    photos: list[Image.Image], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    photos: list[bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken_check(*args: object) -> None:
         raise KeyboardInterrupt  # the harshest case: not even an Exception
@@ -139,7 +137,7 @@ def test_any_failure_during_the_check_removes_the_temporary_files(
     assert list((tmp_path / "model").iterdir()) == []
 
 
-def test_well_behaved_module_exports_and_loads(photos: list[Image.Image], tmp_path: Path) -> None:
+def test_well_behaved_module_exports_and_loads(photos: list[bytes], tmp_path: Path) -> None:
     net = SmallEmbedder()
     result = export_embedder(net, small_spec(), tmp_path, photos)
 
@@ -158,7 +156,7 @@ def test_well_behaved_module_exports_and_loads(photos: list[Image.Image], tmp_pa
     assert PreprocessSpec.from_json(result.contract_path.read_text()) == embedder.spec
 
     # The served file computes what the eager module does, on the service's own pixel path.
-    batch = stack_batch([to_input_array(p, embedder.spec) for p in photos])
+    batch = stack_batch([preprocess_bytes(p, embedder.spec) for p in photos])
     with torch.no_grad():
         ref = net.embed(torch.from_numpy(batch).float() / 255).numpy()
     np.testing.assert_allclose(embedder.embed(batch), ref, rtol=1e-4, atol=1e-5)
@@ -170,9 +168,42 @@ def test_build_default_exits_non_zero_and_leaves_no_model_for_make(
     # `make` runs this command for $(MODEL): a refused export must fail the recipe and leave
     # no target behind that a later `make` would take as built.
     monkeypatch.setattr(build_default, "build_default_net", lambda: SmallEmbedder("negated"))
-    monkeypatch.setattr(build_default, "default_spec", lambda net: small_spec())
+    monkeypatch.setattr(build_default, "default_spec", lambda net, **_: small_spec())
     out = tmp_path / "default"
     assert build_default.main(["--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "error: export refused" in err and REPORTED_COSINE.search(err)
     assert list(out.iterdir()) == []
+
+
+class RecordingEmbedder(SmallEmbedder):
+    """:class:`SmallEmbedder` that keeps the eager inputs it was given (``(N, 3, H, W)`` float in
+    ``[0, 1]``), so a test can see which pixels the gate compared on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.eager_inputs: list[Tensor] = []
+
+    def embed(self, x: Tensor) -> Tensor:
+        if not torch.onnx.is_in_onnx_export():
+            self.eager_inputs.append(x.detach().clone())
+        return super().embed(x)
+
+
+def test_the_gate_compares_on_the_contracts_drafted_pixels(tmp_path: Path) -> None:
+    # scikit-image's retina.jpg is 1411×1411: at ratio 3 over 32×32 it decodes at 1/8.
+    photos = load_parity_photos()
+    jpeg = photos[-2]
+    spec = dataclasses.replace(small_spec(), jpeg_draft_min_ratio=3.0)
+    drafted = preprocess_bytes(jpeg, spec)
+    full = preprocess_bytes(jpeg, small_spec())
+    assert not np.array_equal(drafted, full)
+    net = RecordingEmbedder()
+    result = export_embedder(net, spec, tmp_path, photos)
+    assert result.parity.min_cosine >= MIN_PARITY_COSINE
+    # The last eager call is the gate's reference run on the whole batch.
+    seen = (net.eager_inputs[-1] * 255).round().to(torch.uint8).numpy()
+    assert seen.shape == (len(photos), 3, *INPUT_HW)
+    assert np.array_equal(seen[-2], drafted)
+    for photo, pixels in zip(photos, seen, strict=True):
+        assert np.array_equal(pixels, preprocess_bytes(photo, spec))
