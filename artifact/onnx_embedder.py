@@ -47,6 +47,7 @@ class OnnxEmbedder:
         intra_op_threads: int = 0,
         max_batch: int = 64,
         available_providers: Sequence[str] | None = None,
+        allow_spinning: bool = True,
     ) -> None:
         self.path = Path(model_path)
         if not self.path.is_file():
@@ -54,6 +55,10 @@ class OnnxEmbedder:
         options = ort.SessionOptions()
         if intra_op_threads > 0:
             options.intra_op_num_threads = intra_op_threads
+        if not allow_spinning:
+            # ORT's intra-op threads otherwise busy-wait for the next call's work; when other
+            # threads (image decoding) need the same cores between calls, they take it from them.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         available = (
             list(available_providers)

@@ -14,7 +14,7 @@ import onnx
 import pytest
 
 from app.retriever import Upload
-from app.retriever_errors import NotReadyError
+from app.retriever_errors import ExecutorClosedError, NotReadyError
 from app.service_state import ServiceState
 from app.settings import Settings
 from store.records import ModelIdentity
@@ -76,6 +76,28 @@ def test_not_ready_until_loaded(make_state: StateFactory) -> None:
         TINY_SPEC.model_name, TINY_SPEC.model_version, TINY_SPEC.embedding_dim
     )
     assert retriever.embedder.spec == TINY_SPEC and retriever.store.backend == "sqlite"
+
+
+@pytest.mark.parametrize("batching", [True, False], ids=["batching", "unbatched"])
+def test_batching_gives_the_model_one_executor_whose_session_does_not_spin(
+    make_state: StateFactory, batching: bool
+) -> None:
+    state = loaded(make_state(batching=batching))
+    retriever = state.require_retriever()
+    options = retriever.embedder._session.get_session_options()
+    spinning = "session.intra_op.allow_spinning"
+    if not batching:
+        assert retriever.executor is None
+        with pytest.raises(RuntimeError, match="does not have configuration"):
+            options.get_session_config_entry(spinning)  # ORT's default, as released
+        return
+    executor = retriever.executor
+    assert executor is not None and executor.embedder is retriever.embedder
+    assert options.get_session_config_entry(spinning) == "0"
+    state.close()  # stops the executor with the retriever
+    batch = np.zeros((1, 3, TINY_SPEC.height, TINY_SPEC.width), dtype=np.uint8)
+    with pytest.raises(ExecutorClosedError):
+        executor.submit(batch).result(timeout=5)
 
 
 def test_loading_rebuilds_the_index_from_the_store(
