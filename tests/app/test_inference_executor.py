@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -101,15 +102,30 @@ def sample(metrics: ServiceMetrics, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
+@dataclass
+class Busy:
+    """The executor's first batch, search "X", its model call held until ``release`` is set."""
+
+    release: threading.Event
+    future: Future[npt.NDArray[np.float32]]
+    batch: Batch
+
+
+def keep_busy(executor: InferenceExecutor, session: GatedSession, images: Images) -> Busy:
+    """Hold the executor in its first model call: what is submitted next waits in its queue."""
+    release = session.hold(0)
+    batch = images.make("X", 1)
+    future = executor.submit(batch)
+    session.wait_for_calls(1)
+    return Busy(release, future, batch)
+
+
 def test_requests_batched_together_each_get_their_own_rows(
     make_executor: ExecutorFactory, session: GatedSession, metrics: ServiceMetrics
 ) -> None:
     executor = make_executor(max_batch=16)
     images = Images()
-    release = session.hold(0)
-    blocker = images.make("X", 1)
-    first = executor.submit(blocker)
-    session.wait_for_calls(1)
+    busy = keep_busy(executor, session, images)
     # Submitted from several threads while the model is busy: they share the next batch.
     searches = [images.make(f"S{i}", 1) for i in range(5)]
     futures: list[Future[npt.NDArray[np.float32]]] = [Future() for _ in searches]
@@ -123,8 +139,8 @@ def test_requests_batched_together_each_get_their_own_rows(
     for t in threads:
         t.join()
     assert executor.pending == 5 and sample(metrics, "retrieval_inference_pending") == 5
-    release.set()
-    assert_embeds(first, blocker)
+    busy.release.set()
+    assert_embeds(busy.future, busy.batch)
     for future, batch in zip(futures, searches, strict=True):
         assert_embeds(future, batch)
     schedule = images.schedule(session)
@@ -144,21 +160,19 @@ def test_searches_never_wait_behind_more_than_one_enrollment_sub_batch(
 ) -> None:
     executor = make_executor(max_batch=2)
     images = Images()
-    release = session.hold(0)
-    submitted: list[tuple[Future[npt.NDArray[np.float32]], Batch]] = []
+    busy = keep_busy(executor, session, images)
+    submitted = [(busy.future, busy.batch)]
 
     def submit(label: str, rows: int, priority: Priority) -> None:
         batch = images.make(label, rows)
         submitted.append((executor.submit(batch, priority=priority), batch))
 
-    submit("X", 1, Priority.SEARCH)
-    session.wait_for_calls(1)
     submit("E1", 5, Priority.ENROLL)
     submit("S1", 1, Priority.SEARCH)
     submit("S2", 1, Priority.SEARCH)
     submit("S3", 1, Priority.SEARCH)
     submit("E2", 1, Priority.ENROLL)
-    release.set()
+    busy.release.set()
     for future, batch in submitted:
         assert_embeds(future, batch)
     # Sub-batches of at most 2 images; the kinds alternate while both wait (the last batch was
@@ -178,17 +192,14 @@ def test_a_failing_model_call_fails_its_batch_only(
 ) -> None:
     executor = make_executor(max_batch=2)
     images = Images()
-    release = session.hold(0)
     session.fail(1)
-    blocker = images.make("X", 1)
-    first = executor.submit(blocker)
-    session.wait_for_calls(1)
+    busy = keep_busy(executor, session, images)
     enrollment = images.make("E", 3)  # two sub-batches: the first one fails
     failed = executor.submit(enrollment, priority=Priority.ENROLL)
     search = images.make("S", 1)
     after = executor.submit(search)
-    release.set()
-    assert_embeds(first, blocker)
+    busy.release.set()
+    assert_embeds(busy.future, busy.batch)
     with pytest.raises(InferenceFailedError) as caught:
         failed.result(timeout=30)
     message = str(caught.value)
@@ -210,10 +221,7 @@ def test_requests_dropped_before_inference_never_reach_the_model(
     images = Images()
     patient = AdmissionControl(capacity=8, timeout_s=60, metrics=metrics)
     hasty = AdmissionControl(capacity=8, timeout_s=0.05, metrics=metrics)
-    release = session.hold(0)
-    blocker = images.make("X", 1)
-    first = executor.submit(blocker)
-    session.wait_for_calls(1)
+    busy = keep_busy(executor, session, images)
     with ExitStack() as stack:
         timed_out = stack.enter_context(hasty.admit())
         gone = stack.enter_context(patient.admit())
@@ -224,8 +232,8 @@ def test_requests_dropped_before_inference_never_reach_the_model(
         served = executor.submit(kept_batch, ticket=kept)
         gone.client_gone.set()
         time.sleep(0.1)  # past the hasty ticket's deadline
-        release.set()
-        assert_embeds(first, blocker)
+        busy.release.set()
+        assert_embeds(busy.future, busy.batch)
         with pytest.raises(QueueTimeoutError, match="queue timeout"):
             late.result(timeout=30)
         with pytest.raises(ClientGoneError):
@@ -269,15 +277,13 @@ def test_close_fails_what_is_queued_and_later_submissions(
 ) -> None:
     executor = make_executor()
     images = Images()
-    release = session.hold(0)
-    running = executor.submit(images.make("X", 1))
-    session.wait_for_calls(1)
+    busy = keep_busy(executor, session, images)
     queued = executor.submit(images.make("Q", 1))
     closer = threading.Thread(target=executor.close)
     closer.start()
-    release.set()
+    busy.release.set()
     closer.join(30)
-    running.result(timeout=30)  # the running batch completes
+    assert_embeds(busy.future, busy.batch)  # the running batch completes
     with pytest.raises(ExecutorClosedError):
         queued.result(timeout=30)
     with pytest.raises(ExecutorClosedError):

@@ -8,8 +8,12 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +26,7 @@ from artifact.onnx_embedder import OnnxEmbedder
 from index.flat_centroid_index import FlatCentroidIndex
 from store.sqlite_store import SqliteStore
 from tests.app.conftest import ServiceFactory
-from tests.app.gated_session import INJECTED_MESSAGE, gate
+from tests.app.gated_session import INJECTED_MESSAGE, GatedSession, gate
 from tests.app.metrics_text import metric_value, wait_for_metric
 
 PROBLEM = "application/problem+json"
@@ -113,43 +117,67 @@ def post_search(url: str, body: bytes) -> httpx.Response:
         return c.post("/search", files={"image": ("q.jpg", body)})
 
 
+@dataclass
+class BusyService:
+    """A batching service holding the gallery, its first model call (a search for "coffee")
+    held until ``release`` is set: what comes next waits in the executor's queue."""
+
+    client: httpx.Client
+    session: GatedSession
+    release: threading.Event
+    first: Future[httpx.Response]
+    pool: ThreadPoolExecutor
+
+    def search(self, body: bytes) -> Future[httpx.Response]:
+        return self.pool.submit(post_search, str(self.client.base_url), body)
+
+
+@contextmanager
+def busy_service(
+    service_factory: ServiceFactory, photo_views: dict[str, list[bytes]], **settings: Any
+) -> Iterator[BusyService]:
+    with service_factory(batching=True, **settings) as client:
+        enroll_gallery(client, photo_views)
+        session = gate(client.app.state.service.retriever.embedder)  # type: ignore[attr-defined]
+        release = session.hold(0)
+        with ThreadPoolExecutor(4) as pool:
+            first = pool.submit(post_search, str(client.base_url), photo_views["coffee"][4])
+            session.wait_for_calls(1)
+            try:
+                yield BusyService(client, session, release, first, pool)
+            finally:
+                release.set()
+
+
 def test_an_injected_model_failure_fails_exactly_its_batch(
     service_factory: ServiceFactory, photo_views: dict[str, list[bytes]]
 ) -> None:
-    with service_factory(batching=True) as client:
-        enroll_gallery(client, photo_views)
-        session = gate(client.app.state.service.retriever.embedder)  # type: ignore[attr-defined]
-        first, second = session.hold(0), session.hold(1)
+    query = {item: photo_views[item][4] for item in ITEMS}
+    with busy_service(service_factory, photo_views) as busy:
+        client, session = busy.client, busy.session
+        second = session.hold(1)
         session.fail(1)
-        url = str(client.base_url)
-        query = {item: photo_views[item][4] for item in ITEMS}
-        with ThreadPoolExecutor(5) as pool:
-
-            def send(item: str) -> Future[httpx.Response]:
-                return pool.submit(post_search, url, query[item])
-
-            a = send("astronaut")
-            session.wait_for_calls(1)  # A's batch is running
-            b, c = send("chelsea"), send("coffee")
-            assert wait_for_metric(client, "retrieval_inference_pending", 2, 30) == 2
-            first.set()
-            session.wait_for_calls(2)  # B and C's batch is running, and will fail
-            d, e = send("rocket"), send("camera")
-            assert wait_for_metric(client, "retrieval_inference_pending", 2, 30) == 2
-            second.set()
-            assert ranking(a.result())[0][0] == "astronaut"
-            for failed in (b.result(), c.result()):
-                assert failed.status_code == 500
-                assert failed.headers["content-type"].startswith(PROBLEM)
-                detail = failed.json()["detail"]
-                assert "inference failed" in detail and "RuntimeError" in detail
-                assert INJECTED_MESSAGE not in failed.text and "/srv" not in failed.text
-            # The executor kept serving: the next batch answers.
-            assert ranking(d.result())[0][0] == "rocket"
-            assert ranking(e.result())[0][0] == "camera"
+        b, c = busy.search(query["chelsea"]), busy.search(query["rocket"])
+        assert wait_for_metric(client, "retrieval_inference_pending", 2, 30) == 2
+        busy.release.set()
+        session.wait_for_calls(2)  # B and C's batch is running, and will fail
+        d, e = busy.search(query["camera"]), busy.search(query["coins"])
+        assert wait_for_metric(client, "retrieval_inference_pending", 2, 30) == 2
+        second.set()
+        assert ranking(busy.first.result())[0][0] == "coffee"
+        for failed in (b.result(), c.result()):
+            assert failed.status_code == 500
+            assert failed.headers["content-type"].startswith(PROBLEM)
+            detail = failed.json()["detail"]
+            assert "inference failed" in detail and "RuntimeError" in detail
+            assert INJECTED_MESSAGE not in failed.text and "/srv" not in failed.text
+        # The executor kept serving: the next batch answers.
+        assert ranking(d.result())[0][0] == "camera"
+        assert ranking(e.result())[0][0] == "coins"
         assert [len(batch) for batch in session.batches] == [1, 2, 2]
         assert wait_for_metric(client, "http_requests_total", 2, **SEARCH, status="500") == 2
-        assert ranking(client.post("/search", files={"image": ("q.jpg", query["coins"])}))
+        r = client.post("/search", files={"image": ("q.jpg", query["flower"])})
+        assert ranking(r)[0][0] == "flower"
 
 
 def test_an_unbatched_model_failure_fails_its_request_only(
@@ -169,54 +197,44 @@ def test_an_unbatched_model_failure_fails_its_request_only(
 def test_a_search_that_waited_past_the_queue_timeout_is_dropped_with_503(
     service_factory: ServiceFactory, photo_views: dict[str, list[bytes]]
 ) -> None:
-    with service_factory(batching=True, queue_timeout_ms=200) as client:
-        enroll_gallery(client, photo_views)
-        session = gate(client.app.state.service.retriever.embedder)  # type: ignore[attr-defined]
-        release = session.hold(0)
-        url = str(client.base_url)
-        with ThreadPoolExecutor(2) as pool:
-            a = pool.submit(post_search, url, photo_views["coffee"][4])
-            session.wait_for_calls(1)
-            late = pool.submit(post_search, url, photo_views["china"][4])
-            assert wait_for_metric(client, "retrieval_inference_pending", 1, 30) == 1
-            time.sleep(0.3)  # past its queue timeout, still queued behind A
-            release.set()
-            r = late.result()
-            assert r.status_code == 503 and r.headers["retry-after"] == "1"
-            assert r.headers["content-type"].startswith(PROBLEM)
-            assert "queue timeout" in r.json()["detail"]
-            assert ranking(a.result())[0][0] == "coffee"
-        assert len(session.batches) == 1  # the late search never reached the model
+    with busy_service(service_factory, photo_views, queue_timeout_ms=200) as busy:
+        client = busy.client
+        late = busy.search(photo_views["china"][4])
+        assert wait_for_metric(client, "retrieval_inference_pending", 1, 30) == 1
+        time.sleep(0.3)  # past its queue timeout, still queued behind the first search
+        busy.release.set()
+        r = late.result()
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.headers["content-type"].startswith(PROBLEM)
+        assert "queue timeout" in r.json()["detail"]
+        assert ranking(busy.first.result())[0][0] == "coffee"
+        assert len(busy.session.batches) == 1  # the late search never reached the model
         reason = {"reason": "queue_timeout"}
         assert metric_value(client, "retrieval_admission_rejections_total", **reason) == 1
-        assert ranking(client.post("/search", files={"image": ("q.jpg", photo_views["china"][4])}))
+        r = client.post("/search", files={"image": ("q.jpg", photo_views["china"][4])})
+        assert ranking(r)[0][0] == "china"
 
 
 def test_a_search_whose_client_left_while_queued_is_dropped_and_counted(
     service_factory: ServiceFactory, photo_views: dict[str, list[bytes]]
 ) -> None:
-    with service_factory(batching=True) as client:
-        enroll_gallery(client, photo_views)
-        session = gate(client.app.state.service.retriever.embedder)  # type: ignore[attr-defined]
-        release = session.hold(0)
-        url = str(client.base_url)
-        with ThreadPoolExecutor(1) as pool:
-            a = pool.submit(post_search, url, photo_views["coffee"][4])
-            session.wait_for_calls(1)
-            request = httpx.Request(
-                "POST", f"{url}/search", files={"image": ("q.jpg", photo_views["china"][4])}
-            )
-            body = request.read()
-            head = "".join(f"{k}: {v}\r\n" for k, v in request.headers.items())
-            with socket.create_connection((client.base_url.host, client.base_url.port)) as sock:
-                sock.sendall(f"POST /search HTTP/1.1\r\n{head}\r\n".encode() + body)
-                assert wait_for_metric(client, "retrieval_inference_pending", 1, 30) == 1
-            time.sleep(0.3)  # the server notices the closed connection
-            release.set()
-            assert ranking(a.result())[0][0] == "coffee"
+    with busy_service(service_factory, photo_views) as busy:
+        client = busy.client
+        request = httpx.Request(
+            "POST", "/search", files={"image": ("q.jpg", photo_views["china"][4])}
+        )
+        body = request.read()
+        head = "".join(f"{k}: {v}\r\n" for k, v in request.headers.items())
+        host, port = client.base_url.host, client.base_url.port
+        with socket.create_connection((host, port)) as sock:
+            sock.sendall(f"POST /search HTTP/1.1\r\nhost: {host}\r\n{head}\r\n".encode() + body)
+            assert wait_for_metric(client, "retrieval_inference_pending", 1, 30) == 1
+        time.sleep(0.3)  # the server notices the closed connection
+        busy.release.set()
+        assert ranking(busy.first.result())[0][0] == "coffee"
         reason = {"reason": "client_gone"}
         assert wait_for_metric(client, "retrieval_admission_rejections_total", 1, **reason) == 1
-        assert len(session.batches) == 1  # the abandoned search never reached the model
+        assert len(busy.session.batches) == 1  # the abandoned search never reached the model
         assert wait_for_metric(client, "http_requests_total", 1, **SEARCH, status="499") == 1
         assert metric_value(client, "retrieval_admission_queue_length") == 0
 
