@@ -9,7 +9,9 @@ headers arrive (full: its body is read, discarded, and it gets the 503 without a
 and when it asks for a slot with its body in hand (the queue may have filled meanwhile).
 
 An admitted request is dropped before inference, and counted, if it waited past the queue
-timeout (503) or its client went away (nobody left to answer).
+timeout (503) or its client went away (nobody left to answer). Waiting is the time since its
+admission less the time spent decoding its own images: a large enrollment is not dropped for
+the work it brought.
 """
 
 from __future__ import annotations
@@ -24,27 +26,39 @@ from app.retriever_errors import ClientGoneError, QueueFullError, QueueTimeoutEr
 
 
 class AdmissionTicket:
-    """One admitted request's slot: when it must have reached inference, and whether its
-    client is still there. ``client_gone`` is set from the event loop, read by whoever is
-    about to run the model for it."""
+    """One admitted request's slot: how long it has waited, and whether its client is still
+    there. ``client_gone`` is set from the event loop, read by whoever is about to run the
+    model for it."""
 
-    def __init__(self, control: AdmissionControl, admitted_at: float, timeout_s: float) -> None:
+    def __init__(self, control: AdmissionControl, admitted_at: float) -> None:
         self._control = control
         self.admitted_at = admitted_at  # time.monotonic()
-        self.deadline = admitted_at + timeout_s
+        self._working_s = 0.0
         self.client_gone = threading.Event()
+
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        """Time spent on the request's own work (decoding): not counted as waiting."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self._working_s += time.monotonic() - start
+
+    def waited_s(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        return now - self.admitted_at - self._working_s
 
     def check(self, now: float | None = None) -> None:
         """Raise (and count) the reason to drop this request instead of running it, if any."""
         if self.client_gone.is_set():
             self._control.count_rejection("client_gone")
             raise ClientGoneError("the client disconnected while its request waited")
-        now = time.monotonic() if now is None else now
-        if now > self.deadline:
+        waited = self.waited_s(now)
+        if waited > self._control.timeout_s:
             self._control.count_rejection("queue_timeout")
-            waited_ms = 1000 * (now - self.admitted_at)
             raise QueueTimeoutError(
-                f"the request waited {waited_ms:.0f} ms for inference, longer than the queue "
+                f"the request waited {1000 * waited:.0f} ms for inference, longer than the queue "
                 f"timeout ({1000 * self._control.timeout_s:.0f} ms): the service is overloaded; "
                 "retry later"
             )
@@ -82,7 +96,7 @@ class AdmissionControl:
             self._length += 1
             self._metrics.admission_queue_length.set(self._length)
         try:
-            yield AdmissionTicket(self, time.monotonic(), self.timeout_s)
+            yield AdmissionTicket(self, time.monotonic())
         finally:
             with self._lock:
                 self._length -= 1

@@ -47,7 +47,7 @@ class RequestPipeline:
                     retriever.search, upload.data, k, min_score, upload.filename, ticket
                 )
                 return await _unless_client_leaves(work, ticket, receive)
-            decode = partial(retriever.decode_query, upload.data, upload.filename)
+            decode = partial(retriever.decode_query, upload.data, upload.filename, ticket)
             embedding = await _unless_client_leaves(
                 _embedded(executor, Priority.SEARCH, ticket, decode), ticket, receive
             )
@@ -61,7 +61,7 @@ class RequestPipeline:
             if executor is None:
                 work = run_in_threadpool(retriever.enroll, item_id, uploads, ticket)
                 return await _unless_client_leaves(work, ticket, receive)
-            decode = partial(retriever.decode_enrollment, uploads)
+            decode = partial(retriever.decode_enrollment, uploads, ticket)
             embeddings = await _unless_client_leaves(
                 _embedded(executor, Priority.ENROLL, ticket, decode), ticket, receive
             )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,11 +130,13 @@ class Retriever:
         image id comes back. Raises ImageDecodeError / ImageTooLargeError before anything is
         written, StoreUnavailableError if the store cannot commit.
         """
-        batch = self.decode_enrollment(uploads)
+        batch = self.decode_enrollment(uploads, ticket)
         embeddings = self._embed(batch, Priority.ENROLL, ticket)
         return self.commit_enrollment(item_id, uploads, embeddings)
 
-    def decode_enrollment(self, uploads: Sequence[Upload]) -> npt.NDArray[np.uint8]:
+    def decode_enrollment(
+        self, uploads: Sequence[Upload], ticket: AdmissionTicket | None = None
+    ) -> npt.NDArray[np.uint8]:
         """``uploads`` → ``(N, 3, H, W)`` uint8, after the per-request limits."""
         if not uploads:
             raise ImageDecodeError("no image in the request (form field 'images')")
@@ -142,7 +144,7 @@ class Retriever:
             raise TooManyImagesError(
                 f"{len(uploads)} images in one request; the limit is {self.max_images_per_request}"
             )
-        return self._decode([u.data for u in uploads], [u.filename for u in uploads])
+        return self._decode([u.data for u in uploads], [u.filename for u in uploads], ticket)
 
     def commit_enrollment(
         self, item_id: str, uploads: Sequence[Upload], embeddings: npt.NDArray[np.float32]
@@ -197,12 +199,14 @@ class Retriever:
 
         Served from memory only, so searches keep working while the store is unreachable.
         """
-        embedding = self._embed(self.decode_query(data, filename), Priority.SEARCH, ticket)
-        return self.search_by_embedding(embedding, k, min_score)
+        batch = self.decode_query(data, filename, ticket)
+        return self.search_by_embedding(self._embed(batch, Priority.SEARCH, ticket), k, min_score)
 
-    def decode_query(self, data: bytes, filename: str = "image") -> npt.NDArray[np.uint8]:
+    def decode_query(
+        self, data: bytes, filename: str = "image", ticket: AdmissionTicket | None = None
+    ) -> npt.NDArray[np.uint8]:
         """One query image → ``(1, 3, H, W)`` uint8."""
-        return self._decode([data], [filename])
+        return self._decode([data], [filename], ticket)
 
     def search_by_embedding(
         self, embedding: npt.NDArray[np.float32], k: int, min_score: float | None = None
@@ -261,9 +265,12 @@ class Retriever:
                 log.error("inference failed on %d images", len(batch), exc_info=exc)
                 raise InferenceFailedError.of_batch(exc, len(batch)) from exc
 
-    def _decode(self, blobs: Sequence[bytes], names: Sequence[str]) -> np.ndarray:
+    def _decode(
+        self, blobs: Sequence[bytes], names: Sequence[str], ticket: AdmissionTicket | None = None
+    ) -> np.ndarray:
         arrays = []
-        with self.metrics.stage("decode"):
+        working = ticket.working() if ticket is not None else nullcontext()
+        with self.metrics.stage("decode"), working:
             for i, (data, name) in enumerate(zip(blobs, names, strict=True)):
                 with _blame(i, name, len(blobs)):
                     arrays.append(

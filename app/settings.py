@@ -75,7 +75,8 @@ class Settings(BaseSettings):
         2000,
         gt=0,
         description=(
-            "A request that waited longer than this for inference is dropped before it (503)."
+            "A request that waited longer than this for inference (its own decoding not "
+            "counted) is dropped before it (503)."
         ),
     )
     allow_gpu: bool = Field(True, description="Use CUDA when onnxruntime-gpu sees a GPU.")

@@ -61,6 +61,18 @@ def test_a_ticket_says_why_its_request_is_dropped() -> None:
     assert rejections(metrics, "queue_full") == 0
 
 
+def test_decoding_its_own_images_is_not_waiting() -> None:
+    admission = AdmissionControl(capacity=4, timeout_s=0.1, metrics=ServiceMetrics())
+    with admission.admit() as ticket:
+        with ticket.working():
+            time.sleep(0.2)  # a large enrollment being decoded
+        ticket.check()
+        assert ticket.waited_s() < 0.1
+        time.sleep(0.15)  # then waiting for inference
+        with pytest.raises(QueueTimeoutError):
+            ticket.check()
+
+
 @pytest.fixture(params=[True, False], ids=["batching", "unbatched"])
 def held_service(
     request: pytest.FixtureRequest,

@@ -231,7 +231,7 @@ def test_requests_dropped_before_inference_never_reach_the_model(
         kept_batch = images.make("K", 1)
         served = executor.submit(kept_batch, ticket=kept)
         gone.client_gone.set()
-        time.sleep(0.1)  # past the hasty ticket's deadline
+        time.sleep(0.1)  # past the hasty ticket's timeout
         busy.release.set()
         assert_embeds(busy.future, busy.batch)
         with pytest.raises(QueueTimeoutError, match="queue timeout"):
