@@ -153,7 +153,10 @@ def summary_text(
     inproc: InProcessBaselines,
     runs: Mapping[str, StoreRun],
     targets: Mapping[str, Sequence[Target]],
+    *,
+    int8_lines: Sequence[str] = (),
 ) -> str:
+    """``int8_lines``: the INT8 twin's section (``--int8-model``), printed after the targets."""
     first = next(iter(runs.values()))
     settings = meta["settings"]
     shown = ", ".join(f"{k} {settings[k]}" for k in _SETTINGS_SHOWN if k in settings)
@@ -174,6 +177,7 @@ def summary_text(
         "Targets (issue 10), each a ratio of figures measured side by side in this run",
         *targets_table(targets),
         "",
+        *([*int8_lines, ""] if int8_lines else []),
         f"total bench time {timing['total']:.0f} s (in process {timing['in_process']:.0f} s; "
         + "; ".join(
             f"{store}: " + ", ".join(f"{k} {v:.0f} s" for k, v in run.timing_s.items())

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import sys
@@ -162,6 +163,13 @@ def _parser() -> argparse.ArgumentParser:
     flag("--gallery-copies", int, 2, "seed gallery: items per source photo, 8 photos")
     flag("--photo-views", int, 4, "uploads per source photo, 8 photos")
     flag("--megapixels", float, 1.0, "size of each upload")
+    flag(
+        "--int8-model",
+        Path,
+        None,
+        "an INT8 twin of --model: also print its raw ORT speed-up and the retrieval change\n"
+        "(bench/int8_speedup.py, on its own photos and folder; needs the training kit)",
+    )
     flag("--out", Path, Path("reports"), "parent of the report directory")
     return p
 
@@ -215,6 +223,31 @@ def _measure_inprocess(
     _log(f"(a) one image at a time, {args.single_seconds:g} s")
     single = measure_single_image(embedder, bodies, seconds=args.single_seconds, max_pixels=limit)
     return InProcessBaselines(settings.inference_threads, raw, pipeline, single)
+
+
+def _measure_int8(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
+    """The INT8 twin's speed-up and retrieval change, as summary lines and report JSON."""
+    # Imported only when asked: it needs the training kit (torch), which the rest of the bench
+    # does not, and by name, so that the strict type check of this torch-free module does not
+    # follow it into model/.
+    int8_speedup = importlib.import_module("bench.int8_speedup")
+    _log(f"(a) INT8 twin {args.int8_model}: speed-up and retrieval change")
+    result = int8_speedup.run(
+        args.model, args.int8_model, folder=None, seconds=args.ort_seconds, rounds=1
+    )
+    fp32, int8, one = result.best_fp32, result.best_int8, result.rates[0]
+    a, b = result.fp32_recall, result.int8_recall
+    lines = [
+        f"INT8 twin {args.int8_model} (bench/int8_speedup.py: raw ORT, ORT's default threads)",
+        f"    speed-up at the best batch {result.best_speedup:.2f}x (INT8 {int8.int8:.1f} "
+        f"images/s at batch {int8.batch_size} / FP32 {fp32.fp32:.1f} at batch "
+        f"{fp32.batch_size}); at batch {one.batch_size} {one.speedup:.2f}x",
+        f"    embeddings to FP32's: {result.photos}",
+        f"    centroid Recall@1 on {a.num_queries} queries / {a.num_items} items: FP32 "
+        f"{a.recall_at_1:.4f}, INT8 {b.recall_at_1:.4f}, change {result.recall_change:+.4f}",
+    ]
+    data: dict[str, Any] = json.loads(int8_speedup.report_json(result))
+    return lines, data
 
 
 def _log(message: str) -> None:
@@ -421,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         # Saturation = the admission queue kept full: more clients would only collect 503s.
         args.saturation_clients = getattr(settings, "admission_queue", _NO_ADMISSION_CLIENTS)
     inproc = _measure_inprocess(args, settings, bodies)
+    int8 = _measure_int8(args) if args.int8_model is not None else None
     timing = {"in_process": time.monotonic() - t_start}
     # One store after the other, never at once: each gets the whole machine.
     runs = {store: _measure_store(args, store, photos, has_batching, out_dir) for store in stores}
@@ -446,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         "stores": stores,
         "timing_s": timing,
     }
-    text = summary_text(meta, inproc, runs, targets)
+    text = summary_text(meta, inproc, runs, targets, int8_lines=int8[0] if int8 else [])
     print(text)
     report = {
         **meta,
@@ -459,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "services": {store: _store_json(run, inproc, ort_threads) for store, run in runs.items()},
         "targets": {store: [target_json(t) for t in ts] for store, ts in targets.items()},
+        "int8": int8[1] if int8 else None,
     }
     (out_dir / "bench.json").write_text(
         json.dumps(finite_json(report), indent=2, allow_nan=False) + "\n"
