@@ -3,8 +3,9 @@ trainer's periodic held-out evaluation and ``python -m model.evaluate``.
 
 Two embedders, one pixel path: a PyTorch network (``ImageDataset`` decodes with
 ``decode_image``, ``eval_transform`` resizes exactly as ``to_input_array``) or an exported ONNX
-file (``decode_image`` → ``to_input_array`` → ``OnnxEmbedder``, as the service does). So a
-checkpoint and its export give the same metrics up to float32 kernel differences.
+file (``preprocess_bytes`` with the model's own contract → ``OnnxEmbedder``, as the service
+does, JPEG draft included). So a checkpoint and its export give the same metrics up to float32
+kernel differences, and up to the draft on large JPEGs when the export turns it on.
 
 Unreadable images: :func:`evaluate_split` refuses to score a split with any (an
 :class:`UnreadableImagesError` listing them), because a standalone evaluation's number is
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from artifact.image_decode import decode_image, stack_batch, to_input_array
+from artifact.image_decode import preprocess_bytes, stack_batch
 from artifact.onnx_embedder import OnnxEmbedder
 from model.data.dataset_split import DatasetSplit
 from model.data.image_dataset import (
@@ -152,11 +153,12 @@ def onnx_masked_embedder(model_path: Path, *, batch_size: int = 64) -> MaskedEmb
             arrays, rows = [], []
             for i in range(start, min(start + batch_size, len(samples))):
                 try:
-                    image = decode_image(Path(samples[i].path).read_bytes())
+                    # The service's own pixel path: the contract decides resize and JPEG draft.
+                    array = preprocess_bytes(Path(samples[i].path).read_bytes(), embedder.spec)
                 except UNREADABLE_IMAGE_ERRORS as exc:
                     log.warning("skipping unreadable image %s: %s", samples[i].path, exc)
                     continue
-                arrays.append(to_input_array(image, embedder.spec))
+                arrays.append(array)
                 rows.append(i)
             if rows:
                 emb = embedder.embed(stack_batch(arrays)).astype(np.float32)

@@ -76,11 +76,6 @@ def test_the_service_embeds_the_drafted_decode(
     assert np.abs(stored - full).max() > 1e-3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="model/evaluation/embed_split.py decodes with decode_image + to_input_array, which "
-    "cannot see the contract's draft; it must call preprocess_bytes(bytes, embedder.spec)",
-)
 def test_evaluation_embeds_the_drafted_decode_as_the_service_does(
     draft_model: Path, large_jpeg: Path
 ) -> None:

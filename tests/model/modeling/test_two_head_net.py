@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from artifact.image_decode import preprocess_bytes, stack_batch
 from artifact.onnx_embedder import OnnxEmbedder
 from artifact.preprocess_spec import PreprocessSpec
 from model.exporter.onnx_exporter import export_embedder
@@ -132,6 +133,6 @@ def test_exports_and_serves_like_a_ctl_model(tmp_path: Path) -> None:
     assert result.parity.num_photos == len(photos)
     embedder = OnnxEmbedder(result.onnx_path, allow_gpu=False)
     assert embedder.spec.output_normalized
-    got = embedder.embed_images(photos)
+    got = embedder.embed(stack_batch([preprocess_bytes(p, embedder.spec) for p in photos]))
     assert got.shape == (len(photos), 12)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
