@@ -30,7 +30,9 @@ $(STAMP): $(REQS) pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-$(MODEL): $(STAMP) model/exporter/default_embedder.py
+# Rebuilt when what decides the default model's graph or contract changes.
+$(MODEL): $(STAMP) model/build_default.py model/exporter/default_embedder.py \
+		model/exporter/jpeg_draft_option.py artifact/preprocess_spec.py
 	$(PY) -m model.build_default --out $(dir $(MODEL))
 
 model: $(MODEL)
