@@ -35,7 +35,7 @@ def _inprocess_lines(inproc: InProcessBaselines, ort_threads: int) -> list[str]:
     best, pipe, single = inproc.best, inproc.pipeline, inproc.single
     threads = f"{inproc.ort_threads}" if inproc.ort_threads else f"0 = ORT's default, {ort_threads}"
     return [
-        f"(a) in process, before any service runs (ORT intra-op threads: {threads})",
+        f"(a) in this process while the service idles (ORT intra-op threads: {threads})",
         "    raw ONNX Runtime, preprocessed input, one caller",
         f"    {'batch':>5} {'images/s':>10}",
         *(f"    {b.batch_size:>5} {b.images_per_s:>10.1f}" for b in inproc.raw),
@@ -108,13 +108,14 @@ def _stage_lines(windows: Sequence[tuple[str, ServiceWindow]]) -> list[str]:
     return lines
 
 
-def _store_lines(
-    store: str, run: StoreRun, inproc: InProcessBaselines, meta: Mapping[str, Any]
-) -> list[str]:
+def _store_lines(store: str, run: StoreRun, meta: Mapping[str, Any]) -> list[str]:
     clients, sat = meta["clients"], meta["saturation_clients"]
     enroll = run.enroll
     return [
-        f"(b, c) service over HTTP, {store} store, lean client (pre-built bodies, one process)",
+        f"== {store} store",
+        *_inprocess_lines(run.inproc, meta["ort_threads"]),
+        "",
+        "(b, c) service over HTTP, lean client (pre-built bodies, one process)",
         _WINDOW_HEAD,
         _window_row("search at saturation, batching on", sat, run.saturation),
         _window_row("search, batching on", clients, run.concurrent),
@@ -132,7 +133,9 @@ def _store_lines(
         f"    CPU per wall second, 100 % = one core; CLIENT-BOUND at >= {CLIENT_CPU_WARNING:.0%})",
         "",
         f"    per search at saturation ({sat} clients):",
-        *breakdown_lines(search_breakdown(run.saturation, inproc, ort_threads=meta["ort_threads"])),
+        *breakdown_lines(
+            search_breakdown(run.saturation, run.inproc, ort_threads=meta["ort_threads"])
+        ),
         "",
         *_open_loop_lines([("70 %", run.baseline), ("2x", run.overload)]),
         "",
@@ -150,7 +153,6 @@ def _store_lines(
 
 def summary_text(
     meta: Mapping[str, Any],
-    inproc: InProcessBaselines,
     runs: Mapping[str, StoreRun],
     targets: Mapping[str, Sequence[Target]],
     *,
@@ -168,17 +170,15 @@ def summary_text(
         f"service with batching on: {shown}",
         "stores: " + "; ".join(_store_line(r.store) for r in runs.values()),
         "",
-        *_inprocess_lines(inproc, meta["ort_threads"]),
-        "",
     ]
     for store, run in runs.items():
-        lines += _store_lines(store, run, inproc, meta)
+        lines += _store_lines(store, run, meta)
     lines += [
         "Targets (issue 10), each a ratio of figures measured side by side in this run",
         *targets_table(targets),
         "",
         *([*int8_lines, ""] if int8_lines else []),
-        f"total bench time {timing['total']:.0f} s (in process {timing['in_process']:.0f} s; "
+        f"total bench time {timing['total']:.0f} s ("
         + "; ".join(
             f"{store}: " + ", ".join(f"{k} {v:.0f} s" for k, v in run.timing_s.items())
             for store, run in runs.items()

@@ -14,8 +14,9 @@ from bench.single_image_latency import SingleImageLatency
 
 @dataclass(frozen=True)
 class InProcessBaselines:
-    """Measured in the bench process before any service starts, with the service's ORT
-    thread count (``ort_threads`` as configured: 0 = ORT's default, one per core)."""
+    """Measured in the bench process while the batching-on service idles, just before the
+    windows they are compared with, and with the service's ORT thread count (``ort_threads``
+    as configured: 0 = ORT's default, one per core)."""
 
     ort_threads: int
     raw: list[BatchThroughput]
@@ -46,6 +47,7 @@ class StoreRun:
 
     store: dict[str, object]
     stores: dict[str, dict[str, object]]
+    inproc: InProcessBaselines
     gallery_items: int
     has_batching: bool
     saturation: ServiceWindow

@@ -5,10 +5,11 @@ in this one run, with PASS/MISS (or INVALID: not measured as the target requires
 
 On ≈ 1 MP JPEG uploads cut from the shipped photos (bench/large_photos.py):
 
-(a) in this process, before any service runs, with the service's ORT thread count: raw ONNX
-    Runtime throughput at batch sizes 1..32 (preprocessed input); a pipeline that decodes the
-    same JPEGs the same way in worker threads while ORT runs the best batch size (the serving
-    overhead's baseline); decode + batch-1 inference one image at a time.
+(a) in this process, with the service's ORT thread count, while the batching-on service idles
+    right before the windows they are compared with: raw ONNX Runtime throughput at batch
+    sizes 1..32 (preprocessed input); a pipeline that decodes the same JPEGs the same way in
+    worker threads while ORT runs the best batch size (the serving overhead's baseline);
+    decode + batch-1 inference one image at a time.
 (b) the service (its own uvicorn process, a seeded gallery, a throw-away store) with batching
     on, its defaults: closed-loop searches at --saturation-clients (by default as many as its
     admission queue admits) and at --clients, one client at a time, closed-loop enrollments of
@@ -24,7 +25,7 @@ inference, so a miss is explained by the breakdown. An open-loop step that sent 
 requested rate is INVALID (the generator, not the service, limited it).
 
 --store both measures (b) and (c) on SQLite, then on a throw-away namespace of the Redis at
---redis-url, side by side. About 3 minutes with the defaults on 2 cores (5.5 with both).
+--redis-url, side by side. About 3 minutes with the defaults on 2 cores (6 with both).
 Writes reports/bench-<UTC time>/bench.json, summary.txt and the services' logs.
 """
 
@@ -48,17 +49,13 @@ from typing import Any
 import httpx
 
 from app.settings import Settings
-from artifact.image_decode import preprocess_bytes
-from artifact.onnx_embedder import OnnxEmbedder
 from bench.bench_summary import summary_text
-from bench.inprocess_pipeline import measure_pipeline
+from bench.inprocess_baselines import InProcessBench
 from bench.large_photos import build_large_photo_set
 from bench.lean_client import LeanClient
 from bench.loadtest.photo_set import PhotoSet
 from bench.loadtest.report_writer import finite_json
-from bench.ort_throughput import BATCH_SIZES
 from bench.process_cpu import child_pids
-from bench.raw_ort import measure_raw_ort
 from bench.redis_namespace import check_redis, redact_url, throwaway_namespace
 from bench.run_record import InProcessBaselines, StoreRun
 from bench.search_breakdown import search_breakdown
@@ -66,7 +63,6 @@ from bench.service_process import service_process
 from bench.service_session import ServiceSession, SessionPlan
 from bench.service_window import ServiceWindow
 from bench.serving_targets import serving_targets
-from bench.single_image_latency import measure_single_image
 from bench.targets import target_json
 
 STORES = ("sqlite", "redis")
@@ -195,36 +191,6 @@ def _ort_threads(settings: Settings) -> int:
     return settings.inference_threads or os.cpu_count() or 1
 
 
-def _measure_inprocess(
-    args: argparse.Namespace, settings: Settings, bodies: list[bytes]
-) -> InProcessBaselines:
-    embedder = OnnxEmbedder(
-        args.model,
-        allow_gpu=settings.allow_gpu,
-        intra_op_threads=settings.inference_threads,
-        max_batch=max(BATCH_SIZES),
-    )
-    limit = settings.max_image_pixels
-    arrays = [preprocess_bytes(b, embedder.spec, max_pixels=limit) for b in bodies]
-    _log(f"(a) raw ONNX Runtime, {args.ort_seconds:g} s per batch size")
-    raw = measure_raw_ort(
-        embedder, arrays, batch_sizes=BATCH_SIZES, seconds_per_size=args.ort_seconds
-    )
-    best = max(raw, key=lambda b: b.images_per_s)
-    _log(f"(a) in-process pipeline at batch {best.batch_size}, {args.pipeline_seconds:g} s")
-    pipeline = measure_pipeline(
-        embedder,
-        bodies,
-        batch_size=best.batch_size,
-        decode_threads=settings.worker_threads,
-        seconds=args.pipeline_seconds,
-        max_pixels=limit,
-    )
-    _log(f"(a) one image at a time, {args.single_seconds:g} s")
-    single = measure_single_image(embedder, bodies, seconds=args.single_seconds, max_pixels=limit)
-    return InProcessBaselines(settings.inference_threads, raw, pipeline, single)
-
-
 def _measure_int8(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
     """The INT8 twin's speed-up and retrieval change, as summary lines and report JSON."""
     # Imported only when asked: it needs the training kit (torch), which the rest of the bench
@@ -331,19 +297,35 @@ def _window_line(name: str, w: ServiceWindow) -> None:
 
 
 async def _batching_on(
-    url: str, pid: int, store: str, photos: PhotoSet, args: argparse.Namespace
+    url: str,
+    pid: int,
+    store: str,
+    photos: PhotoSet,
+    args: argparse.Namespace,
+    settings: Settings,
 ) -> dict[str, Any]:
     client, session = await _open_session(url, pid, store, photos, args)
     try:
         out: dict[str, Any] = {"gallery_items": await session.seed()}
         await session.warm_up(args.saturation_clients)
+        # The in-process figures right before the windows they are compared with, while the
+        # service idles: a neighbour's burst on a shared machine then hits both alike.
+        inproc = InProcessBench(args.model, settings, photos.all_views())
+        _log(f"(a) raw ORT, {args.ort_seconds:g} s per batch size, and the pipeline")
+        raw, pipeline = await asyncio.to_thread(
+            inproc.throughput, ort_seconds=args.ort_seconds, pipeline_seconds=args.pipeline_seconds
+        )
         for key, users, seconds in (
             ("saturation", args.saturation_clients, args.search_seconds),
             ("concurrent", args.clients, args.search_seconds),
-            ("one_client", 1, args.single_seconds),
         ):
             out[key] = await session.closed_search(users, seconds)
-            _window_line(f"search, {users} client{'s' if users > 1 else ''}", out[key])
+            _window_line(f"search, {users} clients", out[key])
+        _log(f"(a) one image at a time, {args.single_seconds:g} s")
+        single = await asyncio.to_thread(inproc.single, seconds=args.single_seconds)
+        out["inproc"] = InProcessBaselines(settings.inference_threads, raw, pipeline, single)
+        out["one_client"] = await session.closed_search(1, args.single_seconds)
+        _window_line("search, 1 client", out["one_client"])
         out["enroll"] = await session.enrollment()
         _window_line(f"enrollment, {args.enroll_clients} clients", out["enroll"])
         rate = max(out["saturation"].stats.throughput_rps, out["concurrent"].stats.throughput_rps)
@@ -379,14 +361,19 @@ async def _compare(
 
 
 def _measure_store(
-    args: argparse.Namespace, store: str, photos: PhotoSet, has_batching: bool, log_dir: Path
+    args: argparse.Namespace,
+    store: str,
+    photos: PhotoSet,
+    settings: Settings,
+    has_batching: bool,
+    log_dir: Path,
 ) -> StoreRun:
     timing: dict[str, float] = {}
     infos: dict[str, dict[str, Any]] = {}
     t0 = time.monotonic()
     _log(f"(b) service, {BATCHING_ON.title}, {store} store")
     with _service(args, store, BATCHING_ON, log_dir) as (url, infos["on"], pid):
-        on = asyncio.run(_batching_on(url, pid, store, photos, args))
+        on = asyncio.run(_batching_on(url, pid, store, photos, args, settings))
     timing["batching_on"] = time.monotonic() - t0
     compared = {}
     for config in (BATCHING_OFF, BATCH_ONE):
@@ -399,6 +386,7 @@ def _measure_store(
     return StoreRun(
         store=infos["on"],
         stores=infos,
+        inproc=on["inproc"],
         gallery_items=on["gallery_items"],
         has_batching=has_batching,
         saturation=on["saturation"],
@@ -414,9 +402,20 @@ def _measure_store(
     )
 
 
-def _store_json(run: StoreRun, inproc: InProcessBaselines, ort_threads: int) -> dict[str, Any]:
+def _inproc_json(inproc: InProcessBaselines) -> dict[str, Any]:
+    return {
+        "ort_threads": inproc.ort_threads,
+        "raw_ort": [asdict(b) | {"images_per_s": b.images_per_s} for b in inproc.raw],
+        "raw_ort_best": asdict(inproc.best) | {"images_per_s": inproc.best.images_per_s},
+        "pipeline": asdict(inproc.pipeline) | {"images_per_s": inproc.pipeline.images_per_s},
+        "single_image": asdict(inproc.single),
+    }
+
+
+def _store_json(run: StoreRun, ort_threads: int) -> dict[str, Any]:
     windows = ("saturation", "concurrent", "one_client", "enroll", "off", "batch1")
     return {
+        "in_process": _inproc_json(run.inproc),
         "store": run.store,
         "stores": run.stores,
         "gallery_items": run.gallery_items,
@@ -429,7 +428,7 @@ def _store_json(run: StoreRun, inproc: InProcessBaselines, ort_threads: int) -> 
             name: asdict(getattr(run, name).step) | {"window": getattr(run, name).window.to_json()}
             for name in ("baseline", "overload")
         },
-        "breakdown": asdict(search_breakdown(run.saturation, inproc, ort_threads=ort_threads)),
+        "breakdown": asdict(search_breakdown(run.saturation, run.inproc, ort_threads=ort_threads)),
         "timing_s": run.timing_s,
     }
 
@@ -453,12 +452,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.saturation_clients <= 0:
         # Saturation = the admission queue kept full: more clients would only collect 503s.
         args.saturation_clients = getattr(settings, "admission_queue", _NO_ADMISSION_CLIENTS)
-    inproc = _measure_inprocess(args, settings, bodies)
     int8 = _measure_int8(args) if args.int8_model is not None else None
-    timing = {"in_process": time.monotonic() - t_start}
+    timing = {"int8": time.monotonic() - t_start} if int8 else {}
     # One store after the other, never at once: each gets the whole machine.
-    runs = {store: _measure_store(args, store, photos, has_batching, out_dir) for store in stores}
-    targets = {store: serving_targets(inproc, run) for store, run in runs.items()}
+    runs = {
+        store: _measure_store(args, store, photos, settings, has_batching, out_dir)
+        for store in stores
+    }
+    targets = {store: serving_targets(run) for store, run in runs.items()}
     timing["total"] = time.monotonic() - t_start
     ort_threads = _ort_threads(settings)
     meta = {
@@ -480,18 +481,11 @@ def main(argv: list[str] | None = None) -> int:
         "stores": stores,
         "timing_s": timing,
     }
-    text = summary_text(meta, inproc, runs, targets, int8_lines=int8[0] if int8 else [])
+    text = summary_text(meta, runs, targets, int8_lines=int8[0] if int8 else [])
     print(text)
     report = {
         **meta,
-        "in_process": {
-            "ort_threads": inproc.ort_threads,
-            "raw_ort": [asdict(b) | {"images_per_s": b.images_per_s} for b in inproc.raw],
-            "raw_ort_best": asdict(inproc.best) | {"images_per_s": inproc.best.images_per_s},
-            "pipeline": asdict(inproc.pipeline) | {"images_per_s": inproc.pipeline.images_per_s},
-            "single_image": asdict(inproc.single),
-        },
-        "services": {store: _store_json(run, inproc, ort_threads) for store, run in runs.items()},
+        "services": {store: _store_json(run, ort_threads) for store, run in runs.items()},
         "targets": {store: [target_json(t) for t in ts] for store, ts in targets.items()},
         "int8": int8[1] if int8 else None,
     }

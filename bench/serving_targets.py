@@ -1,12 +1,12 @@
-"""Issue 10's targets, computed from one store's run and the in-process baselines of the same
-run (so every ratio divides two figures measured side by side)."""
+"""Issue 10's targets, computed from one store's run: its service windows and the in-process
+baselines measured beside them (so every ratio divides two figures measured side by side)."""
 
 from __future__ import annotations
 
 import math
 
 from bench.open_loop_step import OpenLoopStep
-from bench.run_record import InProcessBaselines, OpenLoopRun, StoreRun
+from bench.run_record import OpenLoopRun, StoreRun
 from bench.targets import Target
 
 SERVICE_OVER_RAW_ORT = 0.85
@@ -44,7 +44,8 @@ def _step_text(step: OpenLoopStep) -> str:
     )
 
 
-def serving_targets(inproc: InProcessBaselines, run: StoreRun) -> list[Target]:
+def serving_targets(run: StoreRun) -> list[Target]:
+    inproc = run.inproc
     best = inproc.best
     sat = run.saturation_rps
     sat_clients = (

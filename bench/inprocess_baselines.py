@@ -1,0 +1,55 @@
+"""The in-process baselines the service is compared with, on one embedder built as the service
+builds its own (same model, ORT threads, GPU choice and pixel limit): raw ORT per batch size,
+the decode-while-infer pipeline at the best of them, one image at a time. Blocking; the bench
+runs them while the service idles, just before the windows they are compared with."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.settings import Settings
+from artifact.image_decode import preprocess_bytes
+from artifact.onnx_embedder import OnnxEmbedder
+from bench.inprocess_pipeline import PipelineThroughput, measure_pipeline
+from bench.ort_throughput import BATCH_SIZES, BatchThroughput
+from bench.raw_ort import measure_raw_ort
+from bench.single_image_latency import SingleImageLatency, measure_single_image
+
+
+class InProcessBench:
+    def __init__(self, model: Path, settings: Settings, bodies: Sequence[bytes]) -> None:
+        self.settings = settings
+        self.bodies = list(bodies)
+        self.embedder = OnnxEmbedder(
+            model,
+            allow_gpu=settings.allow_gpu,
+            intra_op_threads=settings.inference_threads,
+            max_batch=max(BATCH_SIZES),
+        )
+
+    def throughput(
+        self, *, ort_seconds: float, pipeline_seconds: float
+    ) -> tuple[list[BatchThroughput], PipelineThroughput]:
+        """Raw ORT at every batch size, then the pipeline (decode in the service's worker
+        thread count) at the best one."""
+        limit = self.settings.max_image_pixels
+        arrays = [preprocess_bytes(b, self.embedder.spec, max_pixels=limit) for b in self.bodies]
+        raw = measure_raw_ort(
+            self.embedder, arrays, batch_sizes=BATCH_SIZES, seconds_per_size=ort_seconds
+        )
+        best = max(raw, key=lambda b: b.images_per_s)
+        pipeline = measure_pipeline(
+            self.embedder,
+            self.bodies,
+            batch_size=best.batch_size,
+            decode_threads=self.settings.worker_threads,
+            seconds=pipeline_seconds,
+            max_pixels=limit,
+        )
+        return raw, pipeline
+
+    def single(self, *, seconds: float) -> SingleImageLatency:
+        return measure_single_image(
+            self.embedder, self.bodies, seconds=seconds, max_pixels=self.settings.max_image_pixels
+        )
