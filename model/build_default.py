@@ -1,4 +1,8 @@
-"""``python -m model.build_default --out models/default``: build and export the default model."""
+"""``python -m model.build_default --out models/default``: build and export the default model.
+
+``--int8 --calibration-dir DIR`` also writes its INT8 twin, ``embedder-int8.onnx`` (see
+``python -m model.export``); off by default.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from model.exporter.default_embedder import (
     build_default_net,
     default_spec,
 )
+from model.exporter.int8_option import add_int8_arguments, check_int8_arguments, run_int8_export
 from model.exporter.jpeg_draft_option import add_jpeg_draft_arguments
 from model.exporter.onnx_exporter import ParityError, export_embedder
 from model.exporter.parity_photos import load_parity_photos
@@ -24,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         "--parity-photos", type=Path, default=None, help="folder of photos (default: skimage's)"
     )
     add_jpeg_draft_arguments(parser, default=DEFAULT_JPEG_DRAFT_MIN_RATIO)
+    add_int8_arguments(parser)
     args = parser.parse_args(argv)
+    check_int8_arguments(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     net = build_default_net()
     try:
@@ -39,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}; nothing was written to {args.out}", file=sys.stderr)
         return 1
     print(f"wrote {result.onnx_path} and {result.contract_path}")
+    if args.int8:
+        return run_int8_export(args, result.onnx_path, args.out, "embedder")
     return 0
 
 
