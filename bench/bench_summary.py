@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,6 +67,11 @@ def _window_row(title: str, clients: int, w: ServiceWindow, rate: float | None =
     )
 
 
+def _ms(value: float) -> str:
+    """A latency in ms, ``-`` when there was none to measure."""
+    return f"{value:.1f}" if math.isfinite(value) else "-"
+
+
 def _open_loop_lines(runs: Sequence[tuple[str, OpenLoopRun]]) -> list[str]:
     lines = [
         "    open loop, latency from the scheduled send (ms); 503 = rejections with Retry-After",
@@ -79,8 +85,8 @@ def _open_loop_lines(runs: Sequence[tuple[str, OpenLoopRun]]) -> list[str]:
         valid = "" if s.valid else "  (< 95 % of the asked rate)"
         lines.append(
             f"    {name:<6} {s.requested_rps:>8.1f} {s.achieved_rps:>8.1f} {s.accepted:>8} "
-            f"{s.accepted_p50_ms:>7.1f} {s.accepted_p99_ms:>7.1f} {s.rejected:>5} "
-            f"{s.rejected_p99_ms:>8.1f} {s.rejected_max_ms:>8.1f} {s.other_5xx:>4} "
+            f"{_ms(s.accepted_p50_ms):>7} {_ms(s.accepted_p99_ms):>7} {s.rejected:>5} "
+            f"{_ms(s.rejected_p99_ms):>8} {_ms(s.rejected_max_ms):>8} {s.other_5xx:>4} "
             f"{s.connection_errors:>4} {s.timeouts:>4} {s.dropped:>5} {s.send_lag_p99_ms:>7.1f}"
             f"  {reasons or '(none exported)'}{valid}"
         )

@@ -1,19 +1,20 @@
-"""The in-process baselines the service is compared with, on one embedder built as the service
-builds its own (same model, ORT threads, GPU choice and pixel limit): raw ORT per batch size,
-the decode-while-infer pipeline at the best of them, one image at a time. Blocking; the bench
-runs them while the service idles, just before the windows they are compared with."""
+"""The in-process baselines the service is compared with, on the model's session as the service
+opens it (``app.service_state.load_embedder``: ORT threads, spinning, GPU choice) and with its
+pixel limit: raw ORT per batch size, the decode-while-infer pipeline at the best of them, one
+image at a time. Blocking; the bench runs them while the service idles, just before the
+windows they are compared with."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+from app.service_state import load_embedder
 from app.settings import Settings
 from artifact.image_decode import preprocess_bytes
-from artifact.onnx_embedder import OnnxEmbedder
 from bench.inprocess_pipeline import PipelineThroughput, measure_pipeline
-from bench.ort_throughput import BATCH_SIZES, BatchThroughput
-from bench.raw_ort import measure_raw_ort
+from bench.ort_throughput import BATCH_SIZES
+from bench.raw_ort import MeasuredBatch, measure_raw_ort
 from bench.single_image_latency import SingleImageLatency, measure_single_image
 
 
@@ -21,16 +22,16 @@ class InProcessBench:
     def __init__(self, model: Path, settings: Settings, bodies: Sequence[bytes]) -> None:
         self.settings = settings
         self.bodies = list(bodies)
-        self.embedder = OnnxEmbedder(
-            model,
-            allow_gpu=settings.allow_gpu,
-            intra_op_threads=settings.inference_threads,
-            max_batch=max(BATCH_SIZES),
+        # Every raw batch size in one call, whatever the service's own largest batch is: the
+        # model's best batch is the machine's ceiling.
+        largest = max(settings.inference_batch, *BATCH_SIZES)
+        self.embedder = load_embedder(
+            settings.model_copy(update={"model_path": model, "inference_batch": largest})
         )
 
     def throughput(
         self, *, ort_seconds: float, pipeline_seconds: float
-    ) -> tuple[list[BatchThroughput], PipelineThroughput]:
+    ) -> tuple[list[MeasuredBatch], PipelineThroughput]:
         """Raw ORT at every batch size, then the pipeline (decode in the service's worker
         thread count) at the best one."""
         limit = self.settings.max_image_pixels

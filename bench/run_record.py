@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from bench.inprocess_pipeline import PipelineThroughput
 from bench.open_loop_step import OpenLoopStep
-from bench.ort_throughput import BatchThroughput
+from bench.raw_ort import MeasuredBatch
 from bench.service_window import ServiceWindow
 from bench.single_image_latency import SingleImageLatency
 
@@ -19,12 +19,12 @@ class InProcessBaselines:
     as configured: 0 = ORT's default, one per core)."""
 
     ort_threads: int
-    raw: list[BatchThroughput]
+    raw: list[MeasuredBatch]
     pipeline: PipelineThroughput
     single: SingleImageLatency
 
     @property
-    def best(self) -> BatchThroughput:
+    def best(self) -> MeasuredBatch:
         return max(self.raw, key=lambda b: b.images_per_s)
 
 

@@ -4,11 +4,11 @@ client, the service's decode, its inference and the rest of its work (HTTP, mult
 the index, Python), other processes, and idle; then the wall time a search spent in each place.
 
 Measured: the client's, the service's and the machine's CPU time (``bench/process_cpu.py``).
-The service's CPU is split with the costs of the same work measured in process on the same
-photos, since its threads' wall times overstate their core time whenever they wait for a core:
-decode = the one-image-at-a-time decode p50, inference = ORT threads / raw ORT images/s at the
-window's mean batch size (interpolated between the measured sizes; ORT's threads spin while
-they wait, so a batch holds all of them). The rest is what remains of the service's CPU.
+The service's CPU is split with the CPU time the same work took in process on the same photos
+and session (its threads' wall times overstate their core time whenever they wait for a core):
+decode = the one-image-at-a-time decode's thread CPU time (p50), inference = raw ORT's CPU time
+per image at the window's mean batch size (interpolated between the measured sizes). The rest
+is what remains of the service's CPU: HTTP, multipart parsing, the index, the event loop.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.ort_throughput import BatchThroughput
+from bench.raw_ort import MeasuredBatch
 from bench.run_record import InProcessBaselines
 from bench.service_window import ServiceWindow
 
@@ -38,11 +38,11 @@ class SearchBreakdown:
     wall_ms: dict[str, float]
 
 
-def inference_core_ms(raw: Sequence[BatchThroughput], ort_threads: int, batch: float) -> float:
+def inference_core_ms(raw: Sequence[MeasuredBatch], batch: float) -> float:
     """Core ms per image of a batch of ``batch`` images (fractional: a mean), from the raw ORT
-    rates: ``ort_threads`` cores for ``1 / images_per_s`` each, linear in the batch size between
-    the measured sizes and the nearest measured size outside them."""
-    points = sorted((b.batch_size, 1000 * ort_threads / b.images_per_s) for b in raw)
+    CPU times, linear in the batch size between the measured sizes and the nearest measured
+    size outside them."""
+    points = sorted((b.batch_size, b.core_ms_per_image) for b in raw)
     return float(np.interp(batch, [p[0] for p in points], [p[1] for p in points]))
 
 
@@ -53,8 +53,8 @@ def search_breakdown(
     searches = max(window.request.calls, 1)
     cpu = window.cpu
     batch = window.batching.mean_batch_size or 1.0
-    decode_ms = inproc.single.decode_p50_ms
-    infer_ms = inference_core_ms(inproc.raw, ort_threads, batch)
+    decode_ms = inproc.single.decode_cpu_p50_ms
+    infer_ms = inference_core_ms(inproc.raw, batch)
 
     def per(seconds: float) -> float:
         return 1000 * seconds / searches
@@ -94,7 +94,7 @@ def _mean_latency_ms(window: ServiceWindow) -> float:
 def breakdown_lines(b: SearchBreakdown) -> list[str]:
     lines = [
         f"    core ms per search ({b.searches} searches, {b.cores:.1f} cores; decode and "
-        f"inference at their in-process cost, mean batch {b.mean_batch:.1f}, "
+        f"inference at their in-process CPU time, mean batch {b.mean_batch:.1f}, "
         f"{b.ort_threads} ORT threads)",
     ]
     for part, ms in b.core_ms.items():

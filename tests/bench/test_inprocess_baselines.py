@@ -40,6 +40,9 @@ def test_raw_ort_every_size_with_consistent_rate(
     for r in results:
         assert r.calls >= 3 and r.seconds >= 0.05
         assert r.images_per_s == r.batch_size * r.calls / r.seconds
+        # One ORT thread: at most one core busy for the window (plus clock-tick slack).
+        assert 0 < r.cpu_s <= r.seconds + 0.02
+        assert r.core_ms_per_image == 1000 * r.cpu_s / (r.batch_size * r.calls)
     with pytest.raises(ValueError, match="splits batches"):
         measure_raw_ort(embedder, arrays, batch_sizes=(16,), seconds_per_size=0.01)
 
@@ -82,3 +85,5 @@ def test_single_image_parts_and_total(tiny_model_path: Path, bodies: list[bytes]
     # Per image, decode + inference >= each of them, so the same holds for every percentile.
     assert result.total_p50_ms >= max(result.decode_p50_ms, result.inference_p50_ms)
     assert 0 < result.inference_p50_ms < result.decode_p50_ms  # tiny model, 0.2 MP JPEG
+    # Decoding is single-threaded: its thread's CPU time is at most its wall time.
+    assert 0 < result.decode_cpu_p50_ms <= result.decode_p50_ms + 0.5

@@ -9,26 +9,31 @@ from bench.batch_metrics import BatchWindow
 from bench.inprocess_pipeline import PipelineThroughput
 from bench.loadtest.latency_stats import endpoint_stats
 from bench.loadtest.request_sample import RequestSample
-from bench.ort_throughput import BatchThroughput
 from bench.process_cpu import CpuWindow
+from bench.raw_ort import MeasuredBatch
 from bench.run_record import InProcessBaselines
 from bench.search_breakdown import inference_core_ms, search_breakdown
 from bench.service_window import ServiceWindow
 from bench.single_image_latency import SingleImageLatency
 from bench.stage_metrics import StageTime
 
-# 100, 160 and 200 images/s at batch 1, 4, 16 (calls x batch / seconds).
-RAW = [BatchThroughput(1, 100, 1.0), BatchThroughput(4, 40, 1.0), BatchThroughput(16, 25, 2.0)]
+# 100, 160 and 200 images/s at batch 1, 4, 16, taking 2.0, 2.0 and 8.0 CPU seconds: 20 ms of
+# cores per image at batch 1, 12.5 at 4, 10 at 16.
+RAW = [
+    MeasuredBatch(1, 100, 1.0, 2.0),
+    MeasuredBatch(4, 40, 1.0, 2.0),
+    MeasuredBatch(16, 25, 2.0, 4.0),
+]
 
 
 def test_inference_core_time_interpolates_between_measured_batch_sizes() -> None:
-    # 2 ORT threads: 20 ms of cores per image at batch 1, 12.5 at 4, 10 at 16.
-    assert inference_core_ms(RAW, 2, 1) == pytest.approx(20.0)
-    assert inference_core_ms(RAW, 2, 4) == pytest.approx(12.5)
-    assert inference_core_ms(RAW, 2, 2.5) == pytest.approx(20 + (12.5 - 20) * 1.5 / 3)
-    assert inference_core_ms(RAW, 2, 10) == pytest.approx(12.5 + (10 - 12.5) * 6 / 12)
-    assert inference_core_ms(RAW, 2, 0.5) == pytest.approx(20.0)  # clamped at the ends
-    assert inference_core_ms(RAW, 2, 64) == pytest.approx(10.0)
+    assert [b.core_ms_per_image for b in RAW] == pytest.approx([20.0, 12.5, 10.0])
+    assert inference_core_ms(RAW, 1) == pytest.approx(20.0)
+    assert inference_core_ms(RAW, 4) == pytest.approx(12.5)
+    assert inference_core_ms(RAW, 2.5) == pytest.approx(20 + (12.5 - 20) * 1.5 / 3)
+    assert inference_core_ms(RAW, 10) == pytest.approx(12.5 + (10 - 12.5) * 6 / 12)
+    assert inference_core_ms(RAW, 0.5) == pytest.approx(20.0)  # clamped at the ends
+    assert inference_core_ms(RAW, 64) == pytest.approx(10.0)
 
 
 def test_parts_add_up_to_the_machine_and_the_rest_is_the_service_remainder() -> None:
@@ -43,7 +48,7 @@ def test_parts_add_up_to_the_machine_and_the_rest_is_the_service_remainder() -> 
         batching=BatchWindow(True, 25, 100, 0.5, 100, 1.2),
     )
     inproc = InProcessBaselines(
-        2, RAW, PipelineThroughput(4, 8, 10, 1.0), SingleImageLatency(50, 7.0, 10.0, 17.0)
+        2, RAW, PipelineThroughput(4, 8, 10, 1.0), SingleImageLatency(50, 9.0, 10.0, 19.0, 7.0)
     )
     b = search_breakdown(window, inproc, ort_threads=2)
     assert b.mean_batch == 4.0 and b.searches == 100 and b.cores == pytest.approx(2.0)
