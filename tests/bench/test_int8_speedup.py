@@ -75,7 +75,7 @@ def brute_force_recall_at_1(model_path: Path, root: Path) -> float:
 
 
 def test_figures_match_oracles(fp32_path: Path, int8_path: Path, folder: Path) -> None:
-    result = run(fp32_path, int8_path, folder=folder, batch_sizes=(1, 4), seconds=0.05, rounds=2)
+    result = run(fp32_path, int8_path, folder=folder, batch_sizes=(1, 4), seconds=0.05, rounds=1)
 
     assert [r.batch_size for r in result.rates] == [1, 4]
     for r in result.rates:

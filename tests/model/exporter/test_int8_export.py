@@ -8,14 +8,19 @@ centroid ranking, and the store that refuses to mix the two models is a real SQL
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
 import model.exporter.int8_exporter as int8_exporter
+from app.main import create_app
 from app.retriever import model_identity
+from app.settings import Settings
 from artifact.image_decode import preprocess_bytes, stack_batch
 from artifact.onnx_embedder import OnnxEmbedder
 from artifact.preprocess_spec import PreprocessSpec
@@ -23,11 +28,17 @@ from bench.loadtest.photo_set import build_photo_set
 from model import build_default, export
 from model.data.sample_photos import write_gallery_query_folder
 from model.exporter.calibration_photos import CalibrationError
-from model.exporter.int8_exporter import INT8_METADATA_KEY, export_int8, int8_spec
+from model.exporter.int8_exporter import (
+    INT8_METADATA_KEY,
+    Int8ExportResult,
+    export_int8,
+    int8_spec,
+)
 from model.exporter.int8_parity_gate import Int8ParityError, Int8Thresholds
 from model.exporter.parity_photos import load_parity_photos
 from store.errors import ModelMismatchError
 from store.sqlite_store import SqliteStore
+from tests.live_server import live_server
 from tests.model.exporter.small_conv_embedder import (
     SmallConvEmbedder,
     export_small_conv,
@@ -75,19 +86,27 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def test_export_writes_a_gated_twin_with_its_own_version(
+@pytest.fixture(scope="module")
+def exported(
     fp32_path: Path,
     calibration_dir: Path,
     recall_folder: Path,
     parity_photos: list[bytes],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    out = tmp_path / "out"
-    result = export_int8(
-        fp32_path, out, calibration_dir, parity_photos=parity_photos, recall_folder=recall_folder
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Int8ExportResult:
+    return export_int8(
+        fp32_path,
+        tmp_path_factory.mktemp("int8") / "out",
+        calibration_dir,
+        parity_photos=parity_photos,
+        recall_folder=recall_folder,
     )
 
+
+def test_export_writes_a_gated_twin_with_its_own_version(
+    fp32_path: Path, exported: Int8ExportResult, parity_photos: list[bytes], tmp_path: Path
+) -> None:
+    result, out = exported, exported.onnx_path.parent
     assert sorted(p.name for p in out.iterdir()) == ["embedder-int8.json", "embedder-int8.onnx"]
     assert result.onnx_path == out / "embedder-int8.onnx"
     fp32 = OnnxEmbedder(fp32_path, allow_gpu=False)
@@ -115,7 +134,6 @@ def test_export_writes_a_gated_twin_with_its_own_version(
     assert report.photos.mean_cosine >= 0.995 and report.photos.min_cosine >= 0.98
     assert report.fp32.num_queries == 2 * len(RECALL_ITEMS) == 2 * report.fp32.num_items
     assert abs(report.recall_change) <= 0.01
-    assert "INT8 vs FP32: cosine on 8 photos" in capsys.readouterr().out
 
     # A store holding the FP32 model's embeddings refuses the INT8 model: switching is a
     # migration, never a silent mix of the two in one centroid.
@@ -125,21 +143,45 @@ def test_export_writes_a_gated_twin_with_its_own_version(
         store.claim_model_identity(model_identity(int8))
 
 
+def test_the_service_serves_it_and_a_store_of_it_refuses_the_fp32_model(
+    fp32_path: Path, exported: Int8ExportResult, tmp_path: Path
+) -> None:
+    views = build_photo_set(views_per_photo=2).views
+    settings = {"data_dir": tmp_path / "data", "keep_blobs": False}
+    app = create_app(Settings(model_path=exported.onnx_path, **settings))
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        for name, (gallery, _) in views.items():
+            files = [("images", ("g.jpg", gallery, "image/jpeg"))]
+            client.post(f"/items/{name}/images", files=files).raise_for_status()
+        # An enrolled photo searched again is its own item's whole centroid: cosine 1, first.
+        query = views["chelsea"][0]
+        found = client.post("/search", files={"image": ("q.jpg", query, "image/jpeg")})
+        best = found.json()["results"][0]
+        assert best["item_id"] == "chelsea" and best["score"] == pytest.approx(1.0, abs=1e-5)
+        assert client.get("/info").json()["model"]["model_version"] == "3+int8"
+
+    app = create_app(Settings(model_path=fp32_path, **settings))
+    with live_server(app, wait_ready=False) as url:
+        deadline = time.monotonic() + 30
+        while (ready := httpx.get(f"{url}/readyz", timeout=10)).status_code != 503 or (
+            "ModelMismatchError" not in ready.text
+        ):
+            assert time.monotonic() < deadline, ready.text
+            time.sleep(0.05)
+        assert "holds embeddings of small-conv-int8-test v3+int8" in ready.json()["detail"]
+
+
 def test_a_calibration_that_cannot_represent_photos_is_refused_and_writes_nothing(
     fp32_path: Path,
-    calibration_dir: Path,
+    exported: Int8ExportResult,
     dark_calibration_dir: Path,
     recall_folder: Path,
     parity_photos: list[bytes],
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    export_int8(
-        fp32_path,
-        tmp_path,
-        calibration_dir,
-        parity_photos=parity_photos,
-        recall_folder=recall_folder,
-    )
+    for made in (exported.onnx_path, exported.contract_path):
+        shutil.copy(made, tmp_path / made.name)
     before = snapshot(tmp_path)
     with pytest.raises(Int8ParityError) as excinfo:
         export_int8(
@@ -152,6 +194,8 @@ def test_a_calibration_that_cannot_represent_photos_is_refused_and_writes_nothin
     message = str(excinfo.value)
     assert message.startswith("INT8 export refused: ")
     assert "min cosine" in message and "< 0.98" in message
+    # What it measured was printed before the refusal, for the logs of a make run.
+    assert "INT8 vs FP32: cosine on 8 photos" in capsys.readouterr().out
     # The earlier model stands as it was, and no temporary file is left beside it.
     assert snapshot(tmp_path) == before
 
