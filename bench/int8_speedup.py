@@ -9,6 +9,11 @@
   The two models take turns at each size, for ``--rounds`` rounds, and each keeps its best
   round: on a shared machine a neighbour's burst then lands in one round, not in one model.
   Printed: both rates and their ratio at every size, at batch 1, and at each model's best size.
+- **Core time**: milliseconds of CPU per image with one ORT thread (no pool: the calling
+  thread computes, so its CPU time is the work), at the first and the largest batch size. A
+  neighbour's load slows wall-clock rates by any amount but leaves this nearly untouched, so on
+  a shared machine it is the figure to trust for the ratio; on N idle cores, throughput at
+  saturation is about N × 1000 / core-ms.
 - **Agreement**: mean and minimum cosine of the INT8 embeddings (as one batch and one by one)
   to the FP32 model's, on the same photos' bytes through the service's pixel path.
 - **Retrieval**: centroid Recall@1 of both on a labelled folder (``--folder``, else the
@@ -23,10 +28,15 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
+from artifact.image_decode import preprocess_bytes, stack_batch
 from artifact.onnx_embedder import OnnxEmbedder
 from artifact.preprocess_spec import PreprocessSpec
 from bench.loadtest.photo_set import build_photo_set
@@ -58,8 +68,22 @@ class SizeRates:
 
 
 @dataclass(frozen=True)
+class SizeCoreTime:
+    """Best-round CPU milliseconds per image of both models on one ORT thread."""
+
+    batch_size: int
+    fp32_ms: float
+    int8_ms: float
+
+    @property
+    def speedup(self) -> float:
+        return self.fp32_ms / self.int8_ms
+
+
+@dataclass(frozen=True)
 class Int8Speedup:
     rates: list[SizeRates]
+    core: list[SizeCoreTime]
     photos: Agreement
     fp32_recall: FolderRecall
     int8_recall: FolderRecall
@@ -112,6 +136,42 @@ def measure_rates(
     return [SizeRates(s, best["fp32", s], best["int8", s]) for s in batch_sizes]
 
 
+def core_ms_per_image(
+    embedder: OnnxEmbedder, batch: npt.NDArray[np.uint8], seconds: float
+) -> float:
+    """CPU ms per image of ``embed(batch)`` ``(N, 3, H, W)`` uint8 on the calling thread,
+    after one untimed call, over calls until ``seconds`` of that thread's CPU time."""
+    embedder.embed(batch)
+    calls, start = 0, time.thread_time()
+    while (used := time.thread_time() - start) < seconds or calls == 0:
+        embedder.embed(batch)
+        calls += 1
+    return 1000 * used / (calls * int(batch.shape[0]))
+
+
+def measure_core_times(
+    fp32_path: Path,
+    int8_path: Path,
+    photos: Sequence[bytes],
+    batch_sizes: Sequence[int],
+    seconds: float,
+    rounds: int,
+) -> list[SizeCoreTime]:
+    embedders = {
+        name: OnnxEmbedder(path, allow_gpu=False, intra_op_threads=1, max_batch=max(batch_sizes))
+        for name, path in (("fp32", fp32_path), ("int8", int8_path))
+    }
+    arrays = [preprocess_bytes(p, embedders["fp32"].spec) for p in photos]
+    best: dict[tuple[str, int], float] = {}
+    for _ in range(rounds):
+        for size in batch_sizes:
+            batch = stack_batch([arrays[i % len(arrays)] for i in range(size)])
+            for name, embedder in embedders.items():
+                ms = core_ms_per_image(embedder, batch, seconds)
+                best[name, size] = min(best.get((name, size), float("inf")), ms)
+    return [SizeCoreTime(s, best["fp32", s], best["int8", s]) for s in batch_sizes]
+
+
 def run(
     fp32_path: Path,
     int8_path: Path,
@@ -126,6 +186,8 @@ def run(
     )
     photos = build_photo_set().all_views()
     rates = measure_rates(fp32_path, int8_path, photos, batch_sizes, seconds, rounds)
+    core_sizes = sorted({batch_sizes[0], max(batch_sizes)})
+    core = measure_core_times(fp32_path, int8_path, photos, core_sizes, seconds, rounds)
     agreement = photo_agreement(fp32_path, int8_path, photos)
     with tempfile.TemporaryDirectory(prefix="int8-speedup-") as scratch:
         split = (
@@ -134,7 +196,7 @@ def run(
             else shipped_photo_split(Path(scratch))
         )
         recalls = folder_recall(fp32_path, split), folder_recall(int8_path, split)
-    return Int8Speedup(rates, agreement, *recalls)
+    return Int8Speedup(rates, core, agreement, *recalls)
 
 
 def print_report(result: Int8Speedup) -> None:
@@ -155,6 +217,12 @@ def print_report(result: Int8Speedup) -> None:
         f"best batch: FP32 {fp32.fp32:.1f} (batch {fp32.batch_size}), INT8 {int8.int8:.1f} "
         f"(batch {int8.batch_size}) images/s, speed-up {result.best_speedup:.2f}x"
     )
+    print("CPU ms per image on one ORT thread (thread CPU time), best of the rounds")
+    for c in result.core:
+        print(
+            f"batch {c.batch_size}: FP32 {c.fp32_ms:.3g}, INT8 {c.int8_ms:.3g} core-ms/image, "
+            f"speed-up {c.speedup:.2f}x"
+        )
     print(f"INT8 vs FP32 {result.photos} (batched and one by one)")
     a, b = result.fp32_recall, result.int8_recall
     print(
@@ -169,6 +237,7 @@ def report_json(result: Int8Speedup) -> str:
         "best_fp32": asdict(result.best_fp32),
         "best_int8": asdict(result.best_int8),
         "best_speedup": result.best_speedup,
+        "core_ms": [asdict(c) | {"speedup": c.speedup} for c in result.core],
         "cosine": asdict(result.photos),
         "recall_at_1": {"fp32": asdict(result.fp32_recall), "int8": asdict(result.int8_recall)},
         "recall_change": result.recall_change,

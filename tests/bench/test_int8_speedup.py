@@ -83,6 +83,11 @@ def test_figures_match_oracles(fp32_path: Path, int8_path: Path, folder: Path) -
     assert result.best_speedup == max(r.int8 for r in result.rates) / max(
         r.fp32 for r in result.rates
     )
+    # Core time at the first and the largest size; a 32×32 pooled projection costs well under
+    # a millisecond of CPU per image.
+    assert [c.batch_size for c in result.core] == [1, 4]
+    for c in result.core:
+        assert 0 < c.fp32_ms < 50 and 0 < c.int8_ms < 50 and c.speedup == c.fp32_ms / c.int8_ms
     # Cosines of the INT8 embeddings (one batch, and one by one) to FP32's, on the bench photos
     # (ORT's kernels are not bit-identical run to run: 1e-6 of slack).
     photos = build_photo_set().all_views()
@@ -119,6 +124,12 @@ def test_printed_table_says_what_was_measured(
     assert speedup == pytest.approx(int8_rate / fp32_rate, abs=0.01 + 0.001 * speedup)
     best = re.search(r"best batch: FP32 [\d.]+ \(batch (1|4)\), INT8 [\d.]+ \(batch (1|4)\)", out)
     assert best, out
+    core = re.findall(
+        r"batch (1|4): FP32 ([\d.]+), INT8 ([\d.]+) core-ms/image, speed-up ([\d.]+)x", out
+    )
+    assert [c[0] for c in core] == ["1", "4"], out
+    for _, fp32_ms, int8_ms, ratio in core:
+        assert float(ratio) == pytest.approx(float(fp32_ms) / float(int8_ms), abs=0.02, rel=0.05)
     assert re.search(r"INT8 vs FP32 cosine on 32 photos: mean = 0\.9\d+, min = 0\.9\d+", out)
     assert re.search(r"Recall@1 on 6 queries / 6 items: FP32 [\d.]+, INT8 [\d.]+, change", out)
 
