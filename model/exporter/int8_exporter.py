@@ -24,7 +24,7 @@ from pathlib import Path
 import onnx
 
 from artifact.onnx_embedder import OnnxEmbedder
-from artifact.preprocess_spec import CONTRACT_KEY, PreprocessSpec
+from artifact.preprocess_spec import CONTRACT_KEY, ContractError, PreprocessSpec
 from model.data.dataset_split import DatasetSplit
 from model.data.folder_items import read_folder_items
 from model.exporter.calibration_photos import DEFAULT_CALIBRATION_LIMIT, load_calibration_batch
@@ -66,7 +66,7 @@ def int8_basename(basename: str) -> str:
 def int8_spec(fp32: PreprocessSpec) -> PreprocessSpec:
     """The FP32 contract with the version that says INT8 and today's export date."""
     if fp32.model_version.endswith(INT8_VERSION_SUFFIX):
-        raise ValueError(f"{fp32.model_name} v{fp32.model_version} is already an INT8 model")
+        raise ContractError(f"{fp32.model_name} v{fp32.model_version} is already an INT8 model")
     return dataclasses.replace(
         fp32,
         model_version=fp32.model_version + INT8_VERSION_SUFFIX,

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from artifact.preprocess_spec import ContractError
 from model.exporter.calibration_photos import CalibrationError
 from model.exporter.int8_exporter import export_int8, int8_basename
 from model.exporter.int8_parity_gate import Int8ParityError
@@ -72,7 +73,13 @@ def run_int8_export(args: argparse.Namespace, fp32_path: Path, out_dir: Path, ba
             recall_folder=args.recall_folder,
             fp32_layers=args.int8_fp32_layers,
         )
-    except (CalibrationError, QuantizationError, Int8ParityError) as exc:
+    except (
+        FileNotFoundError,
+        ContractError,
+        CalibrationError,
+        QuantizationError,
+        Int8ParityError,
+    ) as exc:
         print(f"error: {exc}; no INT8 model was written to {out_dir}", file=sys.stderr)
         return 1
     q = result.quantized

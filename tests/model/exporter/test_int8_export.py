@@ -281,6 +281,23 @@ def test_model_export_quantises_an_existing_export(
     assert snapshot(tmp_path) == before
 
 
+def test_model_export_says_what_is_wrong_with_the_fp32_model(
+    exported: Int8ExportResult,
+    calibration_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for source, complaint in (
+        (tmp_path / "missing.onnx", "model file not found"),
+        (exported.onnx_path, "is already an INT8 model"),
+    ):
+        argv = ["--int8-from", str(source), "--int8", "--calibration-dir", str(calibration_dir)]
+        assert export.main([*argv, "--out", str(tmp_path / "out")]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and complaint in err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("argv", "complaint"),
     [
