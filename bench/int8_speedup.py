@@ -29,7 +29,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -117,23 +117,41 @@ def check_twins(fp32: PreprocessSpec, int8: PreprocessSpec) -> None:
         raise ValueError(f"the two models are not twins: their contracts differ in {differ}")
 
 
+MODELS = ("fp32", "int8")
+
+
+def taking_turns(
+    batch_sizes: Sequence[int],
+    rounds: int,
+    measure: Callable[[str, int], float],
+    best: Callable[[float, float], float],
+) -> dict[tuple[str, int], float]:
+    """``measure(model, size)`` for every round, size and model in turn; the ``best`` of each
+    (model, size) over the rounds."""
+    out: dict[tuple[str, int], float] = {}
+    for _ in range(rounds):
+        for size in batch_sizes:
+            for name in MODELS:
+                value = measure(name, size)
+                out[name, size] = best(out[name, size], value) if (name, size) in out else value
+    return out
+
+
 def measure_rates(
-    fp32_path: Path,
-    int8_path: Path,
+    paths: dict[str, Path],
     photos: Sequence[bytes],
     batch_sizes: Sequence[int],
     seconds: float,
     rounds: int,
 ) -> list[SizeRates]:
-    best: dict[tuple[str, int], float] = {}
-    for _ in range(rounds):
-        for size in batch_sizes:
-            for name, path in (("fp32", fp32_path), ("int8", int8_path)):
-                (result,) = measure_ort_throughput(
-                    path, photos, batch_sizes=(size,), seconds_per_size=seconds
-                )
-                best[name, size] = max(best.get((name, size), 0.0), result.images_per_s)
-    return [SizeRates(s, best["fp32", s], best["int8", s]) for s in batch_sizes]
+    def images_per_s(name: str, size: int) -> float:
+        (result,) = measure_ort_throughput(
+            paths[name], photos, batch_sizes=(size,), seconds_per_size=seconds
+        )
+        return result.images_per_s
+
+    got = taking_turns(batch_sizes, rounds, images_per_s, max)
+    return [SizeRates(s, got["fp32", s], got["int8", s]) for s in batch_sizes]
 
 
 def core_ms_per_image(
@@ -150,8 +168,7 @@ def core_ms_per_image(
 
 
 def measure_core_times(
-    fp32_path: Path,
-    int8_path: Path,
+    paths: dict[str, Path],
     photos: Sequence[bytes],
     batch_sizes: Sequence[int],
     seconds: float,
@@ -159,17 +176,16 @@ def measure_core_times(
 ) -> list[SizeCoreTime]:
     embedders = {
         name: OnnxEmbedder(path, allow_gpu=False, intra_op_threads=1, max_batch=max(batch_sizes))
-        for name, path in (("fp32", fp32_path), ("int8", int8_path))
+        for name, path in paths.items()
     }
     arrays = [preprocess_bytes(p, embedders["fp32"].spec) for p in photos]
-    best: dict[tuple[str, int], float] = {}
-    for _ in range(rounds):
-        for size in batch_sizes:
-            batch = stack_batch([arrays[i % len(arrays)] for i in range(size)])
-            for name, embedder in embedders.items():
-                ms = core_ms_per_image(embedder, batch, seconds)
-                best[name, size] = min(best.get((name, size), float("inf")), ms)
-    return [SizeCoreTime(s, best["fp32", s], best["int8", s]) for s in batch_sizes]
+    batches = {s: stack_batch([arrays[i % len(arrays)] for i in range(s)]) for s in batch_sizes}
+
+    def ms(name: str, size: int) -> float:
+        return core_ms_per_image(embedders[name], batches[size], seconds)
+
+    got = taking_turns(batch_sizes, rounds, ms, min)
+    return [SizeCoreTime(s, got["fp32", s], got["int8", s]) for s in batch_sizes]
 
 
 def run(
@@ -185,9 +201,10 @@ def run(
         OnnxEmbedder(fp32_path, allow_gpu=False).spec, OnnxEmbedder(int8_path, allow_gpu=False).spec
     )
     photos = build_photo_set().all_views()
-    rates = measure_rates(fp32_path, int8_path, photos, batch_sizes, seconds, rounds)
+    paths = {"fp32": fp32_path, "int8": int8_path}
+    rates = measure_rates(paths, photos, batch_sizes, seconds, rounds)
     core_sizes = sorted({batch_sizes[0], max(batch_sizes)})
-    core = measure_core_times(fp32_path, int8_path, photos, core_sizes, seconds, rounds)
+    core = measure_core_times(paths, photos, core_sizes, seconds, rounds)
     agreement = photo_agreement(fp32_path, int8_path, photos)
     with tempfile.TemporaryDirectory(prefix="int8-speedup-") as scratch:
         split = (
