@@ -10,12 +10,10 @@ interrupted export leaves the destination as it was.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,9 +35,8 @@ from model.exporter.int8_parity_gate import (
     shipped_photo_split,
 )
 from model.exporter.int8_quantizer import QuantizedModel, quantize_with_search
-from model.exporter.onnx_exporter import _fsync, _temp_path
+from model.exporter.onnx_exporter import _temp_path, publish_model_files
 from model.exporter.parity_photos import load_parity_photos
-from store.fsync_dir import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +123,7 @@ def export_int8(
             failures = report.failures(thresholds)
             if failures:
                 raise Int8ParityError(f"INT8 export refused: {'; '.join(failures)} ({report})")
-            _fsync(tmp_onnx)
-            _fsync(tmp_contract)
-            # The .onnx last, as in the FP32 export: once it is in place, its contract is too.
-            os.replace(tmp_contract, contract_path)
-            os.replace(tmp_onnx, onnx_path)
-            with contextlib.suppress(OSError):
-                fsync_dir(out_dir)
+            publish_model_files(tmp_onnx, tmp_contract, onnx_path, contract_path)
         finally:
             tmp_onnx.unlink(missing_ok=True)
             tmp_contract.unlink(missing_ok=True)

@@ -113,15 +113,7 @@ def export_embedder(
         print(parity, flush=True)
         if parity.min_cosine < min_cosine:
             raise ParityError(f"export refused: {parity}; required cosine >= {min_cosine}")
-        _fsync(tmp_onnx)
-        _fsync(tmp_contract)
-        # The .onnx goes last: it is what make and the service look for, so once it is in
-        # place its readable copy already is too.
-        os.replace(tmp_contract, contract_path)
-        os.replace(tmp_onnx, onnx_path)
-        # Makes the renames durable; best effort, since not every platform can open a directory.
-        with contextlib.suppress(OSError):
-            fsync_dir(out_dir)
+        publish_model_files(tmp_onnx, tmp_contract, onnx_path, contract_path)
     finally:
         # Both are gone after a successful replace; after any failure (parity, checker,
         # Ctrl-C) nothing half-made stays behind.
@@ -158,6 +150,21 @@ def _write_graph(wrapper: nn.Module, dummy: torch.Tensor, spec: PreprocessSpec, 
     entry.key, entry.value = CONTRACT_KEY, json.dumps(spec.to_dict(), sort_keys=True)
     model_proto.producer_name = "centroid-retrieval"
     onnx.save(model_proto, str(path))
+
+
+def publish_model_files(
+    tmp_onnx: Path, tmp_contract: Path, onnx_path: Path, contract_path: Path
+) -> None:
+    """Move a checked model and its contract into place, durably: both fsynced, the contract
+    renamed first and the .onnx last (it is what make and the service look for, so once it is
+    in place its readable copy already is too), then the directory fsynced."""
+    _fsync(tmp_onnx)
+    _fsync(tmp_contract)
+    os.replace(tmp_contract, contract_path)
+    os.replace(tmp_onnx, onnx_path)
+    # Makes the renames durable; best effort, since not every platform can open a directory.
+    with contextlib.suppress(OSError):
+        fsync_dir(onnx_path.parent)
 
 
 def _fsync(path: Path) -> None:
