@@ -9,8 +9,6 @@ import asyncio
 import itertools
 from collections.abc import Callable
 
-import httpx
-
 from bench.loadtest.request_sample import ClientT, Operation, RequestSample
 
 
@@ -38,14 +36,7 @@ async def run_closed_loop(
         while loop.time() < end:
             op = operation_at(next(counter))
             sent = loop.time()
-            status: int | None = None
-            error: str | None = None
-            try:
-                status = await op.send(client)
-            except httpx.TimeoutException:
-                error = "timeout"
-            except httpx.HTTPError as exc:
-                error = type(exc).__name__
+            status, error = await op.outcome(client)
             at = sent - start
             samples.append(RequestSample(op.endpoint, at, at, loop.time() - sent, status, error))
 

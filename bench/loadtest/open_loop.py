@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-import httpx
-
 from bench.loadtest.request_sample import ClientT, Operation, RequestSample
 
 # Lead time before the first due time, so the first requests are not already late while the
@@ -48,14 +46,8 @@ async def run_open_loop(
     async def one(i: int, op: Operation[ClientT], due: float) -> None:
         nonlocal in_flight
         sent = loop.time()
-        status: int | None = None
-        error: str | None = None
         try:
-            status = await op.send(client)
-        except httpx.TimeoutException:
-            error = "timeout"
-        except httpx.HTTPError as exc:
-            error = type(exc).__name__
+            status, error = await op.outcome(client)
         finally:
             in_flight -= 1
         samples[i] = RequestSample(

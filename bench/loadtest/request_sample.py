@@ -26,6 +26,16 @@ class Operation(Generic[ClientT]):
     endpoint: str
     send: Callable[[ClientT], Awaitable[int]]
 
+    async def outcome(self, client: ClientT) -> tuple[int | None, str | None]:
+        """Send once: ``(status, None)`` for an answer, ``(None, error)`` without one —
+        ``"timeout"`` or the httpx error's class name. The one classification every loop uses."""
+        try:
+            return await self.send(client), None
+        except httpx.TimeoutException:
+            return None, "timeout"
+        except httpx.HTTPError as exc:
+            return None, type(exc).__name__
+
 
 @dataclass(frozen=True)
 class RequestSample:
