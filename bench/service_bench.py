@@ -37,11 +37,9 @@ import importlib
 import json
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from contextlib import AbstractContextManager
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,12 +53,11 @@ from bench.large_photos import build_large_photo_set
 from bench.lean_client import LeanClient
 from bench.loadtest.photo_set import PhotoSet
 from bench.loadtest.report_writer import finite_json
-from bench.process_cpu import child_pids
-from bench.redis_namespace import check_redis, redact_url, throwaway_namespace
+from bench.redis_namespace import check_redis
 from bench.run_record import InProcessBaselines, StoreRun
 from bench.search_breakdown import search_breakdown
-from bench.service_process import service_process
 from bench.service_session import ServiceSession, SessionPlan
+from bench.service_under_test import RunningService, ServiceConfig, running_service
 from bench.service_window import ServiceWindow
 from bench.serving_targets import serving_targets
 from bench.targets import target_json
@@ -69,16 +66,6 @@ STORES = ("sqlite", "redis")
 # Saturation clients for a service from before issue 10 (no admission queue to fill).
 _NO_ADMISSION_CLIENTS = 16
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    """One way of running the service: ``env`` overrides the caller's ``RETRIEVAL_*``."""
-
-    name: str
-    title: str
-    env: dict[str, str]
-
 
 BATCHING_ON = ServiceConfig(
     "on", "batching on (the service's defaults)", {"RETRIEVAL_BATCHING": "true"}
@@ -220,42 +207,10 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _service_pid() -> int:
-    """The uvicorn child this process started (the bench runs one service at a time)."""
-    (pid,) = child_pids()
-    return pid
-
-
-@contextmanager
 def _service(
     args: argparse.Namespace, store: str, config: ServiceConfig, log_dir: Path
-) -> Iterator[tuple[str, dict[str, Any], int]]:
-    """The service under ``config`` on a throw-away ``store``; yields its URL, what the report
-    says about the store, and its pid. The service stops before its Redis keys are deleted."""
-    model = args.model.resolve()
-    log = log_dir / f"service-{store}-{config.name}.log"
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        data_dir = Path(tmp) / "data"
-        if store == "sqlite":
-            with service_process(model, data_dir, env=config.env, log_path=log) as url:
-                yield url, {"backend": "sqlite", "path": "temporary SQLite file"}, _service_pid()
-            return
-        with throwaway_namespace(args.redis_url) as ns:
-            info: dict[str, Any] = {
-                "backend": "redis",
-                "url": redact_url(args.redis_url),
-                "namespace": ns.name,
-            }
-            with service_process(
-                model,
-                data_dir,
-                env=config.env,
-                log_path=log,
-                redis_url=args.redis_url,
-                redis_namespace=ns.name,
-            ) as url:
-                yield url, info, _service_pid()
-        info["keys_deleted"] = ns.keys_deleted
+) -> AbstractContextManager[RunningService]:
+    return running_service(args.model, store, config, log_dir=log_dir, redis_url=args.redis_url)
 
 
 def _plan(args: argparse.Namespace) -> SessionPlan:
@@ -372,15 +327,19 @@ def _measure_store(
     infos: dict[str, dict[str, Any]] = {}
     t0 = time.monotonic()
     _log(f"(b) service, {BATCHING_ON.title}, {store} store")
-    with _service(args, store, BATCHING_ON, log_dir) as (url, infos["on"], pid):
-        on = asyncio.run(_batching_on(url, pid, store, photos, args, settings))
+    with _service(args, store, BATCHING_ON, log_dir) as service:
+        infos["on"] = service.store
+        on = asyncio.run(_batching_on(service.url, service.pid, store, photos, args, settings))
     timing["batching_on"] = time.monotonic() - t0
     compared = {}
     for config in (BATCHING_OFF, BATCH_ONE):
         t1 = time.monotonic()
         _log(f"(c) service, {config.title}, {store} store")
-        with _service(args, store, config, log_dir) as (url, infos[config.name], pid):
-            compared[config.name] = asyncio.run(_compare(url, pid, store, photos, args))
+        with _service(args, store, config, log_dir) as service:
+            infos[config.name] = service.store
+            compared[config.name] = asyncio.run(
+                _compare(service.url, service.pid, store, photos, args)
+            )
         timing[f"batching_{config.name}"] = time.monotonic() - t1
     timing["total"] = time.monotonic() - t0
     return StoreRun(
