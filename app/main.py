@@ -12,7 +12,10 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
+from app.access_policy import AccessPolicy
+from app.authorization import install_access_handlers
 from app.body_limit import BodyLimitMiddleware
 from app.metrics import RequestMetricsMiddleware
 from app.problem import install_problem_handlers
@@ -20,12 +23,17 @@ from app.routes import health_router, items_router, search_router
 from app.service_state import ServiceState
 from app.settings import Settings
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings if settings is not None else Settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Unusable key lines stop the start here, before the model loads.
+    access = AccessPolicy.from_settings(settings)
+    _log_access(access)
     state = ServiceState(settings=settings)
 
     @asynccontextmanager
@@ -51,8 +59,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = state
+    app.state.access = access
     install_problem_handlers(app)
-    routers = [items_router(settings), search_router(settings), health_router()]
+    install_access_handlers(app)
+    routers = [items_router(settings), search_router(settings), health_router(settings)]
     for router in routers:
         app.include_router(router)
     # The last added is the outermost. The body limit wraps the app, so it sees the body before
@@ -65,4 +75,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The routers' own routes: the app's list holds the included routers, not their paths.
         routes=[route for router in routers for route in router.routes],
     )
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        # Outermost, so every answer (a 401 or 413 too) carries the headers a browser needs to
+        # read it, and preflights are answered before anything counts or limits them. Keys
+        # travel in headers, never cookies: no credentials mode.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            expose_headers=["Retry-After", "WWW-Authenticate"],
+            max_age=600,
+        )
     return app
+
+
+def _log_access(access: AccessPolicy) -> None:
+    if access.keys_required:
+        log.info("API keys required: %d configured", len(access.keyring))
+    elif access.allow_anonymous:
+        log.warning(
+            "no API keys and RETRIEVAL_ALLOW_ANONYMOUS=true: anyone who can reach this service "
+            "may search, enroll and delete"
+        )
+    else:
+        log.info("no API keys configured: requests without a key are answered over loopback only")

@@ -61,13 +61,30 @@ class InfoResponse(BaseModel):
     limits: dict[str, int]
 
 
+def _problems(texts: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    return {
+        status: {"model": Problem, "content": {"application/problem+json": {}}, "description": text}
+        for status, text in texts.items()
+    }
+
+
+# The answers of a route behind an API key (app/authorization.py).
+AUTH_RESPONSES = _problems(
+    {
+        401: "No API key, or not a valid one (with a `WWW-Authenticate: Bearer` challenge).",
+        403: "The API key lacks the scope this route needs.",
+        429: "The API key's request rate is used up; `Retry-After` says when to retry.",
+    }
+)
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "content": {"application/problem+json": {}}, "description": text}
-    for status, text in {
-        404: "Unknown item or image.",
-        413: "Request body or image pixel count over the limit.",
-        415: "Body is not multipart/form-data.",
-        422: "Invalid parameter or an upload that is not a decodable image.",
-        503: "Not ready yet, or the store is unreachable (writes).",
-    }.items()
+    **AUTH_RESPONSES,
+    **_problems(
+        {
+            404: "Unknown item or image.",
+            413: "Request body or image pixel count over the limit.",
+            415: "Body is not multipart/form-data.",
+            422: "Invalid parameter or an upload that is not a decodable image.",
+            503: "Not ready yet, or the store is unreachable (writes).",
+        }
+    ),
 }

@@ -81,8 +81,53 @@ class Settings(BaseSettings):
     )
     allow_gpu: bool = Field(True, description="Use CUDA when onnxruntime-gpu sees a GPU.")
     log_level: str = Field("info", description="Python log level.")
+    api_keys: str = Field(
+        "",
+        description=(
+            "API key hash lines (`centroid-retrieval make-key` prints them), separated by `;` "
+            "or newlines. None here or in the keys file: no key needed (see allow_anonymous)."
+        ),
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="A file of API key hash lines, one per line (# comments), added to api_keys.",
+    )
+    allow_anonymous: bool = Field(
+        False,
+        description=(
+            "With no keys configured, answer requests without a key on every interface; false: "
+            "only on loopback connections (serve refuses a non-loopback --host). Not allowed "
+            "with keys."
+        ),
+    )
+    metrics_requires_key: bool = Field(
+        False, description="/metrics needs a valid API key (any scope) like the data routes."
+    )
+    cors_origins: str = Field(
+        "",
+        description=(
+            "Comma-separated origins allowed to call the API from a browser "
+            "(e.g. https://shop.example); empty: no CORS headers at all."
+        ),
+    )
+    rate_limit_per_second: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Requests per second each API key (anonymous: all together) may make to the data "
+            "routes, per replica; beyond it 429 with Retry-After. 0: no limit."
+        ),
+    )
+    rate_limit_burst: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Requests a key may make at once before the rate applies (token bucket size); "
+            "0: one second's worth (at least 1)."
+        ),
+    )
 
-    @field_validator("redis_url", mode="before")
+    @field_validator("redis_url", "api_keys_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from cli import enroll_folder_command, serve_command, training_kit_commands
+from cli import enroll_folder_command, make_key_command, serve_command, training_kit_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_command.add_parser(subparsers)
     training_kit_commands.add_parsers(subparsers)
     enroll_folder_command.add_parser(subparsers)
+    make_key_command.add_parser(subparsers)
     return parser
 
 

@@ -6,6 +6,10 @@ import argparse
 import importlib.util
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 # What the service imports from the `serve` (or `serve-gpu`) extra, by module name.
 SERVE_MODULES = (
@@ -52,6 +56,37 @@ def missing_model_message(model_path: Path) -> str:
     return message
 
 
+def _access_refusal(settings: Settings, host: str) -> str | None:
+    """Why the service must not start with these keys on ``host`` (None: it may).
+
+    Secure by default: without keys it serves loopback only, unless anonymous access was asked
+    for, which is then said out loud.
+    """
+    from app.access_policy import AccessPolicy, is_loopback
+    from app.api_keys import ApiKeyConfigError
+
+    try:
+        access = AccessPolicy.from_settings(settings)
+    except ApiKeyConfigError as exc:
+        return f"API keys: {exc}"
+    if access.keys_required or is_loopback(host):
+        return None
+    if not access.allow_anonymous:
+        return (
+            f"refusing to serve on {host}, a non-loopback address, without API keys: anyone "
+            "on the network could enroll and delete. Make a key with "
+            "`centroid-retrieval make-key --scopes read,write` and set RETRIEVAL_API_KEYS to "
+            "the line it prints (or RETRIEVAL_API_KEYS_FILE), serve on 127.0.0.1, or allow "
+            "anonymous access explicitly with RETRIEVAL_ALLOW_ANONYMOUS=true."
+        )
+    print(
+        f"warning: serving on {host} with RETRIEVAL_ALLOW_ANONYMOUS=true and no API keys: "
+        "anyone who can reach it may search, enroll and delete",
+        file=sys.stderr,
+    )
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     missing = [m for m in SERVE_MODULES if importlib.util.find_spec(m) is None]
     if missing:
@@ -70,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings()
     except ValidationError as exc:
         print(f"error: invalid RETRIEVAL_* setting: {exc}", file=sys.stderr)
+        return 1
+    refusal = _access_refusal(settings, args.host)
+    if refusal is not None:
+        print(f"error: {refusal}", file=sys.stderr)
         return 1
     if not settings.model_path.is_file():
         print(f"error: {missing_model_message(settings.model_path)}", file=sys.stderr)

@@ -1,4 +1,8 @@
-"""Liveness, readiness, service information and Prometheus metrics."""
+"""Liveness, readiness, service information and Prometheus metrics.
+
+Liveness and readiness answer without a key (probes carry none); ``/info`` needs a valid key of
+any scope, ``/metrics`` too when ``metrics_requires_key`` says so.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,15 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
+from app.authorization import AnyKey
 from app.dependencies import RetrieverDep, StateDep
 from app.problem import problem_response
-from app.schemas import InfoResponse
+from app.schemas import AUTH_RESPONSES, InfoResponse
+from app.settings import Settings
 from store.errors import StoreUnavailableError
 
 
-def health_router() -> APIRouter:
+def health_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz", summary="Liveness: the process answers")
@@ -38,7 +44,13 @@ def health_router() -> APIRouter:
             return problem_response(503, f"store unreachable: {exc}", phase="store unreachable")
         return JSONResponse({"status": "ready", "items": len(retriever.index)})
 
-    @router.get("/info", response_model=InfoResponse, summary="Model contract, counts, limits")
+    @router.get(
+        "/info",
+        response_model=InfoResponse,
+        dependencies=[AnyKey],
+        responses=AUTH_RESPONSES,
+        summary="Model contract, counts, limits",
+    )
     async def info(state: StateDep, retriever: RetrieverDep) -> dict[str, Any]:
         data = await run_in_threadpool(retriever.info)
         s = state.settings
@@ -51,7 +63,13 @@ def health_router() -> APIRouter:
         }
         return data
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        dependencies=[AnyKey] if settings.metrics_requires_key else [],
+        responses=AUTH_RESPONSES if settings.metrics_requires_key else None,
+    )
     async def metrics(state: StateDep) -> Response:
         # Collecting asks the store for its counts: not on the event loop.
         body = await run_in_threadpool(generate_latest, state.metrics.registry)

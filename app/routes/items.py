@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from app.authorization import ReadScope, WriteScope
 from app.dependencies import (
     ITEM_ID_PATTERN,
     FormDep,
@@ -61,7 +62,8 @@ def items_router(settings: Settings) -> APIRouter:
         status_code=201,
         response_model=EnrollResponse,
         openapi_extra=multipart_openapi("images", many=True),
-        dependencies=[Depends(admission_gate)],
+        # The key first: a request without one is refused before it takes a queue place.
+        dependencies=[WriteScope, Depends(admission_gate)],
         summary="Enroll gallery images of an item",
         description=(
             "Multipart form field `images`: one or more image files, embedded as one batch. "
@@ -82,7 +84,12 @@ def items_router(settings: Settings) -> APIRouter:
             item_id=result.item_id, image_ids=result.image_ids, image_count=result.image_count
         )
 
-    @router.get("/items/{item_id}", response_model=ItemResponse, summary="One item")
+    @router.get(
+        "/items/{item_id}",
+        response_model=ItemResponse,
+        dependencies=[ReadScope],
+        summary="One item",
+    )
     async def get_item(item_id: ItemIdPath, retriever: RetrieverDep) -> ItemResponse:
         record = await run_in_threadpool(retriever.get_item, item_id)
         if record is None:
@@ -91,7 +98,12 @@ def items_router(settings: Settings) -> APIRouter:
             item_id=record.item_id, image_count=len(record.image_ids), image_ids=record.image_ids
         )
 
-    @router.get("/items", response_model=ItemListResponse, summary="Items, by item id")
+    @router.get(
+        "/items",
+        response_model=ItemListResponse,
+        dependencies=[ReadScope],
+        summary="Items, by item id",
+    )
     async def list_items(
         retriever: RetrieverDep,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -107,7 +119,12 @@ def items_router(settings: Settings) -> APIRouter:
             next_cursor=encode_cursor(next_cursor),
         )
 
-    @router.delete("/items/{item_id}", status_code=204, summary="Delete an item and its images")
+    @router.delete(
+        "/items/{item_id}",
+        status_code=204,
+        dependencies=[WriteScope],
+        summary="Delete an item and its images",
+    )
     async def delete_item(item_id: ItemIdPath, retriever: RetrieverDep) -> Response:
         await run_in_threadpool(retriever.delete_item, item_id)
         return Response(status_code=204)
@@ -115,6 +132,7 @@ def items_router(settings: Settings) -> APIRouter:
     @router.delete(
         "/items/{item_id}/images/{image_id}",
         status_code=204,
+        dependencies=[WriteScope],
         summary="Delete one image (the item goes with its last image)",
     )
     async def delete_image(

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from app.authorization import ReadScope
 from app.dependencies import FormDep, RetrieverDep, StateDep, admission_gate
 from app.schemas import PROBLEM_RESPONSES, SearchResponse, SearchResult
 from app.settings import Settings
@@ -21,7 +22,7 @@ def search_router(settings: Settings) -> APIRouter:
         "/search",
         response_model=SearchResponse,
         openapi_extra=multipart_openapi("image", many=False),
-        dependencies=[Depends(admission_gate)],
+        dependencies=[ReadScope, Depends(admission_gate)],
         summary="Find the items most similar to a photo",
         description=(
             "Multipart form field `image`: one image file. Results are distinct items, best "
