@@ -5,26 +5,41 @@ small at millions of blobs). Writes are crash-safe: the bytes go to a temporary 
 target directory, are fsynced, renamed over the final name (atomic on POSIX), and the directory
 is fsynced so the rename itself survives a power loss. A reader therefore sees either no blob or
 the whole blob.
+
+Deleting a blob also removes its ``ab/cd`` and ``ab`` directories once they are empty, so a
+store emptied of images holds no directories either. Another writer may be putting a blob in
+the same directory at that moment: ``rmdir`` only removes an empty directory, and a ``put``
+whose directory vanished between its ``mkdir`` and its ``mkstemp`` makes it again. While a
+backup holds deletions (``store/blob_deletion_hold.py``), ``delete`` queues instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+from store.blob_deletion_hold import BlobDeletionHold
 from store.fsync_dir import fsync_dir
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_HEX2 = re.compile(r"[0-9a-f]{2}")
+TMP_PREFIX = ".tmp-"
+
+# A put retries this often when a concurrent delete removes its directory each time in between.
+_PUT_ATTEMPTS = 100
 
 
 class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.deletion_hold = BlobDeletionHold(self.root)
 
     def path_for(self, content_hash: str) -> Path:
         """Where the blob of ``content_hash`` (lower-case sha256 hex) lives; ValueError if bad."""
@@ -36,15 +51,28 @@ class BlobStore:
         """Store ``data`` under ``content_hash``; True if written now, False if already there.
 
         Raises ValueError if ``data`` does not hash to ``content_hash``, so a blob's name
-        always proves its content.
+        always proves its content. A blob already there gets its mtime set to now: the sweep
+        (``store/blob_sweep.py``) keeps blobs touched within its grace period, which is what
+        protects a blob an enrollment in flight reuses before its store commit.
         """
         target = self.path_for(content_hash)
         if hashlib.sha256(data).hexdigest() != content_hash:
             raise ValueError(f"data does not hash to {content_hash}")
-        if target.exists():
+        try:
+            os.utime(target)
             return False
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        except FileNotFoundError:
+            pass
+        for _ in range(_PUT_ATTEMPTS):
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=TMP_PREFIX)
+            except FileNotFoundError:
+                continue  # a delete pruned ``ab`` or ``ab/cd`` between our mkdir and mkstemp
+            break
+        else:
+            raise OSError(errno.ENOENT, f"{target.parent} kept vanishing while writing a blob")
+        # From here the temporary file keeps the directory non-empty, so no rmdir can remove it.
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -68,17 +96,71 @@ class BlobStore:
         return self.path_for(content_hash).is_file()
 
     def delete(self, content_hash: str) -> bool:
-        """Remove the blob; True if it existed."""
+        """Remove the blob (queued while a backup holds deletions); True if it existed."""
         target = self.path_for(content_hash)
+        if self.deletion_hold.is_held():
+            if not target.is_file():
+                return False
+            self.deletion_hold.defer(content_hash)
+            return True
+        return self.remove_file(target)
+
+    def remove_file(self, path: Path) -> bool:
+        """Unlink one file of the tree (a blob, or a sweep's temporary file) and prune its
+        directories if that left them empty; True if it existed. Ignores the deletion hold."""
         try:
-            target.unlink()
+            path.unlink()
         except FileNotFoundError:
             return False
-        fsync_dir(target.parent)
+        # A concurrent delete may have pruned the emptied directory already: nothing to sync.
+        with contextlib.suppress(FileNotFoundError):
+            fsync_dir(path.parent)
+        self._prune(path.parent)
         return True
+
+    def iter_files(self) -> Iterator[Path]:
+        """Every file in the ``ab/cd`` directories: blobs and temporary files, no order."""
+        for top in _subdirs(self.root):
+            for leaf in _subdirs(top):
+                with contextlib.suppress(FileNotFoundError):
+                    for entry in os.scandir(leaf):
+                        if entry.is_file(follow_symlinks=False):
+                            yield Path(entry.path)
+
+    def iter_hashes(self) -> Iterator[str]:
+        """The content hash of every blob present (walks the tree: maintenance only)."""
+        for path in self.iter_files():
+            if _SHA256_HEX.fullmatch(path.name) and path.parent.name == path.name[2:4]:
+                yield path.name
 
     def count(self) -> int:
         """Number of blobs (walks the tree: for tests and maintenance, not request paths)."""
-        return sum(
-            1 for p in self.root.glob("??/??/*") if _SHA256_HEX.fullmatch(p.name) and p.is_file()
-        )
+        return sum(1 for _ in self.iter_hashes())
+
+    def count_dirs(self) -> int:
+        """Number of ``ab`` and ``ab/cd`` directories (for tests and maintenance)."""
+        return sum(1 + sum(1 for _ in _subdirs(top)) for top in _subdirs(self.root))
+
+    def _prune(self, leaf: Path) -> None:
+        """Remove ``ab/cd`` then ``ab`` if empty. A concurrent put may repopulate either at any
+        moment; rmdir refuses a non-empty directory, and put recreates one removed under it."""
+        for directory in (leaf, leaf.parent):
+            if directory == self.root:
+                return
+            try:
+                directory.rmdir()
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                    return
+                raise
+        # Not fsynced: an empty directory that reappears after a power loss costs a few bytes.
+
+
+def _subdirs(directory: Path) -> Iterator[Path]:
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if _HEX2.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+            yield Path(entry.path)
