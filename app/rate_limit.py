@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+_EPSILON = 1e-9
+
 
 @dataclass
 class _Bucket:
@@ -48,10 +50,12 @@ class RateLimiter:
                 elapsed = max(0.0, now - bucket.updated)
                 bucket.tokens = min(float(self.burst), bucket.tokens + elapsed * self.rate)
                 bucket.updated = now
-            if bucket.tokens >= 1.0:
+            # Within a billionth of a token is a whole one: float sums of elapsed times fall
+            # that short of the exact refill.
+            if bucket.tokens >= 1.0 - _EPSILON:
                 bucket.tokens -= 1.0
                 return 0.0
-            return (1.0 - bucket.tokens) / self.rate
+            return max(_EPSILON, 1.0 - bucket.tokens) / self.rate
 
     @staticmethod
     def retry_after_header(wait_s: float) -> str:

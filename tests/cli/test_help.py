@@ -10,7 +10,7 @@ from cli.main import build_parser
 from cli.training_kit_commands import KIT_COMMANDS
 from tests.cli.run_cli import ROOT, run_cli
 
-COMMANDS = ("serve", "train", "evaluate", "export", "enroll-folder")
+COMMANDS = ("serve", "train", "evaluate", "export", "enroll-folder", "make-key")
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -26,7 +26,7 @@ def test_the_top_level_help_lists_every_command() -> None:
         assert command in done.stdout
 
 
-@pytest.mark.parametrize("command", ["serve", "enroll-folder"])
+@pytest.mark.parametrize("command", ["serve", "enroll-folder", "make-key"])
 def test_help_documents_every_flag_and_its_default(command: str) -> None:
     parser = _subparsers()[command]
     done = run_cli(command, "--help")

@@ -58,3 +58,30 @@ def test_an_invalid_setting_is_a_message() -> None:
     done = run_cli("serve", env={"RETRIEVAL_MAX_K": "zero"})
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: invalid RETRIEVAL_* setting")
+
+
+def test_a_non_loopback_host_without_keys_is_refused(tmp_path: Path) -> None:
+    # No model here: the refusal comes first, so nothing is loaded to be refused.
+    env = {"RETRIEVAL_MODEL_PATH": str(tmp_path / "embedder.onnx"), "RETRIEVAL_API_KEYS": ""}
+    done = run_cli("serve", "--host", "0.0.0.0", env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: refusing to serve on 0.0.0.0, a non-loopback address")
+    assert "centroid-retrieval make-key" in done.stderr
+    assert "RETRIEVAL_ALLOW_ANONYMOUS=true" in done.stderr
+    # Allowed explicitly: a warning, then on to the next check (the missing model).
+    done = run_cli("serve", "--host", "0.0.0.0", env={**env, "RETRIEVAL_ALLOW_ANONYMOUS": "true"})
+    assert done.stderr.startswith("warning: serving on 0.0.0.0 with RETRIEVAL_ALLOW_ANONYMOUS")
+    assert "error: no model at" in done.stderr
+    # With a key, or on loopback, there is nothing to refuse.
+    key_line = "k:read:" + "0" * 32 + ":" + "0" * 64
+    done = run_cli("serve", "--host", "0.0.0.0", env={**env, "RETRIEVAL_API_KEYS": key_line})
+    assert done.stderr.startswith("error: no model at")
+    done = run_cli("serve", "--host", "::1", env=env)
+    assert done.stderr.startswith("error: no model at")
+
+
+def test_unusable_key_lines_are_a_message() -> None:
+    done = run_cli("serve", env={"RETRIEVAL_API_KEYS": "cr_k_" + "0" * 64})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: API keys: RETRIEVAL_API_KEYS, entry 1: expected")
+    assert "0" * 64 not in done.stderr

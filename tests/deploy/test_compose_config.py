@@ -4,6 +4,7 @@ the deployment promises, and documents every setting."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -21,6 +22,11 @@ COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = DEPLOY / ".env.example"
 # Settings the compose file pins to the deployment itself instead of reading from .env.
 PINNED = {"RETRIEVAL_REDIS_URL", "RETRIEVAL_DATA_DIR"}
+# Settings with no default in the compose file: `up` (and `config`) stop without them.
+REQUIRED = {"RETRIEVAL_API_KEYS"}
+KEYS_MESSAGE = "run 'centroid-retrieval make-key' and put the line in .env"
+# A well-formed hash line (of no real key), as `centroid-retrieval make-key` prints one.
+HASH_LINE = "ci:read,write:" + "0" * 32 + ":" + "1" * 64
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +40,21 @@ def docker_compose() -> str:
     return binary
 
 
-def _config(binary: str, *args: str, cwd: Path = ROOT) -> dict[str, Any]:
-    done = subprocess.run(
-        [binary, *args, "config"], cwd=cwd, capture_output=True, text=True, timeout=60
+def _run_config(
+    binary: str, *args: str, cwd: Path, keys: str | None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRIEVAL_")}
+    if keys is not None:
+        env["RETRIEVAL_API_KEYS"] = keys
+    return subprocess.run(
+        [binary, *args, "config"], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
     )
+
+
+def _config(
+    binary: str, *args: str, cwd: Path = ROOT, keys: str | None = HASH_LINE
+) -> dict[str, Any]:
+    done = _run_config(binary, *args, cwd=cwd, keys=keys)
     assert done.returncode == 0, done.stderr
     config: dict[str, Any] = yaml.safe_load(done.stdout)
     return config
@@ -66,6 +83,31 @@ def test_validates_with_the_example_env_file(docker_compose: str) -> None:
     assert api["environment"]["RETRIEVAL_REDIS_URL"] == "redis://redis:6379/0"
     assert api["build"]["dockerfile"] == "Dockerfile"
     assert api["build"]["args"] == {"VARIANT": "cpu"}
+
+
+def test_without_api_keys_compose_stops_and_says_how_to_make_one(
+    docker_compose: str, tmp_path: Path
+) -> None:
+    done = _run_config(docker_compose, "--env-file", str(ENV_EXAMPLE), cwd=ROOT, keys=None)
+    assert done.returncode != 0
+    assert KEYS_MESSAGE in done.stderr
+    # An empty value is no key either (`:?` refuses empty as well as unset).
+    done = _run_config(docker_compose, "--env-file", str(ENV_EXAMPLE), cwd=ROOT, keys="")
+    assert done.returncode != 0 and KEYS_MESSAGE in done.stderr
+
+
+def test_the_key_line_in_env_reaches_the_api_and_anonymous_stays_off(
+    docker_compose: str, tmp_path: Path
+) -> None:
+    (tmp_path / "deploy").mkdir()
+    shutil.copy(COMPOSE, tmp_path / "docker-compose.yml")
+    shutil.copy(DEPLOY / "redis.conf", tmp_path / "deploy" / "redis.conf")
+    # What `centroid-retrieval make-key >> .env` leaves: the example plus the key line.
+    (tmp_path / ".env").write_text(ENV_EXAMPLE.read_text() + f"RETRIEVAL_API_KEYS={HASH_LINE}\n")
+    api = _config(docker_compose, cwd=tmp_path, keys=None)["services"]["api"]
+    assert api["environment"]["RETRIEVAL_API_KEYS"] == HASH_LINE
+    assert api["environment"]["RETRIEVAL_ALLOW_ANONYMOUS"] == "false"
+    assert api["environment"]["RETRIEVAL_CORS_ORIGINS"] == ""
 
 
 def test_plain_config_at_the_root_builds_the_root_dockerfile(docker_compose: str) -> None:
@@ -124,7 +166,12 @@ def test_every_setting_is_passed_and_documented_with_the_apps_default() -> None:
     assert substitutions == {k: v for k, v in env_example.items()}
     # ...and those defaults are the app's own, except where the deployment differs on purpose.
     defaults = Settings()
-    for var in settings_vars - PINNED - {"RETRIEVAL_MODEL_PATH"}:
+    for var in settings_vars - PINNED - REQUIRED - {"RETRIEVAL_MODEL_PATH"}:
         value = getattr(defaults, var.removeprefix("RETRIEVAL_").lower())
         expected = str(value).lower() if isinstance(value, bool) else str(value)
-        assert env_example[var] == expected, var
+        assert env_example[var] == ("" if value is None else expected), var
+    # The required ones have no default anywhere: documented in .env.example, commented out.
+    for var in REQUIRED:
+        assert f"${{{var}:?{KEYS_MESSAGE}}}" in compose
+        assert var not in env_example
+        assert f"#   {var}=" in ENV_EXAMPLE.read_text()
