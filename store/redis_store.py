@@ -22,7 +22,9 @@ for "2xx survives power loss").
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, assert_never
 
 import redis
@@ -71,6 +73,12 @@ MAX_TRANSACTION_ATTEMPTS = 1000
 # Item ids per ZRANGEBYLEX page while streaming all items.
 PAGE_ITEMS = 500
 
+# ``compact`` waits this long for the server's AOF rewrite.
+AOF_REWRITE_TIMEOUT_S = 300.0
+
+# ``dump_namespace`` starts again this often when writes keep coming in during its SCAN.
+DUMP_ATTEMPTS = 100
+
 T = TypeVar("T")
 
 
@@ -101,10 +109,7 @@ class RedisStore:
 
     def get_model_identity(self) -> ModelIdentity | None:
         raw = self._call(lambda: self._client.get(self._key("model")))
-        if raw is None:
-            return None
-        fields = json.loads(raw)
-        return ModelIdentity(str(fields["name"]), str(fields["version"]), int(fields["dim"]))
+        return None if raw is None else _identity_from_json(raw)
 
     def claim_model_identity(self, identity: ModelIdentity) -> None:
         payload = json.dumps(
@@ -233,8 +238,123 @@ class RedisStore:
         config = {_text(k): _text(v) for k, v in raw.items()}
         return {name: config.get(name, "unknown") for name in ("appendonly", "appendfsync")}
 
+    def compact(self, timeout_s: float = AOF_REWRITE_TIMEOUT_S) -> None:
+        """With the server's AOF on, rewrite it (``BGREWRITEAOF``) and wait until done.
+
+        A delete removes every key of the item at once, but the append-only file keeps every
+        command ever written until it is rewritten; Redis does that itself as it grows
+        (``auto-aof-rewrite-percentage``), this does it now. The whole server's AOF is
+        rewritten, other namespaces included. Without AOF there is nothing to give back: no-op.
+        """
+        if not _flag(self._persistence().get("aof_enabled")):
+            return
+        try:
+            self._call(self._client.bgrewriteaof)
+        except redis.ResponseError as exc:
+            if "in progress" not in str(exc):
+                raise StoreError(f"BGREWRITEAOF refused: {exc}") from exc
+        deadline = time.monotonic() + timeout_s
+        while True:
+            info = self._persistence()
+            if not _flag(info.get("aof_rewrite_in_progress")) and not _flag(
+                info.get("aof_rewrite_scheduled")
+            ):
+                break
+            if time.monotonic() > deadline:
+                raise StoreUnavailableError(f"the AOF rewrite took longer than {timeout_s:g} s")
+            time.sleep(0.05)
+        if _text(info.get("aof_last_bgrewrite_status", "ok")) != "ok":
+            raise StoreError("the AOF rewrite failed (see the Redis server's log)")
+
+    def aof_bytes(self) -> int | None:
+        """The server's append-only file size, or None when it keeps none."""
+        info = self._persistence()
+        if not _flag(info.get("aof_enabled")):
+            return None
+        return int(info.get("aof_current_size", 0))
+
+    def namespace_keys(self) -> list[str]:
+        """Every key of this namespace, by SCAN (for tests and maintenance)."""
+        return self._call(
+            lambda: sorted(
+                _text(k)
+                for k in self._client.scan_iter(
+                    match=_glob_escape(self.namespace) + ":*", count=1000
+                )
+            )
+        )
+
+    def dump_namespace(self, attempts: int = DUMP_ATTEMPTS) -> NamespaceDump:
+        """Every key of the namespace and its ``DUMP`` payload, as of one moment.
+
+        Every store write changes ``counts`` (or ``model``), so both are WATCHed, the keys are
+        listed by SCAN (which misses nothing when no key changes meanwhile), and all are dumped
+        in one MULTI/EXEC: the EXEC fails, and the dump starts again, if any write came in
+        between. The whole namespace passes through this process's memory at once, and a
+        stream of writes faster than one SCAN can starve it: ``StoreUnavailableError`` after
+        ``attempts``.
+        """
+        watched = [self._key("counts"), self._key("model")]
+
+        def dump(pipe: Any) -> NamespaceDump:
+            pipe.watch(*watched)
+            keys = sorted(
+                {
+                    _text(k)
+                    for k in pipe.scan_iter(match=_glob_escape(self.namespace) + ":*", count=1000)
+                }
+            )
+            pipe.multi()
+            for key in keys:
+                pipe.dump(key)
+            pipe.hmget(self._key("counts"), ["items", "images"])
+            pipe.get(self._key("model"))
+            *payloads, (items, images), model = pipe.execute()
+            return NamespaceDump(
+                entries=[(k, p) for k, p in zip(keys, payloads, strict=True) if p is not None],
+                items=int(items or 0),
+                images=int(images or 0),
+                model=None if model is None else _identity_from_json(model),
+            )
+
+        for _ in range(attempts):
+            try:
+                with self._client.pipeline(transaction=True) as pipe:
+                    return self._call(lambda: dump(pipe))
+            except redis.WatchError:
+                time.sleep(0.01)
+        raise StoreUnavailableError(
+            f"no moment without writes to dump the namespace in {attempts} attempts"
+        )
+
+    def restore_namespace(self, source_namespace: str, dump: Sequence[tuple[str, bytes]]) -> None:
+        """Replace this namespace by ``dump`` (from ``dump_namespace`` of ``source_namespace``),
+        renamed into this namespace, in one MULTI/EXEC: all or nothing."""
+        prefix = source_namespace + ":"
+        old = self.namespace_keys()
+
+        def restore() -> None:
+            with self._client.pipeline(transaction=True) as pipe:
+                if old:
+                    pipe.delete(*old)
+                for key, payload in dump:
+                    if not key.startswith(prefix):
+                        raise StoreError(f"{key!r} is not a key of namespace {source_namespace!r}")
+                    pipe.restore(self._key(key.removeprefix(prefix)), 0, payload, replace=True)
+                pipe.execute()
+
+        try:
+            self._call(restore)
+        except redis.ResponseError as exc:
+            raise StoreError(f"Redis refused the restore: {exc}") from exc
+        self._identity = None
+
     def close(self) -> None:
         self._client.close()
+
+    def _persistence(self) -> dict[str, Any]:
+        info: dict[str, Any] = self._call(lambda: self._client.info("persistence"))
+        return info
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -382,6 +502,30 @@ class RedisStore:
             return fn()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailableError(f"Redis unreachable: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class NamespaceDump:
+    """A namespace as of one moment: its keys' ``DUMP`` payloads and what they hold."""
+
+    entries: list[tuple[str, bytes]]  # (key with its namespace prefix, DUMP payload)
+    items: int
+    images: int
+    model: ModelIdentity | None
+
+
+def _identity_from_json(raw: bytes | str) -> ModelIdentity:
+    fields = json.loads(raw)
+    return ModelIdentity(str(fields["name"]), str(fields["version"]), int(fields["dim"]))
+
+
+def _flag(value: object) -> bool:
+    return _text(value) not in ("0", "None", "")
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a SCAN MATCH pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _text(value: object) -> str:

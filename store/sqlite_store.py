@@ -11,6 +11,7 @@ then get ``StoreUnavailableError``.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -280,6 +281,53 @@ class SqliteStore:
             return int(items), int(images)
 
         return self._read(count)
+
+    def compact(self) -> None:
+        """VACUUM, then checkpoint the WAL with TRUNCATE.
+
+        Deleted rows leave free pages that SQLite reuses but never gives back, and the WAL
+        keeps the size of its busiest moment. VACUUM rewrites the file with only live pages:
+        it needs up to the database's size again in free disk, and holds the write lock for its
+        duration (other processes' writes wait ``BUSY_TIMEOUT_S``, then get 503), which a
+        maintenance command can afford. ``auto_vacuum=INCREMENTAL`` would free pages without
+        the pause, but only the trailing ones, it leaves the file fragmented, and switching an
+        existing store to it takes a VACUUM anyway. The rewritten pages go through the WAL, so
+        the checkpoint after it is what shrinks both files.
+        """
+        with self._lock, _unavailable_on_operational_error(self.path):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.execute("VACUUM")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
+    def backup_to(self, target: Path) -> None:
+        """Write a consistent copy of the whole database to ``target`` (SQLite's online backup
+        API, in one step: one read transaction, so writers go on meanwhile and the copy is the
+        database as of one commit), fsynced. ``target`` must not exist."""
+        target = Path(target)
+        if target.exists():
+            raise StoreError(f"{target} exists already")
+        dest = sqlite3.connect(target, isolation_level=None)
+        try:
+            with self._lock, _unavailable_on_operational_error(self.path):
+                self._conn.backup(dest)
+            # A self-contained file: no WAL beside it for a copy to lose.
+            dest.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            dest.close()
+        with open(target, "rb") as f:
+            os.fsync(f.fileno())
+
+    def restore_from(self, source: Path) -> None:
+        """Replace the whole database by the one in ``source`` (a ``backup_to`` file), through
+        the backup API: one transaction on this store's connection, WAL kept consistent."""
+        src = sqlite3.connect(f"file:{Path(source).resolve()}?mode=ro", uri=True)
+        try:
+            with self._lock, _unavailable_on_operational_error(self.path):
+                src.backup(self._conn)
+        finally:
+            src.close()
+        self._identity = None
+        self._write(self._create_schema)  # refuses another schema version
 
     def close(self) -> None:
         with self._lock:

@@ -88,4 +88,10 @@ class Store(Protocol):
         """``(items, images)``."""
         ...
 
+    def compact(self) -> None:
+        """Give the space of deleted data back to the filesystem (maintenance, not a request
+        path; may hold writes for a while): SQLite vacuums its file and truncates its WAL, Redis
+        rewrites its append-only file when it keeps one. Stored data is unchanged."""
+        ...
+
     def close(self) -> None: ...

@@ -1,11 +1,15 @@
-"""Redis-only behaviour: fast failure when unreachable, namespaces, persistence report."""
+"""Redis-only behaviour: fast failure when unreachable, namespaces, persistence report, and the
+AOF rewrite of the shipped deploy/redis.conf."""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +18,13 @@ import redis
 from store.errors import StoreUnavailableError
 from store.records import ModelIdentity, NewImage
 from store.redis_store import RedisStore
-from tests.redis_server import REDIS_URL
+from tests.live_server import free_port
+from tests.redis_server import REDIS_URL, answers
 from tests.store.conftest import _drop_namespace
 
 pytestmark = pytest.mark.redis
+
+REDIS_CONF = Path(__file__).resolve().parents[2] / "deploy" / "redis.conf"
 
 
 def closed_port() -> int:
@@ -71,3 +78,72 @@ def test_persistence_info_reports_the_server_config() -> None:
     assert set(info) == {"appendonly", "appendfsync"}
     assert info["appendonly"] in {"yes", "no", "unknown"}
     assert info["appendfsync"] in {"always", "everysec", "no", "unknown"}
+
+
+@pytest.fixture
+def shipped_redis(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A private redis-server run with the shipped deploy/redis.conf (AOF on, everysec), on its
+    own port and directory; yields its URL and its AOF directory."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", str(REDIS_CONF), "--port", str(port), "--bind", "127.0.0.1",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while not answers(url):
+        assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.05)
+    try:
+        yield url, tmp_path / "appendonlydir"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def aof_bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.iterdir())
+
+
+def test_compact_rewrites_the_shipped_configs_aof_back_to_an_empty_stores_size(
+    shipped_redis: tuple[str, Path],
+) -> None:
+    url, aof_dir = shipped_redis
+    store = RedisStore(url, namespace="cr")
+    assert store.persistence_info() == {"appendonly": "yes", "appendfsync": "everysec"}
+    store.claim_model_identity(ModelIdentity("m", "1", 512))
+    # The empty store of reference has been written once: its ``counts`` hash exists (at 0).
+    store.enroll("first", [NewImage("first", np.ones(512, np.float32))])
+    store.delete_item("first")
+    store.compact()
+    empty = aof_bytes(aof_dir)
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        images = [NewImage(f"{i}-{j}", rng.normal(size=512).astype(np.float32)) for j in range(2)]
+        store.enroll(f"item-{i}", images)
+    for i in range(200):
+        store.delete_item(f"item-{i}")
+    assert store.counts() == (0, 0)
+    assert store.namespace_keys() == ["cr:counts", "cr:model"]
+    grown = aof_bytes(aof_dir)
+    assert grown > 100 * empty  # every command since start is still in the AOF
+    store.compact()
+    # Redis unlinks the old AOF files in a background thread once the rewrite is done.
+    deadline = time.monotonic() + 10
+    while aof_bytes(aof_dir) > 1.1 * empty and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert aof_bytes(aof_dir) <= 1.1 * empty, (empty, grown, aof_bytes(aof_dir))
+    assert store.get_model_identity() == ModelIdentity("m", "1", 512)
+    assert store.aof_bytes() is not None
+    store.close()
+
+
+def test_compact_is_a_no_op_without_an_aof() -> None:
+    store = RedisStore(REDIS_URL, namespace=f"test-{uuid.uuid4().hex}")
+    if store.aof_bytes() is not None:
+        pytest.skip("the shared test Redis keeps an AOF here")
+    store.compact()
+    store.ping()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sqlite3
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,6 +18,8 @@ from store.errors import (
     StoreError,
 )
 from store.records import ItemState, ModelIdentity, NewImage
+from store.redis_store import RedisStore
+from store.sqlite_store import SqliteStore
 from store.store import Store
 from tests.store.conftest import StoreFactory
 
@@ -321,3 +324,59 @@ def test_data_survives_close_and_reopen(store_factory: StoreFactory) -> None:
 def test_store_reports_its_backend(store: Store) -> None:
     assert store.backend in {"sqlite", "redis"}
     store.ping()
+
+
+def leftovers(store: Store) -> list[str]:
+    """What the backend still holds besides the model identity and the counters: Redis keys
+    (by SCAN over the namespace), SQLite rows of the item and image tables."""
+    if isinstance(store, RedisStore):
+        ns = store.namespace
+        return [k for k in store.namespace_keys() if k not in (f"{ns}:model", f"{ns}:counts")]
+    assert isinstance(store, SqliteStore)
+    conn = sqlite3.connect(store.path)
+    try:
+        return [
+            f"{table}: {row}"
+            for table in ("items", "images")
+            for row in conn.execute(f"SELECT * FROM {table}")
+        ]
+    finally:
+        conn.close()
+
+
+def test_deleting_every_item_and_image_leaves_nothing_of_them(claimed: Store) -> None:
+    shared = image("shared")
+    cat = claimed.enroll("cat", [shared, image("c1"), image("c2")])
+    claimed.enroll("dog", [shared, image("d1")])
+    claimed.enroll("a:b:c", [image("colons")])
+    assert len(leftovers(claimed)) > 5  # the probe sees what is there
+    claimed.delete_image("cat", cat.image_ids[1])
+    claimed.delete_item("dog")
+    claimed.delete_image("cat", cat.image_ids[0])
+    claimed.delete_image("cat", cat.image_ids[2])  # its last image: the item goes too
+    claimed.delete_item("a:b:c")
+    assert claimed.counts() == (0, 0)
+    assert leftovers(claimed) == []
+    assert not claimed.is_hash_referenced(shared.content_hash)
+
+
+def test_compact_keeps_every_item_image_and_sum(claimed: Store) -> None:
+    for i in range(30):
+        claimed.enroll(f"item{i:02d}", [image(f"{i}-a"), image(f"{i}-b")])
+    for i in range(0, 30, 2):
+        claimed.delete_item(f"item{i:02d}")
+    before = states(claimed)
+    images_before = {r.image_id: r for r in claimed.iter_images()}
+    claimed.compact()
+    claimed.compact()  # idempotent
+    after = states(claimed)
+    assert sorted(after) == sorted(before) and len(after) == 15
+    for item_id, state in before.items():
+        assert after[item_id].count == state.count
+        np.testing.assert_array_equal(after[item_id].embedding_sum, state.embedding_sum)
+    images_after = {r.image_id: r for r in claimed.iter_images()}
+    assert images_after.keys() == images_before.keys()
+    for image_id, record in images_before.items():
+        np.testing.assert_array_equal(images_after[image_id].embedding, record.embedding)
+    assert claimed.counts() == (15, 30) and claimed.get_model_identity() == IDENTITY
+    assert claimed.enroll("item00", [image("0-a")]).created == [True]  # still writable
