@@ -126,7 +126,14 @@ def test_a_refused_upload_is_answered_not_reset(keyed: httpx.Client) -> None:
 
 
 def test_probes_docs_and_the_openapi_document_need_no_key(keyed: httpx.Client) -> None:
-    for path in ("/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect"):
+    for path in (
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+    ):
         assert keyed.get(path).status_code == 200, path
     assert keyed.get("/metrics").status_code == 200  # open unless metrics_requires_key
 
