@@ -1,0 +1,167 @@
+"""An online backup: a consistent snapshot of the store plus every blob it references.
+
+Order, which is what makes the pair consistent: the blob directory's deletion hold is taken
+first (``store/blob_deletion_hold.py``), then the store's snapshot, then the blobs that
+snapshot references are hard-linked (copied across filesystems) into the backup, then the hold
+is released and the deletions it deferred are applied. The service keeps serving and writing
+throughout; the backup is the store as of the snapshot's moment, and its blobs are complete
+unless the live directory already lacked some (listed in the manifest).
+
+Snapshots: SQLite through its online backup API (one read transaction); Redis by dumping the
+namespace's keys in one MULTI/EXEC (``RedisStore.dump_namespace``, with its limits).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import json
+import os
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from store.backup_manifest import (
+    BLOBS_NAME,
+    REDIS_NAME,
+    SQLITE_NAME,
+    BackupManifest,
+)
+from store.blob_store import BlobStore
+from store.blob_sweep import BLOB_SWEEP_GRACE_S, remove_unreferenced
+from store.errors import StoreError
+from store.fsync_dir import fsync_dir
+from store.records import ModelIdentity
+from store.redis_store import RedisStore
+from store.sqlite_store import SqliteStore
+from store.store import Store
+
+
+@dataclass(frozen=True)
+class BackupReport:
+    manifest: BackupManifest
+    deferred_deletes: int  # blob deletions the hold deferred
+    deferred_removed: int  # of those, applied once it was released
+
+
+def back_up(
+    store: Store,
+    blobs: BlobStore | None,
+    out: Path,
+    *,
+    grace_s: float = BLOB_SWEEP_GRACE_S,
+) -> BackupReport:
+    """Write a backup of ``store`` and the blobs it references into ``out`` (new or empty)."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise StoreError(f"{out} is not empty; back up into a new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    if blobs is not None:
+        blobs.deletion_hold.acquire()
+    pending: list[str] = []
+    try:
+        items, images, model, namespace, referenced = _snapshot(store, out)
+        copied, missing = (0, []) if blobs is None else _copy_blobs(blobs, referenced, out)
+    finally:
+        if blobs is not None:
+            pending = blobs.deletion_hold.release()
+    removed = remove_unreferenced(blobs, store, pending, grace_s=grace_s) if blobs else 0
+    manifest = BackupManifest(
+        backend=store.backend,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        items=items,
+        images=images,
+        model=model,
+        namespace=namespace,
+        blobs_kept=blobs is not None,
+        referenced_hashes=len(referenced),
+        blobs_copied=copied,
+        missing_blobs=missing,
+    )
+    manifest.write(out)
+    return BackupReport(manifest, len(pending), removed)
+
+
+def _snapshot(
+    store: Store, out: Path
+) -> tuple[int, int, ModelIdentity | None, str | None, list[str]]:
+    """Write the store's snapshot into ``out``: items, images, model, namespace, and the
+    distinct content hashes it references (sorted)."""
+    if isinstance(store, SqliteStore):
+        target = out / SQLITE_NAME
+        store.backup_to(target)
+        # Read from the copy, not the live store: the copy is the moment the blobs must match.
+        copy = SqliteStore(target)
+        try:
+            items, images = copy.counts()
+            model = copy.get_model_identity()
+        finally:
+            copy.close()
+        raw = sqlite3.connect(f"file:{target.resolve()}?mode=ro", uri=True)
+        try:
+            hashes = [str(r[0]) for r in raw.execute("SELECT DISTINCT content_hash FROM images")]
+        finally:
+            raw.close()
+        return items, images, model, None, sorted(hashes)
+    if isinstance(store, RedisStore):
+        dump = store.dump_namespace()
+        ref_prefix = f"{store.namespace}:ref:"
+        path = out / REDIS_NAME
+        with open(path, "w") as f:
+            for key, payload in dump.entries:
+                line = {"key": key, "dump": base64.b64encode(payload).decode()}
+                f.write(json.dumps(line) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        hashes = [k.removeprefix(ref_prefix) for k, _ in dump.entries if k.startswith(ref_prefix)]
+        return dump.items, dump.images, dump.model, store.namespace, sorted(hashes)
+    raise StoreError(f"no backup for a {store.backend} store")
+
+
+def _copy_blobs(blobs: BlobStore, hashes: list[str], out: Path) -> tuple[int, list[str]]:
+    """Hard-link (or copy, across filesystems) each blob into ``out/blobs``; (copied, missing)."""
+    target = BlobStore(out / BLOBS_NAME)
+    copied = 0
+    missing: list[str] = []
+    touched: set[Path] = set()
+    for content_hash in hashes:
+        try:
+            source = blobs.path_for(content_hash)
+        except ValueError:
+            missing.append(content_hash)  # not a sha256: no blob can exist for it
+            continue
+        dest = target.path_for(content_hash)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _link_or_copy(source, dest)
+        except FileNotFoundError:
+            missing.append(content_hash)
+            continue
+        touched.add(dest.parent)
+        copied += 1
+    for directory in touched:
+        fsync_dir(directory)
+    return copied, missing
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    # Blobs are never modified in place, so sharing the inode is safe, and costs no space.
+    try:
+        os.link(source, dest)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+    tmp = dest.with_name(".tmp-" + dest.name)
+    try:
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
