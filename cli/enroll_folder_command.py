@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from client.enroll_state import DEFAULT_STATE_NAME, EnrollState, EnrollStateErro
 from client.item_ids import ItemIdError
 from client.service_error import ServiceError
 
+API_KEY_VARIABLE = "CENTROID_RETRIEVAL_API_KEY"
 DESCRIPTION = f"""\
 Enroll every sub-folder of ROOT as one item: ROOT/<item>/*.jpg (also .jpeg .png .webp .bmp
 .gif; names starting with "." are skipped) goes to POST /items/<prefix><item>/images. A folder
@@ -31,7 +33,10 @@ id it answered, and is saved after every accepted upload. A re-run, after an int
 with files added, skips a file whose recorded image id the item still holds (one
 GET /items/<id> per item) and sends the rest: files deleted from the service since, or a wiped
 service, are enrolled again. Without the state file a re-run sends everything again, which the
-service absorbs (it keeps one copy per content) at the cost of the uploads."""
+service absorbs (it keeps one copy per content) at the cost of the uploads.
+
+A service with API keys: put a key with the read and write scopes in the environment as
+CENTROID_RETRIEVAL_API_KEY=cr_... (not a flag: flags show in the process list)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -71,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
         state = EnrollState.load(state_path, args.url)
     except (EnrollStateError, OSError) as exc:
         return _error(str(exc))
-    with httpx.Client(base_url=args.url, timeout=args.timeout) as client:
+    key = os.environ.get(API_KEY_VARIABLE)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with httpx.Client(base_url=args.url, timeout=args.timeout, headers=headers) as client:
         enrollment = FolderEnrollment(client, args.root, state, sys.stdout, sys.stderr)
         try:
             summary = enrollment.run(args.prefix)

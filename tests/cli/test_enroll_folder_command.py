@@ -104,3 +104,33 @@ def test_an_unreachable_service_is_a_message_not_a_traceback(
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("error: cannot talk to the service at http://127.0.0.1:")
     assert "Traceback" not in done.stderr
+
+
+def test_a_keyed_service_takes_the_key_from_the_environment(
+    photo_views: Views, tmp_path: Path
+) -> None:
+    # The tiny artifact: what is checked is the key reaching the service, not the embeddings.
+    from app.api_keys import Scope, make_key
+    from app.main import create_app
+    from app.settings import Settings
+    from tests.live_server import live_server
+    from tests.tiny_artifact import write_tiny_artifact
+
+    key, record = make_key("enroller", [Scope.READ, Scope.WRITE])
+    settings = Settings(
+        model_path=write_tiny_artifact(tmp_path / "model"),
+        data_dir=tmp_path / "data",
+        api_keys=record.hash_line(),
+    )
+    root = tmp_path / "photos"
+    write_files(root, {"coffee/0.jpg": photo_views["coffee"][0]})
+    with live_server(create_app(settings)) as url:
+        refused = run_cli("enroll-folder", str(root), "--url", url)
+        assert refused.returncode == 1 and "an API key is needed" in refused.stderr
+        done = run_cli(
+            "enroll-folder", str(root), "--url", url, env={"CENTROID_RETRIEVAL_API_KEY": key}
+        )
+        assert done.returncode == 0, done.stderr
+        assert "1 enrolled, 0 duplicate, 0 skipped-already, 0 rejected" in done.stdout
+        got = httpx.get(f"{url}/items/coffee", headers={"X-API-Key": key})
+        assert got.json()["image_count"] == 1
