@@ -14,7 +14,9 @@ from app.retriever_errors import UnsupportedMediaTypeError
 from app.service_state import ServiceState
 from app.settings import Settings
 
-ITEM_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+ITEM_ID_PATTERN = (  # [A-Za-z0-9._:-]{1,128} but "." and "..", which URLs resolve as segments
+    r"^(?:[A-Za-z0-9_:-]|[A-Za-z0-9_:-][A-Za-z0-9._:-]|\.[A-Za-z0-9_:-]|[A-Za-z0-9._:-]{3,128})$"
+)
 IMAGE_ID_PATTERN = r"^[A-Za-z0-9]{1,64}$"
 
 # Starlette's own caps on form parts; the per-request file limit is enforced by the retriever

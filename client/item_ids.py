@@ -6,8 +6,11 @@ import hashlib
 import re
 from collections.abc import Sequence
 
-# The service's item id rule (app/dependencies.py ITEM_ID_PATTERN).
-ITEM_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# The service's item id rule (app/dependencies.py ITEM_ID_PATTERN): [A-Za-z0-9._:-]{1,128}
+# but "." and "..", which URLs resolve as path segments instead of sending them as an id.
+ITEM_ID_RE = re.compile(
+    r"[A-Za-z0-9_:-]|[A-Za-z0-9_:-][A-Za-z0-9._:-]|\.[A-Za-z0-9_:-]|[A-Za-z0-9._:-]{3,128}"
+)
 MAX_ITEM_ID = 128
 INVALID_ID_CHARS = re.compile(r"[^A-Za-z0-9._:-]")
 # 8 hex digits: collisions among one dataset's renamed folders are checked, not assumed away.
@@ -25,7 +28,8 @@ def item_id_for(folder: str, prefix: str) -> str:
 
     Invalid characters become ``_`` and a short hash of the original name is appended. The
     mapping depends only on the folder name, so the same folder maps to the same id, run after
-    run (and a gallery and a query folder of one item to one id).
+    run (and a gallery and a query folder of one item to one id). ``.`` and ``..`` (as a
+    prefix alone, or ``.`` + ``.``) are mapped too, to ``.-<hash>`` and ``..-<hash>``.
     """
     candidate = prefix + folder
     if ITEM_ID_RE.fullmatch(candidate):

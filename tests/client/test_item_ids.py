@@ -28,3 +28,12 @@ def test_item_id_mapping_is_deterministic_valid_and_collision_checked() -> None:
         map_item_ids(["a b", f"a_b-{_hash8('a b')}"], "")
     with pytest.raises(ItemIdError, match="--prefix"):
         map_item_ids(["a"], "bad prefix ")
+
+
+def test_dot_segment_names_are_mapped_like_any_invalid_name() -> None:
+    # "." and ".." are not item ids (URLs resolve them as path segments); "..." is one.
+    assert item_id_for(".", "") == f".-{_hash8('.')}"
+    assert item_id_for(".", ".") == f"..-{_hash8('.')}"
+    assert item_id_for("...", "") == "..."
+    for mapped in (item_id_for(".", ""), item_id_for(".", "."), item_id_for("..", "")):
+        assert ITEM_ID.fullmatch(mapped) and mapped not in (".", "..")
