@@ -26,6 +26,7 @@ from artifact.onnx_embedder import OnnxEmbedder
 from index.flat_centroid_index import FlatCentroidIndex
 from index.gpu_search_mirror import GpuSearchMirror, gpu_available
 from store.blob_store import BlobStore
+from store.blob_sweep import log_sweep
 from store.errors import StoreUnavailableError
 from store.sqlite_store import SqliteStore
 from store.store import Store
@@ -173,6 +174,10 @@ class ServiceState:
             items,
             time.perf_counter() - start,
         )
+        if retriever.blobs is not None:
+            # After ready, in this thread: requests are served meanwhile, and the sweep's grace
+            # period keeps the blobs of enrollments in flight.
+            log_sweep(retriever.blobs, retriever.store)
 
     def _open_and_rebuild(self, embedder: OnnxEmbedder) -> tuple[Retriever, int]:
         retriever = build_retriever(self.settings, self.metrics, embedder)

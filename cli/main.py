@@ -11,7 +11,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from cli import enroll_folder_command, make_key_command, serve_command, training_kit_commands
+from cli import (
+    enroll_folder_command,
+    maintenance_commands,
+    make_key_command,
+    serve_command,
+    training_kit_commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     training_kit_commands.add_parsers(subparsers)
     enroll_folder_command.add_parser(subparsers)
     make_key_command.add_parser(subparsers)
+    maintenance_commands.add_parsers(subparsers)
     return parser
 
 
