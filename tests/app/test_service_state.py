@@ -3,6 +3,8 @@ fails for good, and the retries of a store that does not answer yet."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -209,3 +211,22 @@ def test_close_wakes_a_loader_waiting_for_the_store(
     assert time.monotonic() - start < 1.0
     assert state._thread is not None and not state._thread.is_alive()
     assert state.retriever is None and state.failure is None
+
+
+def test_the_loader_sweeps_old_orphan_blobs_once_ready(
+    make_state: StateFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blob_dir = tmp_path / "data" / "blobs"
+    orphan = b"bytes whose enrollment never committed"
+    digest = hashlib.sha256(orphan).hexdigest()
+    path = blob_dir / digest[:2] / digest[2:4] / digest
+    path.parent.mkdir(parents=True)
+    path.write_bytes(orphan)
+    young = path.with_name(".tmp-in-flight")
+    young.write_bytes(b"partial")
+    os.utime(path, (1e9, 1e9))
+    with caplog.at_level("INFO", logger="store.blob_sweep"):
+        state = loaded(make_state())
+    assert state.phase == "ready"
+    assert not path.exists() and young.exists()  # the young temporary file is kept
+    assert "1 orphan blobs and 0 temporary files removed, 1 younger" in caplog.text
