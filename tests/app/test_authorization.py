@@ -244,3 +244,14 @@ def test_without_keys_anonymous_is_loopback_only_unless_allowed(
             body = assert_problem(over_network, 401)
             assert "over loopback only" in str(body["detail"])
             assert "RETRIEVAL_ALLOW_ANONYMOUS=true" in str(body["detail"])
+
+
+def test_anonymous_access_allowed_explicitly_is_a_warning_at_start(
+    tiny_model_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="app.main"):
+        create_app(Settings(model_path=tiny_model_path, data_dir=tmp_path, allow_anonymous=True))
+        create_app(Settings(model_path=tiny_model_path, data_dir=tmp_path, api_keys=KEYS))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "RETRIEVAL_ALLOW_ANONYMOUS=true" in warnings[0]
+    assert "API keys required: 3 configured" in caplog.text
