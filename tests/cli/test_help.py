@@ -10,7 +10,10 @@ from cli.main import build_parser
 from cli.training_kit_commands import KIT_COMMANDS
 from tests.cli.run_cli import ROOT, run_cli
 
-COMMANDS = ("serve", "train", "evaluate", "export", "enroll-folder", "make-key")
+COMMANDS = (
+    *("serve", "train", "evaluate", "export", "enroll-folder", "make-key"),
+    *("compact", "backup", "restore"),
+)
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
