@@ -135,6 +135,7 @@ def test_compact_rewrites_the_shipped_configs_aof_back_to_an_empty_stores_size(
     deadline = time.monotonic() + 10
     while aof_bytes(aof_dir) > 1.1 * empty and time.monotonic() < deadline:
         time.sleep(0.05)
+    print(f"AOF: empty {empty} B, after deletes {grown} B, compacted {aof_bytes(aof_dir)} B")
     assert aof_bytes(aof_dir) <= 1.1 * empty, (empty, grown, aof_bytes(aof_dir))
     assert store.get_model_identity() == ModelIdentity("m", "1", 512)
     assert store.aof_bytes() is not None
