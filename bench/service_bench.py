@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import importlib
 import json
-import os
 import sys
 import time
 from contextlib import AbstractContextManager
@@ -46,7 +45,7 @@ from typing import Any
 
 import httpx
 
-from app.settings import Settings
+from app.settings import Settings, usable_cores
 from bench.bench_summary import summary_text
 from bench.inprocess_baselines import InProcessBench
 from bench.large_photos import build_large_photo_set
@@ -174,8 +173,8 @@ def _settings(config: ServiceConfig, model: Path) -> Settings:
 
 
 def _ort_threads(settings: Settings) -> int:
-    """The executor's ORT threads, resolved: 0 means ORT's default, one per core."""
-    return settings.inference_threads or os.cpu_count() or 1
+    """The executor's ORT threads, resolved (0 is ORT's default, one per core)."""
+    return settings.ort_intra_op_threads or usable_cores()
 
 
 def _measure_int8(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
@@ -267,7 +266,7 @@ async def _batching_on(
         # service idles: a neighbour's burst on a shared machine then hits both alike.
         inproc = InProcessBench(args.model, settings, photos.all_views())
         _log(f"(a) raw ORT, {args.ort_seconds:g} s per batch size, and the pipeline")
-        raw, pipeline = await asyncio.to_thread(
+        raw, ceiling, pipeline = await asyncio.to_thread(
             inproc.throughput, ort_seconds=args.ort_seconds, pipeline_seconds=args.pipeline_seconds
         )
         for key, users, seconds in (
@@ -278,7 +277,7 @@ async def _batching_on(
             _window_line(f"search, {users} clients", out[key])
         _log(f"(a) one image at a time, {args.single_seconds:g} s")
         single = await asyncio.to_thread(inproc.single, seconds=args.single_seconds)
-        out["inproc"] = InProcessBaselines(settings.inference_threads, raw, pipeline, single)
+        out["inproc"] = InProcessBaselines(_ort_threads(settings), raw, ceiling, pipeline, single)
         out["one_client"] = await session.closed_search(1, args.single_seconds)
         _window_line("search, 1 client", out["one_client"])
         out["enroll"] = await session.enrollment()
@@ -365,6 +364,7 @@ def _inproc_json(inproc: InProcessBaselines) -> dict[str, Any]:
     return {
         "ort_threads": inproc.ort_threads,
         "raw_ort": [asdict(b) | {"images_per_s": b.images_per_s} for b in inproc.raw],
+        "raw_ort_ceiling": [asdict(b) | {"images_per_s": b.images_per_s} for b in inproc.ceiling],
         "raw_ort_best": asdict(inproc.best) | {"images_per_s": inproc.best.images_per_s},
         "pipeline": asdict(inproc.pipeline) | {"images_per_s": inproc.pipeline.images_per_s},
         "single_image": asdict(inproc.single),

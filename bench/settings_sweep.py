@@ -26,17 +26,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
+import statistics
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from app.settings import Settings
+from app.settings import Settings, usable_cores
 from bench.large_photos import build_large_photo_set
 from bench.lean_client import LeanClient
 from bench.loadtest.photo_set import PhotoSet
@@ -91,12 +91,11 @@ def parse_values(texts: Sequence[str]) -> dict[str, tuple[int, ...]]:
 
 
 def default_value(name: str, settings: Settings) -> int:
-    """The value the service runs with today; ``inference_threads`` 0 (ORT's default, one per
-    core) is reported as the threads it means, so that it matches a swept value."""
-    value = int(getattr(settings, name))
-    if name == "inference_threads" and value == 0:
-        return os.cpu_count() or 1
-    return value
+    """The value the service runs with today; ``inference_threads`` 0 is reported as the
+    threads it resolves to, so that it matches a swept value."""
+    if name == "inference_threads":
+        return settings.ort_intra_op_threads or usable_cores()
+    return int(getattr(settings, name))
 
 
 def choose(rows: Sequence[SweepRow], noise: float) -> SweepRow:
@@ -136,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     flag("--baseline-load", float, 0.7, "first open-loop step, as a share of saturation")
     flag("--overload", float, 2.0, "second open-loop step, as a multiple of saturation")
     flag("--max-in-flight", int, 512, "open loop: outstanding requests before drops")
+    flag("--rounds", int, 1, "measurements of each value, interleaved; rows show medians")
     flag("--noise", float, 0.05, "throughputs within this share of the best are a tie")
     flag("--timeout", float, 30.0, "per-request timeout, seconds")
     flag("--gallery-copies", int, 2, "seed gallery: items per source photo, 8 photos")
@@ -201,11 +201,51 @@ def _row(setting: str, value: int, is_default: bool, m: dict[str, Any]) -> Sweep
     )
 
 
+def median_row(rows: Sequence[SweepRow]) -> SweepRow:
+    """One value's rounds as one row: each figure's median (counts rounded down)."""
+    first = rows[0]
+    figures: dict[str, Any] = {}
+    for name in ("setting", "value", "is_default"):
+        figures[name] = getattr(first, name)
+    for f in fields(SweepRow):
+        if f.name in figures:
+            continue
+        middle = statistics.median(getattr(r, f.name) for r in rows)
+        figures[f.name] = int(middle) if isinstance(getattr(first, f.name), int) else middle
+    return SweepRow(**figures)
+
+
+def _measure_config(
+    args: argparse.Namespace,
+    photos: PhotoSet,
+    out_dir: Path,
+    setting: str,
+    value: int,
+    default: int,
+    settings: Settings,
+) -> SweepRow:
+    env = {f"RETRIEVAL_{setting.upper()}": str(value)}
+    clients = value if setting == "admission_queue" else settings.admission_queue
+    config = ServiceConfig(f"{setting}-{value}", f"{setting}={value}", env)
+    _log(f"{setting}={value}: {clients} clients at saturation")
+    with running_service(
+        args.model, args.store, config, log_dir=out_dir, redis_url=args.redis_url
+    ) as service:
+        measured = asyncio.run(_measure(service.url, service.pid, photos, args, clients))
+    row = _row(setting, value, value == default, measured)
+    _log(
+        f"    {row.searches_per_s:.1f}/s, p99 {row.baseline_p99_ms:.0f} ms at 70 %, "
+        f"{row.overload_accepted_p99_ms:.0f} ms at 2x ({row.overload_rejected} 503s)"
+    )
+    return row
+
+
 def summary_text(
     rows: Sequence[SweepRow], chosen: dict[str, SweepRow], meta: dict[str, Any]
 ) -> str:
     lines = [
-        f"settings sweep, {meta['store']} store, {meta['uploads']} uploads of "
+        f"settings sweep, {meta['store']} store, {meta['rounds']} round(s) (medians), "
+        f"{meta['uploads']} uploads of "
         f"≈ {meta['megapixels']:g} MP, defaults: {meta['defaults']}",
         f"{'setting=value':<24} {'search/s':>9} {'p95':>7} {'batch':>6} {'p99@70%':>8} "
         f"{'p99@2x':>8} {'ratio':>6} {'503s':>5} {'503 p99':>8} {'sent':>5} {'errors':>6}",
@@ -259,22 +299,16 @@ def main(argv: list[str] | None = None) -> int:
     chosen: dict[str, SweepRow] = {}
     for setting, tried in values.items():
         default = default_value(setting, settings)
-        setting_rows = []
-        for value in sorted(set(tried) | {default}):
-            env = {f"RETRIEVAL_{setting.upper()}": str(value)}
-            clients = value if setting == "admission_queue" else settings.admission_queue
-            config = ServiceConfig(f"{setting}-{value}", f"{setting}={value}", env)
-            _log(f"{setting}={value}: {clients} clients at saturation")
-            with running_service(
-                args.model, args.store, config, log_dir=out_dir, redis_url=args.redis_url
-            ) as service:
-                measured = asyncio.run(_measure(service.url, service.pid, photos, args, clients))
-            row = _row(setting, value, value == default, measured)
-            _log(
-                f"    {row.searches_per_s:.1f}/s, p99 {row.baseline_p99_ms:.0f} ms at 70 %, "
-                f"{row.overload_accepted_p99_ms:.0f} ms at 2x ({row.overload_rejected} 503s)"
-            )
-            setting_rows.append(row)
+        tried_values = sorted(set(tried) | {default})
+        measured: dict[int, list[SweepRow]] = {v: [] for v in tried_values}
+        # Rounds interleave the values (a b c a b c ...), so a slow minute of a shared machine
+        # hits every value alike instead of one value's every round.
+        for _ in range(args.rounds):
+            for value in tried_values:
+                measured[value].append(
+                    _measure_config(args, photos, out_dir, setting, value, default, settings)
+                )
+        setting_rows = [median_row(measured[v]) for v in tried_values]
         rows += setting_rows
         chosen[setting] = choose(setting_rows, args.noise)
     meta = {
@@ -284,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         "megapixels": args.megapixels,
         "defaults": {k: default_value(k, settings) for k in values},
         "noise": args.noise,
+        "rounds": args.rounds,
     }
     text = summary_text(rows, chosen, meta)
     print(text, end="")

@@ -14,7 +14,14 @@ import pytest
 
 from app.settings import Settings
 from bench.service_process import REPO_ROOT
-from bench.settings_sweep import DEFAULT_VALUES, SweepRow, choose, default_value, parse_values
+from bench.settings_sweep import (
+    DEFAULT_VALUES,
+    SweepRow,
+    choose,
+    default_value,
+    median_row,
+    parse_values,
+)
 
 
 def _row(value: int, rate: float, overload_p99: float) -> SweepRow:
@@ -102,3 +109,12 @@ def test_a_short_sweep_measures_every_value_and_prints_the_choice(
     picked = choose(as_rows, report["noise"])
     assert report["chosen"] == {"admission_queue": picked.value}
     assert f"admission_queue = {picked.value}" in done.stdout
+
+
+def test_rounds_are_reduced_to_each_figures_median() -> None:
+    rows = [_row(4, rate, p99) for rate, p99 in ((90.0, 300.0), (120.0, 100.0), (100.0, 200.0))]
+    row = median_row(rows)
+    assert (row.setting, row.value) == ("admission_queue", 4)
+    # Each figure on its own: the median rate comes from one round, the median p99 from another.
+    assert row.searches_per_s == 100.0 and row.overload_accepted_p99_ms == 200.0
+    assert median_row([_row(4, 90.0, 1.0), _row(4, 120.0, 3.0)]).searches_per_s == 105.0
