@@ -73,6 +73,10 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RetrieverDep = Annotated[Retriever, Depends(get_retriever)]
 FormDep = Annotated[FormData, Depends(multipart_form)]
 ItemIdPath = Annotated[
-    str, Path(pattern=ITEM_ID_PATTERN, description="Item id: `[A-Za-z0-9._:-]{1,128}`.")
+    str,
+    Path(
+        pattern=ITEM_ID_PATTERN,
+        description="Item id: `[A-Za-z0-9._:-]{1,128}`, but not `.` or `..` (URL path segments).",
+    ),
 ]
 ImageIdPath = Annotated[str, Path(pattern=IMAGE_ID_PATTERN, description="Image id.")]
