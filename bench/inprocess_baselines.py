@@ -1,8 +1,9 @@
 """The in-process baselines the service is compared with, on the model's session as the service
 opens it (``app.service_state.load_embedder``: ORT threads, spinning, GPU choice) and with its
 pixel limit: raw ORT per batch size, the decode-while-infer pipeline at the best of them, one
-image at a time. Blocking; the bench runs them while the service idles, just before the
-windows they are compared with."""
+image at a time; and raw ORT on a session of ORT's own best options, the machine's ceiling.
+Blocking; the bench runs them while the service idles, just before the windows they are
+compared with."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.service_state import load_embedder
-from app.settings import Settings
+from app.settings import Settings, usable_cores
 from artifact.image_decode import preprocess_bytes
+from artifact.onnx_embedder import OnnxEmbedder
 from bench.inprocess_pipeline import PipelineThroughput, measure_pipeline
 from bench.ort_throughput import BATCH_SIZES
 from bench.raw_ort import MeasuredBatch, measure_raw_ort
@@ -28,16 +30,25 @@ class InProcessBench:
         self.embedder = load_embedder(
             settings.model_copy(update={"model_path": model, "inference_batch": largest})
         )
+        self.ceiling_embedder = OnnxEmbedder(
+            model,
+            allow_gpu=settings.allow_gpu,
+            intra_op_threads=usable_cores(),
+            max_batch=largest,
+            allow_spinning=True,
+        )
 
     def throughput(
         self, *, ort_seconds: float, pipeline_seconds: float
-    ) -> tuple[list[MeasuredBatch], PipelineThroughput]:
-        """Raw ORT at every batch size, then the pipeline (decode in the service's worker
-        thread count) at the best one."""
+    ) -> tuple[list[MeasuredBatch], list[MeasuredBatch], PipelineThroughput]:
+        """Raw ORT at every batch size on the service's session and on ORT's own (the
+        ceiling), then the pipeline (decode in the service's worker thread count) on the
+        service's session at its best batch."""
         limit = self.settings.max_image_pixels
         arrays = [preprocess_bytes(b, self.embedder.spec, max_pixels=limit) for b in self.bodies]
-        raw = measure_raw_ort(
-            self.embedder, arrays, batch_sizes=BATCH_SIZES, seconds_per_size=ort_seconds
+        raw, ceiling = (
+            measure_raw_ort(e, arrays, batch_sizes=BATCH_SIZES, seconds_per_size=ort_seconds)
+            for e in (self.embedder, self.ceiling_embedder)
         )
         best = max(raw, key=lambda b: b.images_per_s)
         pipeline = measure_pipeline(
@@ -48,7 +59,7 @@ class InProcessBench:
             seconds=pipeline_seconds,
             max_pixels=limit,
         )
-        return raw, pipeline
+        return raw, ceiling, pipeline
 
     def single(self, *, seconds: float) -> SingleImageLatency:
         return measure_single_image(

@@ -48,7 +48,7 @@ def test_parts_add_up_to_the_machine_and_the_rest_is_the_service_remainder() -> 
         batching=BatchWindow(True, 25, 100, 0.5, 100, 1.2),
     )
     inproc = InProcessBaselines(
-        2, RAW, PipelineThroughput(4, 8, 10, 1.0), SingleImageLatency(50, 9.0, 10.0, 19.0, 7.0)
+        2, RAW, [], PipelineThroughput(4, 8, 10, 1.0), SingleImageLatency(50, 9.0, 10.0, 19.0, 7.0)
     )
     b = search_breakdown(window, inproc, ort_threads=2)
     assert b.mean_batch == 4.0 and b.searches == 100 and b.cores == pytest.approx(2.0)
