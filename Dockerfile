@@ -93,4 +93,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 # One process per container: the index lives in memory, so more uvicorn workers would each hold
 # and rebuild a copy and miss each other's updates. Scale with RETRIEVAL_WORKER_THREADS instead.
-CMD ["uvicorn", "app.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", "--workers", "1"]
+# app.server is uvicorn with one worker plus the slow-client deadlines, the connection cap and
+# the raised open-file limit (the same launcher `centroid-retrieval serve` runs).
+CMD ["python", "-m", "app.server", "--host", "0.0.0.0", "--port", "8000"]

@@ -7,6 +7,11 @@ discarded (never stored), up to ``drain_limit`` bytes; beyond that the connectio
 A client that sent ``Expect: 100-continue`` with an oversized Content-Length is waiting for leave
 to send the body. It gets the 413 at once instead: the server only sends ``100 Continue`` on the
 app's first ``receive()``, so answering before that spares the client the upload altogether.
+
+With a :class:`BytesInFlight` budget, a request reserves its body's bytes before the app reads
+any of them (a chunked body: each chunk as it arrives) and gives them back when it is answered;
+when the budget stays full it gets 503 with ``Retry-After`` instead, its body drained the same
+way. A client that goes away mid-body is nobody to answer: not an error to log.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from __future__ import annotations
 import json
 from http import HTTPStatus
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.problem import PROBLEM_JSON
+from app.bytes_in_flight import BytesInFlight, BytesInFlightFullError
+from app.problem import CLIENT_CLOSED_REQUEST, PROBLEM_JSON, problem_response
 from app.request_body import drain_body, expects_continue
 
 
@@ -27,11 +34,19 @@ class BodyTooLargeError(Exception):
 class BodyLimitMiddleware:
     """Pure ASGI middleware: 413 for bodies over ``max_bytes`` (declared or actually sent)."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, drain_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        drain_limit: int | None = None,
+        bytes_in_flight: BytesInFlight | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         # Reading on past the limit costs bandwidth, not memory; cap it all the same.
         self.drain_limit = drain_limit if drain_limit is not None else 8 * max_bytes
+        self.budget = bytes_in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,19 +58,38 @@ class BodyLimitMiddleware:
                 await drain_body(receive, self.drain_limit)
             await self._send_413(send)
             return
+        reserved = 0
+        if declared and self.budget is not None:
+            try:
+                reserved = await self.budget.reserve(declared)
+            except BytesInFlightFullError as exc:
+                await self._send_503(scope, receive, send, exc, drain=not expects_continue(scope))
+                return
+        try:
+            await self._limited(scope, receive, send, reserved_for_length=declared is not None)
+        finally:
+            if self.budget is not None:
+                self.budget.release(reserved)
 
+    async def _limited(
+        self, scope: Scope, receive: Receive, send: Send, *, reserved_for_length: bool
+    ) -> None:
         received = 0
         response_started = False
+        chunks_reserved = 0
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, chunks_reserved
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                received += size
                 if received > self.max_bytes:
                     if message.get("more_body", False):
                         await drain_body(receive, self.drain_limit - received)
                     raise BodyTooLargeError
+                if not reserved_for_length and self.budget is not None and size:
+                    chunks_reserved += await self.budget.reserve(size)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -69,12 +103,35 @@ class BodyLimitMiddleware:
         except BodyTooLargeError:
             if not response_started:
                 await self._send_413(send)
+        except ClientDisconnect:
+            if not response_started:
+                # Nobody reads it; the request metrics record it as the client's doing.
+                await send_status_only(send, CLIENT_CLOSED_REQUEST)
         except Exception as exc:
             # Frameworks may wrap the error raised from receive() (e.g. a form parser).
-            if _caused_by_body_limit(exc) and not response_started:
-                await self._send_413(send)
-            else:
+            cause = _cause(exc)
+            if cause is None or response_started:
                 raise
+            if isinstance(cause, BytesInFlightFullError):
+                await self._send_503(scope, receive, send, cause, drain=True)
+            elif isinstance(cause, ClientDisconnect):
+                await send_status_only(send, CLIENT_CLOSED_REQUEST)
+            else:
+                await self._send_413(send)
+        finally:
+            if self.budget is not None:
+                self.budget.release(chunks_reserved)
+
+    async def _send_503(
+        self, scope: Scope, receive: Receive, send: Send, exc: Exception, *, drain: bool
+    ) -> None:
+        if drain:
+            await drain_body(receive, self.drain_limit)
+        response = problem_response(503, str(exc), retry_after_s=1)
+        if not drain:
+            # Turned away before its body was sent: the connection cannot be reused.
+            response.headers["Connection"] = "close"
+        await response(scope, receive, send)
 
     async def _send_413(self, send: Send) -> None:
         body = json.dumps(
@@ -110,12 +167,21 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _caused_by_body_limit(exc: BaseException) -> bool:
+async def send_status_only(send: Send, status: int) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+_OURS = (BodyTooLargeError, BytesInFlightFullError, ClientDisconnect)
+
+
+def _cause(exc: BaseException) -> BaseException | None:
+    """The error raised from our ``receive`` (or the client's leaving) behind ``exc``, if any."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, BodyTooLargeError):
-            return True
+        if isinstance(current, _OURS):
+            return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return False
+    return None

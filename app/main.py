@@ -17,6 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.access_policy import AccessPolicy
 from app.authorization import install_access_handlers
 from app.body_limit import BodyLimitMiddleware
+from app.bytes_in_flight import BytesInFlight
 from app.metrics import RequestMetricsMiddleware
 from app.problem import install_problem_handlers
 from app.routes import health_router, items_router, search_router
@@ -68,7 +69,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The last added is the outermost. The body limit wraps the app, so it sees the body before
     # anything parses it; the request metrics wrap the body limit, so its 413s are counted
     # (with their route, and their own status rather than the 500 of an escaping error).
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        bytes_in_flight=BytesInFlight(settings.max_bytes_in_flight, metrics=state.metrics),
+    )
     app.add_middleware(
         RequestMetricsMiddleware,
         metrics=state.metrics,

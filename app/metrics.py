@@ -23,6 +23,8 @@ _WAIT_BUCKETS = (0.0001, 0.00025, 0.0005, *_LATENCY_BUCKETS)
 _BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 # Why a request was turned away or dropped before inference (the label values are a contract).
 REJECTION_REASONS = ("queue_full", "queue_timeout", "client_gone")
+# Why the server closed a client's connection (label values are a contract too).
+CONNECTION_CLOSE_REASONS = ("header_timeout", "body_timeout", "over_connection_cap")
 
 
 class ServiceMetrics:
@@ -87,6 +89,29 @@ class ServiceMetrics:
         )
         for reason in REJECTION_REASONS:
             self.admission_rejections.labels(reason=reason)
+        self.bytes_in_flight = Gauge(
+            "retrieval_bytes_in_flight",
+            "Request body bytes reserved by requests being received or processed.",
+            registry=self.registry,
+        )
+        self.bytes_in_flight_rejections = Counter(
+            "retrieval_bytes_in_flight_rejections",
+            "Requests turned away (503) because the bytes-in-flight budget stayed full.",
+            registry=self.registry,
+        )
+        self.open_connections = Gauge(
+            "retrieval_open_connections",
+            "Client connections open (the cap is max_connections).",
+            registry=self.registry,
+        )
+        self.connections_closed = Counter(
+            "retrieval_connections_closed",
+            "Connections the server closed on a client, by reason.",
+            ("reason",),
+            registry=self.registry,
+        )
+        for reason in CONNECTION_CLOSE_REASONS:
+            self.connections_closed.labels(reason=reason)
         self._store_counts: Callable[[], tuple[int, int]] | None = None
         self.registry.register(_StoreCountsCollector(self))
         for stage in STAGES:  # export zero-valued series from the start

@@ -140,6 +140,42 @@ class Settings(BaseSettings):
             "0: one second's worth (at least 1)."
         ),
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Longest a connection may take to send a request's headers, from its first byte "
+            "(or from the connection's opening); then it is closed without an answer."
+        ),
+    )
+    body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Longest a request body may go without advancing by 1 KiB (or to its end) while "
+            "the service is reading it; then 408 and the connection is closed."
+        ),
+    )
+    idle_timeout_s: float = Field(
+        5.0, gt=0, description="Longest a keep-alive connection may stay idle between requests."
+    )
+    max_connections: int = Field(
+        4096,
+        gt=0,
+        description=(
+            "Most open client connections; beyond it new ones are closed at once. Kept below "
+            "the open-file limit (raised to its hard limit at start) whatever is set."
+        ),
+    )
+    max_bytes_in_flight: int = Field(
+        256 * MiB,
+        gt=0,
+        description=(
+            "Most request body bytes (by Content-Length, or as chunks arrive) being received "
+            "or processed at once; beyond it a request waits up to 1 s, then 503 with "
+            "Retry-After."
+        ),
+    )
 
     @field_validator("redis_url", "api_keys_file", mode="before")
     @classmethod

@@ -37,7 +37,7 @@ def service_process(
     redis_url: str | None = None,
     redis_namespace: str | None = None,
 ) -> Iterator[str]:
-    """Start ``uvicorn app.main:create_app`` (the production command) and yield its base URL
+    """Start ``python -m app.server`` (the production command) and yield its base URL
     once ``/readyz`` answers 200; stop it on exit. The store is the embedded SQLite one under
     ``data_dir``, or with ``redis_url`` the Redis store under ``redis_namespace`` (required:
     the default namespace may hold a real deployment's data). ``env`` adds or overrides
@@ -60,8 +60,7 @@ def service_process(
         **store_env,
         **(env or {}),
     }
-    cmd = [python, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--workers", "1", "--log-level", "warning"]
+    cmd = [python, "-m", "app.server", "--host", "127.0.0.1", "--port", str(port)]
     log = open(log_path, "wb") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"

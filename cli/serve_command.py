@@ -24,11 +24,11 @@ SERVE_MODULES = (
 )
 BUILD_COMMAND = "python -m model.build_default --out {out}"
 DESCRIPTION = """\
-Run the retrieval service (app.main:create_app) under uvicorn with one worker: one process per
-instance, concurrency comes from its thread pool. Every other setting comes from the RETRIEVAL_*
-environment variables (the README's Settings table), e.g. RETRIEVAL_MODEL_PATH (default:
-models/default/embedder.onnx, relative to the current directory) and RETRIEVAL_DATA_DIR
-(default: data)."""
+Run the retrieval service (app.main:create_app) under uvicorn with one worker, as the image
+does (python -m app.server): one process per instance, concurrency comes from its thread pool.
+Every other setting comes from the RETRIEVAL_* environment variables (the README's Settings
+table), e.g. RETRIEVAL_MODEL_PATH (default: models/default/embedder.onnx, relative to the
+current directory) and RETRIEVAL_DATA_DIR (default: data)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,7 +96,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    import uvicorn
     from pydantic import ValidationError
 
     from app.settings import Settings
@@ -113,13 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if not settings.model_path.is_file():
         print(f"error: {missing_model_message(settings.model_path)}", file=sys.stderr)
         return 1
-    # The factory reads the same environment again, in the process that serves.
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=1,
-        log_level=settings.log_level.lower(),
-    )
-    return 0
+    # The image's command too: one launcher, so both get the slow-client deadlines and caps.
+    from app.server import STARTUP_FAILURE, serve
+
+    return 0 if serve(settings, args.host, args.port) else STARTUP_FAILURE
