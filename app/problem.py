@@ -104,9 +104,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         for exc_type, status in _STATUS_OF.items():
             if isinstance(exc, exc_type):
                 retry_after = _RETRY_AFTER_S.get(exc_type, DEFAULT_RETRY_AFTER_S)
-                response = problem_response(
-                    status, _exception_detail(exc), retry_after_s=retry_after
-                )
+                detail = getattr(exc, "public_detail", None) or _exception_detail(exc)
+                if detail != _exception_detail(exc):  # the message names paths or hosts
+                    log.warning("%s on %s: %s", type(exc).__name__, request.url.path, exc)
+                response = problem_response(status, detail, retry_after_s=retry_after)
                 if isinstance(exc, QueueFullError) and expects_continue(request.scope):
                     # Turned away before its body was sent: the connection cannot be reused.
                     response.headers["Connection"] = "close"

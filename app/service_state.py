@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from app.admission_control import AdmissionControl
+from app.error_redaction import Redactor
 from app.inference_executor import InferenceExecutor
 from app.metrics import ServiceMetrics
 from app.request_pipeline import RequestPipeline
@@ -111,8 +112,10 @@ class ServiceState:
     _stop: threading.Event = field(default_factory=threading.Event)
     admission: AdmissionControl = field(init=False)
     pipeline: RequestPipeline = field(init=False)
+    _redact: Redactor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._redact = Redactor(self.settings)
         # Independent of the model: the queue in front of whichever executor is loaded.
         self.admission = AdmissionControl(
             self.settings.admission_queue, self.settings.queue_timeout_ms / 1000, self.metrics
@@ -149,9 +152,10 @@ class ServiceState:
                 log.warning(
                     "store unreachable (attempt %d), next in %g s: %s", attempt, delay, reason
                 )
-                # Kept while the next attempt connects, so /readyz keeps saying why.
+                # Kept while the next attempt connects, so /readyz keeps saying why (without
+                # the store's address, which the log line above has).
                 self.phase = (
-                    f"waiting for the store (attempt {attempt}: {reason}; "
+                    f"waiting for the store (attempt {attempt}: {self._redact(reason)}; "
                     f"next attempt in {delay:g} s)"
                 )
                 if self._stop.wait(delay):
@@ -192,7 +196,8 @@ class ServiceState:
 
     def _fail(self, exc: Exception) -> None:
         log.error("start-up failed", exc_info=exc)
-        self.failure = f"{type(exc).__name__}: {exc}"
+        # Shown by /readyz and the 503s: no model or store path (the log line has them).
+        self.failure = self._redact(f"{type(exc).__name__}: {exc}")
         self.phase = "failed"
 
     def require_retriever(self) -> Retriever:

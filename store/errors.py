@@ -12,6 +12,10 @@ class StoreError(Exception):
 class StoreUnavailableError(StoreError):
     """The backend cannot be reached or is locked; retrying later may succeed (HTTP 503)."""
 
+    # What a client is told instead of the message, which names the database file or the
+    # Redis host and port (the service logs it).
+    public_detail = "the store is unreachable or refused the operation; see the service log"
+
 
 class ItemNotFoundError(StoreError, KeyError):
     """No item with that id."""

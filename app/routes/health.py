@@ -6,6 +6,7 @@ any scope, ``/metrics`` too when ``metrics_requires_key`` says so.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -19,6 +20,8 @@ from app.problem import problem_response
 from app.schemas import AUTH_RESPONSES, InfoResponse
 from app.settings import Settings
 from store.errors import StoreUnavailableError
+
+log = logging.getLogger(__name__)
 
 
 def health_router(settings: Settings) -> APIRouter:
@@ -41,7 +44,9 @@ def health_router(settings: Settings) -> APIRouter:
         try:
             await run_in_threadpool(retriever.store.ping)
         except StoreUnavailableError as exc:
-            return problem_response(503, f"store unreachable: {exc}", phase="store unreachable")
+            log.warning("readiness: store unreachable: %s", exc)
+            detail = f"store unreachable: {exc.public_detail}"
+            return problem_response(503, detail, phase="store unreachable")
         return JSONResponse({"status": "ready", "items": len(retriever.index)})
 
     @router.get(
