@@ -8,10 +8,15 @@ A client that sent ``Expect: 100-continue`` with an oversized Content-Length is 
 to send the body. It gets the 413 at once instead: the server only sends ``100 Continue`` on the
 app's first ``receive()``, so answering before that spares the client the upload altogether.
 
-With a :class:`BytesInFlight` budget, a request reserves its body's bytes before the app reads
-any of them (a chunked body: each chunk as it arrives) and gives them back when it is answered;
-when the budget stays full it gets 503 with ``Retry-After`` instead, its body drained the same
-way. A client that goes away mid-body is nobody to answer: not an error to log.
+With a :class:`BytesInFlight` budget, a request is charged for the body bytes it holds in
+memory: while the body arrives, what has arrived up to the spool threshold (1 MiB; a slow client
+that sent ten bytes holds ten, however large a Content-Length it declared, so slow clients
+cannot lock everyone out of the budget), and from its last chunk on the whole body, which the
+app reads back from the spool to work on, until it is answered. A charge that finds no room
+within a short wait is a 503 with ``Retry-After`` (the rest of the body drained as for a 413).
+Charging whole bodies only once they are complete means requests already being worked on are
+never starved by new ones: a burst of large uploads is served a budget's worth at a time.
+A client that goes away mid-body is nobody to answer: not an error to log.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.bytes_in_flight import BytesInFlight, BytesInFlightFullError
 from app.problem import CLIENT_CLOSED_REQUEST, PROBLEM_JSON, problem_response
 from app.request_body import drain_body, expects_continue
+
+# Starlette's form parser keeps up to this much of a file part in memory, then spools to disk.
+IN_MEMORY_WHILE_RECEIVING = 1024 * 1024
 
 
 class BodyTooLargeError(Exception):
@@ -58,38 +66,32 @@ class BodyLimitMiddleware:
                 await drain_body(receive, self.drain_limit)
             await self._send_413(send)
             return
-        reserved = 0
-        if declared and self.budget is not None:
-            try:
-                reserved = await self.budget.reserve(declared)
-            except BytesInFlightFullError as exc:
-                await self._send_503(scope, receive, send, exc, drain=not expects_continue(scope))
-                return
-        try:
-            await self._limited(scope, receive, send, reserved_for_length=declared is not None)
-        finally:
-            if self.budget is not None:
-                self.budget.release(reserved)
+        await self._limited(scope, receive, send)
 
-    async def _limited(
-        self, scope: Scope, receive: Receive, send: Send, *, reserved_for_length: bool
-    ) -> None:
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = 0
+        charged = 0
+        body_done = False
         response_started = False
-        chunks_reserved = 0
 
         async def limited_receive() -> Message:
-            nonlocal received, chunks_reserved
+            nonlocal received, charged, body_done
             message = await receive()
             if message["type"] == "http.request":
-                size = len(message.get("body", b""))
-                received += size
+                received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > self.max_bytes:
-                    if message.get("more_body", False):
+                    if not body_done:
                         await drain_body(receive, self.drain_limit - received)
                     raise BodyTooLargeError
-                if not reserved_for_length and self.budget is not None and size:
-                    chunks_reserved += await self.budget.reserve(size)
+                if self.budget is not None:
+                    # In memory while it arrives: what was sent, up to the spool threshold
+                    # (the form parser writes the rest of a part to disk). Once it is all in,
+                    # the app reads it back to work on it: the whole body.
+                    held = received if body_done else min(received, IN_MEMORY_WHILE_RECEIVING)
+                    held = min(held, self.budget.capacity)
+                    if held > charged:
+                        charged += await self.budget.reserve(held - charged)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -113,25 +115,21 @@ class BodyLimitMiddleware:
             if cause is None or response_started:
                 raise
             if isinstance(cause, BytesInFlightFullError):
-                await self._send_503(scope, receive, send, cause, drain=True)
+                await self._send_503(scope, receive, send, cause, drain=not body_done)
             elif isinstance(cause, ClientDisconnect):
                 await send_status_only(send, CLIENT_CLOSED_REQUEST)
             else:
                 await self._send_413(send)
         finally:
             if self.budget is not None:
-                self.budget.release(chunks_reserved)
+                self.budget.release(charged)
 
     async def _send_503(
         self, scope: Scope, receive: Receive, send: Send, exc: Exception, *, drain: bool
     ) -> None:
         if drain:
             await drain_body(receive, self.drain_limit)
-        response = problem_response(503, str(exc), retry_after_s=1)
-        if not drain:
-            # Turned away before its body was sent: the connection cannot be reused.
-            response.headers["Connection"] = "close"
-        await response(scope, receive, send)
+        await problem_response(503, str(exc), retry_after_s=1)(scope, receive, send)
 
     async def _send_413(self, send: Send) -> None:
         body = json.dumps(

@@ -1,12 +1,12 @@
 """A budget of request body bytes being received or processed at once, across all requests.
 
-Every upload costs memory while it is read and worked on (its bytes read from the spool, the
-decoded image), whatever the connection and admission limits say: 100 concurrent 30 MiB
-uploads reached 3.5 GB. A request reserves its declared Content-Length before its body is read
-(a chunked one reserves each chunk as it arrives) and gives it back when it is answered. With
-the budget spent, a request waits a little for others to finish (uploads come in bursts), then
-is turned away with 503 and ``Retry-After``. One request larger than the whole budget reserves
-all of it: it runs alone rather than never.
+Every upload costs memory while it is read and worked on (its bytes read back from the spool,
+the decoded image), whatever the connection and admission limits say: 100 concurrent 30 MiB
+uploads reached 3.5 GB. The body-limit middleware charges each request for the body bytes it
+holds (see :mod:`app.body_limit` for what counts when) and gives them back when it is answered.
+With the budget spent, a charge waits a little for others to finish (uploads come in bursts),
+then the request is turned away with 503 and ``Retry-After``. One request larger than the whole
+budget is charged all of it: it runs alone rather than never.
 
 Used from event loops only, but from more than one in tests (each test client runs its own):
 hence a thread lock and a short polling wait rather than loop-bound futures.
