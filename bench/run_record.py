@@ -41,12 +41,12 @@ class OpenLoopRun:
 @dataclass(frozen=True)
 class StoreRun:
     """One store's service measurements. Batching on (the service's defaults): ``saturation``
-    (closed loop, many clients), ``concurrent`` (the comparison's client count), ``one_client``,
-    ``enroll`` (``enroll_images`` per request), the open-loop ``baseline`` and ``overload``
-    steps. Then the same ``concurrent`` load on the released path (``off``) and on one executor
-    at batch size 1 (``batch1``). ``store``: what the report says about the batching-on
-    service's store; ``stores``: the same per configuration (each had its own, thrown away
-    afterwards). ``has_batching``: the service has the batching setting at all
+    (closed loop, its admission queue full), ``one_client``, ``enroll`` (``enroll_images`` per
+    request), the open-loop ``baseline`` and ``overload`` steps. Then the comparison's client
+    count on services that admit them all: batching on (``concurrent``), the released path
+    (``off``) and one executor at batch size 1 (``batch1``). ``store``: what the report says
+    about the batching-on service's store; ``stores``: the same per configuration (each had
+    its own, thrown away afterwards). ``has_batching``: the service has the batching setting at all
     (``False``: a build from before issue 10, where on and off are the same path)."""
 
     store: dict[str, object]
@@ -67,8 +67,9 @@ class StoreRun:
 
     @property
     def saturation_rps(self) -> float:
-        """The best closed-loop search rate measured with batching on."""
-        return max(self.saturation.stats.throughput_rps, self.concurrent.stats.throughput_rps)
+        """The closed-loop search rate with the service's defaults, its admission queue full
+        (the --clients comparison ran on another service, so it is not this one's rate)."""
+        return self.saturation.stats.throughput_rps
 
     @property
     def enroll_images_per_s(self) -> float:

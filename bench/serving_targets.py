@@ -48,11 +48,7 @@ def serving_targets(run: StoreRun) -> list[Target]:
     inproc = run.inproc
     best = inproc.best
     sat = run.saturation_rps
-    sat_clients = (
-        run.saturation.stats
-        if run.saturation.stats.throughput_rps >= run.concurrent.stats.throughput_rps
-        else run.concurrent.stats
-    )
+    sat_clients = run.saturation.stats
     on, off, b1 = run.concurrent.stats, run.off.stats, run.batch1.stats
     no_switch = None if run.has_batching else "the service has no batching setting: on = off"
     baseline, overload = run.baseline.step, run.overload.step

@@ -7,6 +7,9 @@ Locust paces each simulated user by waiting for its previous answer (closed loop
 server also slows the senders and the tail latencies it reports are optimistic (coordinated
 omission): use it to hold a steady load for a long time and watch memory, errors and the
 service's ``/metrics``; take latency figures from ``python -m bench.loadtest`` (open loop).
+A steady load admits every user: with more users than the service's
+``RETRIEVAL_ADMISSION_QUEUE`` in flight at once, the extra requests get 503s (load shed, and
+counted as failures here).
 
 Users are 9 : 1 searchers and enrollers (the 90/10 mix). A small gallery of seed items is
 enrolled when the run starts; every enroller task enrolls one view under a fresh item id and

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from model.data.sample_photos import load_photo, random_view
+from tests.app.conftest import ServiceFactory
 
 
 def distinct_views(n: int, seed: int) -> list[bytes]:
@@ -25,7 +26,13 @@ def distinct_views(n: int, seed: int) -> list[bytes]:
     return out
 
 
-def test_concurrent_enrollments_to_one_item(client: httpx.Client) -> None:
+def test_concurrent_enrollments_to_one_item(service_factory: ServiceFactory) -> None:
+    # Every one of the 8 senders admitted: this is about concurrent writes, not load shedding.
+    with service_factory(admission_queue=8) as client:
+        _enroll_concurrently_to_one_item(client)
+
+
+def _enroll_concurrently_to_one_item(client: httpx.Client) -> None:
     views = distinct_views(24, seed=7)
     url = str(client.base_url)
 
@@ -58,8 +65,14 @@ def test_enrollment_is_visible_to_the_next_search(client: httpx.Client) -> None:
 
 
 def test_searches_run_in_parallel_with_writes(
-    client: httpx.Client, photo_views: dict[str, list[bytes]]
+    service_factory: ServiceFactory, photo_views: dict[str, list[bytes]]
 ) -> None:
+    # All 6 senders admitted: this is about reads beside writes, not load shedding.
+    with service_factory(admission_queue=6) as client:
+        _search_while_writing(client, photo_views)
+
+
+def _search_while_writing(client: httpx.Client, photo_views: dict[str, list[bytes]]) -> None:
     url = str(client.base_url)
     for name in ("astronaut", "coffee"):
         client.post(f"/items/{name}/images", files={"images": ("a.jpg", photo_views[name][0])})

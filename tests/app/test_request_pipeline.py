@@ -86,7 +86,11 @@ def test_concurrent_searches_share_batches_and_each_gets_its_own_answer(
             for q in queries
         ]
     # A long enough delay that searches still decoding on a busy machine join the batch.
-    with service_factory(**model, batching=True, batch_max_delay_us=50_000) as client:
+    # Every search of a burst admitted at once, so that they can share batches.
+    burst_size = len(queries) + len(corrupt)
+    with service_factory(
+        **model, batching=True, batch_max_delay_us=50_000, admission_queue=burst_size
+    ) as client:
         enroll_gallery(client, photo_views)
         before = search_batches(client)
         batched = 0.0

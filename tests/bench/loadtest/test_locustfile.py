@@ -18,7 +18,10 @@ LOCUSTFILE = ROOT / "bench" / "loadtest" / "locustfile.py"
 
 
 def test_soak_run_has_no_failures_and_cleans_up(default_model_path: Path, tmp_path: Path) -> None:
-    app = create_app(Settings(model_path=default_model_path, data_dir=tmp_path / "data"))
+    # A soak holds a steady load: every user admitted (beyond the admission queue, 503s).
+    app = create_app(
+        Settings(model_path=default_model_path, data_dir=tmp_path / "data", admission_queue=10)
+    )
     with live_server(app) as url:
         locust = Path(sys.executable).with_name("locust")
         cmd = [str(locust), "-f", str(LOCUSTFILE), "--host", url, "--headless",
