@@ -59,7 +59,7 @@ def load_embedder(settings: Settings) -> OnnxEmbedder:
     return OnnxEmbedder(
         settings.model_path,
         allow_gpu=settings.allow_gpu,
-        intra_op_threads=settings.ort_intra_op_threads,
+        intra_op_threads=settings.inference_threads,
         max_batch=settings.inference_batch,
         allow_spinning=not settings.batching,
     )
@@ -75,8 +75,8 @@ def build_retriever(
     # faiss-gpu (requirements/serve-gpu.txt) on a GPU machine: the CPU index takes the writes,
     # a GPU copy kept in step serves searches. Never the case with faiss-cpu.
     mirror = GpuSearchMirror(index) if settings.allow_gpu and gpu_available() else None
-    # Batching on: this thread is the model's only caller, so ORT's intra-op threads (half the
-    # cores unless inference_threads says otherwise) serve one batch at a time instead of
+    # Batching on: this thread is the model's only caller, so ORT's intra-op threads (all cores
+    # unless inference_threads says otherwise) serve one batch at a time instead of
     # worker_threads concurrent calls contending for the cores.
     executor = (
         InferenceExecutor(

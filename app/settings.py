@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
-
-
-def usable_cores() -> int:
-    """Cores this process may run on: its CPU affinity, so ``taskset`` and cpusets count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity API outside Linux
-        return os.cpu_count() or 1
 
 
 class Settings(BaseSettings):
@@ -54,12 +45,7 @@ class Settings(BaseSettings):
         ),
     )
     inference_threads: int = Field(
-        0,
-        ge=0,
-        description=(
-            "ONNX Runtime intra-op threads. 0: with batching, half the usable cores (at least "
-            "one), the others decoding meanwhile; without, ORT's default (one per core)."
-        ),
+        0, ge=0, description="ONNX Runtime intra-op threads (0: its default, one per core)."
     )
     inference_batch: int = Field(32, gt=0, description="Largest batch sent to the model at once.")
     batching: bool = Field(
@@ -189,16 +175,6 @@ class Settings(BaseSettings):
         if self.default_k > self.max_k:
             raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
         return self
-
-    @property
-    def ort_intra_op_threads(self) -> int:
-        """``inference_threads`` resolved; 0 is left to ORT (its default, one per core)."""
-        if self.inference_threads or not self.batching:
-            return self.inference_threads
-        # Measured on 2 cores with 1 MP JPEG searches (bench/settings_sweep.py, 3 interleaved
-        # rounds): 1 ORT thread + decoding on the other core gave +7 % searches/s and a lower
-        # overload p99 than ORT on both cores with decoding squeezed in between.
-        return max(1, usable_cores() // 2)
 
     @property
     def sqlite_path(self) -> Path:

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.service_state import load_embedder
-from app.settings import Settings, usable_cores
+from app.settings import Settings
 from artifact.image_decode import preprocess_bytes
 from artifact.onnx_embedder import OnnxEmbedder
 from bench.inprocess_pipeline import PipelineThroughput, measure_pipeline
 from bench.ort_throughput import BATCH_SIZES
+from bench.process_cpu import usable_cores
 from bench.raw_ort import MeasuredBatch, measure_raw_ort
 from bench.single_image_latency import SingleImageLatency, measure_single_image
 

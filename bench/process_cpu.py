@@ -17,6 +17,11 @@ _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 _PROC = Path("/proc")
 
 
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, so ``taskset`` and cpusets count."""
+    return len(os.sched_getaffinity(0))
+
+
 def _stat_fields(pid: int) -> list[str]:
     """``/proc/<pid>/stat`` after the command name (which may hold spaces and parentheses):
     index 0 is the state, 1 the parent pid, 11 utime, 12 stime (man 5 proc, fields 3–15)."""

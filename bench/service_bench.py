@@ -46,13 +46,14 @@ from typing import Any
 
 import httpx
 
-from app.settings import Settings, usable_cores
+from app.settings import Settings
 from bench.bench_summary import summary_text
 from bench.inprocess_baselines import InProcessBench
 from bench.large_photos import build_large_photo_set
 from bench.lean_client import LeanClient
 from bench.loadtest.photo_set import PhotoSet
 from bench.loadtest.report_writer import finite_json
+from bench.process_cpu import usable_cores
 from bench.redis_namespace import check_redis
 from bench.run_record import InProcessBaselines, StoreRun
 from bench.search_breakdown import search_breakdown
@@ -190,7 +191,7 @@ def _settings(config: ServiceConfig, model: Path) -> Settings:
 
 def _ort_threads(settings: Settings) -> int:
     """The executor's ORT threads, resolved (0 is ORT's default, one per core)."""
-    return settings.ort_intra_op_threads or usable_cores()
+    return settings.inference_threads or usable_cores()
 
 
 def _measure_int8(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:

@@ -36,11 +36,12 @@ from typing import Any
 
 import httpx
 
-from app.settings import Settings, usable_cores
+from app.settings import Settings
 from bench.large_photos import build_large_photo_set
 from bench.lean_client import LeanClient
 from bench.loadtest.photo_set import PhotoSet
 from bench.loadtest.report_writer import finite_json
+from bench.process_cpu import usable_cores
 from bench.redis_namespace import check_redis
 from bench.service_session import ServiceSession, SessionPlan
 from bench.service_under_test import ServiceConfig, running_service
@@ -94,7 +95,7 @@ def default_value(name: str, settings: Settings) -> int:
     """The value the service runs with today; ``inference_threads`` 0 is reported as the
     threads it resolves to, so that it matches a swept value."""
     if name == "inference_threads":
-        return settings.ort_intra_op_threads or usable_cores()
+        return settings.inference_threads or usable_cores()
     return int(getattr(settings, name))
 
 

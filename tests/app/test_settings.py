@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -52,22 +49,3 @@ def test_batching_settings_come_from_the_environment(monkeypatch: pytest.MonkeyP
     )
     with pytest.raises(ValidationError, match="batch_max_delay_us"):
         Settings(batch_max_delay_us=-1)
-
-
-def test_inference_threads_zero_resolves_to_half_the_usable_cores_with_batching() -> None:
-    cores = len(os.sched_getaffinity(0))
-    assert Settings(inference_threads=0).ort_intra_op_threads == max(1, cores // 2)
-    # Set explicitly, it is taken as it is; batching off, 0 stays ORT's own default.
-    assert Settings(inference_threads=3).ort_intra_op_threads == 3
-    assert Settings(inference_threads=0, batching=False).ort_intra_op_threads == 0
-
-
-def test_usable_cores_follow_the_process_affinity() -> None:
-    # A child pinned to one core sees one core, whatever the machine has.
-    code = (
-        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
-        "from app.settings import Settings, usable_cores; "
-        "print(usable_cores(), Settings().ort_intra_op_threads)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["1", "1"]

@@ -57,3 +57,13 @@ def test_child_is_found_and_its_cpu_counted_and_the_window_splits() -> None:
 def test_machine_busy_never_exceeds_total() -> None:
     busy, total = machine_cpu_s()
     assert 0 <= busy <= total
+
+
+def test_usable_cores_follow_the_process_affinity() -> None:
+    # A child pinned to one core sees one, whatever the machine has; unpinned, its affinity.
+    code = (
+        "import os; from bench.process_cpu import usable_cores; before = usable_cores(); "
+        "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); print(before, usable_cores())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [str(len(os.sched_getaffinity(0))), "1"]
