@@ -17,6 +17,24 @@ class StoreUnavailableError(StoreError):
     public_detail = "the store is unreachable or refused the operation; see the service log"
 
 
+class StoreOutcomeUnknownError(StoreUnavailableError):
+    """The write was sent to the store but its answer never came (connection lost after the
+    commit was sent, a timeout): it may or may not be committed (HTTP 503).
+
+    Redis raises it when the connection fails once ``EXEC`` may have gone out; SQLite when
+    ``COMMIT`` fails and leaves no transaction open (an I/O error while syncing the journal, where
+    recovery decides whether the frames count). Whoever keeps a copy of the store's state (the
+    index) must read the item again rather than assume either outcome.
+    """
+
+    public_detail = (
+        "the store did not confirm this write (the connection was lost after the commit was "
+        "sent): its outcome is unknown, it may or may not have been applied. Retrying the same "
+        "request is safe: enrolling the same bytes again adds nothing twice, and deleting again "
+        "answers 404 if the first delete was applied"
+    )
+
+
 class ItemNotFoundError(StoreError, KeyError):
     """No item with that id."""
 

@@ -32,7 +32,12 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from store.embedding_codec import f32_bytes, f32_from, f64_bytes, f64_from
-from store.errors import ModelMismatchError, StoreError, StoreUnavailableError
+from store.errors import (
+    ModelMismatchError,
+    StoreError,
+    StoreOutcomeUnknownError,
+    StoreUnavailableError,
+)
 from store.mutations import (
     CreateItem,
     DeleteItem,
@@ -92,7 +97,10 @@ class RedisStore:
             socket_timeout=SOCKET_TIMEOUT_S,
             socket_connect_timeout=SOCKET_TIMEOUT_S,
             # One quick retry covers a pooled connection the server closed (e.g. restart)
-            # without turning an outage into seconds of back-off.
+            # without turning an outage into seconds of back-off. It never resends a write:
+            # every write transaction WATCHes first, and redis-py then answers a failed EXEC
+            # with WatchError instead of retrying, which ``_exec`` turns into
+            # StoreOutcomeUnknownError (the EXEC may have been applied).
             retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
         )
         self._identity: ModelIdentity | None = None
@@ -133,7 +141,7 @@ class RedisStore:
                 )
             pipe.multi()
             pipe.delete(self._key("model"))
-            pipe.execute()
+            _exec(pipe)
 
         self._transaction(reset)
         self._identity = None
@@ -190,6 +198,13 @@ class RedisStore:
             return ItemRecord(item_id, [i.decode() for i in order]) if exists else None
 
         return self._call(read)
+
+    def get_item_state(self, item_id: str) -> ItemState | None:
+        fields: list[Any] = self._call(
+            lambda: self._client.hmget(self._key("meta", item_id), ["count", "sum"])
+        )
+        raw_count, raw_sum = fields
+        return None if raw_sum is None else ItemState(item_id, int(raw_count), f64_from(raw_sum))
 
     def list_items(self, limit: int, cursor: str | None) -> tuple[list[ItemSummary], str | None]:
         if limit <= 0:
@@ -400,7 +415,7 @@ class RedisStore:
         pipe.multi()
         for mutation in plan.mutations:
             self._queue(pipe, mutation)
-        pipe.execute()
+        _exec(pipe)
         return plan.outcome
 
     def _queue(self, pipe: Any, m: Mutation) -> None:
@@ -512,6 +527,30 @@ class NamespaceDump:
     items: int
     images: int
     model: ModelIdentity | None
+
+
+def _exec(pipe: Any) -> None:
+    """EXEC the transaction queued on ``pipe`` (in WATCH mode), telling a refused one (nothing
+    applied) from one whose answer was lost (maybe applied).
+
+    redis-py reports a connection lost during EXEC on a watching pipeline as a WatchError (so
+    that nobody resends it), chained to the connection error; a real WATCH conflict has no such
+    cause. Once EXEC may have reached the server, no error says it was not applied, except an
+    EXECABORT (the server discarded the queued commands).
+    """
+    try:
+        pipe.execute()
+    except redis.WatchError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, (redis.ConnectionError, redis.TimeoutError)):
+            raise StoreOutcomeUnknownError(f"Redis connection lost during EXEC: {cause}") from exc
+        raise
+    except redis.exceptions.ExecAbortError as exc:
+        raise StoreUnavailableError(f"Redis discarded the transaction: {exc}") from exc
+    except redis.RedisError as exc:
+        raise StoreOutcomeUnknownError(
+            f"Redis failed during EXEC ({type(exc).__name__}): {exc}"
+        ) from exc
 
 
 def _identity_from_json(raw: bytes | str) -> ModelIdentity:

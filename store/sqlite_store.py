@@ -22,7 +22,12 @@ from typing import Any, TypeVar, assert_never
 import numpy as np
 
 from store.embedding_codec import f32_bytes, f32_from, f64_bytes, f64_from
-from store.errors import ModelMismatchError, StoreError, StoreUnavailableError
+from store.errors import (
+    ModelMismatchError,
+    StoreError,
+    StoreOutcomeUnknownError,
+    StoreUnavailableError,
+)
 from store.mutations import (
     CreateItem,
     DeleteItem,
@@ -226,6 +231,14 @@ class SqliteStore:
 
         return self._read(get)
 
+    def get_item_state(self, item_id: str) -> ItemState | None:
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT image_count, embedding_sum FROM items WHERE item_id = ?", (item_id,)
+            ).fetchone()
+        )
+        return None if row is None else ItemState(item_id, int(row[0]), f64_from(row[1]))
+
     def list_items(self, limit: int, cursor: str | None) -> tuple[list[ItemSummary], str | None]:
         if limit <= 0:
             raise ValueError(f"limit must be positive, got {limit}")
@@ -421,7 +434,19 @@ class SqliteStore:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    # COMMIT refused (SQLITE_BUSY and the like): still ours, nothing applied.
+                    self._conn.execute("ROLLBACK")
+                    raise
+                # SQLite ended the transaction itself (an I/O error while syncing the WAL): the
+                # frames may or may not be in the file, and recovery will decide. Rare, but
+                # then nobody can say whether the write happened.
+                raise StoreOutcomeUnknownError(
+                    f"SQLite store {self.path}: COMMIT failed ({exc}); outcome unknown"
+                ) from exc
             return result
 
 

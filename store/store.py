@@ -65,6 +65,11 @@ class Store(Protocol):
 
     def get_item(self, item_id: str) -> ItemRecord | None: ...
 
+    def get_item_state(self, item_id: str) -> ItemState | None:
+        """The item's count and sum as stored now, or None if absent (to bring an index in line
+        after a write whose outcome is unknown)."""
+        ...
+
     def list_items(self, limit: int, cursor: str | None) -> tuple[list[ItemSummary], str | None]:
         """Up to ``limit`` items by id ascending, after ``cursor``; and the next cursor or None.
 
