@@ -52,9 +52,9 @@ from bench.inprocess_baselines import InProcessBench
 from bench.large_photos import build_large_photo_set
 from bench.lean_client import LeanClient
 from bench.loadtest.photo_set import PhotoSet
-from bench.loadtest.report_writer import finite_json
 from bench.process_cpu import usable_cores
 from bench.redis_namespace import check_redis
+from bench.report_files import write_report_files
 from bench.run_record import InProcessBaselines, StoreRun
 from bench.search_breakdown import search_breakdown
 from bench.service_session import ServiceSession, SessionPlan
@@ -462,10 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {store: [target_json(t) for t in ts] for store, ts in targets.items()},
         "int8": int8[1] if int8 else None,
     }
-    (out_dir / "bench.json").write_text(
-        json.dumps(finite_json(report), indent=2, allow_nan=False) + "\n"
-    )
-    (out_dir / "summary.txt").write_text(text)
+    write_report_files(out_dir, "bench.json", report, text)
     _log(f"report: {out_dir}/bench.json, summary.txt")
     return 0
 

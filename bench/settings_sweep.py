@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 from collections.abc import Sequence
@@ -40,9 +39,9 @@ from app.settings import Settings
 from bench.large_photos import build_large_photo_set
 from bench.lean_client import LeanClient
 from bench.loadtest.photo_set import PhotoSet
-from bench.loadtest.report_writer import finite_json
 from bench.process_cpu import usable_cores
 from bench.redis_namespace import check_redis
+from bench.report_files import write_report_files
 from bench.service_session import ServiceSession, SessionPlan
 from bench.service_under_test import ServiceConfig, running_service
 
@@ -328,10 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [asdict(r) | {"overload_ratio": r.overload_ratio} for r in rows],
         "chosen": {k: r.value for k, r in chosen.items()},
     }
-    (out_dir / "sweep.json").write_text(
-        json.dumps(finite_json(report), indent=2, allow_nan=False) + "\n"
-    )
-    (out_dir / "summary.txt").write_text(text)
+    write_report_files(out_dir, "sweep.json", report, text)
     _log(f"report: {out_dir}/sweep.json, summary.txt")
     return 0
 
