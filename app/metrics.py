@@ -25,6 +25,8 @@ _BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 REJECTION_REASONS = ("queue_full", "queue_timeout", "client_gone")
 # Why the server closed a client's connection (label values are a contract too).
 CONNECTION_CLOSE_REASONS = ("header_timeout", "body_timeout", "over_connection_cap")
+# How an index entry that disagreed with the store was found (label values are a contract).
+RECONCILE_SOURCES = ("pending", "periodic")
 
 
 class ServiceMetrics:
@@ -99,6 +101,16 @@ class ServiceMetrics:
             "Requests turned away (503) because the bytes-in-flight budget stayed full.",
             registry=self.registry,
         )
+        self.store_lane_requests = Gauge(
+            "retrieval_store_lane_requests",
+            "Store operations running on the store's own threads or waiting for one.",
+            registry=self.registry,
+        )
+        self.store_lane_rejections = Counter(
+            "retrieval_store_lane_rejections",
+            "Requests turned away (503) because every store slot and its queue were taken.",
+            registry=self.registry,
+        )
         self.open_connections = Gauge(
             "retrieval_open_connections",
             "Client connections open (the cap is max_connections).",
@@ -112,6 +124,20 @@ class ServiceMetrics:
         )
         for reason in CONNECTION_CLOSE_REASONS:
             self.connections_closed.labels(reason=reason)
+        self.reconcile_pending = Gauge(
+            "retrieval_reconcile_pending",
+            "Items whose last write had an unknown outcome, not yet re-read from the store.",
+            registry=self.registry,
+        )
+        self.reconciled_items = Counter(
+            "retrieval_reconciled_items",
+            "Items whose index entry was corrected from the store, by how they were found "
+            "(pending: after an unknown write outcome; periodic: by the full comparison).",
+            ("source",),
+            registry=self.registry,
+        )
+        for source in RECONCILE_SOURCES:
+            self.reconciled_items.labels(source=source)
         self._store_counts: Callable[[], tuple[int, int]] | None = None
         self.registry.register(_StoreCountsCollector(self))
         for stage in STAGES:  # export zero-valued series from the start

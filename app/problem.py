@@ -28,6 +28,7 @@ from store.errors import (
     ImageNotFoundError,
     ItemNotFoundError,
     ModelMismatchError,
+    StoreOutcomeUnknownError,
     StoreUnavailableError,
 )
 
@@ -41,6 +42,8 @@ _STATUS_OF: Mapping[type[Exception], int] = {
     ImageTooLargeError: 413,
     ItemNotFoundError: 404,
     ImageNotFoundError: 404,
+    # Before its base, so its own detail (the outcome is unknown, retrying is safe) is given.
+    StoreOutcomeUnknownError: 503,
     StoreUnavailableError: 503,
     NotReadyError: 503,
     ModelMismatchError: 503,

@@ -11,6 +11,11 @@ Write ordering (per item, under that item's lock): blobs are written first, then
 commits, then the in-memory index is updated from the item state the store returned. So a 2xx
 means the store holds the images, and the next search on this instance sees them; two concurrent
 enrollments to one item cannot apply their index updates out of order.
+
+A write whose store outcome is unknown (``StoreOutcomeUnknownError``: 503 to the client) leaves
+the index untouched and marks the item for the :class:`~app.index_reconciler.IndexReconciler`,
+which re-reads it from the store and corrects the index; it also compares the whole index with
+the store every ``reconcile_interval_s``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.admission_control import AdmissionTicket
+from app.index_reconciler import IndexReconciler
 from app.inference_executor import InferenceExecutor, Priority
 from app.metrics import ServiceMetrics
 from app.retriever_errors import InferenceFailedError, TooManyImagesError
@@ -41,6 +47,7 @@ from index.centroid_index import CentroidIndex
 from index.centroid_math import centroid_from_sum, l2_normalize
 from index.gpu_search_mirror import GpuSearchMirror
 from store.blob_store import BlobStore
+from store.errors import StoreOutcomeUnknownError
 from store.records import (
     DeleteOutcome,
     ItemRecord,
@@ -92,6 +99,7 @@ class Retriever:
         max_images_per_request: int,
         gpu_mirror: GpuSearchMirror | None = None,
         executor: InferenceExecutor | None = None,
+        reconcile_interval_s: float = 0.0,
     ) -> None:
         self.embedder = embedder
         self.executor = executor
@@ -105,6 +113,13 @@ class Retriever:
         self.identity = model_identity(embedder)
         self._item_locks = StripedLock()
         self._hash_locks = StripedLock()
+        self.reconciler = IndexReconciler(
+            store=store,
+            index=index,
+            item_locks=self._item_locks,
+            metrics=metrics,
+            interval_s=reconcile_interval_s,
+        )
         metrics.read_store_counts_from(store.counts)
 
     # -- start-up -------------------------------------------------------------------------
@@ -117,6 +132,7 @@ class Retriever:
             for state in self.store.iter_item_states()
         )
         self._refresh_gauges()
+        self.reconciler.start()
         return len(self.index)
 
     # -- writes ---------------------------------------------------------------------------
@@ -155,8 +171,10 @@ class Retriever:
         with self._item_locks.hold([item_id]), self._hash_locks.hold(hashes):
             written = self._put_blobs(hashes, uploads)
             try:
-                with self.metrics.stage("store_write"):
+                with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
                     outcome = self.store.enroll(item_id, new_images)
+            except StoreOutcomeUnknownError:
+                raise  # the blobs stay: the store may hold the images now
             except BaseException:
                 self._forget_blobs(written)
                 raise
@@ -171,7 +189,7 @@ class Retriever:
 
     def delete_image(self, item_id: str, image_id: str) -> None:
         with self._item_locks.hold([item_id]):
-            with self.metrics.stage("store_write"):
+            with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
                 outcome = self.store.delete_image(item_id, image_id)
             self._apply(outcome.item)
         self._release_blobs(outcome)
@@ -179,7 +197,7 @@ class Retriever:
 
     def delete_item(self, item_id: str) -> None:
         with self._item_locks.hold([item_id]):
-            with self.metrics.stage("store_write"):
+            with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
                 outcome = self.store.delete_item(item_id)
             self._apply(outcome.item)
         self._release_blobs(outcome)
@@ -246,6 +264,7 @@ class Retriever:
     def close(self) -> None:
         if self.executor is not None:
             self.executor.close()
+        self.reconciler.close()
         self.store.close()
 
     # -- internals ------------------------------------------------------------------------
@@ -287,6 +306,18 @@ class Retriever:
             if mirror.version == self.index.version:
                 return mirror.search(query, k)
         return self.index.search(query, k)
+
+    @contextmanager
+    def _reconcile_if_unknown(self, item_id: str) -> Iterator[None]:
+        """Around a store write: an unknown outcome marks the item for reconciliation; a known
+        one (the store answered) lets pending items be retried now."""
+        try:
+            yield
+        except StoreOutcomeUnknownError:
+            log.warning("write to item %r has an unknown outcome; will re-read it", item_id)
+            self.reconciler.mark(item_id)
+            raise
+        self.reconciler.store_answered()
 
     def _apply(self, state: ItemState) -> None:
         with self.metrics.stage("index_update"):

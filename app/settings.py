@@ -30,6 +30,15 @@ class Settings(BaseSettings):
     keep_blobs: bool = Field(
         True, description="Keep original image bytes so a new model can re-embed them."
     )
+    reconcile_interval_s: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "Every this many seconds, compare the whole index with the store and correct any "
+            "item that disagrees (each pass reads every item's sum); 0: never. Items whose "
+            "write had an unknown outcome are re-read at once and every few seconds regardless."
+        ),
+    )
     max_request_bytes: int = Field(32 * MiB, gt=0, description="Largest request body accepted.")
     max_image_pixels: int = Field(
         40_000_000, gt=0, description="Largest width*height accepted, checked before decoding."
