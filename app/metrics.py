@@ -101,16 +101,6 @@ class ServiceMetrics:
             "Requests turned away (503) because the bytes-in-flight budget stayed full.",
             registry=self.registry,
         )
-        self.store_lane_requests = Gauge(
-            "retrieval_store_lane_requests",
-            "Store operations running on the store's own threads or waiting for one.",
-            registry=self.registry,
-        )
-        self.store_lane_rejections = Counter(
-            "retrieval_store_lane_rejections",
-            "Requests turned away (503) because every store slot and its queue were taken.",
-            registry=self.registry,
-        )
         self.open_connections = Gauge(
             "retrieval_open_connections",
             "Client connections open (the cap is max_connections).",
