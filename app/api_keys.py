@@ -45,7 +45,7 @@ class Scope(enum.StrEnum):
 
     READ = "read"  # search, get an item, list items
     WRITE = "write"  # enroll, delete images and items
-    ADMIN = "admin"  # migration, compaction, backup (no such route yet)
+    ADMIN = "admin"  # maintenance: POST /admin/compact, POST /admin/backup
 
 
 class ApiKeyConfigError(ValueError):

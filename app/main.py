@@ -20,7 +20,7 @@ from app.body_limit import BodyLimitMiddleware
 from app.bytes_in_flight import BytesInFlight
 from app.metrics import RequestMetricsMiddleware
 from app.problem import install_problem_handlers
-from app.routes import health_router, items_router, search_router
+from app.routes import admin_router, health_router, items_router, search_router
 from app.service_state import ServiceState
 from app.settings import Settings
 
@@ -63,7 +63,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.access = access
     install_problem_handlers(app)
     install_access_handlers(app)
-    routers = [items_router(settings), search_router(settings), health_router(settings)]
+    routers = [
+        items_router(settings),
+        search_router(settings),
+        health_router(settings),
+        admin_router(settings),
+    ]
     for router in routers:
         app.include_router(router)
     # The last added is the outermost. The body limit wraps the app, so it sees the body before

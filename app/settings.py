@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     keep_blobs: bool = Field(
         True, description="Keep original image bytes so a new model can re-embed them."
     )
+    backup_dir: Path | None = Field(
+        None,
+        description=(
+            "Root under which POST /admin/backup writes each backup (a new directory the "
+            "request names); none: <data_dir>/backups. Another disk makes it a real copy."
+        ),
+    )
     reconcile_interval_s: float = Field(
         30.0,
         ge=0,
@@ -172,7 +179,7 @@ class Settings(BaseSettings):
         ),
     )
 
-    @field_validator("redis_url", "api_keys_file", mode="before")
+    @field_validator("redis_url", "api_keys_file", "backup_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value

@@ -1,0 +1,267 @@
+"""Maintenance over HTTP, behind the ``admin`` scope: compaction and an online backup.
+
+Both are the commands' work (``centroid-retrieval compact`` / ``backup``) on the running
+service's own store and blob directory. They run in a thread of their own, not the request
+pool's, so a long VACUUM does not take a worker thread from searches, and one maintenance lock
+per service makes a second request answer 409 at once rather than queue behind the first (the
+lock is this process's: it does not see a command run beside the service). There is no
+restore route: a restore replaces the store under the running index, so it stays a command run
+with the service stopped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import anyio.to_thread
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from app.authorization import AdminScope
+from app.dependencies import RetrieverDep
+from app.problem import problem_response
+from app.retriever import Retriever
+from app.schemas import AUTH_RESPONSES, Problem
+from app.settings import Settings
+from store.blob_sweep import BLOB_SWEEP_GRACE_S, sweep_blobs
+from store.redis_store import RedisStore
+from store.sqlite_store import SqliteStore
+from store.store_backup import back_up
+
+# One path component, not "." or "..", no separator: the backup lands directly under the root.
+BACKUP_NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"
+# Below this a blob written by an enrollment still in flight (its commit follows within the
+# store's few-second timeouts) could be taken for an orphan.
+MIN_GRACE_S = 60.0
+# How many missing blobs an answer names; the manifest lists them all.
+MAX_LISTED = 50
+
+T = TypeVar("T")
+
+
+class BlobSweepResult(BaseModel):
+    orphans_removed: int
+    temporary_removed: int
+    kept_recent: int = Field(description="Unreferenced files younger than the grace period.")
+    held: bool = Field(description="A backup held deletions: nothing was removed.")
+    files_before: int
+    files_after: int
+    dirs_before: int
+    dirs_after: int
+
+
+class CompactResponse(BaseModel):
+    backend: str
+    blobs: BlobSweepResult | None = Field(description="None: the service keeps no blobs.")
+    store_bytes_before: int | None = Field(
+        description="SQLite: the file and its WAL; Redis: the server's append-only file "
+        "(None: it keeps none)."
+    )
+    store_bytes_after: int | None
+    seconds: float
+
+
+class BackupResponse(BaseModel):
+    out: str = Field(description="The directory's name under the backup root.")
+    backend: str
+    created_at: str
+    items: int
+    images: int
+    blobs_kept: bool
+    referenced_hashes: int
+    blobs_copied: int
+    missing_blobs: int = Field(description="Referenced blobs already absent from the store.")
+    missing_listed: list[str] = Field(description=f"The first {MAX_LISTED} of them.")
+    deferred_deletes: int
+    deferred_removed: int
+    seconds: float
+
+
+def backup_root(settings: Settings) -> Path:
+    return settings.backup_dir if settings.backup_dir is not None else settings.data_dir / "backups"
+
+
+def admin_router(settings: Settings) -> APIRouter:
+    router = APIRouter(
+        prefix="/admin",
+        tags=["maintenance"],
+        dependencies=[AdminScope],
+        responses={
+            **AUTH_RESPONSES,
+            **{
+                status: {
+                    "model": Problem,
+                    "content": {"application/problem+json": {}},
+                    "description": text,
+                }
+                for status, text in {
+                    409: "Another compaction or backup is running (or the backup's directory "
+                    "already exists).",
+                    422: "Invalid parameter (a backup name that is not one path component).",
+                    503: "Not ready yet, or the store is unreachable.",
+                }.items()
+            },
+        },
+    )
+    # Per router, so per app: each service built in a process has its own.
+    maintenance = threading.Lock()
+    root = backup_root(settings)
+
+    async def exclusively(work: Callable[[], T]) -> T:
+        if not maintenance.acquire(blocking=False):
+            raise _Busy
+        try:
+            # Its own limiter of one: never a token of the request pool. Not abandoned on
+            # cancellation, so the lock is held until the work is really over.
+            return await anyio.to_thread.run_sync(work, limiter=anyio.CapacityLimiter(1))
+        finally:
+            maintenance.release()
+
+    @router.post(
+        "/compact",
+        response_model=CompactResponse,
+        summary="Remove orphan blobs past the grace period, then compact the store",
+        description=(
+            "The work of `centroid-retrieval compact`: orphan blobs (no image references "
+            "them) and temporary files older than `grace_s` are removed, then SQLite is "
+            "vacuumed and its WAL truncated (writes wait meanwhile), or Redis rewrites its "
+            "append-only file."
+        ),
+    )
+    async def compact(
+        retriever: RetrieverDep,
+        grace_s: Annotated[
+            float,
+            Query(
+                ge=MIN_GRACE_S,
+                le=365 * 86400,
+                description=f"Seconds an unreferenced blob must be old to go, >= {MIN_GRACE_S:g}.",
+            ),
+        ] = BLOB_SWEEP_GRACE_S,
+    ) -> CompactResponse | JSONResponse:
+        try:
+            return await exclusively(lambda: _compact(retriever, settings, grace_s))
+        except _Busy:
+            return _busy()
+
+    @router.post(
+        "/backup",
+        response_model=BackupResponse,
+        summary="Write an online, consistent backup under the backup root",
+        description=(
+            "The work of `centroid-retrieval backup`, into a new directory under the "
+            "service's backup root (RETRIEVAL_BACKUP_DIR, default <data dir>/backups); the "
+            "client names the directory, never a path. The service keeps serving and writing."
+        ),
+    )
+    # `out` is a query parameter, not a JSON body: FastAPI reads a body parameter before the
+    # key check runs, and a refused request's body must be left for the check to drain.
+    async def backup(
+        retriever: RetrieverDep,
+        out: Annotated[
+            str | None,
+            Query(
+                pattern=BACKUP_NAME_PATTERN,
+                description="Name of the new directory under the backup root: one path "
+                "component, never a path. Default: backup-<UTC time>.",
+            ),
+        ] = None,
+    ) -> BackupResponse | JSONResponse:
+        name = out if out is not None else _default_name()
+        target = root / name
+        try:
+            return await exclusively(lambda: _backup(retriever, root, target))
+        except _Busy:
+            return _busy()
+        except _Exists:
+            return problem_response(409, f"backup {name!r} already exists; choose a new name")
+
+    return router
+
+
+class _Busy(Exception):
+    pass
+
+
+class _Exists(Exception):
+    pass
+
+
+def _busy() -> JSONResponse:
+    return problem_response(409, "a compaction or backup is already running; retry when it ends")
+
+
+def _default_name() -> str:
+    return "backup-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def _compact(retriever: Retriever, settings: Settings, grace_s: float) -> CompactResponse:
+    start = time.perf_counter()
+    store, blobs = retriever.store, retriever.blobs
+    sweep = None
+    if blobs is not None:
+        files, dirs = blobs.count(), blobs.count_dirs()
+        report = sweep_blobs(blobs, store, grace_s=grace_s)
+        sweep = BlobSweepResult(
+            orphans_removed=report.orphans_removed,
+            temporary_removed=report.temporary_removed,
+            kept_recent=report.kept_recent,
+            held=report.held,
+            files_before=files,
+            files_after=blobs.count(),
+            dirs_before=dirs,
+            dirs_after=blobs.count_dirs(),
+        )
+    before = _store_bytes(store)
+    store.compact()
+    return CompactResponse(
+        backend=store.backend,
+        blobs=sweep,
+        store_bytes_before=before,
+        store_bytes_after=_store_bytes(store),
+        seconds=round(time.perf_counter() - start, 3),
+    )
+
+
+def _store_bytes(store: object) -> int | None:
+    if isinstance(store, RedisStore):
+        return store.aof_bytes()
+    if isinstance(store, SqliteStore):
+        wal = store.path.with_name(store.path.name + "-wal")
+        return sum(p.stat().st_size for p in (store.path, wal) if p.exists())
+    return None
+
+
+def _backup(retriever: Retriever, root: Path, target: Path) -> BackupResponse:
+    start = time.perf_counter()
+    root.mkdir(parents=True, exist_ok=True)
+    # The name is one component already; resolving also refuses a symlink placed in the root.
+    if target.resolve().parent != root.resolve():
+        raise _Exists
+    try:
+        target.mkdir()
+    except FileExistsError:
+        raise _Exists from None
+    report = back_up(retriever.store, retriever.blobs, target)
+    m = report.manifest
+    return BackupResponse(
+        out=target.name,
+        backend=m.backend,
+        created_at=m.created_at,
+        items=m.items,
+        images=m.images,
+        blobs_kept=m.blobs_kept,
+        referenced_hashes=m.referenced_hashes,
+        blobs_copied=m.blobs_copied,
+        missing_blobs=len(m.missing_blobs),
+        missing_listed=m.missing_blobs[:MAX_LISTED],
+        deferred_deletes=report.deferred_deletes,
+        deferred_removed=report.deferred_removed,
+        seconds=round(time.perf_counter() - start, 3),
+    )
