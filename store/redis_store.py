@@ -536,7 +536,7 @@ def _exec(pipe: Any) -> None:
     redis-py reports a connection lost during EXEC on a watching pipeline as a WatchError (so
     that nobody resends it), chained to the connection error; a real WATCH conflict has no such
     cause. Once EXEC may have reached the server, no error says it was not applied, except an
-    EXECABORT (the server discarded the queued commands).
+    EXECABORT (the server discarded the queued commands): StoreUnavailableError.
     """
     try:
         pipe.execute()
@@ -547,6 +547,15 @@ def _exec(pipe: Any) -> None:
         raise
     except redis.exceptions.ExecAbortError as exc:
         raise StoreUnavailableError(f"Redis discarded the transaction: {exc}") from exc
+    except redis.ResponseError as exc:
+        # A command refused while queued (``-OOM`` under ``maxmemory``, ``-READONLY`` on a
+        # replica) makes the server discard the whole transaction; redis-py then raises that
+        # command's error from its EXECABORT handler.
+        if isinstance(exc.__context__, redis.exceptions.ExecAbortError):
+            raise StoreUnavailableError(f"Redis discarded the transaction: {exc}") from exc
+        raise StoreOutcomeUnknownError(
+            f"Redis failed during EXEC ({type(exc).__name__}): {exc}"
+        ) from exc
     except redis.RedisError as exc:
         raise StoreOutcomeUnknownError(
             f"Redis failed during EXEC ({type(exc).__name__}): {exc}"

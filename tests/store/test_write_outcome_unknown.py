@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 import pytest
+import redis
 
 from store.errors import StoreOutcomeUnknownError, StoreUnavailableError
 from store.records import ModelIdentity, NewImage
 from store.redis_store import RedisStore
 from tests import redis_server
+from tests.live_server import free_port
+from tests.redis_server import start_redis_server
 from tests.store.conftest import StoreFactory, _drop_namespace
 from tests.store.resp_cutting_proxy import RespCuttingProxy
 
@@ -90,3 +94,27 @@ def test_get_item_state_reads_one_item(store_factory: StoreFactory) -> None:
     np.testing.assert_array_equal(state.embedding_sum, outcome.item.embedding_sum)
     store.delete_item("a")
     assert store.get_item_state("a") is None
+
+
+@pytest.mark.redis
+def test_a_transaction_redis_discards_is_unavailable_not_unknown(tmp_path: Path) -> None:
+    """Out of memory (``maxmemory``, ``noeviction``) Redis refuses the queued writes and discards
+    the transaction: known not applied, so a plain 503, not "outcome unknown" and not a 500."""
+    port = free_port()
+    proc = start_redis_server(port, tmp_path, durable=False)
+    url = f"redis://127.0.0.1:{port}/0"
+    store = RedisStore(url)
+    try:
+        store.claim_model_identity(IDENTITY)
+        store.enroll("a", [_image(1)])
+        redis.Redis.from_url(url).config_set("maxmemory", 1)
+        with pytest.raises(StoreUnavailableError) as caught:
+            store.enroll("a", [_image(2)])
+        assert not isinstance(caught.value, StoreOutcomeUnknownError)
+        assert "maxmemory" in str(caught.value)
+        state = store.get_item_state("a")
+        assert state is not None and state.count == 1
+    finally:
+        store.close()
+        proc.kill()
+        proc.wait()
