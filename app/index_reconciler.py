@@ -104,6 +104,8 @@ class IndexReconciler:
         changed = 0
         extra = set(self._index.item_ids())
         for state in self._store.iter_item_states():
+            if self._stop.is_set():  # closing: the store is about to be closed under us
+                return changed
             extra.discard(state.item_id)
             row = self._index.get(state.item_id)
             centroid = centroid_from_sum(state.embedding_sum)

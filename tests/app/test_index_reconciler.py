@@ -7,24 +7,29 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
 import numpy as np
 import pytest
 
+from app.index_reconciler import IndexReconciler
+from app.metrics import ServiceMetrics
 from app.retriever import Retriever
+from app.striped_lock import StripedLock
 from index.centroid_math import centroid_from_sum
 from index.flat_centroid_index import FlatCentroidIndex
 from store.records import NewImage
 from store.redis_store import RedisStore
+from store.sqlite_store import SqliteStore
 from tests import redis_server
 from tests.app.conftest import ServiceFactory
 from tests.app.metrics_text import metric_value, wait_for_metric
+from tests.live_server import free_port
+from tests.redis_server import start_redis_server
 from tests.store.conftest import _drop_namespace
 from tests.store.resp_cutting_proxy import RespCuttingProxy
-
-pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
@@ -77,6 +82,7 @@ def _assert_outcome_unknown(r: httpx.Response) -> None:
     assert "127.0.0.1" not in detail  # where the store is goes to the log only
 
 
+@pytest.mark.redis
 def test_a_committed_write_whose_answer_is_lost_is_503_and_then_in_the_index(
     service_factory: ServiceFactory,
     proxy: RespCuttingProxy,
@@ -116,6 +122,7 @@ def test_a_committed_write_whose_answer_is_lost_is_503_and_then_in_the_index(
         assert client.delete("/items/cat").status_code == 404
 
 
+@pytest.mark.redis
 def test_a_write_whose_exec_never_arrived_is_503_and_stays_out_of_the_index(
     service_factory: ServiceFactory,
     proxy: RespCuttingProxy,
@@ -149,6 +156,7 @@ def test_a_write_whose_exec_never_arrived_is_503_and_stays_out_of_the_index(
         _assert_index_equals_a_rebuild(client, namespace)
 
 
+@pytest.mark.redis
 def test_the_periodic_pass_corrects_what_another_writer_changed(
     service_factory: ServiceFactory, namespace: str, photo_views: dict[str, list[bytes]]
 ) -> None:
@@ -173,3 +181,64 @@ def test_the_periodic_pass_corrects_what_another_writer_changed(
         )
         _assert_index_equals_a_rebuild(client, namespace)
         assert "elsewhere" in _retriever(client).index and "coffee" not in _retriever(client).index
+
+
+def test_the_periodic_pass_works_on_sqlite_too(
+    service_factory: ServiceFactory, tmp_path: Path, photo_views: dict[str, list[bytes]]
+) -> None:
+    with service_factory(reconcile_interval_s=0.2) as client:
+        files = {"images": ("a.jpg", photo_views["astronaut"][0])}
+        assert client.post("/items/astronaut/images", files=files).status_code == 201
+        # Another process on the same file (a maintenance script, say).
+        other = SqliteStore(tmp_path / "data" / "store.sqlite3")
+        other.delete_item("astronaut")
+        other.close()
+        assert (
+            wait_for_metric(
+                client, "retrieval_reconciled_items_total", 1, timeout=5, source="periodic"
+            )
+            == 1
+        )
+        assert len(_retriever(client).index) == 0
+
+
+@pytest.mark.redis
+def test_a_pending_item_is_retried_until_the_store_is_back(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    proc = start_redis_server(port, tmp_path)
+    store = RedisStore(url)
+    metrics = ServiceMetrics()
+    index = FlatCentroidIndex(4)
+    reconciler = IndexReconciler(
+        store=store,
+        index=index,
+        item_locks=StripedLock(),
+        metrics=metrics,
+        interval_s=0,
+        pending_retry_s=0.1,
+    )
+    try:
+        vec = np.array([1, 2, 3, 4], dtype=np.float32)
+        store.enroll("a", [NewImage("a" * 64, vec)])  # the index has not heard of it
+        reconciler.start()
+        proc.kill()
+        proc.wait()
+        reconciler.mark("a")
+        time.sleep(0.5)  # several failed attempts
+        assert reconciler.pending() == {"a"} and "a" not in index
+        assert metrics.registry.get_sample_value("retrieval_reconcile_pending") == 1
+        proc = start_redis_server(port, tmp_path)  # the AOF brings "a" back
+        deadline = time.monotonic() + 5
+        while reconciler.pending():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        row = index.get("a")
+        assert row is not None
+        np.testing.assert_allclose(row, centroid_from_sum(vec.astype(np.float64)), atol=1e-6)
+        assert metrics.registry.get_sample_value("retrieval_reconcile_pending") == 0
+    finally:
+        reconciler.close()
+        store.close()
+        proc.kill()
+        proc.wait()
