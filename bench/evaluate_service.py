@@ -15,6 +15,8 @@ Recall@5 and MRR (over the top ``--k`` results; a miss counts 0) are printed as 
   be) is reported on stderr with the service's problem detail, skipped and counted; skipped
   query files are left out of the metrics. Any other failure stops the run with a message.
 - Enrolled items are deleted afterwards unless ``--keep``.
+- A service with API keys: a key with the read and write scopes in the environment as
+  ``CENTROID_RETRIEVAL_API_KEY=cr_...`` is sent as ``Authorization: Bearer``.
 
 Chunking, id mapping and refused-file handling are the client package's (``client/``), the same
 code as ``centroid-retrieval enroll-folder``.
@@ -33,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from client.api_key_header import api_key_headers
 from client.file_outcome import Outcome
 from client.image_folders import item_folders
 from client.item_ids import ItemIdError, map_item_ids
@@ -116,7 +119,7 @@ def evaluate(root: Path, url: str, *, prefix: str, k: int, keep: bool) -> dict[s
     tally = Tally()
     ranks: list[int | None] = []
     enroll_s = search_s = 0.0
-    with httpx.Client(base_url=url, timeout=120) as client:
+    with httpx.Client(base_url=url, timeout=120, headers=api_key_headers()) as client:
         limits = read_limits(client)
         if limits.assumed:
             _warn(f"note: /info reports no limits; assuming the service's defaults {limits}")

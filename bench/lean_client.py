@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from bench.loadtest.request_sample import Operation
+from client.api_key_header import api_key_headers
 
 # uvicorn closes an idle keep-alive connection after 5 s (its --timeout-keep-alive default).
 DEFAULT_KEEPALIVE_S = 4.0
@@ -85,8 +86,10 @@ class PreparedRequest:
 def prepare(
     endpoint: str, method: str, target: str, host: str, body: MultipartBody
 ) -> PreparedRequest:
+    # The key (CENTROID_RETRIEVAL_API_KEY) is read once here, with the rest of the bytes.
+    auth = "".join(f"{name}: {value}\r\n" for name, value in api_key_headers().items())
     head = (
-        f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"
+        f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n{auth}"
         f"Content-Type: {body.content_type}\r\nContent-Length: {len(body.data)}\r\n\r\n"
     ).encode()
     return PreparedRequest(endpoint, head, body.data)

@@ -62,6 +62,7 @@ from bench.service_under_test import RunningService, ServiceConfig, running_serv
 from bench.service_window import ServiceWindow
 from bench.serving_targets import serving_targets
 from bench.targets import target_json
+from client.api_key_header import api_key_headers
 
 STORES = ("sqlite", "redis")
 # Saturation clients for a service from before issue 10 (no admission queue to fill).
@@ -246,7 +247,7 @@ def _plan(args: argparse.Namespace) -> SessionPlan:
 async def _open_session(
     url: str, pid: int, store: str, photos: PhotoSet, args: argparse.Namespace
 ) -> tuple[httpx.AsyncClient, ServiceSession]:
-    client = httpx.AsyncClient(base_url=url, timeout=60)
+    client = httpx.AsyncClient(base_url=url, timeout=60, headers=api_key_headers())
     info = (await client.get("/info")).raise_for_status().json()
     if info["store_backend"] != store:
         # A stray setting must not get one store's figures reported as the other's.

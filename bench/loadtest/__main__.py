@@ -10,6 +10,10 @@ Every item the run enrolls (seed gallery and enrollments) is deleted again, also
 fails or is interrupted (Ctrl-C: exit status 130, no report); the exit status is 1 if some
 could not be removed (their ids are printed and, after a complete run, listed in the report's
 ``meta.cleanup``).
+
+A service with API keys: put a key with the read and write scopes in the environment as
+CENTROID_RETRIEVAL_API_KEY=cr_... (sent as ``Authorization: Bearer``; not a flag: flags show in
+the process list).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from bench.loadtest.photo_set import build_photo_set
 from bench.loadtest.report_writer import summary_text, write_report
 from bench.loadtest.scenarios import EnrollScenario, MixScenario, Scenario, SearchScenario
 from bench.loadtest.seed_gallery import SeedGallery
+from client.api_key_header import api_key_headers
 
 # Pause between levels so one level's backlog does not spill into the next one's window.
 _SETTLE_S = 1.0
@@ -155,7 +160,9 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[LevelResul
         max_connections=args.max_in_flight, max_keepalive_connections=args.max_in_flight
     )
     results: list[LevelResult] = []
-    async with httpx.AsyncClient(base_url=args.url, timeout=args.timeout, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=args.url, timeout=args.timeout, limits=limits, headers=api_key_headers()
+    ) as client:
         await _wait_ready(client, args.ready_timeout)
         gallery = SeedGallery(
             photo_set, id_prefix=f"lt-{run_id}-", copies=args.gallery_copies, ledger=ledger

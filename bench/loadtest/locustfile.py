@@ -14,6 +14,8 @@ counted as failures here).
 Users are 9 : 1 searchers and enrollers (the 90/10 mix). A small gallery of seed items is
 enrolled when the run starts; every enroller task enrolls one view under a fresh item id and
 deletes that item straight after, so a soak of any length leaves the service as it found it.
+A service with API keys: ``CENTROID_RETRIEVAL_API_KEY=cr_...`` (read and write scopes) in the
+environment is sent by every user and by the seeding and cleanup.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import httpx
 from locust import HttpUser, between, events, task
 
 from bench.loadtest.photo_set import PHOTO_NAMES, build_photo_set
+from client.api_key_header import api_key_headers
 
 PHOTOS = build_photo_set(views_per_photo=4, seed=0)
 VIEWS = PHOTOS.all_views()
@@ -40,7 +43,7 @@ LATE_COMMIT_WAIT_S = 2.0
 
 def _seed_gallery(environment: Any, **_: Any) -> None:
     # One item per source photo, enrolled with all but the last of its views.
-    with httpx.Client(base_url=environment.host, timeout=60) as client:
+    with httpx.Client(base_url=environment.host, timeout=60, headers=api_key_headers()) as client:
         for name in PHOTO_NAMES:
             views = PHOTOS.views[name][:-1]
             files = [("images", (f"{i}.jpg", v, "image/jpeg")) for i, v in enumerate(views)]
@@ -48,7 +51,7 @@ def _seed_gallery(environment: Any, **_: Any) -> None:
 
 
 def _drop_gallery(environment: Any, **_: Any) -> None:
-    with httpx.Client(base_url=environment.host, timeout=60) as client:
+    with httpx.Client(base_url=environment.host, timeout=60, headers=api_key_headers()) as client:
         for name in PHOTO_NAMES:
             client.delete(f"/items/{SEED_PREFIX}{name}")
         if _undeleted:
@@ -72,6 +75,7 @@ class _PhotoUser(HttpUser):
 
     def on_start(self) -> None:
         self._sent = 0
+        self.client.headers.update(api_key_headers())
 
     def next_view(self) -> bytes:
         view = VIEWS[self._sent % len(VIEWS)]

@@ -25,8 +25,12 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.api_keys import Scope, make_key
 from app.main import create_app
 from app.settings import Settings
+from bench.evaluate_service import evaluate
+from client.api_key_header import API_KEY_VARIABLE, api_key_headers
+from client.service_error import ServiceError
 from model.data.sample_photos import load_photo, photo_regions, write_views
 from tests.live_server import free_port, live_server
 
@@ -256,3 +260,30 @@ def test_unreachable_service_is_a_message_not_a_traceback(
     assert done.returncode == 1
     assert done.stderr.startswith("error: cannot talk to the service")
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_a_keyed_service_is_evaluated_with_the_key_from_the_environment(
+    tiny_model_path: Path,
+    tmp_path: Path,
+    photo_views: dict[str, list[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for split, views in (("gallery", slice(0, 2)), ("query", slice(2, 3))):
+        for name in ("coffee", "rocket"):
+            folder = tmp_path / "photos" / split / name
+            folder.mkdir(parents=True)
+            for i, view in enumerate(photo_views[name][views]):
+                (folder / f"{i}.jpg").write_bytes(view)
+    key, record = make_key("eval", [Scope.READ, Scope.WRITE])
+    settings = Settings(
+        model_path=tiny_model_path, data_dir=tmp_path / "data", api_keys=record.hash_line()
+    )
+    monkeypatch.delenv(API_KEY_VARIABLE, raising=False)
+    with live_server(create_app(settings)) as url:
+        with pytest.raises(ServiceError, match="401"):
+            evaluate(tmp_path / "photos", url, prefix="k:", k=5, keep=False)
+        monkeypatch.setenv(API_KEY_VARIABLE, key)
+        report = evaluate(tmp_path / "photos", url, prefix="k:", k=5, keep=False)
+        left = httpx.get(f"{url}/items", headers=api_key_headers()).json()["items"]
+    assert (report["enrolled_images"], report["queries"], report["skipped_files"]) == (4, 2, 0)
+    assert left == []

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.api_keys import Scope, make_key
 from app.main import create_app
 from app.settings import Settings
 from bench.lean_client import (
@@ -25,6 +26,7 @@ from bench.lean_client import (
 )
 from bench.loadtest.photo_set import build_photo_set
 from bench.service_process import free_port
+from client.api_key_header import API_KEY_VARIABLE
 from tests.live_server import live_server
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -251,3 +253,31 @@ def test_multipart_body_holds_every_part_between_boundaries() -> None:
         head, data = section.split(b"\r\n\r\n", 1)
         assert f'name="images"; filename="{i}.jpg"'.encode() in head
         assert data == bytes([i]) * 5 + b"\r\n"
+
+
+def test_the_key_in_the_environment_goes_into_every_prepared_request(
+    tiny_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, record = make_key("bench", [Scope.READ])
+    settings = Settings(
+        model_path=tiny_model_path, data_dir=tmp_path / "data", api_keys=record.hash_line()
+    )
+    monkeypatch.delenv(API_KEY_VARIABLE, raising=False)
+    photo = build_photo_set(1).all_views()[0]
+    body = multipart_body([FilePart("image", "q.jpg", "image/jpeg", photo)])
+
+    async def lean_search(url: str) -> int:
+        client = LeanClient(url, timeout_s=30)
+        try:
+            request = prepare("POST /search", "POST", "/search", client.authority, body)
+            return (await client.send(request)).status
+        finally:
+            await client.aclose()
+
+    with live_server(create_app(settings)) as url:
+        assert asyncio.run(lean_search(url)) == 401
+        monkeypatch.setenv(API_KEY_VARIABLE, key)
+        assert asyncio.run(lean_search(url)) == 200
+    head = prepare("POST /search", "POST", "/search", "h:1", body).head
+    assert head.count(f"Authorization: Bearer {key}\r\n".encode()) == 1
+    assert head.endswith(f"Content-Length: {len(body.data)}\r\n\r\n".encode())
