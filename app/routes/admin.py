@@ -150,6 +150,8 @@ def admin_router(settings: Settings) -> APIRouter:
         except _Busy:
             return _busy()
 
+    # `out` is a query parameter, not a JSON body: FastAPI reads a body parameter before the
+    # key check runs, and a refused request's body must be left for the check to drain.
     @router.post(
         "/backup",
         response_model=BackupResponse,
@@ -160,8 +162,6 @@ def admin_router(settings: Settings) -> APIRouter:
             "client names the directory, never a path. The service keeps serving and writing."
         ),
     )
-    # `out` is a query parameter, not a JSON body: FastAPI reads a body parameter before the
-    # key check runs, and a refused request's body must be left for the check to drain.
     async def backup(
         retriever: RetrieverDep,
         out: Annotated[

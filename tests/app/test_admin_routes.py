@@ -18,6 +18,8 @@ import pytest
 from app.api_keys import Scope, make_key
 from store.blob_store import BlobStore
 from tests.app.conftest import ServiceFactory
+from tests.live_server import free_port
+from tests.redis_server import start_redis_server
 
 READ_KEY, READ = make_key("reader", [Scope.READ])
 WRITE_KEY, WRITE = make_key("writer", [Scope.WRITE])
@@ -173,3 +175,44 @@ def test_a_second_maintenance_request_is_409_while_one_runs(
     # Once it is over the next one runs.
     r = keyed.post("/admin/backup", params={"out": "after"}, headers=bearer(ADMIN_KEY))
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.redis
+def test_on_redis_compaction_rewrites_the_aof_and_backup_dumps_the_namespace(
+    service_factory: ServiceFactory, photo_views: dict[str, list[bytes]], tmp_path: Path
+) -> None:
+    # A private server with an append-only file: compaction rewrites the whole server's AOF.
+    (tmp_path / "redis").mkdir()
+    port = free_port()
+    proc = start_redis_server(port, tmp_path / "redis", durable=True)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        with service_factory(
+            api_keys=KEYS, backup_dir=tmp_path / "backups", redis_url=url, redis_namespace="adm"
+        ) as client:
+            views = photo_views["coffee"] + photo_views["rocket"]
+            for i, view in enumerate(views):
+                files = {"images": ("v.jpg", view, "image/jpeg")}
+                r = client.post(f"/items/i{i}/images", files=files, headers=bearer(ALL_KEY))
+                assert r.status_code == 201, r.text
+            for i in range(1, len(views)):
+                assert client.delete(f"/items/i{i}", headers=bearer(ALL_KEY)).status_code == 204
+
+            r = client.post("/admin/compact", headers=bearer(ADMIN_KEY))
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["backend"] == "redis"
+            assert 0 < body["store_bytes_after"] < body["store_bytes_before"]
+
+            r = client.post("/admin/backup", params={"out": "r1"}, headers=bearer(ADMIN_KEY))
+            assert r.status_code == 200, r.text
+            assert (r.json()["backend"], r.json()["items"], r.json()["blobs_copied"]) == (
+                "redis",
+                1,
+                1,
+            )
+            manifest = json.loads((tmp_path / "backups" / "r1" / "manifest.json").read_text())
+            assert (manifest["namespace"], manifest["images"]) == ("adm", 1)
+    finally:
+        proc.kill()
+        proc.wait()
