@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -15,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from store.errors import StoreError
 
 # Stage names are part of the metrics contract (the benchmark reads them).
+# Longest a scrape waits for the store's item and image counts.
+STORE_COUNTS_WAIT_S = 0.5
 STAGES = ("decode", "inference", "index_search", "index_update", "store_write", "blob_write")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # Queue waits are often well under a millisecond: finer at the low end.
@@ -101,6 +104,16 @@ class ServiceMetrics:
             "Requests turned away (503) because the bytes-in-flight budget stayed full.",
             registry=self.registry,
         )
+        self.store_lane_requests = Gauge(
+            "retrieval_store_lane_requests",
+            "Store operations running on the store's own threads or waiting for one.",
+            registry=self.registry,
+        )
+        self.store_lane_rejections = Counter(
+            "retrieval_store_lane_rejections",
+            "Requests turned away (503) because every store slot and its queue were taken.",
+            registry=self.registry,
+        )
         self.open_connections = Gauge(
             "retrieval_open_connections",
             "Client connections open (the cap is max_connections).",
@@ -159,16 +172,23 @@ class _StoreCountsCollector(Collector):
 
     def __init__(self, metrics: ServiceMetrics) -> None:
         self._metrics = metrics
+        # A scrape must not wait on a stalled store: the counts are asked on a thread of their
+        # own and given up on after STORE_COUNTS_WAIT_S; while an earlier ask is still stuck,
+        # no other is piled on.
+        self._asker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-counts")
+        self._asked: Future[tuple[int, int]] | None = None
 
     def collect(self) -> Iterator[Metric]:
         counts = self._metrics._store_counts
         if counts is None:
             return
+        if self._asked is None or self._asked.done():
+            self._asked = self._asker.submit(counts)
         try:
-            items, images = counts()
-        except StoreError:
-            # Unreachable store: leave the series out rather than report a stale figure;
-            # /readyz says why.
+            items, images = self._asked.result(timeout=STORE_COUNTS_WAIT_S)
+        except (StoreError, TimeoutError):
+            # Unreachable or stalled store: leave the series out rather than report a stale
+            # figure; /readyz says why.
             return
         yield GaugeMetricFamily("retrieval_store_items", "Items in the store.", value=items)
         yield GaugeMetricFamily("retrieval_store_images", "Images in the store.", value=images)

@@ -3,7 +3,8 @@
 First a slot in the admission queue (or 503 at once). Then, with an inference executor: decode
 in a worker thread, submit to the executor and wait for its future *on the event loop* (no
 worker thread is held while a request waits for its batch, so the threads go on decoding the
-next requests while the model runs), then the index or store work in a worker thread. Without
+next requests while the model runs), then the index work in a worker thread, or the store work
+on the store's own lane (``app/store_lane.py``). Without
 one (batching off): the whole request in one worker thread, the retriever calling the model
 itself. While a request is queued its client is watched; one that disconnects is dropped before
 inference (the executor, or the worker thread, reads the ticket).
@@ -24,13 +25,15 @@ from starlette.types import Receive
 from app.admission_control import AdmissionControl, AdmissionTicket
 from app.inference_executor import InferenceExecutor, Priority
 from app.retriever import EnrollResult, Retriever, SearchHit, Upload
+from app.store_lane import StoreLane
 
 T = TypeVar("T")
 
 
 class RequestPipeline:
-    def __init__(self, admission: AdmissionControl) -> None:
+    def __init__(self, admission: AdmissionControl, store_lane: StoreLane) -> None:
         self.admission = admission
+        self.store_lane = store_lane
 
     async def search(
         self,
@@ -65,7 +68,9 @@ class RequestPipeline:
             embeddings = await _unless_client_leaves(
                 _embedded(executor, Priority.ENROLL, ticket, decode), ticket, receive
             )
-        return await run_in_threadpool(retriever.commit_enrollment, item_id, uploads, embeddings)
+        # The store write on the store's own threads: a stalled store cannot take the worker
+        # threads that decode the next searches.
+        return await self.store_lane.run(retriever.commit_enrollment, item_id, uploads, embeddings)
 
 
 async def _embedded(

@@ -23,6 +23,7 @@ from app.request_pipeline import RequestPipeline
 from app.retriever import Retriever
 from app.retriever_errors import NotReadyError
 from app.settings import Settings
+from app.store_lane import StoreLane
 from artifact.onnx_embedder import OnnxEmbedder
 from index.flat_centroid_index import FlatCentroidIndex
 from index.gpu_search_mirror import GpuSearchMirror, gpu_available
@@ -112,6 +113,7 @@ class ServiceState:
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     admission: AdmissionControl = field(init=False)
+    store_lane: StoreLane = field(init=False)
     pipeline: RequestPipeline = field(init=False)
     _redact: Redactor = field(init=False, repr=False)
 
@@ -121,7 +123,10 @@ class ServiceState:
         self.admission = AdmissionControl(
             self.settings.admission_queue, self.settings.queue_timeout_ms / 1000, self.metrics
         )
-        self.pipeline = RequestPipeline(self.admission)
+        self.store_lane = StoreLane(
+            self.settings.store_threads, self.settings.store_queue, self.metrics
+        )
+        self.pipeline = RequestPipeline(self.admission, self.store_lane)
 
     def start_loading(self) -> None:
         self._thread = threading.Thread(target=self._load, name="retriever-loader", daemon=True)

@@ -57,7 +57,24 @@ class Settings(BaseSettings):
         8,
         gt=0,
         description=(
-            "Threads for decoding, index and store work (and inference when batching is off)."
+            "Threads for decoding and index work (and, batching off, inference and the whole "
+            "request)."
+        ),
+    )
+    store_threads: int = Field(
+        4,
+        gt=0,
+        description=(
+            "Threads for store operations (commits, item reads, deletions, readiness), apart "
+            "from the worker threads: a stalled store holds these and nothing else."
+        ),
+    )
+    store_queue: int = Field(
+        16,
+        ge=0,
+        description=(
+            "Store operations that may wait for one of the store threads; beyond them, 503 "
+            "with Retry-After at once."
         ),
     )
     inference_threads: int = Field(

@@ -42,7 +42,7 @@ def health_router(settings: Settings) -> APIRouter:
             reason = state.failure or f"still {state.phase}"
             return problem_response(503, f"not ready: {reason}", phase=state.phase)
         try:
-            await run_in_threadpool(retriever.store.ping)
+            await state.store_lane.run(retriever.store.ping)
         except StoreUnavailableError as exc:
             log.warning("readiness: store unreachable: %s", exc)
             detail = f"store unreachable: {exc.public_detail}"
@@ -57,7 +57,7 @@ def health_router(settings: Settings) -> APIRouter:
         summary="Model contract, counts, limits",
     )
     async def info(state: StateDep, retriever: RetrieverDep) -> dict[str, Any]:
-        data = await run_in_threadpool(retriever.info)
+        data = await state.store_lane.run(retriever.info)
         s = state.settings
         data["limits"] = {
             "max_request_bytes": s.max_request_bytes,

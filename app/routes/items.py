@@ -8,7 +8,6 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from app.authorization import ReadScope, WriteScope
 from app.dependencies import (
@@ -90,8 +89,10 @@ def items_router(settings: Settings) -> APIRouter:
         dependencies=[ReadScope],
         summary="One item",
     )
-    async def get_item(item_id: ItemIdPath, retriever: RetrieverDep) -> ItemResponse:
-        record = await run_in_threadpool(retriever.get_item, item_id)
+    async def get_item(
+        item_id: ItemIdPath, state: StateDep, retriever: RetrieverDep
+    ) -> ItemResponse:
+        record = await state.store_lane.run(retriever.get_item, item_id)
         if record is None:
             raise ItemNotFoundError(f"item {item_id!r} not found")
         return ItemResponse(
@@ -105,13 +106,14 @@ def items_router(settings: Settings) -> APIRouter:
         summary="Items, by item id",
     )
     async def list_items(
+        state: StateDep,
         retriever: RetrieverDep,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[
             str | None, Query(description="`next_cursor` of the previous page")
         ] = None,
     ) -> ItemListResponse:
-        page, next_cursor = await run_in_threadpool(
+        page, next_cursor = await state.store_lane.run(
             retriever.list_items, limit, decode_cursor(cursor)
         )
         return ItemListResponse(
@@ -125,8 +127,10 @@ def items_router(settings: Settings) -> APIRouter:
         dependencies=[WriteScope],
         summary="Delete an item and its images",
     )
-    async def delete_item(item_id: ItemIdPath, retriever: RetrieverDep) -> Response:
-        await run_in_threadpool(retriever.delete_item, item_id)
+    async def delete_item(
+        item_id: ItemIdPath, state: StateDep, retriever: RetrieverDep
+    ) -> Response:
+        await state.store_lane.run(retriever.delete_item, item_id)
         return Response(status_code=204)
 
     @router.delete(
@@ -136,9 +140,9 @@ def items_router(settings: Settings) -> APIRouter:
         summary="Delete one image (the item goes with its last image)",
     )
     async def delete_image(
-        item_id: ItemIdPath, image_id: ImageIdPath, retriever: RetrieverDep
+        item_id: ItemIdPath, image_id: ImageIdPath, state: StateDep, retriever: RetrieverDep
     ) -> Response:
-        await run_in_threadpool(retriever.delete_image, item_id, image_id)
+        await state.store_lane.run(retriever.delete_image, item_id, image_id)
         return Response(status_code=204)
 
     return router
