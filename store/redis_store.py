@@ -25,6 +25,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar, assert_never
 
 import redis
@@ -503,11 +504,13 @@ class RedisStore:
 
     def _transaction(self, fn: Callable[[Any], T]) -> T:
         for _ in range(MAX_TRANSACTION_ATTEMPTS):
+            pipe = self._client.pipeline(transaction=True)
             try:
-                with self._client.pipeline(transaction=True) as pipe:
-                    return self._call(lambda: fn(pipe))
+                return self._call(partial(fn, pipe))
             except redis.WatchError:
                 continue
+            finally:
+                _release(pipe)
         raise StoreUnavailableError(
             f"gave up after {MAX_TRANSACTION_ATTEMPTS} conflicting concurrent writes"
         )
@@ -527,6 +530,25 @@ class NamespaceDump:
     items: int
     images: int
     model: ModelIdentity | None
+
+
+def _release(pipe: Any) -> None:
+    """``pipe.reset()``, which hands its connection back to the pool, without letting a failure
+    of its own replace the write's outcome.
+
+    redis-py's reset sends UNWATCH and handles only a ConnectionError: a timeout (the stalled
+    server that just failed the write) escaped it as an unwrapped error (a 500 instead of the
+    write's 503) and kept the connection out of the pool. That connection is dropped instead.
+    """
+    try:
+        pipe.reset()
+    except redis.RedisError:
+        connection = pipe.connection
+        if connection is not None:
+            connection.disconnect()
+            pipe.connection_pool.release(connection)
+            pipe.connection = None
+        pipe.watching = False
 
 
 def _exec(pipe: Any) -> None:
