@@ -109,6 +109,11 @@ class ServiceMetrics:
             "Store operations running on the store's own threads or waiting for one.",
             registry=self.registry,
         )
+        self.store_deadline_exceeded = Counter(
+            "retrieval_store_deadline_exceeded",
+            "Store operations answered 503 because the store did not answer within the deadline.",
+            registry=self.registry,
+        )
         self.store_lane_rejections = Counter(
             "retrieval_store_lane_rejections",
             "Requests turned away (503) because every store slot and its queue were taken.",

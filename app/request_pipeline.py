@@ -70,7 +70,14 @@ class RequestPipeline:
             )
         # The store write on the store's own threads: a stalled store cannot take the worker
         # threads that decode the next searches.
-        return await self.store_lane.run(retriever.commit_enrollment, item_id, uploads, embeddings)
+        return await self.store_lane.run_write(
+            item_id,
+            retriever.reconciler.mark,
+            retriever.commit_enrollment,
+            item_id,
+            uploads,
+            embeddings,
+        )
 
 
 async def _embedded(

@@ -124,7 +124,10 @@ class ServiceState:
             self.settings.admission_queue, self.settings.queue_timeout_ms / 1000, self.metrics
         )
         self.store_lane = StoreLane(
-            self.settings.store_threads, self.settings.store_queue, self.metrics
+            self.settings.store_threads,
+            self.settings.store_queue,
+            self.settings.store_deadline_ms / 1000,
+            self.metrics,
         )
         self.pipeline = RequestPipeline(self.admission, self.store_lane)
 
@@ -218,5 +221,6 @@ class ServiceState:
             # Wakes a loader waiting to retry the store at once; one mid-attempt takes at most
             # the store's connect timeout.
             self._thread.join(timeout=5)
+        self.store_lane.close()
         if self.retriever is not None:
             self.retriever.close()

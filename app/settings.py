@@ -69,6 +69,14 @@ class Settings(BaseSettings):
             "from the worker threads: a stalled store holds these and nothing else."
         ),
     )
+    store_deadline_ms: int = Field(
+        1500,
+        gt=0,
+        description=(
+            "Longest a store operation may take, from its arrival through every round trip and "
+            "retry; past it 503 (a write that had started: outcome unknown, the item re-read)."
+        ),
+    )
     store_queue: int = Field(
         16,
         ge=0,

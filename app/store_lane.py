@@ -1,29 +1,37 @@
-"""The store's own lane: store I/O runs on a bounded set of threads apart from the worker threads.
+"""The store's own lane: store I/O runs on a bounded set of threads apart from the worker threads,
+each operation within a deadline.
 
 Decoding, index searches and the service's other work run on the worker threads
 (``RETRIEVAL_WORKER_THREADS``). Calls that go to the store — enrollments' commits, item reads and
-listings, deletions, readiness and ``/info`` — run here instead, at most ``slots`` at once, with
-at most ``queue`` more waiting for a slot; past that a request is answered 503 at once. So a
-slow or stalled store ties up this lane's threads and nothing else: searches, which need no
-store, keep their threads and keep being answered, and writes piling up against a dead store
-fail fast instead of queueing without bound.
+listings, deletions, readiness and ``/info`` — run here instead, on ``slots`` threads of their
+own, with at most ``queue`` more waiting; past that a request is answered 503 at once. So a slow
+or stalled store ties up this lane's threads and nothing else: searches, which need no store,
+keep their threads and keep being answered.
+
+Every operation has a deadline from its arrival in the lane, covering the wait for a thread and
+all of the operation's round trips and retries (``RETRIEVAL_STORE_DEADLINE_MS``): past it the
+request is answered 503 and the operation, if it has started, is left to finish on its thread
+(a thread cannot be interrupted; the lane's threads bound how many such operations there are).
+A read past its deadline is simply unavailable. A write past its deadline that had already
+started may still commit: its answer says the outcome is unknown, and the item is marked for
+the index reconciler, which re-reads it from the store — the write's own thread also brings the
+index in line when it does finish. A write that never started applied nothing.
 
 Counted on the event loop only (``run`` is awaited there), so no lock is needed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import ParamSpec, TypeVar
-
-import anyio
-import anyio.to_thread
+from typing import TypeVar
 
 from app.metrics import ServiceMetrics
 from app.retriever_errors import QueueFullError
+from store.errors import StoreOutcomeUnknownError, StoreUnavailableError
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -31,35 +39,80 @@ class StoreBusyError(QueueFullError):
     """Every store slot is taken and the lane's queue is full: 503 at once, retry later."""
 
 
+class StoreDeadlineError(StoreUnavailableError):
+    """The store did not answer within the deadline (503); nothing is known to be applied."""
+
+    public_detail = "the store did not answer in time; retry later"
+
+
 class StoreLane:
-    def __init__(self, slots: int, queue: int, metrics: ServiceMetrics) -> None:
-        if slots < 1 or queue < 0:
-            raise ValueError(f"need slots >= 1 and queue >= 0, got {slots}, {queue}")
+    def __init__(
+        self, slots: int, queue: int, deadline_s: float, metrics: ServiceMetrics
+    ) -> None:
+        if slots < 1 or queue < 0 or deadline_s <= 0:
+            raise ValueError("need slots >= 1, queue >= 0 and a deadline > 0")
         self.slots = slots
         self.queue = queue
-        self._limiter = anyio.CapacityLimiter(slots)
-        self._in_lane = 0  # running or waiting for a slot
+        self.deadline_s = deadline_s
+        self._threads = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="store-lane")
+        self._in_lane = 0  # requests running or waiting here (not operations left to finish)
         self._metrics = metrics
 
     @property
     def in_lane(self) -> int:
         return self._in_lane
 
-    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """``fn(*args, **kwargs)`` on one of the lane's threads; ``StoreBusyError`` if the
-        lane already holds ``slots + queue`` calls."""
+    async def run(self, fn: Callable[..., T], *args: object, deadline_s: float | None = None) -> T:
+        """A read, ``fn(*args)``, on one of the lane's threads: ``StoreBusyError`` if the lane is
+        full, ``StoreDeadlineError`` past the deadline (``deadline_s``, at most the lane's)."""
+        return await self._run(partial(fn, *args), deadline_s, on_started_late=None)
+
+    async def run_write(
+        self, item_id: str, mark: Callable[[str], None], fn: Callable[..., T], *args: object
+    ) -> T:
+        """A write to ``item_id``, ``fn(*args)``: as ``run``, but past the deadline once started
+        its outcome is unknown (``StoreOutcomeUnknownError``) and ``mark(item_id)`` is called
+        so that the index is re-read from the store."""
+        return await self._run(partial(fn, *args), None, on_started_late=lambda: mark(item_id))
+
+    async def _run(
+        self,
+        call: Callable[[], T],
+        deadline_s: float | None,
+        on_started_late: Callable[[], None] | None,
+    ) -> T:
         if self._in_lane >= self.slots + self.queue:
             self._metrics.store_lane_rejections.inc()
             raise StoreBusyError(
                 f"the store is busy ({self._in_lane} store operations running or waiting); "
                 "retry later"
             )
+        deadline = self.deadline_s if deadline_s is None else min(deadline_s, self.deadline_s)
         self._in_lane += 1
         self._metrics.store_lane_requests.set(self._in_lane)
+        job = self._threads.submit(call)
+        answer = asyncio.wrap_future(job)
+        # An operation left to finish may fail later, with nobody awaiting it: its error is
+        # taken here (the store and the reconciler have dealt with it) instead of logged as
+        # never retrieved.
+        answer.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            return await anyio.to_thread.run_sync(
-                partial(fn, *args, **kwargs), limiter=self._limiter
-            )
+            return await asyncio.wait_for(asyncio.shield(answer), deadline)
+        except TimeoutError:
+            self._metrics.store_deadline_exceeded.inc()
+            if job.cancel() or on_started_late is None:
+                # Never started (so nothing applied), or a read: the store is just unavailable.
+                raise StoreDeadlineError(
+                    f"store operation not answered within {deadline:.2f} s"
+                ) from None
+            on_started_late()
+            raise StoreOutcomeUnknownError(
+                f"store write not confirmed within {deadline:.2f} s; left to finish"
+            ) from None
         finally:
             self._in_lane -= 1
             self._metrics.store_lane_requests.set(self._in_lane)
+
+    def close(self) -> None:
+        """Stop taking operations; those running finish on their threads."""
+        self._threads.shutdown(wait=False, cancel_futures=True)

@@ -24,6 +24,9 @@ from store.errors import StoreUnavailableError
 log = logging.getLogger(__name__)
 
 
+# Longest /readyz waits for the store to answer its ping.
+READY_PING_S = 0.8
+
 def health_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
@@ -42,7 +45,8 @@ def health_router(settings: Settings) -> APIRouter:
             reason = state.failure or f"still {state.phase}"
             return problem_response(503, f"not ready: {reason}", phase=state.phase)
         try:
-            await state.store_lane.run(retriever.store.ping)
+            # Within a second, whatever the store's deadline: a load balancer's probe is short.
+            await state.store_lane.run(retriever.store.ping, deadline_s=READY_PING_S)
         except StoreUnavailableError as exc:
             log.warning("readiness: store unreachable: %s", exc)
             detail = f"store unreachable: {exc.public_detail}"

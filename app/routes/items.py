@@ -130,7 +130,9 @@ def items_router(settings: Settings) -> APIRouter:
     async def delete_item(
         item_id: ItemIdPath, state: StateDep, retriever: RetrieverDep
     ) -> Response:
-        await state.store_lane.run(retriever.delete_item, item_id)
+        await state.store_lane.run_write(
+            item_id, retriever.reconciler.mark, retriever.delete_item, item_id
+        )
         return Response(status_code=204)
 
     @router.delete(
@@ -142,7 +144,9 @@ def items_router(settings: Settings) -> APIRouter:
     async def delete_image(
         item_id: ItemIdPath, image_id: ImageIdPath, state: StateDep, retriever: RetrieverDep
     ) -> Response:
-        await state.store_lane.run(retriever.delete_image, item_id, image_id)
+        await state.store_lane.run_write(
+            item_id, retriever.reconciler.mark, retriever.delete_image, item_id, image_id
+        )
         return Response(status_code=204)
 
     return router

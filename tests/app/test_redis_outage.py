@@ -30,13 +30,13 @@ from tests.live_server import free_port
 
 pytestmark = pytest.mark.redis
 
-# A stalled Redis fails a write after about 8 s, measured: the store's 2 s socket timeout, twice
-# (redis-py retries once, on a new connection), for the enrollment and again for the rollback's
-# check whether its new blob is referenced. The bound is generous so that a loaded machine does
-# not fail the test, yet far from "hangs". The stall outlasts those 8 s, or every write in it
-# would wait for Redis to come back and then succeed.
-WRITE_503_BOUND_S = 15.0
-STALL_S = 10.0
+# A stalled Redis fails a write at the store lane's deadline (RETRIEVAL_STORE_DEADLINE_MS,
+# 1.5 s; without it, redis-py's 2 s socket timeout twice, for the write and again for the
+# rollback's blob check, made it about 8 s). The bound adds 0.2 s and slack for a loaded
+# machine. The stall outlasts it, or every write in it would wait for Redis to come back and
+# then succeed.
+WRITE_503_BOUND_S = 1.5 + 0.2 + 1.0
+STALL_S = 3.0
 
 
 @dataclass(frozen=True)

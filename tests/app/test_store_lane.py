@@ -1,6 +1,6 @@
 """The store's own lane: bounded (slots + queue, then 503 at once), apart from the worker threads,
-so a stalled store cannot stop searches — tested on its own and over HTTP with a Redis stalled
-by SIGSTOP and more writers than worker threads."""
+each operation within a deadline, so a stalled store cannot stop searches nor hold a request
+past the deadline — tested on its own and over HTTP with a Redis stalled by SIGSTOP."""
 
 from __future__ import annotations
 
@@ -17,10 +17,14 @@ from pathlib import Path
 
 import anyio.to_thread
 import httpx
+import numpy as np
 import pytest
 
 from app.metrics import ServiceMetrics
-from app.store_lane import StoreBusyError, StoreLane
+from app.store_lane import StoreBusyError, StoreDeadlineError, StoreLane
+from index.centroid_math import centroid_from_sum
+from store.errors import StoreOutcomeUnknownError
+from store.redis_store import RedisStore
 from tests.app.conftest import ServiceFactory
 from tests.app.metrics_text import metric_value
 from tests.live_server import free_port
@@ -29,7 +33,7 @@ from tests.redis_server import start_redis_server
 
 def test_the_lane_runs_at_most_its_slots_and_refuses_past_its_queue() -> None:
     async def scenario() -> None:
-        lane = StoreLane(slots=2, queue=1, metrics=ServiceMetrics())
+        lane = StoreLane(slots=2, queue=1, deadline_s=30, metrics=ServiceMetrics())
         release = threading.Event()
         running, most = 0, 0
         lock = threading.Lock()
@@ -66,10 +70,50 @@ def test_the_lane_does_not_take_the_worker_threads() -> None:
         release = threading.Event()
         held = asyncio.ensure_future(anyio.to_thread.run_sync(release.wait, 10))
         await asyncio.sleep(0.05)
-        lane = StoreLane(slots=1, queue=0, metrics=ServiceMetrics())
+        lane = StoreLane(slots=1, queue=0, deadline_s=30, metrics=ServiceMetrics())
         assert await asyncio.wait_for(lane.run(lambda: "done"), timeout=5) == "done"
         release.set()
         await held
+
+    asyncio.run(scenario())
+
+
+def test_past_the_deadline_a_read_is_unavailable_and_a_started_write_unknown() -> None:
+    async def scenario() -> None:
+        lane = StoreLane(slots=1, queue=2, deadline_s=0.2, metrics=ServiceMetrics())
+        release = threading.Event()
+        marked: list[str] = []
+        ran: list[str] = []
+
+        def slow(name: str) -> str:
+            ran.append(name)
+            release.wait(10)
+            return name
+
+        start = time.monotonic()
+        with pytest.raises(StoreDeadlineError):
+            await lane.run(slow, "read")
+        assert 0.2 <= time.monotonic() - start < 0.5
+        # The read still holds the one thread: a write queued behind it never starts, so
+        # nothing was applied and nothing is marked.
+        with pytest.raises(StoreDeadlineError):
+            await lane.run_write("a", marked.append, slow, "queued write")
+        assert marked == []
+        release.set()
+        await asyncio.sleep(0.1)
+        release.clear()
+        # A write that started and outlives the deadline: outcome unknown, the item marked,
+        # and the operation left to finish on its thread.
+        start = time.monotonic()
+        with pytest.raises(StoreOutcomeUnknownError):
+            await lane.run_write("b", marked.append, slow, "started write")
+        assert time.monotonic() - start < 0.5 and marked == ["b"]
+        release.set()
+        await asyncio.sleep(0.1)
+        assert ran == ["read", "started write"]  # the queued write never ran
+        assert lane.in_lane == 0
+        assert await lane.run(lambda: 3) == 3
+        lane.close()
 
     asyncio.run(scenario())
 
@@ -141,3 +185,64 @@ def test_searches_keep_answering_while_writers_wait_on_a_stalled_store(
         assert all(t < 1.0 for s, t in refused if s == 503), answers
         assert all(s in (201, 503) for s, _ in answers), answers
         assert metric_value(client, "retrieval_store_lane_rejections_total") == len(refused)
+
+
+def test_a_stalled_store_answers_503_within_the_deadline_on_every_route_that_needs_it(
+    service_factory: ServiceFactory,
+    stallable_redis: tuple[str, subprocess.Popen[bytes]],
+    photo_views: dict[str, list[bytes]],
+) -> None:
+    url, proc = stallable_redis
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    deadline_s = 1.0
+    settings = {"redis_url": url, "redis_namespace": namespace, "store_deadline_ms": 1000}
+    with service_factory(**settings) as client:
+        for item, photo in (("cat", "chelsea"), ("dog", "coffee")):
+            files = {"images": ("a.jpg", photo_views[photo][0])}
+            assert client.post(f"/items/{item}/images", files=files).status_code == 201
+        image_id = client.get("/items/dog").json()["image_ids"][0]
+        os.kill(proc.pid, signal.SIGSTOP)
+        calls = {
+            "enroll": lambda: client.post(
+                "/items/cat/images", files={"images": ("b.jpg", photo_views["chelsea"][1])}
+            ),
+            "get": lambda: client.get("/items/cat"),
+            "list": lambda: client.get("/items"),
+            "info": lambda: client.get("/info"),
+            "delete image": lambda: client.delete(f"/items/dog/images/{image_id}"),
+            "readyz": lambda: client.get("/readyz"),
+        }
+        took = {}
+        for name, call in calls.items():
+            start = time.monotonic()
+            r = call()
+            took[name] = time.monotonic() - start
+            assert r.status_code == 503, (name, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json"), name
+            assert int(r.headers["retry-after"]) > 0, name
+        search = client.post("/search", files={"image": ("q.jpg", photo_views["chelsea"][4])})
+        assert search.status_code == 200
+        os.kill(proc.pid, signal.SIGCONT)
+        # The deadline (+ 0.2 s) bounds every answer (the enrollment also decodes and embeds its
+        # image first); readiness answers within a second. Slack for a loaded machine.
+        slack = 0.3
+        assert took["readyz"] < 1.0 + slack, took
+        assert all(t < deadline_s + 0.2 + slack for t in took.values()), took
+        # The two writes had started: once the store answers again, the index agrees with it.
+        retriever = client.app.state.service.retriever  # type: ignore[attr-defined]
+        store = RedisStore(url, namespace)
+        try:
+            give_up = time.monotonic() + 15
+            while True:
+                states = {s.item_id: s for s in store.iter_item_states()}
+                if sorted(retriever.index.item_ids()) == sorted(states) and all(
+                    np.allclose(retriever.index.get(i), centroid_from_sum(s.embedding_sum))
+                    for i, s in states.items()
+                ):
+                    break
+                assert time.monotonic() < give_up, "the index never agreed with the store"
+                time.sleep(0.2)
+        finally:
+            store.close()
+        # Whatever the stalled writes did, they did it once: cat has 1 or 2 images.
+        assert states["cat"].count in (1, 2)
