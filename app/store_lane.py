@@ -46,9 +46,7 @@ class StoreDeadlineError(StoreUnavailableError):
 
 
 class StoreLane:
-    def __init__(
-        self, slots: int, queue: int, deadline_s: float, metrics: ServiceMetrics
-    ) -> None:
+    def __init__(self, slots: int, queue: int, deadline_s: float, metrics: ServiceMetrics) -> None:
         if slots < 1 or queue < 0 or deadline_s <= 0:
             raise ValueError("need slots >= 1, queue >= 0 and a deadline > 0")
         self.slots = slots

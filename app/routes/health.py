@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # Longest /readyz waits for the store to answer its ping.
 READY_PING_S = 0.8
 
+
 def health_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
