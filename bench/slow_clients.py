@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from bench.loadtest.photo_set import build_photo_set
+from bench.service_flags import add_service_flags, service_flags
 from bench.service_process import service_process
 
-DEFAULT_MODEL = Path("models/default/embedder.onnx")
 SLOW_HEAD = (
     b"POST /search HTTP/1.1\r\nHost: bench\r\nContent-Length: 33554000\r\n"
     b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n"
@@ -122,31 +122,20 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bench.slow_clients",
         description="Healthy searches while thousands of slow-body connections are open.",
     )
-    parser.add_argument(
-        "--model", type=Path, default=DEFAULT_MODEL, help="ONNX embedder (default: %(default)s)"
-    )
+    add_service_flags(parser)
     parser.add_argument(
         "--slow", type=int, default=2000, help="slow-body connections (default: %(default)s)"
     )
     parser.add_argument(
         "--duration", type=float, default=30.0, help="seconds of healthy searches (default: 30)"
     )
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="RETRIEVAL_X=V",
-        help="a service setting for this run (repeatable)",
-    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if not args.model.is_file():
-        raise SystemExit(f"no model at {args.model} (make model, or --model PATH)")
-    env = dict(item.split("=", 1) for item in args.env)
-    return run(args.model, args.slow, args.duration, env)
+    model, env = service_flags(args)
+    return run(model, args.slow, args.duration, env)
 
 
 if __name__ == "__main__":

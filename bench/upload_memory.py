@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 from bench.loadtest.photo_set import build_photo_set
 from bench.process_cpu import child_pids
 from bench.process_memory import MiB, peak_rss_bytes, reset_peak_rss, rss_bytes
+from bench.service_flags import add_service_flags, service_flags
 from bench.service_process import service_process
 
-DEFAULT_MODEL = Path("models/default/embedder.onnx")
 TARGET_BYTES = 1024 * MiB
 BOUNDARY = b"uploadmemorybench"
 SLICE = 256 * 1024
@@ -115,9 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bench.upload_memory",
         description="Peak resident memory of the service under concurrent large uploads.",
     )
-    parser.add_argument(
-        "--model", type=Path, default=DEFAULT_MODEL, help="ONNX embedder (default: %(default)s)"
-    )
+    add_service_flags(parser)
     parser.add_argument(
         "--uploads", type=int, default=100, help="concurrent uploads (default: %(default)s)"
     )
@@ -127,22 +125,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="per-step client timeout (default: 120 s)"
     )
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="RETRIEVAL_X=V",
-        help="a service setting for this run (repeatable)",
-    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if not args.model.is_file():
-        raise SystemExit(f"no model at {args.model} (make model, or --model PATH)")
-    env = dict(item.split("=", 1) for item in args.env)
-    return run(args.model, args.uploads, args.mib, env, args.timeout)
+    model, env = service_flags(args)
+    return run(model, args.uploads, args.mib, env, args.timeout)
 
 
 if __name__ == "__main__":
