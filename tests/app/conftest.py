@@ -8,6 +8,8 @@ The service runs the tiny artifact (``tests/tiny_artifact.py``) unless a test as
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -18,7 +20,8 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
-from tests.live_server import live_server
+from tests.live_server import free_port, live_server
+from tests.redis_server import start_redis_server
 from tests.tiny_artifact import write_tiny_artifact
 
 ServiceFactory = Callable[..., AbstractContextManager[httpx.Client]]
@@ -59,3 +62,15 @@ def service_factory(tmp_path: Path, tiny_model_path: Path) -> ServiceFactory:
 def client(service_factory: ServiceFactory) -> Iterator[httpx.Client]:
     with service_factory() as c:
         yield c
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A private redis-server (tests kill or stall it, so not the shared one on 6379): its URL
+    and process."""
+    port = free_port()
+    proc = start_redis_server(port, tmp_path)
+    yield f"redis://127.0.0.1:{port}/0", proc
+    proc.send_signal(signal.SIGCONT)  # in case a test left it stopped
+    proc.kill()
+    proc.wait()

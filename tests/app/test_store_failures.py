@@ -5,25 +5,13 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
 
 from tests.app.conftest import ServiceFactory
 from tests.live_server import free_port
 from tests.redis_server import REDIS_URL, start_redis_server
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A private redis-server (it gets killed, so not the shared one on 6379)."""
-    port = free_port()
-    proc = start_redis_server(port, tmp_path)
-    yield f"redis://127.0.0.1:{port}/0", proc
-    proc.kill()
-    proc.wait()
 
 
 def test_writes_fail_with_503_and_searches_continue_while_redis_is_down(

@@ -101,7 +101,12 @@ def test_export_is_served_and_finds_the_right_items(
 
     # Online: the real service, enrolled with the held-out gallery views, queried with the
     # held-out query views, ranks the right item first as often as offline centroid Rank-1.
-    app = create_app(Settings(model_path=onnx_path, data_dir=tmp_path / "data", allow_gpu=False))
+    # TestClient's connections are to "testserver", not a loopback address: without keys the
+    # service answers them only with anonymous access switched on.
+    settings = Settings(
+        model_path=onnx_path, data_dir=tmp_path / "data", allow_gpu=False, allow_anonymous=True
+    )
+    app = create_app(settings)
     with TestClient(app) as client:
         deadline = time.monotonic() + 60
         while client.get("/readyz").status_code != 200:
