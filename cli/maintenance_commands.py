@@ -91,7 +91,6 @@ def _grace_option(parser: argparse.ArgumentParser) -> None:
 def run_compact(args: argparse.Namespace) -> int:
     def compact(settings: Settings, store: Store, blobs: BlobStore | None) -> int:
         from store.blob_sweep import sweep_blobs
-        from store.redis_store import RedisStore
 
         if blobs is not None:
             before = (blobs.count(), blobs.count_dirs())
@@ -101,20 +100,12 @@ def run_compact(args: argparse.Namespace) -> int:
                 f"blobs: {before[0]} -> {blobs.count()} files, "
                 f"{before[1]} -> {blobs.count_dirs()} directories"
             )
-        if isinstance(store, RedisStore):
-            aof_before = store.aof_bytes()
-            store.compact()
-            if aof_before is None:
-                print("redis: the server keeps no append-only file; nothing to compact")
-            else:
-                print(f"redis: append-only file rewritten, {aof_before} -> {store.aof_bytes()} B")
+        disk_before = store.disk_bytes()
+        store.compact()
+        if disk_before is None:
+            print(f"{store.backend}: nothing kept on disk to compact")
         else:
-            files_before = _sqlite_bytes(settings.sqlite_path)
-            store.compact()
-            print(
-                f"sqlite: {settings.sqlite_path} and its WAL, "
-                f"{files_before} -> {_sqlite_bytes(settings.sqlite_path)} B"
-            )
+            print(f"{store.backend}: {disk_before} -> {store.disk_bytes()} B on disk")
         return 0
 
     return _with_store(compact, must_exist=True)
@@ -194,10 +185,6 @@ def _with_store(
             store.close()
     except (StoreError, DeletionHeldError, OSError) as exc:
         return _error(str(exc))
-
-
-def _sqlite_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
 
 
 def _list_missing(what: str, hashes: list[str]) -> None:

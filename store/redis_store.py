@@ -282,7 +282,7 @@ class RedisStore:
         if _text(info.get("aof_last_bgrewrite_status", "ok")) != "ok":
             raise StoreError("the AOF rewrite failed (see the Redis server's log)")
 
-    def aof_bytes(self) -> int | None:
+    def disk_bytes(self) -> int | None:
         """The server's append-only file size, or None when it keeps none."""
         info = self._persistence()
         if not _flag(info.get("aof_enabled")):

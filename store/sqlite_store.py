@@ -295,6 +295,11 @@ class SqliteStore:
 
         return self._read(count)
 
+    def disk_bytes(self) -> int:
+        """The store file and its WAL."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        return sum(p.stat().st_size for p in (self.path, wal) if p.exists())
+
     def compact(self) -> None:
         """VACUUM, then checkpoint the WAL with TRUNCATE.
 

@@ -99,4 +99,9 @@ class Store(Protocol):
         rewrites its append-only file when it keeps one. Stored data is unchanged."""
         ...
 
+    def disk_bytes(self) -> int | None:
+        """What the store takes on disk now, for compaction reports: SQLite its file and WAL,
+        Redis the server's append-only file (every namespace's); None when it keeps none."""
+        ...
+
     def close(self) -> None: ...

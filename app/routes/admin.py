@@ -30,8 +30,6 @@ from app.retriever import Retriever
 from app.schemas import AUTH_RESPONSES, Problem
 from app.settings import Settings
 from store.blob_sweep import BLOB_SWEEP_GRACE_S, sweep_blobs
-from store.redis_store import RedisStore
-from store.sqlite_store import SqliteStore
 from store.store_backup import back_up
 
 # One path component, not "." or "..", no separator: the backup lands directly under the root.
@@ -218,24 +216,15 @@ def _compact(retriever: Retriever, settings: Settings, grace_s: float) -> Compac
             dirs_before=dirs,
             dirs_after=blobs.count_dirs(),
         )
-    before = _store_bytes(store)
+    before = store.disk_bytes()
     store.compact()
     return CompactResponse(
         backend=store.backend,
         blobs=sweep,
         store_bytes_before=before,
-        store_bytes_after=_store_bytes(store),
+        store_bytes_after=store.disk_bytes(),
         seconds=round(time.perf_counter() - start, 3),
     )
-
-
-def _store_bytes(store: object) -> int | None:
-    if isinstance(store, RedisStore):
-        return store.aof_bytes()
-    if isinstance(store, SqliteStore):
-        wal = store.path.with_name(store.path.name + "-wal")
-        return sum(p.stat().st_size for p in (store.path, wal) if p.exists())
-    return None
 
 
 def _backup(retriever: Retriever, root: Path, target: Path) -> BackupResponse:
