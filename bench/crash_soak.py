@@ -38,7 +38,7 @@ import numpy as np
 import redis
 from PIL import Image
 
-from bench.service_process import free_port
+from bench.service_process import free_port, stop_process, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REDIS_CONF = REPO_ROOT / "deploy" / "redis.conf"
@@ -158,29 +158,12 @@ def start_service(
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"service exited with {proc.returncode}; see {log_path}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return Service(proc, url)
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"service not ready; see {log_path}")
-        time.sleep(0.05)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    try:
+        wait_ready(proc, url, 120, poll_s=0.05)
+    except RuntimeError as exc:
+        proc.kill()
+        raise RuntimeError(f"{exc}; see {log_path}") from None
+    return Service(proc, url)
 
 
 def enroll(client: httpx.Client, item_id: str, image: bytes) -> httpx.Response:
@@ -294,9 +277,9 @@ def run_round(
         )
     finally:
         if service is not None:
-            stop(service.proc)
+            stop_process(service.proc)
         if redis_proc is not None:
-            stop(redis_proc)
+            stop_process(redis_proc)
 
 
 def summary_lines(results: Sequence[RoundResult]) -> list[str]:

@@ -65,27 +65,43 @@ def service_process(
     proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(proc, url, ready_timeout_s)
+        wait_ready(proc, url, ready_timeout_s)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         if log_path is not None and not isinstance(log, int):
             log.close()
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 20 s; a no-op if it has exited."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes],
+    url: str,
+    timeout_s: float,
+    *,
+    probe: str = "/readyz",
+    poll_s: float = 0.2,
+) -> None:
+    """Return once ``url + probe`` answers 200; RuntimeError if the process exits first or
+    ``timeout_s`` passes (with the probe's last answer)."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"service exited with code {proc.returncode} before it was ready")
         try:
-            response = httpx.get(f"{url}/readyz", timeout=2)
+            response = httpx.get(f"{url}{probe}", timeout=2)
             if response.status_code == 200:
                 return
             last = f"{response.status_code} {response.text[:300]}"
@@ -94,6 +110,6 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> No
         if time.monotonic() > deadline:
             # /readyz says what the service is still waiting for (store, model, index).
             raise RuntimeError(
-                f"service at {url} not ready within {timeout_s} s; last /readyz: {last}"
+                f"service at {url} not ready within {timeout_s} s; last {probe}: {last}"
             )
-        time.sleep(0.2)
+        time.sleep(poll_s)

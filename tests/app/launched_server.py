@@ -13,8 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import pytest
 
+from bench.service_process import stop_process
+from bench.service_process import wait_ready as wait_until_up
 from tests.live_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,24 +67,13 @@ def launched(
     server = Launched(f"http://127.0.0.1:{port}", port, proc, log_path)
     try:
         probe = "/readyz" if wait_ready else "/healthz"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"server exited: {server.log()}"
-            try:
-                if httpx.get(server.url + probe, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"server not up: {server.log()}"
-            time.sleep(0.05)
+        try:
+            wait_until_up(proc, server.url, 60, probe=probe, poll_s=0.05)
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}: {server.log()}")
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def read_until_closed(sock: socket.socket) -> tuple[float, bytes]:
