@@ -5,7 +5,7 @@ queued commands in a Redis MULTI/EXEC) and matches on ``Mutation`` with ``assert
 kind added here fails type checking in each backend until that backend applies it.
 
 A plan lists them in an order both backends can apply as is: an item is created before its
-images are put, and its totals are set after them.
+images are put, and its totals are set after them; an idempotency record comes last.
 """
 
 from __future__ import annotations
@@ -68,4 +68,27 @@ class ReleaseHash:
     content_hash: str
 
 
-Mutation = CreateItem | PutImage | SetItemTotals | RemoveImage | DeleteItem | ReleaseHash
+@dataclass(frozen=True)
+class StoredResponse:
+    """An HTTP answer as first sent, byte for byte, so a replay is indistinguishable from it."""
+
+    status: int
+    body: bytes  # b"" for a 204
+    media_type: str | None  # None when there is no body
+
+
+@dataclass(frozen=True)
+class RecordResponse:
+    """Keep a write's answer under its idempotency key until ``expires_at`` (replacing an
+    expired record of that key); records expired at ``now`` may be dropped meanwhile."""
+
+    key: str
+    fingerprint: str
+    response: StoredResponse
+    expires_at: float  # Unix seconds
+    now: float  # Unix seconds, when the write was planned
+
+
+Mutation = (
+    CreateItem | PutImage | SetItemTotals | RemoveImage | DeleteItem | ReleaseHash | RecordResponse
+)

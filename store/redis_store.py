@@ -9,7 +9,9 @@ Keys (all under ``{namespace}:``; the item id always comes last, so ids may cont
 * ``byhash:{item}`` / ``hashof:{item}`` – content hash ↔ image id within the item;
 * ``order:{item}`` – list of image ids in enrollment order;
 * ``ref:{content_hash}`` – how many images (of any item) have those bytes;
-* ``counts`` – hash ``items``, ``images``.
+* ``counts`` – hash ``items``, ``images``;
+* ``idem:{scope}:{key}`` – hash ``fp``, ``status``, ``media``, ``body``, ``exp`` (Unix seconds):
+  a write's recorded answer (``store/idempotency.py``), expiring with the record.
 
 Every write to an item changes ``meta:{item}``, so each write WATCHes it, reads the item, asks
 the write plan (``store/write_plan.py``), then queues the plan's mutations in one MULTI/EXEC,
@@ -39,14 +41,22 @@ from store.errors import (
     StoreOutcomeUnknownError,
     StoreUnavailableError,
 )
+from store.idempotency import (
+    IdempotencyClaim,
+    IdempotencyRecord,
+    replay_if_recorded,
+    with_response_record,
+)
 from store.mutations import (
     CreateItem,
     DeleteItem,
     Mutation,
     PutImage,
+    RecordResponse,
     ReleaseHash,
     RemoveImage,
     SetItemTotals,
+    StoredResponse,
 )
 from store.records import (
     DeleteOutcome,
@@ -149,22 +159,34 @@ class RedisStore:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def enroll(self, item_id: str, images: Sequence[NewImage]) -> EnrollOutcome:
+    def enroll(
+        self,
+        item_id: str,
+        images: Sequence[NewImage],
+        idempotency: IdempotencyClaim[EnrollOutcome] | None = None,
+    ) -> EnrollOutcome:
         claimed_dim = self._claimed_dim()
         wanted = hashes_to_look_up(images)
 
         def enroll(pipe: Any) -> EnrollOutcome:
+            self._replay_if_recorded(pipe, idempotency)
             pipe.watch(self._key("meta", item_id))
             stored = self._totals(pipe, item_id)
             found = pipe.hmget(self._key("byhash", item_id), wanted) if wanted else []
             known = {h: _text(i) for h, i in zip(wanted, found, strict=True) if i is not None}
             plan = plan_enroll(item_id, images, stored=stored, known=known, claimed_dim=claimed_dim)
-            return self._apply(pipe, plan)
+            return self._apply(pipe, with_response_record(plan, idempotency))
 
         return self._transaction(enroll)
 
-    def delete_image(self, item_id: str, image_id: str) -> DeleteOutcome:
+    def delete_image(
+        self,
+        item_id: str,
+        image_id: str,
+        idempotency: IdempotencyClaim[DeleteOutcome] | None = None,
+    ) -> DeleteOutcome:
         def delete(pipe: Any) -> DeleteOutcome:
+            self._replay_if_recorded(pipe, idempotency)
             pipe.watch(self._key("meta", item_id))
             stored = self._totals(pipe, item_id)
             held = self._held(pipe, item_id)
@@ -173,22 +195,29 @@ class RedisStore:
             removed = [i.content_hash for i in held if i.image_id == image_id]
             refs = self._watch_refs(pipe, removed)
             plan = plan_delete_image(item_id, image_id, stored=stored, held=held, refs=refs)
-            return self._apply(pipe, plan)
+            return self._apply(pipe, with_response_record(plan, idempotency))
 
         return self._transaction(delete)
 
-    def delete_item(self, item_id: str) -> DeleteOutcome:
+    def delete_item(
+        self, item_id: str, idempotency: IdempotencyClaim[DeleteOutcome] | None = None
+    ) -> DeleteOutcome:
         def delete(pipe: Any) -> DeleteOutcome:
+            self._replay_if_recorded(pipe, idempotency)
             pipe.watch(self._key("meta", item_id))
             stored = self._totals(pipe, item_id)
             _, hashes = self._held_hashes(pipe, item_id)
             refs = self._watch_refs(pipe, hashes)
             plan = plan_delete_item(item_id, stored=stored, held_hashes=hashes, refs=refs)
-            return self._apply(pipe, plan)
+            return self._apply(pipe, with_response_record(plan, idempotency))
 
         return self._transaction(delete)
 
     # -- reads --------------------------------------------------------------------------------
+
+    def get_idempotency_record(self, key: str) -> IdempotencyRecord | None:
+        record = self._call(lambda: self._idempotency_record(self._client, key))
+        return record if record is not None and record.live(time.time()) else None
 
     def get_item(self, item_id: str) -> ItemRecord | None:
         def read() -> ItemRecord | None:
@@ -400,6 +429,23 @@ class RedisStore:
             HeldImage(_text(i), h, f32_from(e)) for i, h, e in zip(order, hashes, embs, strict=True)
         ]
 
+    def _idempotency_record(self, reader: Any, key: str) -> IdempotencyRecord | None:
+        """The record under ``key`` from ``reader`` (the client, or a pipeline in WATCH mode)."""
+        fp, status, media, body, exp = reader.hmget(
+            self._key("idem", key), ["fp", "status", "media", "body", "exp"]
+        )
+        if fp is None:
+            return None
+        response = StoredResponse(int(status), bytes(body), None if not media else _text(media))
+        return IdempotencyRecord(_text(fp), response, float(exp))
+
+    def _replay_if_recorded(self, pipe: Any, claim: IdempotencyClaim[Any] | None) -> None:
+        """WATCHes the key too: a concurrent retry that records it first aborts this EXEC, and
+        this write's next attempt replays that answer."""
+        if claim is not None:
+            pipe.watch(self._key("idem", claim.key))
+            replay_if_recorded(self._idempotency_record(pipe, claim.key), claim.fingerprint)
+
     def _watch_refs(self, pipe: Any, hashes: Sequence[str]) -> dict[str, int]:
         """How many images hold each hash; WATCHed, so a plan releasing one stays right."""
         unique = list(dict.fromkeys(hashes))
@@ -458,6 +504,19 @@ class RedisStore:
             case ReleaseHash():
                 # Deleted rather than left at 0: ``is_hash_referenced`` asks whether it exists.
                 pipe.delete(self._key("ref", m.content_hash))
+            case RecordResponse():
+                key = self._key("idem", m.key)
+                fields = {
+                    "fp": m.fingerprint,
+                    "status": m.response.status,
+                    "media": m.response.media_type or "",
+                    "body": m.response.body,
+                    "exp": repr(m.expires_at),
+                }
+                pipe.hset(key, mapping=fields)
+                # Redis drops it at expiry; ``exp`` is also checked on read, so a copy restored
+                # without its TTL still counts as expired.
+                pipe.pexpireat(key, int(m.expires_at * 1000) + 1)
             case _:
                 assert_never(m)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,14 +29,22 @@ from store.errors import (
     StoreOutcomeUnknownError,
     StoreUnavailableError,
 )
+from store.idempotency import (
+    IdempotencyClaim,
+    IdempotencyRecord,
+    replay_if_recorded,
+    with_response_record,
+)
 from store.mutations import (
     CreateItem,
     DeleteItem,
     Mutation,
     PutImage,
+    RecordResponse,
     ReleaseHash,
     RemoveImage,
     SetItemTotals,
+    StoredResponse,
 )
 from store.records import (
     DeleteOutcome,
@@ -90,6 +99,16 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE INDEX IF NOT EXISTS images_by_item ON images (item_id, seq);
 CREATE INDEX IF NOT EXISTS images_by_hash ON images (content_hash);
+-- Added without a schema version bump: a store written before it simply gains the empty table.
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    media_type TEXT,
+    body BLOB NOT NULL,
+    expires_at REAL NOT NULL  -- Unix seconds
+);
+CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency (expires_at);
 """
 
 T = TypeVar("T")
@@ -158,8 +177,14 @@ class SqliteStore:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def enroll(self, item_id: str, images: Sequence[NewImage]) -> EnrollOutcome:
+    def enroll(
+        self,
+        item_id: str,
+        images: Sequence[NewImage],
+        idempotency: IdempotencyClaim[EnrollOutcome] | None = None,
+    ) -> EnrollOutcome:
         def enroll(c: sqlite3.Connection) -> EnrollOutcome:
+            self._replay_if_recorded(c, idempotency)
             known: dict[str, str] = {}
             for content_hash in hashes_to_look_up(images):
                 hit = c.execute(
@@ -175,12 +200,18 @@ class SqliteStore:
                 known=known,
                 claimed_dim=self._claimed_dim(c),
             )
-            return self._apply(c, plan)
+            return self._apply(c, with_response_record(plan, idempotency))
 
         return self._write(enroll)
 
-    def delete_image(self, item_id: str, image_id: str) -> DeleteOutcome:
+    def delete_image(
+        self,
+        item_id: str,
+        image_id: str,
+        idempotency: IdempotencyClaim[DeleteOutcome] | None = None,
+    ) -> DeleteOutcome:
         def delete(c: sqlite3.Connection) -> DeleteOutcome:
+            self._replay_if_recorded(c, idempotency)
             held = [
                 HeldImage(str(r[0]), str(r[1]), f32_from(r[2]))
                 for r in c.execute(
@@ -196,12 +227,15 @@ class SqliteStore:
                 held=held,
                 refs=self._refs(c, item_id),
             )
-            return self._apply(c, plan)
+            return self._apply(c, with_response_record(plan, idempotency))
 
         return self._write(delete)
 
-    def delete_item(self, item_id: str) -> DeleteOutcome:
+    def delete_item(
+        self, item_id: str, idempotency: IdempotencyClaim[DeleteOutcome] | None = None
+    ) -> DeleteOutcome:
         def delete(c: sqlite3.Connection) -> DeleteOutcome:
+            self._replay_if_recorded(c, idempotency)
             hashes = [
                 str(r[0])
                 for r in c.execute(
@@ -214,11 +248,15 @@ class SqliteStore:
                 held_hashes=hashes,
                 refs=self._refs(c, item_id),
             )
-            return self._apply(c, plan)
+            return self._apply(c, with_response_record(plan, idempotency))
 
         return self._write(delete)
 
     # -- reads --------------------------------------------------------------------------------
+
+    def get_idempotency_record(self, key: str) -> IdempotencyRecord | None:
+        record = self._read(lambda c: self._idempotency_record(c, key))
+        return record if record is not None and record.live(time.time()) else None
 
     def get_item(self, item_id: str) -> ItemRecord | None:
         def get(c: sqlite3.Connection) -> ItemRecord | None:
@@ -380,6 +418,24 @@ class SqliteStore:
         return None if row is None else ItemTotals(int(row[0]), f64_from(row[1]))
 
     @staticmethod
+    def _idempotency_record(c: sqlite3.Connection, key: str) -> IdempotencyRecord | None:
+        row = c.execute(
+            "SELECT fingerprint, status, media_type, body, expires_at FROM idempotency"
+            " WHERE key = ?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        response = StoredResponse(int(row[1]), bytes(row[3]), row[2])
+        return IdempotencyRecord(str(row[0]), response, float(row[4]))
+
+    def _replay_if_recorded(
+        self, c: sqlite3.Connection, claim: IdempotencyClaim[Any] | None
+    ) -> None:
+        if claim is not None:
+            replay_if_recorded(self._idempotency_record(c, claim.key), claim.fingerprint)
+
+    @staticmethod
     def _refs(c: sqlite3.Connection, item_id: str) -> dict[str, int]:
         """Images of any item per content hash, for every hash ``item_id`` holds."""
         rows = c.execute(
@@ -420,6 +476,20 @@ class SqliteStore:
                 c.execute("DELETE FROM items WHERE item_id = ?", (m.item_id,))
             case ReleaseHash():
                 pass  # the images table is the reference count: its last row is gone already
+            case RecordResponse():
+                # Expired records go with the next recorded write (indexed by expiry: cheap).
+                c.execute("DELETE FROM idempotency WHERE expires_at <= ?", (m.now,))
+                c.execute(
+                    "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        m.key,
+                        m.fingerprint,
+                        m.response.status,
+                        m.response.media_type,
+                        m.response.body,
+                        m.expires_at,
+                    ),
+                )
             case _:
                 assert_never(m)
 

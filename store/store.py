@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
+from store.idempotency import IdempotencyClaim, IdempotencyRecord
 from store.records import (
     DeleteOutcome,
     EnrollOutcome,
@@ -41,8 +42,17 @@ class Store(Protocol):
         """Forget the identity; raise ``StoreError`` unless the store holds no image."""
         ...
 
-    def enroll(self, item_id: str, images: Sequence[NewImage]) -> EnrollOutcome:
+    def enroll(
+        self,
+        item_id: str,
+        images: Sequence[NewImage],
+        idempotency: IdempotencyClaim[EnrollOutcome] | None = None,
+    ) -> EnrollOutcome:
         """Add ``images`` to ``item_id`` (created if new), atomically: all or nothing.
+
+        With ``idempotency``, the answer is recorded in the same transaction; if the key holds
+        a live record already, nothing is written and ``IdempotentReplay`` (same request) or
+        ``IdempotencyKeyReusedError`` (another request) is raised. So do both deletes.
 
         An image whose content hash the item already holds, or that repeats an earlier image
         of the same call, is not added again; its existing image id is returned. New image ids
@@ -51,7 +61,12 @@ class Store(Protocol):
         """
         ...
 
-    def delete_image(self, item_id: str, image_id: str) -> DeleteOutcome:
+    def delete_image(
+        self,
+        item_id: str,
+        image_id: str,
+        idempotency: IdempotencyClaim[DeleteOutcome] | None = None,
+    ) -> DeleteOutcome:
         """Remove one image; the sum is recomputed from the remaining embeddings.
 
         Deleting an item's last image deletes the item (``count == 0``). Raises
@@ -59,8 +74,14 @@ class Store(Protocol):
         """
         ...
 
-    def delete_item(self, item_id: str) -> DeleteOutcome:
+    def delete_item(
+        self, item_id: str, idempotency: IdempotencyClaim[DeleteOutcome] | None = None
+    ) -> DeleteOutcome:
         """Remove an item and its images; raises ``ItemNotFoundError``."""
+        ...
+
+    def get_idempotency_record(self, key: str) -> IdempotencyRecord | None:
+        """The live record under ``key`` (see ``IdempotencyClaim.key``), or None."""
         ...
 
     def get_item(self, item_id: str) -> ItemRecord | None: ...
