@@ -31,6 +31,7 @@ from store.errors import (
     StoreOutcomeUnknownError,
     StoreUnavailableError,
 )
+from store.idempotency import IdempotencyKeyReusedError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ _STATUS_OF: Mapping[type[Exception], int] = {
     UnsupportedMediaTypeError: 415,
     TooManyImagesError: 422,
     InvalidCursorError: 422,
+    IdempotencyKeyReusedError: 422,
     QueueFullError: 503,
     QueueTimeoutError: 503,
     InferenceFailedError: 500,

@@ -26,6 +26,8 @@ from app.admission_control import AdmissionControl, AdmissionTicket
 from app.inference_executor import InferenceExecutor, Priority
 from app.retriever import EnrollResult, Retriever, SearchHit, Upload
 from app.store_lane import StoreLane
+from store.idempotency import IdempotencyClaim
+from store.records import EnrollOutcome
 
 T = TypeVar("T")
 
@@ -57,12 +59,17 @@ class RequestPipeline:
         return await run_in_threadpool(retriever.search_by_embedding, embedding, k, min_score)
 
     async def enroll(
-        self, retriever: Retriever, item_id: str, uploads: Sequence[Upload], receive: Receive
+        self,
+        retriever: Retriever,
+        item_id: str,
+        uploads: Sequence[Upload],
+        receive: Receive,
+        idempotency: IdempotencyClaim[EnrollOutcome] | None = None,
     ) -> EnrollResult:
         with self.admission.admit() as ticket:
             executor = retriever.executor
             if executor is None:
-                work = run_in_threadpool(retriever.enroll, item_id, uploads, ticket)
+                work = run_in_threadpool(retriever.enroll, item_id, uploads, ticket, idempotency)
                 return await _unless_client_leaves(work, ticket, receive)
             decode = partial(retriever.decode_enrollment, uploads, ticket)
             embeddings = await _unless_client_leaves(
@@ -77,6 +84,7 @@ class RequestPipeline:
             item_id,
             uploads,
             embeddings,
+            idempotency,
         )
 
 

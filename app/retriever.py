@@ -48,8 +48,10 @@ from index.centroid_math import centroid_from_sum, l2_normalize
 from index.gpu_search_mirror import GpuSearchMirror
 from store.blob_store import BlobStore
 from store.errors import StoreOutcomeUnknownError
+from store.idempotency import IdempotencyClaim, replay_if_recorded
 from store.records import (
     DeleteOutcome,
+    EnrollOutcome,
     ItemRecord,
     ItemState,
     ItemSummary,
@@ -138,17 +140,22 @@ class Retriever:
     # -- writes ---------------------------------------------------------------------------
 
     def enroll(
-        self, item_id: str, uploads: Sequence[Upload], ticket: AdmissionTicket | None = None
+        self,
+        item_id: str,
+        uploads: Sequence[Upload],
+        ticket: AdmissionTicket | None = None,
+        idempotency: IdempotencyClaim[EnrollOutcome] | None = None,
     ) -> EnrollResult:
         """Embed ``uploads`` as one batch and add them to ``item_id`` (all or nothing).
 
         Re-sent bytes (in this call or an earlier one) are not counted twice: their existing
         image id comes back. Raises ImageDecodeError / ImageTooLargeError before anything is
-        written, StoreUnavailableError if the store cannot commit.
+        written, StoreUnavailableError if the store cannot commit. With ``idempotency``, see
+        ``Store.enroll`` (``IdempotentReplay`` when the key's answer is recorded already).
         """
         batch = self.decode_enrollment(uploads, ticket)
         embeddings = self._embed(batch, Priority.ENROLL, ticket)
-        return self.commit_enrollment(item_id, uploads, embeddings)
+        return self.commit_enrollment(item_id, uploads, embeddings, idempotency)
 
     def decode_enrollment(
         self, uploads: Sequence[Upload], ticket: AdmissionTicket | None = None
@@ -163,7 +170,11 @@ class Retriever:
         return self._decode([u.data for u in uploads], [u.filename for u in uploads], ticket)
 
     def commit_enrollment(
-        self, item_id: str, uploads: Sequence[Upload], embeddings: npt.NDArray[np.float32]
+        self,
+        item_id: str,
+        uploads: Sequence[Upload],
+        embeddings: npt.NDArray[np.float32],
+        idempotency: IdempotencyClaim[EnrollOutcome] | None = None,
     ) -> EnrollResult:
         """Store ``uploads`` with their ``(N, D)`` embeddings (as the model output them)."""
         hashes = [hashlib.sha256(u.data).hexdigest() for u in uploads]
@@ -172,10 +183,10 @@ class Retriever:
             written = self._put_blobs(hashes, uploads)
             try:
                 with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
-                    outcome = self.store.enroll(item_id, new_images)
+                    outcome = self.store.enroll(item_id, new_images, idempotency)
             except StoreOutcomeUnknownError:
                 raise  # the blobs stay: the store may hold the images now
-            except BaseException:
+            except BaseException:  # a replayed answer too: it wrote nothing
                 self._forget_blobs(written)
                 raise
             self._apply(outcome.item)
@@ -187,18 +198,25 @@ class Retriever:
             created=outcome.created,
         )
 
-    def delete_image(self, item_id: str, image_id: str) -> None:
+    def delete_image(
+        self,
+        item_id: str,
+        image_id: str,
+        idempotency: IdempotencyClaim[DeleteOutcome] | None = None,
+    ) -> None:
         with self._item_locks.hold([item_id]):
             with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
-                outcome = self.store.delete_image(item_id, image_id)
+                outcome = self.store.delete_image(item_id, image_id, idempotency)
             self._apply(outcome.item)
         self._release_blobs(outcome)
         self._refresh_gauges()
 
-    def delete_item(self, item_id: str) -> None:
+    def delete_item(
+        self, item_id: str, idempotency: IdempotencyClaim[DeleteOutcome] | None = None
+    ) -> None:
         with self._item_locks.hold([item_id]):
             with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
-                outcome = self.store.delete_item(item_id)
+                outcome = self.store.delete_item(item_id, idempotency)
             self._apply(outcome.item)
         self._release_blobs(outcome)
         self._refresh_gauges()
@@ -241,6 +259,11 @@ class Retriever:
 
     def get_item(self, item_id: str) -> ItemRecord | None:
         return self.store.get_item(item_id)
+
+    def replay_if_recorded(self, claim: IdempotencyClaim[Any]) -> None:
+        """Before any work: ``IdempotentReplay`` if the store holds this request's answer,
+        ``IdempotencyKeyReusedError`` if it holds another request's under the key."""
+        replay_if_recorded(self.store.get_idempotency_record(claim.key), claim.fingerprint)
 
     def list_items(self, limit: int, cursor: str | None) -> tuple[list[ItemSummary], str | None]:
         return self.store.list_items(limit, cursor)

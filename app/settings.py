@@ -46,6 +46,13 @@ class Settings(BaseSettings):
             "write had an unknown outcome are re-read at once and every few seconds regardless."
         ),
     )
+    idempotency_ttl_s: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description=(
+            "How long a write's answer is kept under its Idempotency-Key for retries (seconds)."
+        ),
+    )
     max_request_bytes: int = Field(32 * MiB, gt=0, description="Largest request body accepted.")
     max_image_pixels: int = Field(
         40_000_000, gt=0, description="Largest width*height accepted, checked before decoding."

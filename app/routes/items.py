@@ -19,6 +19,7 @@ from app.dependencies import (
     StateDep,
     admission_gate,
 )
+from app.idempotency import IdempotencyDep, as_response, upload_parts
 from app.retriever_errors import InvalidCursorError
 from app.schemas import (
     PROBLEM_RESPONSES,
@@ -30,6 +31,24 @@ from app.schemas import (
 from app.settings import Settings
 from app.uploads import multipart_openapi, read_uploads
 from store.errors import ItemNotFoundError
+from store.mutations import StoredResponse
+from store.records import DeleteOutcome, EnrollOutcome
+
+NO_CONTENT = StoredResponse(204, b"", None)
+
+
+def enrolled(item_id: str, image_ids: list[str], image_count: int) -> StoredResponse:
+    """An enrollment's 201, rendered once for its first answer and for its recorded replay."""
+    body = EnrollResponse(item_id=item_id, image_ids=image_ids, image_count=image_count)
+    return StoredResponse(201, body.model_dump_json().encode(), "application/json")
+
+
+def enrolled_outcome(outcome: EnrollOutcome) -> StoredResponse:
+    return enrolled(outcome.item.item_id, outcome.image_ids, outcome.item.count)
+
+
+def deleted(outcome: DeleteOutcome) -> StoredResponse:
+    return NO_CONTENT
 
 
 def encode_cursor(cursor: str | None) -> str | None:
@@ -76,12 +95,17 @@ def items_router(settings: Settings) -> APIRouter:
         form: FormDep,
         state: StateDep,
         retriever: RetrieverDep,
-    ) -> EnrollResponse:
+        idempotent: IdempotencyDep,
+    ) -> Response:
         uploads = await read_uploads(form, "images")
-        result = await state.pipeline.enroll(retriever, item_id, uploads, request.receive)
-        return EnrollResponse(
-            item_id=result.item_id, image_ids=result.image_ids, image_count=result.image_count
-        )
+        claim = None
+        if idempotent is not None:
+            fingerprint = idempotent.fingerprint(upload_parts(uploads))
+            claim = idempotent.claim(fingerprint, enrolled_outcome)
+            # A retry whose answer is recorded costs one store read, not an inference.
+            await state.store_lane.run(retriever.replay_if_recorded, claim)
+        result = await state.pipeline.enroll(retriever, item_id, uploads, request.receive, claim)
+        return as_response(enrolled(result.item_id, result.image_ids, result.image_count))
 
     @router.get(
         "/items/{item_id}",
@@ -128,12 +152,13 @@ def items_router(settings: Settings) -> APIRouter:
         summary="Delete an item and its images",
     )
     async def delete_item(
-        item_id: ItemIdPath, state: StateDep, retriever: RetrieverDep
+        item_id: ItemIdPath, state: StateDep, retriever: RetrieverDep, idempotent: IdempotencyDep
     ) -> Response:
+        claim = None if idempotent is None else idempotent.claim(idempotent.fingerprint(), deleted)
         await state.store_lane.run_write(
-            item_id, retriever.reconciler.mark, retriever.delete_item, item_id
+            item_id, retriever.reconciler.mark, retriever.delete_item, item_id, claim
         )
-        return Response(status_code=204)
+        return as_response(NO_CONTENT)
 
     @router.delete(
         "/items/{item_id}/images/{image_id}",
@@ -142,11 +167,16 @@ def items_router(settings: Settings) -> APIRouter:
         summary="Delete one image (the item goes with its last image)",
     )
     async def delete_image(
-        item_id: ItemIdPath, image_id: ImageIdPath, state: StateDep, retriever: RetrieverDep
+        item_id: ItemIdPath,
+        image_id: ImageIdPath,
+        state: StateDep,
+        retriever: RetrieverDep,
+        idempotent: IdempotencyDep,
     ) -> Response:
+        claim = None if idempotent is None else idempotent.claim(idempotent.fingerprint(), deleted)
         await state.store_lane.run_write(
-            item_id, retriever.reconciler.mark, retriever.delete_image, item_id, image_id
+            item_id, retriever.reconciler.mark, retriever.delete_image, item_id, image_id, claim
         )
-        return Response(status_code=204)
+        return as_response(NO_CONTENT)
 
     return router
