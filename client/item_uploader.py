@@ -12,6 +12,7 @@ from client.problem_detail import problem_detail
 from client.service_error import ServiceError
 from client.service_limits import ServiceLimits
 from client.upload_chunks import fits_alone, oversize_detail, plan_chunks
+from client.write_retries import RetryPolicy, send_idempotent
 
 # Statuses that mean "this file was refused", as opposed to the service failing.
 REJECTED_STATUSES = (413, 415, 422)
@@ -23,7 +24,9 @@ class ItemUploader:
     """Sends files to ``POST /items/{item_id}/images`` in chunks within the service's limits.
 
     A file the service refuses is reported with its problem detail and the rest still go in;
-    any other failure raises :class:`ServiceError`.
+    a 503 or a lost connection is retried with the request's ``Idempotency-Key`` (so a write
+    that was in fact committed is not applied twice); any other failure raises
+    :class:`ServiceError`.
     """
 
     def __init__(
@@ -32,8 +35,10 @@ class ItemUploader:
         limits: ServiceLimits,
         item_id: str,
         known_image_ids: Iterable[str] = (),
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.client = client
+        self.retry = retry or RetryPolicy()
         self.limits = limits
         self.item_id = item_id
         # Image ids the item holds: an upload answered with one of them was a duplicate.
@@ -58,7 +63,8 @@ class ItemUploader:
     def _send(self, chunk: Sequence[Path]) -> Iterator[list[FileOutcome]]:
         files = [(IMAGES_FIELD, (p.name, p.read_bytes())) for p in chunk]
         self.requests += 1
-        r = self.client.post(f"/items/{self.item_id}/images", files=files)
+        url = f"/items/{self.item_id}/images"
+        r = send_idempotent(lambda h: self.client.post(url, files=files, headers=h), self.retry)
         if r.status_code == 201:
             body = r.json()
             self.image_count = int(body["image_count"])
