@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar, assert_never
@@ -352,11 +352,14 @@ class RedisStore:
             pipe.multi()
             for key in keys:
                 pipe.dump(key)
+                pipe.pexpiretime(key)  # idempotency records expire; -1: no expiry
             pipe.hmget(self._key("counts"), ["items", "images"])
             pipe.get(self._key("model"))
-            *payloads, (items, images), model = pipe.execute()
+            *answers, (items, images), model = pipe.execute()
+            payloads, expiries = answers[0::2], answers[1::2]
             return NamespaceDump(
                 entries=[(k, p) for k, p in zip(keys, payloads, strict=True) if p is not None],
+                expire_at_ms={k: int(e) for k, e in zip(keys, expiries, strict=True) if int(e) > 0},
                 items=int(items or 0),
                 images=int(images or 0),
                 model=None if model is None else _identity_from_json(model),
@@ -372,11 +375,20 @@ class RedisStore:
             f"no moment without writes to dump the namespace in {attempts} attempts"
         )
 
-    def restore_namespace(self, source_namespace: str, dump: Sequence[tuple[str, bytes]]) -> None:
+    def restore_namespace(
+        self,
+        source_namespace: str,
+        dump: Sequence[tuple[str, bytes]],
+        expire_at_ms: Mapping[str, int] | None = None,
+    ) -> None:
         """Replace this namespace by ``dump`` (from ``dump_namespace`` of ``source_namespace``),
-        renamed into this namespace, in one MULTI/EXEC: all or nothing."""
+        renamed into this namespace, in one MULTI/EXEC: all or nothing. Keys of
+        ``expire_at_ms`` (source key → Unix ms) keep their expiry; those expired by now are
+        left out."""
         prefix = source_namespace + ":"
         old = self.namespace_keys()
+        expiries = expire_at_ms or {}
+        now_ms = int(time.time() * 1000)
 
         def restore() -> None:
             with self._client.pipeline(transaction=True) as pipe:
@@ -385,7 +397,12 @@ class RedisStore:
                 for key, payload in dump:
                     if not key.startswith(prefix):
                         raise StoreError(f"{key!r} is not a key of namespace {source_namespace!r}")
-                    pipe.restore(self._key(key.removeprefix(prefix)), 0, payload, replace=True)
+                    target = self._key(key.removeprefix(prefix))
+                    expiry = expiries.get(key)
+                    if expiry is None:
+                        pipe.restore(target, 0, payload, replace=True)
+                    elif expiry > now_ms:
+                        pipe.restore(target, expiry, payload, replace=True, absttl=True)
                 pipe.execute()
 
         try:
@@ -586,6 +603,7 @@ class NamespaceDump:
     """A namespace as of one moment: its keys' ``DUMP`` payloads and what they hold."""
 
     entries: list[tuple[str, bytes]]  # (key with its namespace prefix, DUMP payload)
+    expire_at_ms: dict[str, int]  # key → its expiry (Unix ms), for keys that have one
     items: int
     images: int
     model: ModelIdentity | None

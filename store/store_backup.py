@@ -112,7 +112,9 @@ def _snapshot(
         path = out / REDIS_NAME
         with open(path, "w") as f:
             for key, payload in dump.entries:
-                line = {"key": key, "dump": base64.b64encode(payload).decode()}
+                line: dict[str, object] = {"key": key, "dump": base64.b64encode(payload).decode()}
+                if key in dump.expire_at_ms:
+                    line["pexpireat"] = dump.expire_at_ms[key]
                 f.write(json.dumps(line) + "\n")
             f.flush()
             os.fsync(f.fileno())

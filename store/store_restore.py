@@ -50,7 +50,8 @@ def restore(
     if isinstance(store, SqliteStore):
         store.restore_from(backup_dir / SQLITE_NAME)
     elif isinstance(store, RedisStore):
-        store.restore_namespace(manifest.namespace or "", _read_dump(backup_dir / REDIS_NAME))
+        entries, expiries = _read_dump(backup_dir / REDIS_NAME)
+        store.restore_namespace(manifest.namespace or "", entries, expiries)
     else:
         raise StoreError(f"no restore for a {store.backend} store")
     restored = 0
@@ -101,11 +102,15 @@ def _refuse_non_empty(store: Store, blobs: BlobStore | None) -> None:
         )
 
 
-def _read_dump(path: Path) -> list[tuple[str, bytes]]:
+def _read_dump(path: Path) -> tuple[list[tuple[str, bytes]], dict[str, int]]:
+    """The dumped keys and payloads, and the expiry (Unix ms) of those that have one."""
     entries = []
+    expiries: dict[str, int] = {}
     with open(path) as f:
         for line in f:
             if line.strip():
                 record = json.loads(line)
                 entries.append((str(record["key"]), base64.b64decode(record["dump"])))
-    return entries
+                if "pexpireat" in record:
+                    expiries[str(record["key"])] = int(record["pexpireat"])
+    return entries, expiries

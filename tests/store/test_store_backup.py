@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 
 from store.backup_manifest import BLOBS_NAME, BackupManifest
 from store.blob_store import BlobStore
 from store.errors import StoreError
+from store.idempotency import IdempotencyClaim, IdempotentReplay
+from store.mutations import StoredResponse
 from store.records import ModelIdentity, NewImage
 from store.redis_store import RedisStore
 from store.sqlite_store import SqliteStore
@@ -226,3 +230,35 @@ def test_restore_checks_the_backup_and_the_backend(open_store: Opener, tmp_path:
             restore(tmp_path / "backup", other, None)
     finally:
         other.close()
+
+
+def test_idempotency_records_are_restored_with_their_expiry(
+    open_store: Opener, tmp_path: Path
+) -> None:
+    """A restored store replays the answers its source had recorded, until they expire; on
+    Redis the record keeps its TTL (a copy without one would stay in memory forever)."""
+    source = open_store("source")
+    source.claim_model_identity(IDENTITY)
+    blobs = BlobStore(tmp_path / "source-blobs")
+    answer = StoredResponse(204, b"", None)
+    out = source.enroll(item_name(1), [NewImage("a" * 64, np.ones(DIM, np.float32))])
+    long_lived = IdempotencyClaim("k:long", "fp", 3600.0, lambda _: answer)
+    short_lived = IdempotencyClaim("k:short", "fp", 0.5, lambda _: answer)
+    source.delete_image(item_name(1), out.image_ids[0], long_lived)
+    source.enroll(item_name(2), [NewImage("b" * 64, np.ones(DIM, np.float32))], short_lived)
+    back_up(source, blobs, tmp_path / "backup")
+
+    target = open_store("target")
+    restore(tmp_path / "backup", target, BlobStore(tmp_path / "target-blobs"))
+    record = target.get_idempotency_record("k:long")
+    assert record is not None and record.response == answer
+    assert record.expires_at == pytest.approx(time.time() + 3600, abs=60)
+    with pytest.raises(IdempotentReplay):
+        target.delete_image(item_name(1), out.image_ids[0], long_lived)
+    if isinstance(target, RedisStore):
+        client = redis.Redis.from_url(redis_server.REDIS_URL)
+        ttl_ms = client.pttl(f"{target.namespace}:idem:k:long")
+        client.close()
+        assert 3500_000 < ttl_ms <= 3600_000
+    time.sleep(0.6)
+    assert target.get_idempotency_record("k:short") is None
