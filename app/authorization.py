@@ -19,7 +19,7 @@ from app.access_policy import AccessPolicy, Caller
 from app.api_keys import Scope
 from app.problem import problem_response
 from app.rate_limit import RateLimiter
-from app.request_body import drain_body, expects_continue
+from app.request_body import drain_before_refusing, expects_continue
 
 REALM = "centroid-retrieval"
 
@@ -73,9 +73,8 @@ def require_scope(scope: Scope | None) -> Any:
             caller = policy.authenticate(_presented_key(bearer, header_key), local_host)
             policy.authorize(caller, scope)
         except (NotAuthenticatedError, MissingScopeError, RateLimitedError):
-            if not expects_continue(request.scope):
-                budget = request.app.state.service.settings.max_request_bytes
-                await drain_body(request.receive, budget)
+            budget = request.app.state.service.settings.max_request_bytes
+            await drain_before_refusing(request.scope, request.receive, budget)
             raise
         return caller
 

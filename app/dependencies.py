@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from starlette.datastructures import FormData
 
-from app.request_body import drain_body, expects_continue
+from app.request_body import drain_before_refusing
 from app.retriever import Retriever
 from app.retriever_errors import UnsupportedMediaTypeError
 from app.service_state import ServiceState
@@ -52,8 +52,7 @@ async def admission_gate(
     if not admission.is_full():
         return
     error = admission.refuse()
-    if not expects_continue(request.scope):
-        await drain_body(request.receive, state.settings.max_request_bytes)
+    await drain_before_refusing(request.scope, request.receive, state.settings.max_request_bytes)
     raise error
 
 

@@ -28,3 +28,10 @@ async def drain_body(receive: Receive, budget: int) -> None:
         seen += len(message.get("body", b""))
         if not message.get("more_body", False):
             return
+
+
+async def drain_before_refusing(scope: Scope, receive: Receive, budget: int) -> None:
+    """Before an early refusal: read and drop the body (at most ``budget`` bytes), unless the
+    client is waiting for ``100 Continue`` and so has sent none of it."""
+    if not expects_continue(scope):
+        await drain_body(receive, budget)
