@@ -1,4 +1,5 @@
-"""FlatCentroidIndex against a numpy brute force, in-place storage updates, exact tie order."""
+"""FlatCentroidIndex: the congruence suite, plus in-place FAISS storage updates, chunked rebuild,
+concurrent readers and writers."""
 
 from __future__ import annotations
 
@@ -9,20 +10,18 @@ import numpy as np
 import pytest
 
 from index.centroid_math import l2_normalize
-from index.flat_centroid_index import FlatCentroidIndex
+from index.flat_centroid_index import REBUILD_CHUNK_ROWS, FlatCentroidIndex
+from tests.index.centroid_index_congruence import CentroidIndexCongruence, MakeIndex, brute_force
 
 
-def brute_force(rows: dict[str, np.ndarray], query: np.ndarray, k: int) -> list[tuple[str, float]]:
-    """Score every item in float64, one dot product at a time; sort by (-score, id)."""
-    q = query.astype(np.float64)
-    scored = [(item, float(np.dot(r.astype(np.float64), q))) for item, r in rows.items()]
-    scored.sort(key=lambda p: (-p[1], p[0]))
-    return scored[:k]
+class TestFlatCentroidIndexCongruence(CentroidIndexCongruence):
+    @pytest.fixture
+    def make_index(self) -> MakeIndex:
+        return FlatCentroidIndex
 
 
 def assert_same_ranking(got: list[tuple[str, float]], want: list[tuple[str, float]]) -> None:
-    assert [i for i, _ in got] == [i for i, _ in want]
-    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=0, atol=1e-9)
+    CentroidIndexCongruence().assert_same_ranking(got, want)
 
 
 def test_upsert_of_an_existing_item_writes_faiss_storage_in_place() -> None:
@@ -74,94 +73,18 @@ def test_remove_swaps_with_last_and_shrinks_faiss_storage() -> None:
             assert_same_ranking(got, brute_force(rows, q, k))
 
 
-@pytest.mark.parametrize("n_queries", [1, 25])  # FAISS switches to BLAS from 20 queries
-def test_ties_across_the_cut_are_broken_by_item_id(n_queries: int) -> None:
-    d = 32
-    rng = np.random.default_rng(1)
-    shared = rng.normal(size=d)
-    tied = [f"t{i:02d}" for i in range(40)]
-    others = {f"o{i:02d}": rng.normal(size=d) for i in range(200)}
-    for order in range(3):
-        index = FlatCentroidIndex(d)
-        names = tied + list(others)
-        for name in np.random.default_rng(order).permutation(names):
-            index.upsert(str(name), shared if name in tied else others[str(name)])
-        q = np.repeat(l2_normalize(shared)[None, :], n_queries, axis=0)
-        for k in (1, 5, 39, 40, 41):
-            for hits in index.search(q, k):
-                assert [i for i, _ in hits[:40]] == tied[: min(k, 40)]
-                assert len({s for _, s in hits[: min(k, 40)]}) == 1
-
-
-def test_search_edge_cases() -> None:
-    index = FlatCentroidIndex(3)
-    q = np.array([[1.0, 0, 0], [0, 1.0, 0]], np.float32)
-    assert index.search(q, 5) == [[], []]
-    index.upsert("x", np.array([1.0, 0, 0]))
-    index.upsert("y", np.array([0, 2.0, 0]))
-    assert index.search(q, 0) == [[], []]
-    got = index.search(q, 10)
-    assert [[i for i, _ in hits] for hits in got] == [["x", "y"], ["y", "x"]]
-    assert got[0][0][1] == pytest.approx(1.0) and got[0][1][1] == pytest.approx(0.0)
-    with pytest.raises(ValueError):
-        index.search(np.ones((2, 4), np.float32), 1)
-    with pytest.raises(ValueError):
-        index.search(q, -1)
-    with pytest.raises(ValueError):
-        index.upsert("z", np.ones(4))
-    with pytest.raises(ValueError):
-        index.upsert("z", np.array([np.inf, 0, 0]))
-    assert "z" not in index and "x" in index and len(index) == 2
-
-
-def test_get_returns_a_copy_and_rows_are_normalised() -> None:
-    index = FlatCentroidIndex(2)
-    index.upsert("a", np.array([3.0, 4.0]))
-    got = index.get("a")
-    assert got is not None and got.dtype == np.float32
-    np.testing.assert_allclose(got, [0.6, 0.8], atol=1e-7)
-    got[:] = 0
-    np.testing.assert_allclose(index.get("a"), [0.6, 0.8], atol=1e-7)
-    assert index.get("missing") is None
-
-
-def test_rebuild_replaces_content_and_rejects_duplicates() -> None:
+def test_rebuild_spanning_several_chunks() -> None:
     rng = np.random.default_rng(2)
     index = FlatCentroidIndex(8)
     index.upsert("old", rng.normal(size=8))
-    fresh = {f"n{i:05d}": rng.normal(size=8) for i in range(5000)}  # spans two chunks
-    version = index.version
+    fresh = {f"n{i:05d}": rng.normal(size=8) for i in range(2 * REBUILD_CHUNK_ROWS + 7)}
     index.rebuild(iter(fresh.items()))
-    assert index.version > version
-    assert "old" not in index and len(index) == 5000
-    np.testing.assert_array_equal(index.get("n04999"), l2_normalize(fresh["n04999"]))
-    with pytest.raises(ValueError):
-        index.rebuild([("a", np.ones(8)), ("a", np.ones(8))])
-    assert len(index) == 5000
+    assert "old" not in index and len(index) == len(fresh) == index._faiss.ntotal
+    last = f"n{len(fresh) - 1:05d}"
+    np.testing.assert_array_equal(index.get(last), l2_normalize(fresh[last]))
     q = l2_normalize(rng.normal(size=(1, 8)))
     want = brute_force({k: l2_normalize(v) for k, v in fresh.items()}, q[0], 7)
     assert_same_ranking(index.search(q, 7)[0], want)
-
-
-def test_memory_bytes_counts_the_rows() -> None:
-    index = FlatCentroidIndex(64)
-    empty = index.memory_bytes()
-    for i in range(100):
-        index.upsert(f"item{i}", np.ones(64))
-    assert index.memory_bytes() >= empty + 100 * 64 * 4
-    for i in range(100):
-        index.remove(f"item{i}")
-    assert index.memory_bytes() < empty + 100 * 64 * 4
-
-
-def test_version_counts_mutations() -> None:
-    index = FlatCentroidIndex(2)
-    assert index.version == 0
-    index.upsert("a", np.ones(2))
-    index.upsert("a", np.ones(2))
-    index.remove("a")
-    index.remove("a")  # no-op: not counted
-    assert index.version == 3
 
 
 def test_concurrent_searches_and_writes_stay_consistent() -> None:
