@@ -5,7 +5,8 @@ queued commands in a Redis MULTI/EXEC) and matches on ``Mutation`` with ``assert
 kind added here fails type checking in each backend until that backend applies it.
 
 A plan lists them in an order both backends can apply as is: an item is created before its
-images are put, and its totals are set after them; an idempotency record comes last.
+images are put, and its totals are set after them; the change record follows every other
+mutation of the item, and an idempotency record comes last.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from store.records import ItemState
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,14 @@ class ReleaseHash:
 
 
 @dataclass(frozen=True)
+class RecordChange:
+    """The item's state after this write, stamped with the write's version: kept with the item
+    and, on a backend with replicas, appended to its change feed in the same transaction."""
+
+    state: ItemState  # count 0 for an item this write deleted
+
+
+@dataclass(frozen=True)
 class StoredResponse:
     """An HTTP answer as first sent, byte for byte, so a replay is indistinguishable from it."""
 
@@ -90,5 +101,12 @@ class RecordResponse:
 
 
 Mutation = (
-    CreateItem | PutImage | SetItemTotals | RemoveImage | DeleteItem | ReleaseHash | RecordResponse
+    CreateItem
+    | PutImage
+    | SetItemTotals
+    | RemoveImage
+    | DeleteItem
+    | ReleaseHash
+    | RecordChange
+    | RecordResponse
 )

@@ -35,6 +35,10 @@ class ItemState:
     item_id: str
     count: int  # images in the item; 0 = the item no longer exists
     embedding_sum: npt.NDArray[np.float64]  # (D,) float64 sum of its raw embeddings
+    # The store's write counter when this state was committed: a later write to any item has
+    # a larger one, so of two states of one item the larger version is the newer (a deleted
+    # and re-created item included). 0: written before the store kept versions.
+    version: int = 0
 
 
 @dataclass(frozen=True)

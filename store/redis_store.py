@@ -4,12 +4,17 @@ Keys (all under ``{namespace}:``; the item id always comes last, so ids may cont
 
 * ``model`` – JSON model identity;
 * ``items`` – sorted set of item ids, all scores 0, so ``ZRANGEBYLEX`` pages them by id;
-* ``meta:{item}`` – hash ``count`` (int) and ``sum`` ((D,) float64 bytes);
+* ``meta:{item}`` – hash ``count`` (int), ``sum`` ((D,) float64 bytes) and ``ver`` (int; absent
+  for items written before versions: 0);
 * ``emb:{item}`` – hash image id → (D,) float32 bytes;
 * ``byhash:{item}`` / ``hashof:{item}`` – content hash ↔ image id within the item;
 * ``order:{item}`` – list of image ids in enrollment order;
 * ``ref:{content_hash}`` – how many images (of any item) have those bytes;
 * ``counts`` – hash ``items``, ``images``;
+* ``version`` – the write counter: each write takes the next number (``store/item_versions.py``);
+* ``changes`` – a stream of change records, one per write, appended in the write's transaction:
+  ``item``, ``ver``, ``count``, ``sum`` (the item's state after the write; count 0: deleted),
+  capped near ``change_feed_maxlen`` entries; replicas tail it (``store/change_feed.py``);
 * ``idem:{scope}:{key}`` – hash ``fp``, ``status``, ``media``, ``body``, ``exp`` (Unix seconds):
   a write's recorded answer (``store/idempotency.py``), expiring with the record.
 
@@ -47,11 +52,13 @@ from store.idempotency import (
     replay_if_recorded,
     with_response_record,
 )
+from store.item_versions import with_change
 from store.mutations import (
     CreateItem,
     DeleteItem,
     Mutation,
     PutImage,
+    RecordChange,
     RecordResponse,
     ReleaseHash,
     RemoveImage,
@@ -95,14 +102,30 @@ AOF_REWRITE_TIMEOUT_S = 300.0
 # ``dump_namespace`` starts again this often when writes keep coming in during its SCAN.
 DUMP_ATTEMPTS = 100
 
+# Change records kept for replicas (approximately: ``XADD MAXLEN ~``). Each holds an item's sum,
+# D x 8 bytes (10 KiB at D = 1280): 10,000 records are about 100 MiB of Redis memory. A replica
+# that falls further behind than this rebuilds its index from the store.
+CHANGE_FEED_MAXLEN = 10_000
+# ``compact`` also drops change records older than this: a replica that far behind rebuilds.
+CHANGE_FEED_RETENTION_S = 600.0
+
 T = TypeVar("T")
 
 
 class RedisStore:
     backend = "redis"
 
-    def __init__(self, url: str, namespace: str = "cr") -> None:
+    def __init__(
+        self,
+        url: str,
+        namespace: str = "cr",
+        change_feed_maxlen: int = CHANGE_FEED_MAXLEN,
+        change_feed_retention_s: float = CHANGE_FEED_RETENTION_S,
+    ) -> None:
         self.namespace = namespace
+        self.url = url
+        self.change_feed_maxlen = change_feed_maxlen
+        self.change_feed_retention_s = change_feed_retention_s
         self._client = redis.Redis.from_url(
             url,
             socket_timeout=SOCKET_TIMEOUT_S,
@@ -175,7 +198,7 @@ class RedisStore:
             found = pipe.hmget(self._key("byhash", item_id), wanted) if wanted else []
             known = {h: _text(i) for h, i in zip(wanted, found, strict=True) if i is not None}
             plan = plan_enroll(item_id, images, stored=stored, known=known, claimed_dim=claimed_dim)
-            return self._apply(pipe, with_response_record(plan, idempotency))
+            return self._apply(pipe, plan, idempotency)
 
         return self._transaction(enroll)
 
@@ -195,7 +218,7 @@ class RedisStore:
             removed = [i.content_hash for i in held if i.image_id == image_id]
             refs = self._watch_refs(pipe, removed)
             plan = plan_delete_image(item_id, image_id, stored=stored, held=held, refs=refs)
-            return self._apply(pipe, with_response_record(plan, idempotency))
+            return self._apply(pipe, plan, idempotency)
 
         return self._transaction(delete)
 
@@ -209,7 +232,7 @@ class RedisStore:
             _, hashes = self._held_hashes(pipe, item_id)
             refs = self._watch_refs(pipe, hashes)
             plan = plan_delete_item(item_id, stored=stored, held_hashes=hashes, refs=refs)
-            return self._apply(pipe, with_response_record(plan, idempotency))
+            return self._apply(pipe, plan, idempotency)
 
         return self._transaction(delete)
 
@@ -231,16 +254,18 @@ class RedisStore:
 
     def get_item_state(self, item_id: str) -> ItemState | None:
         fields: list[Any] = self._call(
-            lambda: self._client.hmget(self._key("meta", item_id), ["count", "sum"])
+            lambda: self._client.hmget(self._key("meta", item_id), ["count", "sum", "ver"])
         )
-        raw_count, raw_sum = fields
-        return None if raw_sum is None else ItemState(item_id, int(raw_count), f64_from(raw_sum))
+        raw_count, raw_sum, raw_ver = fields
+        if raw_sum is None:
+            return None
+        return ItemState(item_id, int(raw_count), f64_from(raw_sum), int(raw_ver or 0))
 
     def list_items(self, limit: int, cursor: str | None) -> tuple[list[ItemSummary], str | None]:
         if limit <= 0:
             raise ValueError(f"limit must be positive, got {limit}")
         ids, counts = self._page(cursor, limit + 1, ["count"])
-        page = [ItemSummary(i, int(c[0])) for i, c in zip(ids, counts, strict=True)]
+        page = [ItemSummary(i, int(c[0] or 0)) for i, c in zip(ids, counts, strict=True)]
         more = len(page) > limit
         page = page[:limit]
         return page, (page[-1].item_id if more else None)
@@ -248,9 +273,10 @@ class RedisStore:
     def iter_item_states(self) -> Iterator[ItemState]:
         after: str | None = None
         while True:
-            ids, fields = self._page(after, PAGE_ITEMS, ["count", "sum"])
-            for item_id, (count, raw_sum) in zip(ids, fields, strict=True):
-                yield ItemState(item_id, int(count), f64_from(raw_sum))
+            ids, fields = self._page(after, PAGE_ITEMS, ["count", "sum", "ver"])
+            for item_id, (count, raw_sum, raw_ver) in zip(ids, fields, strict=True):
+                assert count is not None and raw_sum is not None
+                yield ItemState(item_id, int(count), f64_from(raw_sum), int(raw_ver or 0))
             if len(ids) < PAGE_ITEMS:
                 return
             after = ids[-1]
@@ -289,8 +315,17 @@ class RedisStore:
         A delete removes every key of the item at once, but the append-only file keeps every
         command ever written until it is rewritten; Redis does that itself as it grows
         (``auto-aof-rewrite-percentage``), this does it now. The whole server's AOF is
-        rewritten, other namespaces included. Without AOF there is nothing to give back: no-op.
+        rewritten, other namespaces included. Without AOF there is nothing to give back but the
+        change records older than ``change_feed_retention_s``, which go first in any case (the
+        newest ones stay: a replica a little behind still needs them).
         """
+        # Records of the last millisecond count as older than a retention of 0 too.
+        oldest_kept_ms = int((time.time() - self.change_feed_retention_s) * 1000) + 1
+        self._call(
+            lambda: self._client.xtrim(
+                self._key("changes"), minid=f"{max(0, oldest_kept_ms)}-0", approximate=False
+            )
+        )
         if not _flag(self._persistence().get("aof_enabled")):
             return
         try:
@@ -429,8 +464,12 @@ class RedisStore:
     # the EXEC that applies the plan fails if a watched key changed since.
 
     def _totals(self, pipe: Any, item_id: str) -> ItemTotals | None:
-        raw_count, raw_sum = pipe.hmget(self._key("meta", item_id), ["count", "sum"])
-        return None if raw_sum is None else ItemTotals(int(raw_count), f64_from(raw_sum))
+        raw_count, raw_sum, raw_ver = pipe.hmget(
+            self._key("meta", item_id), ["count", "sum", "ver"]
+        )
+        if raw_sum is None:
+            return None
+        return ItemTotals(int(raw_count), f64_from(raw_sum), int(raw_ver or 0))
 
     def _held_hashes(self, pipe: Any, item_id: str) -> tuple[list[bytes], list[str]]:
         """The item's image ids (as stored) in enrollment order, and their content hashes."""
@@ -472,7 +511,18 @@ class RedisStore:
         pipe.watch(*keys)
         return {h: int(r or 0) for h, r in zip(unique, pipe.mget(keys), strict=True)}
 
-    def _apply(self, pipe: Any, plan: WritePlan[OutcomeT]) -> OutcomeT:
+    def _apply(
+        self, pipe: Any, plan: WritePlan[OutcomeT], claim: IdempotencyClaim[OutcomeT] | None
+    ) -> OutcomeT:
+        if plan.mutations:
+            # Taken after the transaction's WATCHes: a write committing later than another
+            # write to this item has read that one's state, so it takes a larger number.
+            try:
+                version = int(pipe.incr(self._key("version")))
+            except redis.ResponseError as exc:  # -OOM under maxmemory: nothing written yet
+                raise StoreUnavailableError(f"Redis refused the write: {exc}") from exc
+            plan = with_change(plan, version)
+        plan = with_response_record(plan, claim)
         if not plan.mutations:
             pipe.reset()  # nothing to write; drop the WATCH
             return plan.outcome
@@ -521,6 +571,20 @@ class RedisStore:
             case ReleaseHash():
                 # Deleted rather than left at 0: ``is_hash_referenced`` asks whether it exists.
                 pipe.delete(self._key("ref", m.content_hash))
+            case RecordChange():
+                state = m.state
+                if state.count > 0:  # a deleted item's meta is gone with it
+                    pipe.hset(self._key("meta", state.item_id), "ver", state.version)
+                record: dict[str, str | int | bytes] = {
+                    "item": state.item_id,
+                    "ver": state.version,
+                    "count": state.count,
+                }
+                if state.count > 0:  # a deletion needs no sum
+                    record["sum"] = f64_bytes(state.embedding_sum)
+                pipe.xadd(
+                    self._key("changes"), record, maxlen=self.change_feed_maxlen, approximate=True
+                )
             case RecordResponse():
                 key = self._key("idem", m.key)
                 fields = {
@@ -544,8 +608,9 @@ class RedisStore:
 
     def _page(
         self, after: str | None, n: int, fields: list[str]
-    ) -> tuple[list[str], list[list[bytes]]]:
-        """Up to ``n`` item ids after ``after`` and their ``meta`` fields, minus deleted ones."""
+    ) -> tuple[list[str], list[list[bytes | None]]]:
+        """Up to ``n`` item ids after ``after`` and their ``meta`` fields (None where a field is
+        absent), minus deleted ones (no ``fields[0]``)."""
         ids = self._item_ids_after(after, n)
 
         def read() -> list[list[bytes | None]]:
@@ -557,11 +622,7 @@ class RedisStore:
 
         values = self._call(read) if ids else []
         # An item deleted between the two round trips has no meta any more.
-        kept = [
-            (i, [b for b in v if b is not None])
-            for i, v in zip(ids, values, strict=True)
-            if all(b is not None for b in v)
-        ]
+        kept = [(i, v) for i, v in zip(ids, values, strict=True) if v[0] is not None]
         return [i for i, _ in kept], [v for _, v in kept]
 
     def _item_images(self, item_id: str) -> list[ImageRecord]:

@@ -35,11 +35,13 @@ from store.idempotency import (
     replay_if_recorded,
     with_response_record,
 )
+from store.item_versions import with_change
 from store.mutations import (
     CreateItem,
     DeleteItem,
     Mutation,
     PutImage,
+    RecordChange,
     RecordResponse,
     ReleaseHash,
     RemoveImage,
@@ -87,7 +89,9 @@ CREATE TABLE IF NOT EXISTS model_identity (
 CREATE TABLE IF NOT EXISTS items (
     item_id TEXT PRIMARY KEY,
     image_count INTEGER NOT NULL,
-    embedding_sum BLOB NOT NULL  -- (D,) float64, little-endian
+    embedding_sum BLOB NOT NULL,  -- (D,) float64, little-endian
+    -- store/item_versions.py (a column added to older files by _create_schema)
+    version INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS images (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- enrollment order
@@ -109,6 +113,10 @@ CREATE TABLE IF NOT EXISTS idempotency (
     expires_at REAL NOT NULL  -- Unix seconds
 );
 CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency (expires_at);
+CREATE TABLE IF NOT EXISTS write_counter (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    value INTEGER NOT NULL  -- the last version handed out (store/item_versions.py)
+);
 """
 
 T = TypeVar("T")
@@ -200,7 +208,7 @@ class SqliteStore:
                 known=known,
                 claimed_dim=self._claimed_dim(c),
             )
-            return self._apply(c, with_response_record(plan, idempotency))
+            return self._apply(c, plan, idempotency)
 
         return self._write(enroll)
 
@@ -227,7 +235,7 @@ class SqliteStore:
                 held=held,
                 refs=self._refs(c, item_id),
             )
-            return self._apply(c, with_response_record(plan, idempotency))
+            return self._apply(c, plan, idempotency)
 
         return self._write(delete)
 
@@ -248,7 +256,7 @@ class SqliteStore:
                 held_hashes=hashes,
                 refs=self._refs(c, item_id),
             )
-            return self._apply(c, with_response_record(plan, idempotency))
+            return self._apply(c, plan, idempotency)
 
         return self._write(delete)
 
@@ -272,10 +280,13 @@ class SqliteStore:
     def get_item_state(self, item_id: str) -> ItemState | None:
         row = self._read(
             lambda c: c.execute(
-                "SELECT image_count, embedding_sum FROM items WHERE item_id = ?", (item_id,)
+                "SELECT image_count, embedding_sum, version FROM items WHERE item_id = ?",
+                (item_id,),
             ).fetchone()
         )
-        return None if row is None else ItemState(item_id, int(row[0]), f64_from(row[1]))
+        if row is None:
+            return None
+        return ItemState(item_id, int(row[0]), f64_from(row[1]), int(row[2]))
 
     def list_items(self, limit: int, cursor: str | None) -> tuple[list[ItemSummary], str | None]:
         if limit <= 0:
@@ -293,12 +304,12 @@ class SqliteStore:
         after = ""
         while True:
             rows = self._fetch_all(
-                "SELECT item_id, image_count, embedding_sum FROM items"
+                "SELECT item_id, image_count, embedding_sum, version FROM items"
                 " WHERE item_id > ? ORDER BY item_id LIMIT ?",
                 (after, PAGE_ROWS),
             )
-            for item_id, count, blob in rows:
-                yield ItemState(str(item_id), int(count), f64_from(blob))
+            for item_id, count, blob, version in rows:
+                yield ItemState(str(item_id), int(count), f64_from(blob), int(version))
             if len(rows) < PAGE_ROWS:
                 return
             after = str(rows[-1][0])
@@ -395,6 +406,10 @@ class SqliteStore:
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 c.execute(statement)
+        columns = {str(r[1]) for r in c.execute("PRAGMA table_info(items)")}
+        if "version" not in columns:
+            # A store written before versions: its items are version 0, older than any write.
+            c.execute("ALTER TABLE items ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
         row = c.execute("SELECT version FROM schema_version").fetchone()
         if row is None:
             c.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
@@ -413,9 +428,17 @@ class SqliteStore:
     @staticmethod
     def _totals(c: sqlite3.Connection, item_id: str) -> ItemTotals | None:
         row = c.execute(
-            "SELECT image_count, embedding_sum FROM items WHERE item_id = ?", (item_id,)
+            "SELECT image_count, embedding_sum, version FROM items WHERE item_id = ?", (item_id,)
         ).fetchone()
-        return None if row is None else ItemTotals(int(row[0]), f64_from(row[1]))
+        return None if row is None else ItemTotals(int(row[0]), f64_from(row[1]), int(row[2]))
+
+    @staticmethod
+    def _next_version(c: sqlite3.Connection) -> int:
+        row = c.execute(
+            "INSERT INTO write_counter VALUES (1, 1)"
+            " ON CONFLICT (singleton) DO UPDATE SET value = value + 1 RETURNING value"
+        ).fetchone()
+        return int(row[0])
 
     @staticmethod
     def _idempotency_record(c: sqlite3.Connection, key: str) -> IdempotencyRecord | None:
@@ -445,7 +468,15 @@ class SqliteStore:
         )
         return {str(h): int(n) for h, n in rows}
 
-    def _apply(self, c: sqlite3.Connection, plan: WritePlan[OutcomeT]) -> OutcomeT:
+    def _apply(
+        self,
+        c: sqlite3.Connection,
+        plan: WritePlan[OutcomeT],
+        claim: IdempotencyClaim[OutcomeT] | None,
+    ) -> OutcomeT:
+        if plan.mutations:
+            plan = with_change(plan, self._next_version(c))
+        plan = with_response_record(plan, claim)
         for mutation in plan.mutations:
             self._apply_one(c, mutation)
         return plan.outcome
@@ -456,7 +487,8 @@ class SqliteStore:
             case CreateItem():
                 # Inserted before its images, which reference it (foreign key).
                 c.execute(
-                    "INSERT INTO items VALUES (?, 0, ?)", (m.item_id, f64_bytes(np.zeros(m.dim)))
+                    "INSERT INTO items (item_id, image_count, embedding_sum) VALUES (?, 0, ?)",
+                    (m.item_id, f64_bytes(np.zeros(m.dim))),
                 )
             case PutImage():
                 c.execute(
@@ -476,6 +508,12 @@ class SqliteStore:
                 c.execute("DELETE FROM items WHERE item_id = ?", (m.item_id,))
             case ReleaseHash():
                 pass  # the images table is the reference count: its last row is gone already
+            case RecordChange():
+                if m.state.count > 0:  # a deleted item's row is gone with it
+                    c.execute(
+                        "UPDATE items SET version = ? WHERE item_id = ?",
+                        (m.state.version, m.state.item_id),
+                    )
             case RecordResponse():
                 # Expired records go with the next recorded write (indexed by expiry: cheap).
                 c.execute("DELETE FROM idempotency WHERE expires_at <= ?", (m.now,))

@@ -46,6 +46,7 @@ class ItemTotals:
 
     count: int  # >= 1
     embedding_sum: npt.NDArray[np.float64]  # (D,) float64
+    version: int = 0  # see ``ItemState.version``
 
     @property
     def dim(self) -> int:
@@ -129,8 +130,12 @@ def plan_enroll(
     mutations += puts
     if puts:
         mutations.append(SetItemTotals(item_id, count, total))
+    # A write gets its version from the backend (``store/item_versions.py``); a plan that
+    # writes nothing answers with the state as stored, version included.
+    version = 0 if stored is None else stored.version
     return WritePlan(
-        EnrollOutcome(ItemState(item_id, count, total), image_ids, created), tuple(mutations)
+        EnrollOutcome(ItemState(item_id, count, total, version), image_ids, created),
+        tuple(mutations),
     )
 
 

@@ -112,7 +112,8 @@ def test_compact_rewrites_the_shipped_configs_aof_back_to_an_empty_stores_size(
     shipped_redis: tuple[str, Path],
 ) -> None:
     url, aof_dir = shipped_redis
-    store = RedisStore(url, namespace="cr")
+    # Retention 0: compaction drops every change record (by default it keeps the last ones).
+    store = RedisStore(url, namespace="cr", change_feed_retention_s=0)
     assert store.persistence_info() == {"appendonly": "yes", "appendfsync": "everysec"}
     store.claim_model_identity(ModelIdentity("m", "1", 512))
     # The empty store of reference has been written once: its ``counts`` hash exists (at 0).
@@ -127,7 +128,8 @@ def test_compact_rewrites_the_shipped_configs_aof_back_to_an_empty_stores_size(
     for i in range(200):
         store.delete_item(f"item-{i}")
     assert store.counts() == (0, 0)
-    assert store.namespace_keys() == ["cr:counts", "cr:model"]
+    # The counters and the change feed (400 records until compaction) are all that is left.
+    assert store.namespace_keys() == ["cr:changes", "cr:counts", "cr:model", "cr:version"]
     grown = aof_bytes(aof_dir)
     assert grown > 100 * empty  # every command since start is still in the AOF
     # What the store reports is the server's own figure of the same files.

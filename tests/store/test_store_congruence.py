@@ -327,11 +327,13 @@ def test_store_reports_its_backend(store: Store) -> None:
 
 
 def leftovers(store: Store) -> list[str]:
-    """What the backend still holds besides the model identity and the counters: Redis keys
-    (by SCAN over the namespace), SQLite rows of the item and image tables."""
+    """What the backend still holds besides the model identity, the counters and the change
+    feed (bounded, trimmed by compaction): Redis keys (by SCAN over the namespace), SQLite rows
+    of the item and image tables."""
     if isinstance(store, RedisStore):
         ns = store.namespace
-        return [k for k in store.namespace_keys() if k not in (f"{ns}:model", f"{ns}:counts")]
+        bookkeeping = {f"{ns}:{k}" for k in ("model", "counts", "version", "changes")}
+        return [k for k in store.namespace_keys() if k not in bookkeeping]
     assert isinstance(store, SqliteStore)
     conn = sqlite3.connect(store.path)
     try:

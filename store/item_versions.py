@@ -1,0 +1,31 @@
+"""Item versions: every committed write takes the next number of the store's write counter.
+
+A backend takes the version inside its write transaction (SQLite: a counter row under the write
+lock; Redis: ``INCR`` after the transaction's ``WATCH``es, so a write that commits after
+another write to the same item has read that one's state, and so has a larger number), then
+calls :func:`with_change`: the outcome's state carries the version, and a ``RecordChange``
+follows the plan's mutations so the version is kept with the item and fed to replicas.
+
+Versions are global, not per item, so a state of an item deleted and enrolled again is still
+newer than its deletion: a replica applies a state only if its version is larger than the one
+it holds (deletions included), whatever order it learns them in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from store.mutations import RecordChange
+from store.records import DeleteOutcome, EnrollOutcome
+from store.write_plan import OutcomeT, WritePlan
+
+
+def with_change(plan: WritePlan[OutcomeT], version: int) -> WritePlan[OutcomeT]:
+    """``plan`` with its outcome's item state stamped ``version`` and a ``RecordChange`` of that
+    state appended. A plan that writes nothing (bytes the item holds already) stays as is: no
+    write, no version."""
+    if not plan.mutations:
+        return plan
+    state = replace(plan.outcome.item, version=version)
+    outcome: EnrollOutcome | DeleteOutcome = replace(plan.outcome, item=state)
+    return WritePlan(outcome, (*plan.mutations, RecordChange(state)))  # type: ignore[arg-type]
