@@ -1,15 +1,18 @@
-"""Centroid indexes: one L2-normalised centroid per item, exact top-k, the GPU search mirror."""
+"""Centroid indexes: one L2-normalised centroid per item, exact (flat) and approximate (IVF)
+top-k, the GPU search mirror."""
 
 from index.centroid_index import CentroidIndex
 from index.centroid_math import centroid_from_sum, centroids_by_label, l2_normalize
 from index.flat_centroid_index import FlatCentroidIndex
 from index.gpu_search_mirror import GpuSearchMirror, gpu_available
+from index.ivf_centroid_index import IvfCentroidIndex
 from index.rw_lock import ReadWriteLock
 
 __all__ = [
     "CentroidIndex",
     "FlatCentroidIndex",
     "GpuSearchMirror",
+    "IvfCentroidIndex",
     "ReadWriteLock",
     "centroid_from_sum",
     "centroids_by_label",

@@ -1,0 +1,318 @@
+"""IvfCentroidIndex: the congruence suite (exact below the training threshold, and trained with
+every list probed), recall@10 against brute force on clustered data, writes after training,
+retraining after growth with writes replayed, concurrent readers and writers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from index.ivf_centroid_index import IvfCentroidIndex, _SlotStore
+from tests.index.centroid_index_congruence import (
+    CentroidIndexCongruence,
+    MakeIndex,
+    brute_force,
+    unit_row,
+)
+
+
+class TestIvfUntrainedCongruence(CentroidIndexCongruence):
+    """Default parameters: every gallery of the suite is below ``min_train_items``."""
+
+    @pytest.fixture
+    def make_index(self) -> MakeIndex:
+        return IvfCentroidIndex
+
+
+class TestIvfTrainedCongruence(CentroidIndexCongruence):
+    """Trained from 24 items on and retrained as the suite's galleries grow; all 4 lists
+    probed, so the candidates cover the gallery and the exact re-rank must give the oracle."""
+
+    codes = "fp16"
+
+    @pytest.fixture
+    def make_index(self) -> MakeIndex:
+        def make(dim: int) -> IvfCentroidIndex:
+            return IvfCentroidIndex(
+                dim,
+                nlist=4,
+                nprobe=4,
+                min_train_items=24,
+                background_retrain=False,
+                codes=self.codes,  # type: ignore[arg-type]
+            )
+
+        return make
+
+
+class TestIvfSq8TrainedCongruence(TestIvfTrainedCongruence):
+    codes = "sq8"
+
+
+class TestIvfFlatCodesTrainedCongruence(TestIvfTrainedCongruence):
+    codes = "flat"
+
+
+def clustered(
+    rng: np.random.Generator, n: int, dim: int, n_clusters: int, spread: float
+) -> npt.NDArray[np.float32]:
+    """``(n, dim)`` unit rows: random unit cluster centres plus Gaussian noise of ``spread``
+    per coordinate x sqrt(dim) in norm (i.i.d. rows would have no neighbours to find)."""
+    centres = rng.normal(size=(n_clusters, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = centres[rng.integers(0, n_clusters, size=n)] + rng.normal(scale=spread, size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def exact_top(rows: npt.NDArray[np.float32], queries: npt.NDArray[np.float32], k: int):  # type: ignore[no-untyped-def]
+    """Brute force over a matrix: ``(Q, k)`` row indices by float64 score, ties by index."""
+    scores = queries.astype(np.float64) @ rows.astype(np.float64).T
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def test_recall_at_10_on_clustered_data_with_exact_scores() -> None:
+    rng = np.random.default_rng(7)
+    n, dim = 4000, 96
+    rows = clustered(rng, n, dim, n_clusters=150, spread=0.06)
+    # Held-out queries: perturbations of gallery rows, as a re-query of a known item would be.
+    picks = rng.integers(0, n, size=200)
+    q = rows[picks] + rng.normal(scale=0.06, size=(200, dim)).astype(np.float32)
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    index = IvfCentroidIndex(dim, nlist=64, nprobe=8, min_train_items=1000)
+    index.rebuild((f"r{i:05d}", rows[i]) for i in range(n))
+    assert index.trained and index.nlist == 64
+    want = exact_top(rows, q, 10)
+    got = index.search(q, 10)
+    hits = 0
+    for qi, result in enumerate(got):
+        assert len(result) == 10
+        ids = [int(i[1:]) for i, _ in result]
+        hits += len(set(ids) & set(want[qi].tolist()))
+        exact = rows[ids].astype(np.float64) @ q[qi].astype(np.float64)
+        np.testing.assert_allclose([s for _, s in result], exact, rtol=0, atol=1e-12)
+        assert [s for _, s in result] == sorted((s for _, s in result), reverse=True)
+    recall = hits / (10 * len(got))
+    assert recall >= 0.95, recall
+    # The same index probing one list only must do worse, or this test measures nothing.
+    narrow = IvfCentroidIndex(dim, nlist=64, nprobe=1, min_train_items=1000)
+    narrow.rebuild((f"r{i:05d}", rows[i]) for i in range(n))
+    narrow_hits = sum(
+        len({int(i[1:]) for i, _ in r} & set(want[qi].tolist()))
+        for qi, r in enumerate(narrow.search(q, 10))
+    )
+    assert narrow_hits < hits
+
+
+def test_refine_recovers_what_coarse_codes_misorder() -> None:
+    """Tight clusters (near-duplicates, as items expanded by noise are): 8-bit codes misorder
+    neighbours, the exact re-rank of 4x the candidates recovers most; fp16 codes need none."""
+    rng = np.random.default_rng(7)
+    n, dim = 2000, 64
+    rows = clustered(rng, n, dim, n_clusters=30, spread=0.005)
+    q = rows[rng.integers(0, n, size=60)] + rng.normal(scale=0.005, size=(60, dim))
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    want = exact_top(rows, q, 10)
+
+    def recall(codes: str, refine: int) -> float:
+        index = IvfCentroidIndex(
+            dim,
+            nlist=16,
+            nprobe=16,
+            refine=refine,
+            min_train_items=1000,
+            codes=codes,  # type: ignore[arg-type]
+        )
+        index.rebuild((f"r{i:05d}", rows[i]) for i in range(n))
+        got = index.search(q, 10)
+        hits = sum(
+            len({int(i[1:]) for i, _ in r} & set(want[j].tolist())) for j, r in enumerate(got)
+        )
+        return hits / (10 * len(got))
+
+    sq8_1, sq8_4 = recall("sq8", 1), recall("sq8", 4)
+    assert sq8_1 < 0.8 and sq8_4 > sq8_1 + 0.15
+    assert recall("fp16", 4) >= 0.99
+
+
+def trained_index(
+    dim: int, n: int, **kwargs: object
+) -> tuple[IvfCentroidIndex, dict[str, npt.NDArray[np.float32]]]:
+    rng = np.random.default_rng(11)
+    rows = clustered(rng, n, dim, n_clusters=20, spread=0.1)
+    index = IvfCentroidIndex(dim, **kwargs)  # type: ignore[arg-type]
+    index.rebuild((f"i{i:04d}", rows[i]) for i in range(n))
+    return index, {f"i{i:04d}": rows[i] for i in range(n)}
+
+
+def test_writes_after_training_are_visible_to_the_next_search() -> None:
+    dim = 32
+    index, _ = trained_index(dim, 600, nlist=16, nprobe=2, min_train_items=300)
+    ivf = index._ivf
+    assert ivf is not None and ivf.direct_map.type == faiss.DirectMap.Hashtable
+    rng = np.random.default_rng(3)
+    for step in range(30):
+        target = unit_row(rng.normal(size=dim))
+        existing = f"i{step:04d}"
+        index.upsert(existing, target)
+        assert index.search(target[None, :], 1)[0][0] == (existing, pytest.approx(1.0, abs=1e-6))
+        fresh = f"new{step:02d}"
+        other = unit_row(rng.normal(size=dim))
+        index.upsert(fresh, other)
+        assert index.search(other[None, :], 1)[0][0][0] == fresh
+        assert index.remove(existing)
+        assert existing not in {i for i, _ in index.search(target[None, :], 50)[0]}
+        assert index._ivf is ivf and ivf.ntotal == len(index) == 600
+    assert index.trainings == 1
+
+
+def test_retrains_after_the_stated_growth() -> None:
+    dim = 16
+    rng = np.random.default_rng(5)
+    index = IvfCentroidIndex(dim, min_train_items=100, retrain_growth=2.0, background_retrain=False)
+    for i in range(99):
+        index.upsert(f"a{i:04d}", rng.normal(size=dim))
+    assert not index.trained and index.trainings == 0
+    index.upsert("a0099", rng.normal(size=dim))
+    assert index.trained and index.trainings == 1 and index.trained_at == 100
+    first = index._ivf
+    for i in range(100, 200):
+        index.upsert(f"a{i:04d}", rng.normal(size=dim))
+    assert index.trainings == 1 and index._ivf is first
+    index.upsert("a0200", rng.normal(size=dim))
+    assert index.trainings == 2 and index.trained_at == 201 and index._ivf is not first
+    ivf = index._ivf
+    assert ivf is not None and ivf.ntotal == 201 and index.nlist == 16  # auto: ~sqrt(201)
+    # Shrinking does not retrain.
+    for i in range(150):
+        index.remove(f"a{i:04d}")
+    assert index.trainings == 2 and ivf.ntotal == 51
+
+
+def test_background_retrain_replays_writes_made_during_the_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dim = 24
+    index, rows = trained_index(dim, 400, nlist=8, nprobe=8, min_train_items=200)
+    original: Callable[[_SlotStore], faiss.IndexIVF] = index._train_and_fill
+    rng = np.random.default_rng(9)
+
+    def build_then_write(store: _SlotStore) -> faiss.IndexIVF:
+        built = original(store)
+        # These land after the build read the rows: only the replay can bring them in.
+        for i in range(0, 60):
+            item = f"i{i:04d}"
+            rows[item] = unit_row(rng.normal(size=dim))
+            index.upsert(item, rows[item])
+        for i in range(60, 90):
+            assert index.remove(f"i{i:04d}")
+            del rows[f"i{i:04d}"]
+        for i in range(40):
+            rows[f"late{i:02d}"] = unit_row(rng.normal(size=dim))
+            index.upsert(f"late{i:02d}", rows[f"late{i:02d}"])
+        return built
+
+    monkeypatch.setattr(index, "_train_and_fill", build_then_write)
+    before = index._ivf
+    assert index.retrain()
+    assert index._ivf is not before and index.trainings == 2 and index._dirty is None
+    ivf = index._ivf
+    assert ivf is not None and ivf.ntotal == len(index) == len(rows)
+    queries = np.stack([unit_row(rng.normal(size=dim)) for _ in range(10)])
+    for q, got in zip(queries, index.search(queries, 15), strict=True):
+        CentroidIndexCongruence().assert_same_ranking(got, brute_force(rows, q, 15))
+
+
+def test_rebuild_during_a_retrain_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    dim = 8
+    index, _ = trained_index(dim, 300, nlist=4, nprobe=4, min_train_items=100)
+    original = index._train_and_fill
+    calls = []
+
+    def build_then_rebuild(store: _SlotStore) -> faiss.IndexIVF:
+        built = original(store)
+        if not calls:
+            calls.append(1)
+            index.rebuild([("only", np.ones(dim))])
+        return built
+
+    monkeypatch.setattr(index, "_train_and_fill", build_then_rebuild)
+    assert not index.retrain()
+    assert not index.trained and index.item_ids() == ["only"]
+    assert index.search(np.ones((1, dim), np.float32) / np.sqrt(dim), 5)[0][0][0] == "only"
+
+
+def test_concurrent_searches_writes_and_a_background_retrain() -> None:
+    dim = 32
+    index, _ = trained_index(dim, 500, nlist=8, nprobe=8, min_train_items=200, retrain_growth=1.2)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    queries = np.stack([unit_row(np.random.default_rng(i).normal(size=dim)) for i in range(4)])
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                for hits in index.search(queries, 10):
+                    assert len(hits) == 10 and len({i for i, _ in hits}) == 10
+                    scores = [s for _, s in hits]
+                    assert scores == sorted(scores, reverse=True)
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+
+    def writer(w: int) -> None:
+        r = np.random.default_rng(w)
+        for j in range(150):
+            index.upsert(f"w{w}-{j}", r.normal(size=dim))
+            if j % 3 == 0:
+                index.remove(f"i{w}{j:03d}")
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    threads += [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads[2:]:
+        t.join()
+    index.join_retrain()
+    stop.set()
+    for t in threads[:2]:
+        t.join()
+    assert not errors
+    assert index.trainings >= 2  # 500 -> 600 items crossed 1.2 x 500
+    ivf = index._ivf
+    assert ivf is not None and ivf.ntotal == len(index) == len(index.item_ids())
+    rows = {i: index.get(i) for i in index.item_ids()}
+    for q, got in zip(queries, index.search(queries, 15), strict=True):
+        CentroidIndexCongruence().assert_same_ranking(got, brute_force(rows, q, 15))  # type: ignore[arg-type]
+
+
+def test_free_slots_are_reused_and_never_returned() -> None:
+    index = IvfCentroidIndex(4)
+    for i in range(10):
+        index.upsert(f"x{i}", np.eye(4)[i % 4] + 0.01 * i)
+    for i in range(0, 10, 2):
+        index.remove(f"x{i}")
+    index.upsert("y", np.array([0, 0, 0, 1.0]))
+    assert len(index._store.ids) == 10  # "y" took a freed slot
+    got = index.search(np.eye(4, dtype=np.float32), 20)
+    assert all(sorted(i for i, _ in hits) == sorted(index.item_ids()) for hits in got)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"nlist": 0},
+        {"nprobe": 0},
+        {"refine": 0},
+        {"min_train_items": 0},
+        {"retrain_growth": 1.0},
+        {"codes": "pq"},
+    ],
+)
+def test_bad_parameters_are_refused(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        IvfCentroidIndex(8, **kwargs)  # type: ignore[arg-type]
