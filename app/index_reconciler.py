@@ -20,9 +20,9 @@ import time
 
 import numpy as np
 
+from app.index_applier import IndexApplier
 from app.metrics import ServiceMetrics
 from app.striped_lock import StripedLock
-from index.centroid_index import CentroidIndex
 from index.centroid_math import centroid_from_sum
 from store.errors import StoreError
 from store.store import Store
@@ -41,14 +41,15 @@ class IndexReconciler:
         self,
         *,
         store: Store,
-        index: CentroidIndex,
+        applier: IndexApplier,
         item_locks: StripedLock,
         metrics: ServiceMetrics,
         interval_s: float,
         pending_retry_s: float = PENDING_RETRY_S,
     ) -> None:
         self._store = store
-        self._index = index
+        self._applier = applier
+        self._index = applier.index
         self._item_locks = item_locks
         self._metrics = metrics
         self._interval_s = interval_s
@@ -123,12 +124,13 @@ class IndexReconciler:
             if state is None or state.count == 0:
                 if row is None:
                     return False
-                self._index.remove(item_id)
+                self._applier.drop(item_id)
             else:
                 centroid = centroid_from_sum(state.embedding_sum)
                 if row is not None and np.allclose(row, centroid, rtol=0, atol=_CENTROID_ATOL):
                     return False
-                self._index.upsert(item_id, centroid)
+                if not self._applier.apply(state):
+                    return False  # the index already holds a newer state (the change feed's)
         log.warning("index entry of item %r corrected from the store (%s)", item_id, source)
         self._metrics.reconciled_items.labels(source=source).inc()
         self._metrics.index_items.set(len(self._index))

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.admission_control import AdmissionTicket
+from app.index_applier import IndexApplier
 from app.index_reconciler import IndexReconciler
 from app.inference_executor import InferenceExecutor, Priority
 from app.metrics import ServiceMetrics
@@ -44,7 +45,7 @@ from artifact.image_decode import (
 )
 from artifact.onnx_embedder import OnnxEmbedder
 from index.centroid_index import CentroidIndex
-from index.centroid_math import centroid_from_sum, l2_normalize
+from index.centroid_math import l2_normalize
 from index.gpu_search_mirror import GpuSearchMirror
 from store.blob_store import BlobStore
 from store.errors import StoreOutcomeUnknownError
@@ -115,9 +116,10 @@ class Retriever:
         self.identity = model_identity(embedder)
         self._item_locks = StripedLock()
         self._hash_locks = StripedLock()
+        self.applier = IndexApplier(index, metrics)
         self.reconciler = IndexReconciler(
             store=store,
-            index=index,
+            applier=self.applier,
             item_locks=self._item_locks,
             metrics=metrics,
             interval_s=reconcile_interval_s,
@@ -129,10 +131,7 @@ class Retriever:
     def rebuild_index(self) -> int:
         """Claim the store for this model (or refuse), then load every centroid. Returns items."""
         self.store.claim_model_identity(self.identity)
-        self.index.rebuild(
-            (state.item_id, centroid_from_sum(state.embedding_sum))
-            for state in self.store.iter_item_states()
-        )
+        self.applier.rebuild(self.store.iter_item_states())
         self._refresh_gauges()
         self.reconciler.start()
         return len(self.index)
@@ -343,11 +342,7 @@ class Retriever:
         self.reconciler.store_answered()
 
     def _apply(self, state: ItemState) -> None:
-        with self.metrics.stage("index_update"):
-            if state.count == 0:
-                self.index.remove(state.item_id)
-            else:
-                self.index.upsert(state.item_id, centroid_from_sum(state.embedding_sum))
+        self.applier.apply(state)
 
     def _put_blobs(self, hashes: Sequence[str], uploads: Sequence[Upload]) -> list[str]:
         """Write originals not yet kept; return the hashes this call created (for rollback)."""

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
+from app.index_applier import IndexApplier
 from app.index_reconciler import IndexReconciler
 from app.metrics import ServiceMetrics
 from app.retriever import Retriever
@@ -212,7 +213,7 @@ def test_a_pending_item_is_retried_until_the_store_is_back(tmp_path: Path) -> No
     index = FlatCentroidIndex(4)
     reconciler = IndexReconciler(
         store=store,
-        index=index,
+        applier=IndexApplier(index, metrics),
         item_locks=StripedLock(),
         metrics=metrics,
         interval_s=0,
