@@ -13,8 +13,10 @@ import os
 import re
 import shutil
 import signal
+import socketserver
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,6 +111,7 @@ class Topology:
     lb: str
     replicas: list[Replica]
     data_dir: Path
+    nginx_dir: Path
 
 
 @contextmanager
@@ -150,6 +153,32 @@ def _started_replicas(
             stop_process(replica.proc)
 
 
+@contextmanager
+def _running_nginx(binary: str, ports: list[int], workdir: Path) -> Iterator[str]:
+    """nginx with the shipped configuration over ``ports``; its URL once its /healthz answers."""
+    workdir.mkdir(exist_ok=True)
+    listen_port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(machine_config(ports, listen_port, workdir))
+    with open(workdir / "stderr", "wb") as log:
+        nginx = subprocess.Popen(
+            nginx_command(binary, conf, workdir, test_only=False),
+            stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{listen_port}"
+    try:
+        wait_ready(nginx, url, 10, probe="/healthz", poll_s=0.05)
+        yield url
+    finally:
+        if nginx.poll() is None:
+            nginx.send_signal(signal.SIGQUIT)  # nginx's graceful shutdown
+            try:
+                nginx.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                nginx.kill()
+                nginx.wait()
+
+
 @pytest.fixture(scope="module")
 def topology(nginx_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     workdir = tmp_path_factory.mktemp("replicas")
@@ -157,36 +186,55 @@ def topology(nginx_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     data_dir = workdir / "shared-data"  # the compose file's named blob volume
     namespace = f"test-lb-{uuid.uuid4().hex[:8]}"
     nginx_dir = workdir / "nginx"
-    nginx_dir.mkdir()
     try:
-        with _started_replicas(model, data_dir, namespace, workdir) as replicas:
-            listen_port = free_port()
-            conf = nginx_dir / "nginx.conf"
-            conf.write_text(machine_config([r.port for r in replicas], listen_port, nginx_dir))
-            with open(nginx_dir / "stderr", "wb") as log:
-                nginx = subprocess.Popen(
-                    nginx_command(nginx_binary, conf, nginx_dir, test_only=False),
-                    stdout=subprocess.DEVNULL, stderr=log,
-                )  # fmt: skip
-            lb = f"http://127.0.0.1:{listen_port}"
-            try:
-                wait_ready(nginx, lb, 10, probe="/healthz", poll_s=0.05)
-                yield Topology(lb, replicas, data_dir)
-            finally:
-                # SIGQUIT: nginx's graceful shutdown.
-                if nginx.poll() is None:
-                    nginx.send_signal(signal.SIGQUIT)
-                    try:
-                        nginx.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        nginx.kill()
-                        nginx.wait()
+        with (
+            _started_replicas(model, data_dir, namespace, workdir) as replicas,
+            _running_nginx(nginx_binary, [r.port for r in replicas], nginx_dir) as lb,
+        ):
+            yield Topology(lb, replicas, data_dir, nginx_dir)
     finally:
         client = redis.Redis.from_url(redis_server.REDIS_URL)
         keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
         if keys:
             client.delete(*keys)
         client.close()
+
+
+class DroppingUpstream:
+    """A TCP server that reads each whole request and closes the connection without an
+    answer: a replica that dies while handling it. Counts the requests it received."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _handler(self) -> type[socketserver.BaseRequestHandler]:
+        received = self.received
+
+        class Drop(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    line = self.rfile.readline()
+                    if not line:
+                        return
+                    head += line
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                self.rfile.read(int(length.group(1)) if length else 0)
+                received.append(head.split(b" ", 1)[0])  # the method
+
+        return Drop
+
+    def __enter__(self) -> DroppingUpstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def _search(client: httpx.Client, seed: int) -> httpx.Response:
@@ -261,6 +309,33 @@ def test_an_enrollment_through_nginx_is_stored_once(topology: Topology) -> None:
     assert sum(p.read_bytes() == image for p in blobs) == 1
 
 
+def test_a_post_that_reached_a_failing_replica_is_not_resent_but_a_get_is(
+    nginx_binary: str, topology: Topology, tmp_path: Path
+) -> None:
+    # The dropping upstream first: round robin starts there, and its first failure takes it
+    # out (max_fails=1) for the rest of the test. One nginx per method, each with fresh state.
+    replica = topology.replicas[1]
+    before = replica.requests_served("POST", "/search")
+    with DroppingUpstream() as dropper:
+        upstreams = [dropper.port, replica.port]
+        with (
+            _running_nginx(nginx_binary, upstreams, tmp_path / "p") as lb,
+            httpx.Client(base_url=lb, timeout=30) as client,
+        ):
+            posts = [_search(client, seed).status_code for seed in range(4)]
+        with (
+            _running_nginx(nginx_binary, upstreams, tmp_path / "g") as lb,
+            httpx.Client(base_url=lb, timeout=30) as client,
+        ):
+            gets = [client.get("/readyz").status_code for _ in range(4)]
+    assert dropper.received == [b"POST", b"GET"], dropper.received
+    # The POST the dropper took is answered 502, never sent on; the other three were served.
+    assert sorted(posts) == [200, 200, 200, 502], posts
+    assert replica.requests_served("POST", "/search") - before == 3
+    # The GET it took moved to the replica: every GET answered.
+    assert gets == [200] * 4, gets
+
+
 def test_with_one_replica_stopped_searches_are_still_answered(topology: Topology) -> None:
     stopped, *running = topology.replicas
     stop_process(stopped.proc)
@@ -272,6 +347,11 @@ def test_with_one_replica_stopped_searches_are_still_answered(topology: Topology
     # moves to the next one.
     assert [a.status_code for a in answers] == [200] * len(answers), answers[-1].text
     assert ready.status_code == 200
+    # nginx did try the stopped one (so the 200s above include requests it moved).
+    refused = re.compile(
+        rf"Connection refused\).*\"POST /search.*upstream: \"http://127\.0\.0\.1:{stopped.port}/"
+    )
+    assert refused.search((topology.nginx_dir / "error.log").read_text())
     served = [
         r.requests_served("POST", "/search") - b for r, b in zip(running, before, strict=True)
     ]
