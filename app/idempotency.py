@@ -96,7 +96,9 @@ IdempotencyDep = Annotated[IdempotentRequest | None, Depends(idempotent_request)
 
 
 def as_response(answer: StoredResponse, replayed: bool = False) -> Response:
-    headers = {REPLAYED_HEADER: "true"} if replayed else None
+    headers = dict(answer.headers)
+    if replayed:
+        headers[REPLAYED_HEADER] = "true"
     return Response(answer.body, answer.status, headers=headers, media_type=answer.media_type)
 
 

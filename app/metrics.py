@@ -146,6 +146,31 @@ class ServiceMetrics:
         )
         for source in RECONCILE_SOURCES:
             self.reconciled_items.labels(source=source)
+        self.replication_lag_records = Gauge(
+            "retrieval_replication_lag_records",
+            "Change records of the store's feed this replica has not applied yet (Redis).",
+            registry=self.registry,
+        )
+        self.replication_lag_seconds = Gauge(
+            "retrieval_replication_lag_seconds",
+            "How much older the last applied change record is than the feed's newest (Redis).",
+            registry=self.registry,
+        )
+        self.changes_applied = Counter(
+            "retrieval_changes_applied",
+            "Change records read from the feed, by outcome (applied; skipped: the index "
+            "already reflected that state or a newer one).",
+            ("outcome",),
+            registry=self.registry,
+        )
+        for outcome in ("applied", "skipped"):
+            self.changes_applied.labels(outcome=outcome)
+        self.index_rebuilds = Counter(
+            "retrieval_index_rebuilds",
+            "Full rebuilds of the index from the store after start-up (the feed was trimmed "
+            "past this replica's position).",
+            registry=self.registry,
+        )
         self._store_counts: Callable[[], tuple[int, int]] | None = None
         self.registry.register(_StoreCountsCollector(self))
         for stage in STAGES:  # export zero-valued series from the start

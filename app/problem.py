@@ -17,7 +17,9 @@ from app.retriever_errors import (
     ClientGoneError,
     InferenceFailedError,
     InvalidCursorError,
+    InvalidPositionError,
     NotReadyError,
+    PositionNotAppliedError,
     QueueFullError,
     QueueTimeoutError,
     TooManyImagesError,
@@ -51,13 +53,19 @@ _STATUS_OF: Mapping[type[Exception], int] = {
     UnsupportedMediaTypeError: 415,
     TooManyImagesError: 422,
     InvalidCursorError: 422,
+    InvalidPositionError: 422,
     IdempotencyKeyReusedError: 422,
     QueueFullError: 503,
     QueueTimeoutError: 503,
+    PositionNotAppliedError: 503,
     InferenceFailedError: 500,
 }
 # Overload passes within a second or so; the other 503s (starting, store down) take longer.
-_RETRY_AFTER_S: Mapping[type[Exception], int] = {QueueFullError: 1, QueueTimeoutError: 1}
+_RETRY_AFTER_S: Mapping[type[Exception], int] = {
+    QueueFullError: 1,
+    QueueTimeoutError: 1,
+    PositionNotAppliedError: 1,
+}
 DEFAULT_RETRY_AFTER_S = 5
 # nginx's "client closed request": recorded in the metrics, never seen by the client.
 CLIENT_CLOSED_REQUEST = 499

@@ -76,6 +76,7 @@ class EnrollResult:
     image_ids: list[str]
     image_count: int
     created: list[bool]
+    outcome: EnrollOutcome  # as the store answered, version included
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,16 @@ class Retriever:
         self.reconciler.start()
         return len(self.index)
 
+    def rebuild_from_store(self) -> None:
+        """Replace the index by the store's item states (the change feed lost track)."""
+        self.applier.rebuild(self.store.iter_item_states())
+        self._refresh_gauges()
+
+    @property
+    def item_locks(self) -> StripedLock:
+        """Held by whoever changes an item's index entry (writes, the reconciler, the feed)."""
+        return self._item_locks
+
     # -- writes ---------------------------------------------------------------------------
 
     def enroll(
@@ -195,6 +206,7 @@ class Retriever:
             image_ids=outcome.image_ids,
             image_count=outcome.item.count,
             created=outcome.created,
+            outcome=outcome,
         )
 
     def delete_image(
@@ -202,23 +214,25 @@ class Retriever:
         item_id: str,
         image_id: str,
         idempotency: IdempotencyClaim[DeleteOutcome] | None = None,
-    ) -> None:
+    ) -> DeleteOutcome:
         with self._item_locks.hold([item_id]):
             with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
                 outcome = self.store.delete_image(item_id, image_id, idempotency)
             self._apply(outcome.item)
         self._release_blobs(outcome)
         self._refresh_gauges()
+        return outcome
 
     def delete_item(
         self, item_id: str, idempotency: IdempotencyClaim[DeleteOutcome] | None = None
-    ) -> None:
+    ) -> DeleteOutcome:
         with self._item_locks.hold([item_id]):
             with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
                 outcome = self.store.delete_item(item_id, idempotency)
             self._apply(outcome.item)
         self._release_blobs(outcome)
         self._refresh_gauges()
+        return outcome
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -49,3 +49,11 @@ class InferenceFailedError(RuntimeError):
 
 class ExecutorClosedError(NotReadyError):
     """The inference executor is shutting down (503, like any not-ready service)."""
+
+
+class InvalidPositionError(ValueError):
+    """An ``after=`` value that is not a write's position token (HTTP 422)."""
+
+
+class PositionNotAppliedError(RuntimeError):
+    """This replica has not applied the awaited write yet (HTTP 503, ``Retry-After: 1``)."""

@@ -11,6 +11,10 @@ class EnrollResponse(BaseModel):
     item_id: str
     image_ids: list[str] = Field(description="One per uploaded file, in upload order.")
     image_count: int = Field(description="Images the item holds after this request.")
+    position: str = Field(
+        description="This write's position (also in `X-Retrieval-Position`): a search with "
+        "`after=<position>` on any replica sees it."
+    )
 
 
 class SearchResult(BaseModel):

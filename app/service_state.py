@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from app.admission_control import AdmissionControl
+from app.change_follower import ChangeFollower
 from app.error_redaction import Redactor
 from app.inference_executor import InferenceExecutor
 from app.metrics import ServiceMetrics
@@ -29,6 +30,7 @@ from index.flat_centroid_index import FlatCentroidIndex
 from index.gpu_search_mirror import GpuSearchMirror, gpu_available
 from store.blob_store import BlobStore
 from store.blob_sweep import log_sweep
+from store.change_feed import RedisChangeFeed
 from store.errors import StoreUnavailableError
 from store.sqlite_store import SqliteStore
 from store.store import Store
@@ -45,8 +47,19 @@ def open_store(settings: Settings) -> Store:
     if settings.redis_url:
         from store.redis_store import RedisStore
 
-        return RedisStore(settings.redis_url, namespace=settings.redis_namespace)
+        return RedisStore(
+            settings.redis_url,
+            namespace=settings.redis_namespace,
+            change_feed_maxlen=settings.change_feed_maxlen,
+        )
     return SqliteStore(settings.sqlite_path)
+
+
+def open_change_feed(settings: Settings, dim: int) -> RedisChangeFeed | None:
+    """The feed of other replicas' writes: Redis only (an SQLite store has one process)."""
+    if not settings.redis_url:
+        return None
+    return RedisChangeFeed(settings.redis_url, settings.redis_namespace, dim)
 
 
 def load_embedder(settings: Settings) -> OnnxEmbedder:
@@ -108,6 +121,7 @@ class ServiceState:
     settings: Settings
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
     retriever: Retriever | None = None
+    follower: ChangeFollower | None = None  # with the Redis store
     failure: str | None = None
     phase: str = "starting"
     _thread: threading.Thread | None = None
@@ -194,13 +208,28 @@ class ServiceState:
 
     def _open_and_rebuild(self, embedder: OnnxEmbedder) -> tuple[Retriever, int]:
         retriever = build_retriever(self.settings, self.metrics, embedder)
+        feed = None
         try:
             retriever.store.ping()
+            feed = open_change_feed(self.settings, embedder.embedding_dim)
+            # Noted before the index reads the store: every write after it is in the feed.
+            cursor = feed.cursor() if feed is not None else None
             self.phase = "rebuilding index"
             items = retriever.rebuild_index()
         except BaseException:
+            if feed is not None:
+                feed.close()
             retriever.close()
             raise
+        if feed is not None and cursor is not None:
+            self.follower = ChangeFollower(
+                feed=feed,
+                applier=retriever.applier,
+                item_locks=retriever.item_locks,
+                rebuild=retriever.rebuild_from_store,
+                metrics=self.metrics,
+            )
+            self.follower.start(cursor)
         return retriever, items
 
     def _fail(self, exc: Exception) -> None:
@@ -222,5 +251,7 @@ class ServiceState:
             # the store's connect timeout.
             self._thread.join(timeout=5)
         self.store_lane.close()
+        if self.follower is not None:
+            self.follower.close()
         if self.retriever is not None:
             self.retriever.close()

@@ -46,6 +46,30 @@ class Settings(BaseSettings):
             "write had an unknown outcome are re-read at once and every few seconds regardless."
         ),
     )
+    change_feed_maxlen: int = Field(
+        10_000,
+        ge=100,
+        description=(
+            "Redis: change records kept for replicas to catch up from (each holds an item's "
+            "sum: D x 8 bytes); a replica further behind rebuilds its index from the store."
+        ),
+    )
+    max_replication_lag_s: float = Field(
+        5.0,
+        gt=0,
+        description=(
+            "Redis: /readyz turns 503 while this replica's index lags the store's change feed "
+            "by more than this."
+        ),
+    )
+    read_after_timeout_ms: int = Field(
+        2000,
+        ge=0,
+        description=(
+            "Longest a search with `after=<position>` waits for this replica to apply that "
+            "write; past it 503 with Retry-After."
+        ),
+    )
     idempotency_ttl_s: float = Field(
         24 * 3600.0,
         gt=0,

@@ -72,6 +72,27 @@ class FeedStatus:
         return self.entries_added - cursor.seen > self.length
 
 
+@dataclass(frozen=True)
+class FeedBatch:
+    changes: list[Change]  # oldest first
+    cursor: FeedCursor  # after the last of them (the reader's cursor if none)
+    status: FeedStatus  # the feed as the records were read
+
+    @property
+    def behind(self) -> int:
+        """Records appended that the reader has still not seen."""
+        return max(0, self.status.entries_added - self.cursor.seen)
+
+    @property
+    def behind_s(self) -> float:
+        """How much older the reader's last record is than the feed's newest (0 if none)."""
+        if not self.behind:
+            return 0.0
+        newest, _ = position_key(self.status.last_position)
+        seen, _ = position_key(self.cursor.position)
+        return max(0.0, (newest - seen) / 1000)
+
+
 def position_key(position: str) -> tuple[int, int]:
     """A stream id as a sortable pair."""
     ms, _, seq = position.partition("-")
@@ -96,12 +117,10 @@ class RedisChangeFeed:
         """Where a reader that has seen every record so far stands."""
         return self.status().cursor()
 
-    def read(
-        self, cursor: FeedCursor, *, block_ms: int, count: int = 500
-    ) -> tuple[list[Change], FeedCursor]:
+    def read(self, cursor: FeedCursor, *, block_ms: int, count: int = 500) -> FeedBatch:
         """Up to ``count`` records after ``cursor``, oldest first, waiting up to ``block_ms`` for
-        the first; and the cursor after them. Raises ``ChangeFeedGapError`` if records after
-        ``cursor`` were trimmed."""
+        the first; the cursor after them, and the feed's status as they were read. Raises
+        ``ChangeFeedGapError`` if records after ``cursor`` were trimmed."""
 
         def wait_and_read() -> tuple[FeedStatus, list[Any]]:
             if block_ms > 0:
@@ -120,9 +139,8 @@ class RedisChangeFeed:
         if status.trimmed_past(cursor):
             raise ChangeFeedGapError(f"change records after {cursor.position} were trimmed")
         changes = [self._change(_text(i), fields) for i, fields in entries]
-        if not changes:
-            return [], cursor
-        return changes, FeedCursor(changes[-1].position, cursor.seen + len(changes))
+        after = FeedCursor(changes[-1].position, cursor.seen + len(changes)) if changes else cursor
+        return FeedBatch(changes, after, status)
 
     def close(self) -> None:
         self._client.close()

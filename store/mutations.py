@@ -86,6 +86,7 @@ class StoredResponse:
     status: int
     body: bytes  # b"" for a 204
     media_type: str | None  # None when there is no body
+    headers: tuple[tuple[str, str], ...] = ()  # beyond the content type
 
 
 @dataclass(frozen=True)

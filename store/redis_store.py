@@ -15,7 +15,8 @@ Keys (all under ``{namespace}:``; the item id always comes last, so ids may cont
 * ``changes`` – a stream of change records, one per write, appended in the write's transaction:
   ``item``, ``ver``, ``count``, ``sum`` (the item's state after the write; count 0: deleted),
   capped near ``change_feed_maxlen`` entries; replicas tail it (``store/change_feed.py``);
-* ``idem:{scope}:{key}`` – hash ``fp``, ``status``, ``media``, ``body``, ``exp`` (Unix seconds):
+* ``idem:{scope}:{key}`` – hash ``fp``, ``status``, ``media``, ``body``, ``headers`` (JSON),
+  ``exp`` (Unix seconds):
   a write's recorded answer (``store/idempotency.py``), expiring with the record.
 
 Every write to an item changes ``meta:{item}``, so each write WATCHes it, reads the item, asks
@@ -197,6 +198,10 @@ class RedisStore:
             stored = self._totals(pipe, item_id)
             found = pipe.hmget(self._key("byhash", item_id), wanted) if wanted else []
             known = {h: _text(i) for h, i in zip(wanted, found, strict=True) if i is not None}
+            if stored is None and known:
+                # Created by another writer between the two reads: its commit also changed the
+                # WATCHed meta, so this attempt could not commit anyway; read again.
+                raise redis.WatchError(f"item {item_id!r} changed while it was read")
             plan = plan_enroll(item_id, images, stored=stored, known=known, claimed_dim=claimed_dim)
             return self._apply(pipe, plan, idempotency)
 
@@ -237,6 +242,9 @@ class RedisStore:
         return self._transaction(delete)
 
     # -- reads --------------------------------------------------------------------------------
+
+    def last_version(self) -> int:
+        return int(self._call(lambda: self._client.get(self._key("version"))) or 0)
 
     def get_idempotency_record(self, key: str) -> IdempotencyRecord | None:
         record = self._call(lambda: self._idempotency_record(self._client, key))
@@ -487,12 +495,15 @@ class RedisStore:
 
     def _idempotency_record(self, reader: Any, key: str) -> IdempotencyRecord | None:
         """The record under ``key`` from ``reader`` (the client, or a pipeline in WATCH mode)."""
-        fp, status, media, body, exp = reader.hmget(
-            self._key("idem", key), ["fp", "status", "media", "body", "exp"]
+        fp, status, media, body, exp, raw_headers = reader.hmget(
+            self._key("idem", key), ["fp", "status", "media", "body", "exp", "headers"]
         )
         if fp is None:
             return None
-        response = StoredResponse(int(status), bytes(body), None if not media else _text(media))
+        headers = tuple((str(n), str(v)) for n, v in json.loads(raw_headers or b"[]"))
+        response = StoredResponse(
+            int(status), bytes(body), None if not media else _text(media), headers
+        )
         return IdempotencyRecord(_text(fp), response, float(exp))
 
     def _replay_if_recorded(self, pipe: Any, claim: IdempotencyClaim[Any] | None) -> None:
@@ -593,6 +604,7 @@ class RedisStore:
                     "media": m.response.media_type or "",
                     "body": m.response.body,
                     "exp": repr(m.expires_at),
+                    "headers": json.dumps(m.response.headers),
                 }
                 pipe.hset(key, mapping=fields)
                 # Redis drops it at expiry; ``exp`` is also checked on read, so a copy restored

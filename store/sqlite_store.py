@@ -11,6 +11,7 @@ then get ``StoreUnavailableError``.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -110,7 +111,8 @@ CREATE TABLE IF NOT EXISTS idempotency (
     status INTEGER NOT NULL,
     media_type TEXT,
     body BLOB NOT NULL,
-    expires_at REAL NOT NULL  -- Unix seconds
+    expires_at REAL NOT NULL,  -- Unix seconds
+    headers TEXT NOT NULL DEFAULT '[]'  -- JSON [[name, value], ...]
 );
 CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency (expires_at);
 CREATE TABLE IF NOT EXISTS write_counter (
@@ -262,6 +264,10 @@ class SqliteStore:
 
     # -- reads --------------------------------------------------------------------------------
 
+    def last_version(self) -> int:
+        row = self._read(lambda c: c.execute("SELECT value FROM write_counter").fetchone())
+        return 0 if row is None else int(row[0])
+
     def get_idempotency_record(self, key: str) -> IdempotencyRecord | None:
         record = self._read(lambda c: self._idempotency_record(c, key))
         return record if record is not None and record.live(time.time()) else None
@@ -410,6 +416,9 @@ class SqliteStore:
         if "version" not in columns:
             # A store written before versions: its items are version 0, older than any write.
             c.execute("ALTER TABLE items ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+        columns = {str(r[1]) for r in c.execute("PRAGMA table_info(idempotency)")}
+        if "headers" not in columns:
+            c.execute("ALTER TABLE idempotency ADD COLUMN headers TEXT NOT NULL DEFAULT '[]'")
         row = c.execute("SELECT version FROM schema_version").fetchone()
         if row is None:
             c.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
@@ -443,13 +452,14 @@ class SqliteStore:
     @staticmethod
     def _idempotency_record(c: sqlite3.Connection, key: str) -> IdempotencyRecord | None:
         row = c.execute(
-            "SELECT fingerprint, status, media_type, body, expires_at FROM idempotency"
+            "SELECT fingerprint, status, media_type, body, expires_at, headers FROM idempotency"
             " WHERE key = ?",
             (key,),
         ).fetchone()
         if row is None:
             return None
-        response = StoredResponse(int(row[1]), bytes(row[3]), row[2])
+        headers = tuple((str(n), str(v)) for n, v in json.loads(row[5]))
+        response = StoredResponse(int(row[1]), bytes(row[3]), row[2], headers)
         return IdempotencyRecord(str(row[0]), response, float(row[4]))
 
     def _replay_if_recorded(
@@ -518,7 +528,7 @@ class SqliteStore:
                 # Expired records go with the next recorded write (indexed by expiry: cheap).
                 c.execute("DELETE FROM idempotency WHERE expires_at <= ?", (m.now,))
                 c.execute(
-                    "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         m.key,
                         m.fingerprint,
@@ -526,6 +536,7 @@ class SqliteStore:
                         m.response.media_type,
                         m.response.body,
                         m.expires_at,
+                        json.dumps(m.response.headers),
                     ),
                 )
             case _:

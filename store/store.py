@@ -80,6 +80,10 @@ class Store(Protocol):
         """Remove an item and its images; raises ``ItemNotFoundError``."""
         ...
 
+    def last_version(self) -> int:
+        """The largest version handed out so far (``ItemState.version``); 0 if none."""
+        ...
+
     def get_idempotency_record(self, key: str) -> IdempotencyRecord | None:
         """The live record under ``key`` (see ``IdempotencyClaim.key``), or None."""
         ...

@@ -52,6 +52,20 @@ def health_router(settings: Settings) -> APIRouter:
             log.warning("readiness: store unreachable: %s", exc)
             detail = f"store unreachable: {exc.public_detail}"
             return problem_response(503, detail, phase="store unreachable")
+        follower = state.follower
+        if follower is not None:
+            # Not behind the load balancer until caught up, nor while lagging far behind (a
+            # short lag keeps it in: replicas must not flap).
+            if not follower.caught_up:
+                return problem_response(
+                    503, "not ready: catching up with the change feed", phase="catching up"
+                )
+            if follower.lag_s > settings.max_replication_lag_s:
+                detail = (
+                    f"not ready: {follower.lag_s:.1f} s ({follower.lag_records} changes) behind "
+                    f"the change feed, over {settings.max_replication_lag_s:g} s"
+                )
+                return problem_response(503, detail, phase="lagging")
         return JSONResponse({"status": "ready", "items": len(retriever.index)})
 
     @router.get(

@@ -30,25 +30,29 @@ from app.schemas import (
 )
 from app.settings import Settings
 from app.uploads import multipart_openapi, read_uploads
+from app.write_position import HEADER as POSITION_HEADER
+from app.write_position import position_token
 from store.errors import ItemNotFoundError
 from store.mutations import StoredResponse
 from store.records import DeleteOutcome, EnrollOutcome
 
-NO_CONTENT = StoredResponse(204, b"", None)
 
-
-def enrolled(item_id: str, image_ids: list[str], image_count: int) -> StoredResponse:
+def enrolled(outcome: EnrollOutcome) -> StoredResponse:
     """An enrollment's 201, rendered once for its first answer and for its recorded replay."""
-    body = EnrollResponse(item_id=item_id, image_ids=image_ids, image_count=image_count)
-    return StoredResponse(201, body.model_dump_json().encode(), "application/json")
-
-
-def enrolled_outcome(outcome: EnrollOutcome) -> StoredResponse:
-    return enrolled(outcome.item.item_id, outcome.image_ids, outcome.item.count)
+    position = position_token(outcome.item)
+    body = EnrollResponse(
+        item_id=outcome.item.item_id,
+        image_ids=outcome.image_ids,
+        image_count=outcome.item.count,
+        position=position,
+    )
+    return StoredResponse(
+        201, body.model_dump_json().encode(), "application/json", ((POSITION_HEADER, position),)
+    )
 
 
 def deleted(outcome: DeleteOutcome) -> StoredResponse:
-    return NO_CONTENT
+    return StoredResponse(204, b"", None, ((POSITION_HEADER, position_token(outcome.item)),))
 
 
 def encode_cursor(cursor: str | None) -> str | None:
@@ -101,11 +105,11 @@ def items_router(settings: Settings) -> APIRouter:
         claim = None
         if idempotent is not None:
             fingerprint = idempotent.fingerprint(upload_parts(uploads))
-            claim = idempotent.claim(fingerprint, enrolled_outcome)
+            claim = idempotent.claim(fingerprint, enrolled)
             # A retry whose answer is recorded costs one store read, not an inference.
             await state.store_lane.run(retriever.replay_if_recorded, claim)
         result = await state.pipeline.enroll(retriever, item_id, uploads, request.receive, claim)
-        return as_response(enrolled(result.item_id, result.image_ids, result.image_count))
+        return as_response(enrolled(result.outcome))
 
     @router.get(
         "/items/{item_id}",
@@ -155,10 +159,10 @@ def items_router(settings: Settings) -> APIRouter:
         item_id: ItemIdPath, state: StateDep, retriever: RetrieverDep, idempotent: IdempotencyDep
     ) -> Response:
         claim = None if idempotent is None else idempotent.claim(idempotent.fingerprint(), deleted)
-        await state.store_lane.run_write(
+        outcome = await state.store_lane.run_write(
             item_id, retriever.reconciler.mark, retriever.delete_item, item_id, claim
         )
-        return as_response(NO_CONTENT)
+        return as_response(deleted(outcome))
 
     @router.delete(
         "/items/{item_id}/images/{image_id}",
@@ -174,9 +178,9 @@ def items_router(settings: Settings) -> APIRouter:
         idempotent: IdempotencyDep,
     ) -> Response:
         claim = None if idempotent is None else idempotent.claim(idempotent.fingerprint(), deleted)
-        await state.store_lane.run_write(
+        outcome = await state.store_lane.run_write(
             item_id, retriever.reconciler.mark, retriever.delete_image, item_id, image_id, claim
         )
-        return as_response(NO_CONTENT)
+        return as_response(deleted(outcome))
 
     return router

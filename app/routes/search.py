@@ -3,6 +3,7 @@
 # No `from __future__ import annotations`: the query limits below close over `settings`, and
 # FastAPI must evaluate the annotations where they are defined.
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -12,6 +13,7 @@ from app.dependencies import FormDep, RetrieverDep, StateDep, admission_gate
 from app.schemas import PROBLEM_RESPONSES, SearchResponse, SearchResult
 from app.settings import Settings
 from app.uploads import multipart_openapi, read_uploads
+from app.write_position import TOKEN_PATTERN, wait_applied
 from artifact.image_decode import ImageDecodeError
 
 
@@ -41,7 +43,26 @@ def search_router(settings: Settings) -> APIRouter:
         min_score: Annotated[
             float | None, Query(ge=-1.0, le=1.0, description="Only results with score >= this.")
         ] = None,
+        after: Annotated[
+            str | None,
+            Query(
+                pattern=TOKEN_PATTERN,
+                description="A write's position (`X-Retrieval-Position`): answer only once "
+                "this replica has applied that write (503 with `Retry-After` if it has not "
+                f"within {settings.read_after_timeout_ms} ms).",
+            ),
+        ] = None,
     ) -> SearchResponse:
+        if after is not None:
+            # Other replicas write only with a change feed to follow.
+            last_version = (
+                None
+                if state.follower is None
+                else partial(state.store_lane.run, retriever.store.last_version)
+            )
+            await wait_applied(
+                retriever.applier, after, settings.read_after_timeout_ms / 1000, last_version
+            )
         uploads = await read_uploads(form, "image")
         if len(uploads) != 1:
             raise ImageDecodeError(f"form field 'image' must hold one file, got {len(uploads)}")

@@ -40,7 +40,14 @@ def test_enrollment_is_idempotent_by_content(
     assert first.json()["image_count"] == 2 and ids[0] == ids[1] != ids[2]
     again = enroll(client, "mug", [b])  # and again in a later request
     assert again.status_code == 201
-    assert again.json() == {"item_id": "mug", "image_ids": [ids[2]], "image_count": 2}
+    # Nothing written: the position is the first request's (the state it left).
+    assert again.json() == {
+        "item_id": "mug",
+        "image_ids": [ids[2]],
+        "image_count": 2,
+        "position": first.json()["position"],
+    }
+    assert again.headers["x-retrieval-position"] == first.json()["position"]
     # The same bytes in another item are that item's own image.
     other = enroll(client, "mug-2", [a])
     assert other.json()["image_count"] == 1 and other.json()["image_ids"][0] != ids[0]

@@ -72,8 +72,15 @@ def _env_example() -> dict[str, str]:
 def test_validates_with_the_example_env_file(docker_compose: str) -> None:
     config = _config(docker_compose, "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE))
     api, redis = config["services"]["api"], config["services"]["redis"]
+    lb = config["services"]["lb"]
     assert "ports" not in redis  # Redis is never published on the host
-    assert api["ports"] == ["127.0.0.1:8000:8000/tcp"]
+    # Only nginx is published: the API replicas have no host port and no fixed name, so
+    # `--scale api=N` starts N of them.
+    assert lb["ports"] == ["127.0.0.1:8000:8080/tcp"]
+    assert "ports" not in api and "container_name" not in api
+    assert lb["depends_on"] == {"api": {"condition": "service_healthy"}}
+    assert f"{DEPLOY / 'nginx.conf'}:/etc/nginx/nginx.conf:ro" in lb["volumes"]
+    assert any("/healthz" in part for part in lb["healthcheck"]["test"])
     assert api["depends_on"] == {"redis": {"condition": "service_healthy"}}
     assert any("/readyz" in part for part in api["healthcheck"]["test"])
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
@@ -102,6 +109,7 @@ def test_the_key_line_in_env_reaches_the_api_and_anonymous_stays_off(
     (tmp_path / "deploy").mkdir()
     shutil.copy(COMPOSE, tmp_path / "docker-compose.yml")
     shutil.copy(DEPLOY / "redis.conf", tmp_path / "deploy" / "redis.conf")
+    shutil.copy(DEPLOY / "nginx.conf", tmp_path / "deploy" / "nginx.conf")
     # What `centroid-retrieval make-key >> .env` leaves: the example plus the key line.
     (tmp_path / ".env").write_text(ENV_EXAMPLE.read_text() + f"RETRIEVAL_API_KEYS={HASH_LINE}\n")
     api = _config(docker_compose, cwd=tmp_path, keys=None)["services"]["api"]
@@ -113,7 +121,7 @@ def test_the_key_line_in_env_reaches_the_api_and_anonymous_stays_off(
 def test_plain_config_at_the_root_builds_the_root_dockerfile(docker_compose: str) -> None:
     # What a new user types: no -f, no --env-file, from the repository root.
     config = _config(docker_compose, cwd=ROOT)
-    assert set(config["services"]) == {"api", "redis"}
+    assert set(config["services"]) == {"api", "lb", "redis"}
     build = config["services"]["api"]["build"]
     assert Path(build["context"]) == ROOT
     assert (Path(build["context"]) / build.get("dockerfile", "Dockerfile")).is_file()
@@ -125,6 +133,7 @@ def test_plain_config_reads_the_env_file_at_the_root(docker_compose: str, tmp_pa
     (tmp_path / "deploy").mkdir()
     shutil.copy(COMPOSE, tmp_path / "docker-compose.yml")
     shutil.copy(DEPLOY / "redis.conf", tmp_path / "deploy" / "redis.conf")
+    shutil.copy(DEPLOY / "nginx.conf", tmp_path / "deploy" / "nginx.conf")
     env = ENV_EXAMPLE.read_text()
     env = env.replace("API_PORT=8000", "API_PORT=9123").replace(
         "RETRIEVAL_MAX_K=100", "RETRIEVAL_MAX_K=7"
@@ -134,8 +143,9 @@ def test_plain_config_reads_the_env_file_at_the_root(docker_compose: str, tmp_pa
         "RETRIEVAL_MODEL_PATH=/models/embedder.onnx",
     )
     (tmp_path / ".env").write_text(env)
-    api = _config(docker_compose, cwd=tmp_path)["services"]["api"]
-    assert api["ports"] == ["127.0.0.1:9123:8000/tcp"]
+    services = _config(docker_compose, cwd=tmp_path)["services"]
+    api = services["api"]
+    assert services["lb"]["ports"] == ["127.0.0.1:9123:8080/tcp"]
     assert api["environment"]["RETRIEVAL_MAX_K"] == "7"
     assert api["environment"]["RETRIEVAL_MODEL_PATH"] == "/models/embedder.onnx"
     # MODEL_DIR=./models is the root's models/, where `make model` builds the default.
@@ -175,3 +185,19 @@ def test_every_setting_is_passed_and_documented_with_the_apps_default() -> None:
         assert f"${{{var}:?{KEYS_MESSAGE}}}" in compose
         assert var not in env_example
         assert f"#   {var}=" in ENV_EXAMPLE.read_text()
+
+
+def test_nginx_listens_where_lb_publishes_and_balances_over_the_api_service() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    nginx_conf = (DEPLOY / "nginx.conf").read_text()
+    (published,) = services["lb"]["ports"]
+    (listen,) = re.findall(r"^\s*listen (\d+);", nginx_conf, re.MULTILINE)
+    assert published.rsplit(":", 1)[1].strip('"') == listen
+    # The upstream is the compose service's name (Docker's DNS gives every replica's address)
+    # at the port the image serves on (the Dockerfile's CMD).
+    (server,) = re.findall(r"^\s*server ([\w.-]+:\d+)", nginx_conf, re.MULTILINE)
+    assert server == "api:8000"
+    assert '"--port", "8000"' in (ROOT / "Dockerfile").read_text()
+    # Every replica mounts the same named volume at RETRIEVAL_DATA_DIR: the shared originals.
+    api = services["api"]
+    assert f"api-data:{api['environment']['RETRIEVAL_DATA_DIR']}" in api["volumes"]

@@ -36,13 +36,16 @@ def feed_of(store: RedisStore) -> RedisChangeFeed:
 def test_each_write_appends_its_answered_state_in_commit_order(redis_store: RedisStore) -> None:
     feed = feed_of(redis_store)
     origin = feed.cursor()
-    assert origin == FeedCursor(START, 0) and feed.read(origin, block_ms=1) == ([], origin)
+    empty = feed.read(origin, block_ms=1)
+    assert origin == FeedCursor(START, 0) and empty.changes == [] and empty.cursor == origin
     a = redis_store.enroll("a", [image("1"), image("2")])
     b = redis_store.enroll("b", [image("3")])
     redis_store.enroll("b", [image("3")])  # held bytes: no write, no record
     gone = redis_store.delete_image("a", a.image_ids[0])
     deleted = redis_store.delete_item("b")
-    changes, cursor = feed.read(origin, block_ms=1)
+    batch = feed.read(origin, block_ms=1)
+    changes, cursor = batch.changes, batch.cursor
+    assert batch.behind == 0 and batch.behind_s == 0
     assert [c.state.item_id for c in changes] == ["a", "b", "a", "b"]
     expected = [a.item, b.item, gone.item, deleted.item]
     for change, state in zip(changes, expected, strict=True):
@@ -53,15 +56,17 @@ def test_each_write_appends_its_answered_state_in_commit_order(redis_store: Redi
     assert positions == sorted(positions) and feed.cursor() == cursor
     assert cursor == FeedCursor(changes[-1].position, 4)
     assert abs(changes[0].committed_ms - time.time() * 1000) < 60_000
-    later, _ = feed.read(FeedCursor(changes[1].position, 2), block_ms=1)
-    assert [c.position for c in later] == [c.position for c in changes[2:]]
+    later = feed.read(FeedCursor(changes[1].position, 2), block_ms=1, count=1).changes
+    assert [c.position for c in later] == [changes[2].position]
+    partial = feed.read(FeedCursor(changes[1].position, 2), block_ms=1, count=1)
+    assert partial.behind == 1 and partial.behind_s >= 0
     feed.close()
 
 
 def test_a_reader_waits_for_the_next_record(redis_store: RedisStore) -> None:
     feed = feed_of(redis_store)
     start = time.monotonic()
-    assert feed.read(feed.cursor(), block_ms=200)[0] == []
+    assert feed.read(feed.cursor(), block_ms=200).changes == []
     assert time.monotonic() - start >= 0.15
     feed.close()
 
@@ -78,8 +83,8 @@ def test_a_reader_behind_the_trimmed_records_is_told_to_rebuild(redis_store: Red
     with pytest.raises(ChangeFeedGapError):
         feed.read(behind, block_ms=1)
     # A reader that had seen everything has missed nothing, and goes on reading.
-    assert feed.read(seen_all, block_ms=1) == ([], seen_all)
+    assert feed.read(seen_all, block_ms=1).cursor == seen_all
     redis_store.enroll("d", [image("4")])
-    (change,), _ = feed.read(seen_all, block_ms=1)
+    (change,) = feed.read(seen_all, block_ms=1).changes
     assert change.state.item_id == "d"
     feed.close()

@@ -3,6 +3,7 @@ states the store reads back carry the version their write answered with."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from store.errors import ItemNotFoundError
 from store.records import ItemState
 from store.sqlite_store import SqliteStore
 from store.store import Store
@@ -34,6 +36,7 @@ def test_every_write_takes_a_larger_version_and_reads_return_it(claimed: Store) 
     gone = claimed.delete_image("a", a2.image_ids[0]).item.version
     assert 0 < a1 < b1 < a2.item.version < gone
     assert stored_versions(claimed) == {"a": gone, "b": b1}
+    assert claimed.last_version() == gone
     state = claimed.get_item_state("a")
     assert state is not None and state.version == gone
 
@@ -41,6 +44,7 @@ def test_every_write_takes_a_larger_version_and_reads_return_it(claimed: Store) 
 def test_bytes_already_held_write_nothing_and_answer_with_the_stored_version(
     claimed: Store,
 ) -> None:
+    assert claimed.last_version() == 0
     first = claimed.enroll("a", [image("1")])
     again = claimed.enroll("a", [image("1")])
     assert again.item.version == first.item.version
@@ -106,3 +110,28 @@ def test_a_sqlite_store_written_before_versions_opens_with_version_0(tmp_path: P
     assert stored_versions(reopened) == {"a": 0}
     assert reopened.enroll("a", [image("2")]).item.version == 1
     reopened.close()
+
+
+def test_enrollments_racing_deletions_of_one_item_only_ever_fail_as_not_found(
+    store_factory: StoreFactory,
+) -> None:
+    """Four connections enroll the same few images into one item and delete it, over and over:
+    an enrollment reading the item while another creates it retries instead of failing."""
+    stores = [store_factory() for _ in range(4)]
+    stores[0].claim_model_identity(IDENTITY)
+    versions: list[int] = []
+
+    def churn(i: int) -> None:
+        for n in range(150):
+            if (n + i) % 3 == 2:
+                with contextlib.suppress(ItemNotFoundError):
+                    versions.append(stores[i].delete_item("hot").item.version)
+            else:
+                versions.append(stores[i].enroll("hot", [image(f"shared-{n % 3}")]).item.version)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(churn, range(4)))
+    written = [v for v in versions if v]  # held bytes answer with the stored version
+    assert len(written) > 40
+    final = stores[0].get_item_state("hot")
+    assert final is None or final.version == max(written)
