@@ -37,6 +37,12 @@ class IndexApplier:
         with self._lock:
             return self._versions.get(item_id, 0)
 
+    def versions(self) -> list[tuple[str, int]]:
+        """``(item id, version)`` of every item the index holds."""
+        held = set(self.index.item_ids())
+        with self._lock:
+            return [(i, self._versions.get(i, 0)) for i in held]
+
     def apply(self, state: ItemState) -> bool:
         """Put ``state`` in the index unless it is older than what the index reflects; True if
         applied. The caller holds ``state.item_id``'s item lock."""

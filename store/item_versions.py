@@ -13,6 +13,8 @@ it holds (deletions included), whatever order it learns them in.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import replace
 
 from store.mutations import RecordChange
@@ -29,3 +31,12 @@ def with_change(plan: WritePlan[OutcomeT], version: int) -> WritePlan[OutcomeT]:
     state = replace(plan.outcome.item, version=version)
     outcome: EnrollOutcome | DeleteOutcome = replace(plan.outcome, item=state)
     return WritePlan(outcome, (*plan.mutations, RecordChange(state)))  # type: ignore[arg-type]
+
+
+def versions_digest(pairs: Iterable[tuple[str, int]]) -> str:
+    """SHA-256 hex of ``(item id, version)`` pairs in item-id order: two holders of the same
+    items at the same versions (a replica's index and the store) give the same digest."""
+    digest = hashlib.sha256()
+    for item_id, version in sorted(pairs):
+        digest.update(f"{item_id}\0{version}\n".encode())
+    return digest.hexdigest()

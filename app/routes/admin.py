@@ -1,4 +1,5 @@
-"""Maintenance over HTTP, behind the ``admin`` scope: compaction and an online backup.
+"""Maintenance over HTTP, behind the ``admin`` scope: compaction, an online backup, and whether
+this replica's index agrees with the store.
 
 Both are the commands' work (``centroid-retrieval compact`` / ``backup``) on the running
 service's own store and blob directory. They run in a thread of their own, not the request
@@ -30,6 +31,7 @@ from app.retriever import Retriever
 from app.schemas import AUTH_RESPONSES, Problem
 from app.settings import Settings
 from store.blob_sweep import BLOB_SWEEP_GRACE_S, sweep_blobs
+from store.item_versions import versions_digest
 from store.store_backup import back_up
 
 # One path component, not "." or "..", no separator: the backup lands directly under the root.
@@ -180,7 +182,40 @@ def admin_router(settings: Settings) -> APIRouter:
         except _Exists:
             return problem_response(409, f"backup {name!r} already exists; choose a new name")
 
+    @router.get(
+        "/index-digest",
+        response_model=IndexDigestResponse,
+        summary="Does this replica's index agree with the store?",
+        description=(
+            "The items this replica's index holds and their versions, digested, beside the "
+            "same of the store's items: equal digests mean the index reflects the store "
+            "exactly (item ids and versions). Reads every item of the store."
+        ),
+    )
+    async def index_digest(retriever: RetrieverDep) -> IndexDigestResponse:
+        def digests() -> IndexDigestResponse:
+            held = retriever.applier.versions()
+            stored = [(s.item_id, s.version) for s in retriever.store.iter_item_states()]
+            index_digest, store_digest = versions_digest(held), versions_digest(stored)
+            return IndexDigestResponse(
+                index_items=len(held),
+                index_digest=index_digest,
+                store_items=len(stored),
+                store_digest=store_digest,
+                agrees=index_digest == store_digest,
+            )
+
+        return await anyio.to_thread.run_sync(digests)
+
     return router
+
+
+class IndexDigestResponse(BaseModel):
+    index_items: int
+    index_digest: str = Field(description="SHA-256 of the index's (item id, version) pairs.")
+    store_items: int
+    store_digest: str = Field(description="The same of the store's items.")
+    agrees: bool
 
 
 class _Busy(Exception):
