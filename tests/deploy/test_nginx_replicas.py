@@ -304,6 +304,18 @@ def test_an_enrollment_through_nginx_is_stored_once(topology: Topology) -> None:
         assert item.json()["image_count"] == 1 and len(item.json()["image_ids"]) == 1, item.json()
     served = [r.requests_served("POST", "/items/{item_id}/images") for r in topology.replicas]
     assert sum(served) == 1, served  # one replica took it; nginx did not send it twice
+    # Every replica's index has it once its change feed reached the write's position.
+    position = r.headers["x-retrieval-position"]
+    assert r.json()["position"] == position
+    for replica in topology.replicas:
+        found = httpx.post(
+            f"{replica.url}/search",
+            params={"k": 3, "after": position},
+            files={"image": ("q.png", image)},
+            timeout=10,
+        )
+        assert found.status_code == 200, found.text
+        assert [hit["item_id"] for hit in found.json()["results"]].count(item_id) == 1
     # The original bytes are in the shared directory once (content-addressed).
     blobs = [p for p in (topology.data_dir / "blobs").rglob("*") if p.is_file()]
     assert sum(p.read_bytes() == image for p in blobs) == 1
