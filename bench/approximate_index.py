@@ -70,13 +70,16 @@ class ClusteredVectors:
         centres = rng.standard_normal((n_clusters, dim), dtype=np.float32)
         self.centres = centres / np.linalg.norm(centres, axis=1, keepdims=True)
         # Per-coordinate sigma giving a noise vector of norm ~ spread.
-        self.sigma = spread / np.sqrt(dim)
+        # (A Python float, so float32 rows stay float32 under NumPy's promotion rules.)
+        self.sigma = float(spread / np.sqrt(dim))
 
     def draw(self, rng: np.random.Generator, n: int) -> npt.NDArray[np.float32]:
         """``(n, dim)`` float32 unit rows around random centres."""
         x = self.centres[rng.integers(0, self.centres.shape[0], size=n)]
         x = x + self.sigma * rng.standard_normal((n, self.dim), dtype=np.float32)
-        out: npt.NDArray[np.float32] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        out: npt.NDArray[np.float32] = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(
+            np.float32, copy=False
+        )
         return out
 
     def chunk(self, c: int) -> npt.NDArray[np.float32]:

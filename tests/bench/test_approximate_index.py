@@ -30,7 +30,7 @@ def test_data_is_deterministic_clustered_and_queries_are_held_out() -> None:
     again = ClusteredVectors(3000, 32, items_per_cluster=100, spread=0.3, seed=4)
     np.testing.assert_array_equal(data.chunk(0), again.chunk(0))
     rows = np.stack([r for _, r in data.items_iter()])
-    assert rows.shape == (3000, 32)
+    assert rows.shape == (3000, 32) and rows.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
     # Each row sits near one of 30 centres (noise norm ~0.3), far from i.i.d. behaviour.
     nearest = (rows @ data.centres.T).max(axis=1)
