@@ -98,6 +98,9 @@ class ChangeFollower:
             with self._item_locks.hold([state.item_id]):
                 applied = self._applier.apply(state)
             self._metrics.changes_applied.labels(outcome="applied" if applied else "skipped").inc()
+            if self._caught_up.is_set():  # not the start-up replay of old records
+                delay_s = time.time() - change.committed_ms / 1000
+                self._metrics.replication_delay.observe(max(0.0, delay_s))
         self._cursor = batch.cursor
         self.lag_records, self.lag_s = batch.behind, batch.behind_s
         self._metrics.replication_lag_records.set(self.lag_records)

@@ -156,6 +156,13 @@ class ServiceMetrics:
             "How much older the last applied change record is than the feed's newest (Redis).",
             registry=self.registry,
         )
+        self.replication_delay = Histogram(
+            "retrieval_replication_delay_seconds",
+            "From a write's commit (its change record's time, the Redis server's clock) to "
+            "this replica applying it; records this replica had applied already count too.",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+            registry=self.registry,
+        )
         self.changes_applied = Counter(
             "retrieval_changes_applied",
             "Change records read from the feed, by outcome (applied; skipped: the index "
