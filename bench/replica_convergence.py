@@ -2,9 +2,12 @@
 mix, read-your-writes across replicas, and the indexes compared with the store afterwards.
 
     python -m bench.replica_convergence [--model M] [--replicas 3] [--seconds 10] [--clients 12]
+        [--nginx]
 
 The replicas run as they ship (``python -m app.server``) on a private ``redis-server`` with the
-shipped ``deploy/redis.conf`` and one shared data directory (the shared blob volume). First the
+shipped ``deploy/redis.conf`` and one shared data directory (the shared blob volume); with
+``--nginx``, behind Debian's nginx running the shipped ``deploy/nginx.conf`` (the compose
+topology), every request going through it. First the
 mix runs closed-loop with ``--clients`` clients spread over the replicas: that is their
 saturation rate. Then it runs open-loop at ``--load`` (default 50 %) of that rate: every
 enrollment goes to one replica and is followed at once by a search with ``after=<its position>``
@@ -39,6 +42,7 @@ import httpx
 from bench.crash_soak import start_redis
 from bench.loadtest.latency_stats import nearest_rank_percentile
 from bench.loadtest.photo_set import build_photo_set
+from bench.nginx_front import nginx_binary, running_nginx
 from bench.service_flags import add_service_flags, service_flags
 from bench.service_process import free_port, service_process, stop_process
 
@@ -185,9 +189,12 @@ async def digests(urls: list[str], timeout_s: float = 15) -> list[dict[str, obje
             await asyncio.sleep(0.2)
 
 
-async def run(args: argparse.Namespace, urls: list[str]) -> int:
+async def run(args: argparse.Namespace, urls: list[str], lb: str | None) -> int:
     views = build_photo_set(views_per_photo=4).all_views()
-    clients = [httpx.AsyncClient(base_url=u, timeout=30) for u in urls]
+    # Through nginx every request, the after= search included, lands on whichever replica
+    # nginx picks: what a client behind the load balancer sees.
+    entry = [lb] if lb is not None else urls
+    clients = [httpx.AsyncClient(base_url=u, timeout=30) for u in entry]
     try:
         saturation_mix = Mix(clients, views, seed=0)
         saturation = await closed_loop(saturation_mix, args.clients, args.seconds)
@@ -202,7 +209,9 @@ async def run(args: argparse.Namespace, urls: list[str]) -> int:
     t = mix.tally
     lag_p99 = _p(t.lag_s, 99)
     checks = len(t.after_ms)
-    print(f"{len(urls)} replicas on one Redis, 90/10 search/enroll, {args.seconds:g} s per phase")
+    via = "through nginx (deploy/nginx.conf)" if lb is not None else "each addressed directly"
+    print(f"{len(urls)} replicas on one Redis, {via}, 90/10 search/enroll, "
+          f"{args.seconds:g} s per phase")  # fmt: skip
     print(f"saturation (closed loop, {args.clients} clients): {saturation:.1f} ops/s")
     errors = f"{len(t.errors)} {sorted(set(t.errors))}" if t.errors else "0"
     print(f"offered: {rate:.1f} ops/s ({args.load:.0%}); answered {t.answered()}; errors {errors}")
@@ -210,7 +219,8 @@ async def run(args: argparse.Namespace, urls: list[str]) -> int:
     print(f"after= search p50 {_p(t.after_ms, 50):7.1f} ms  p99 {_p(t.after_ms, 99):7.1f} ms")
     seen_ok = checks > 0 and t.after_seen == checks
     lag_ok = lag_p99 <= TARGET_LAG_P99_S and delay_bound <= TARGET_LAG_P99_S
-    print(f"read-your-writes on another replica: {t.after_seen}/{checks} "
+    where = "through nginx" if lb is not None else "on another replica"
+    print(f"read-your-writes {where}: {t.after_seen}/{checks} "
           f"{'PASS' if seen_ok else 'MISS'}")  # fmt: skip
     print(f"replication lag gauge p99 over {len(t.lag_s)} samples: {lag_p99 * 1000:.1f} ms; "
           f"commit-to-applied delay p99 <= {delay_bound * 1000:g} ms over {delays} applies "
@@ -231,8 +241,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per phase")
     parser.add_argument("--clients", type=int, default=12, help="closed-loop clients")
     parser.add_argument("--load", type=float, default=0.5, help="open-loop share of saturation")
+    parser.add_argument(
+        "--nginx", action="store_true", help="send the load through nginx with the shipped config"
+    )
     args = parser.parse_args()
     model, env = service_flags(args)
+    binary = nginx_binary()
+    if args.nginx and binary is None:
+        raise SystemExit("nginx is not installed (apt-get install nginx-light)")
     with tempfile.TemporaryDirectory(prefix="replicas-") as tmp, ExitStack() as stack:
         root = Path(tmp)
         (root / "redis").mkdir()
@@ -248,7 +264,11 @@ def main() -> None:
             )
             for i in range(args.replicas)
         ]  # fmt: skip
-        raise SystemExit(asyncio.run(run(args, urls)))
+        lb = None
+        if args.nginx and binary is not None:
+            ports = [int(u.rsplit(":", 1)[1]) for u in urls]
+            lb = stack.enter_context(running_nginx(binary, ports, root / "nginx"))
+        raise SystemExit(asyncio.run(run(args, urls, lb)))
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
 import socketserver
 import subprocess
 import sys
@@ -30,6 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.settings import Settings
 from bench.crash_soak import noise_png
+from bench.nginx_front import NGINX_CONF, machine_config, nginx_command, running_nginx
+from bench.nginx_front import nginx_binary as find_nginx
 from bench.service_process import free_port, stop_process, wait_ready
 from tests import redis_server
 from tests.tiny_artifact import write_tiny_artifact
@@ -37,49 +37,16 @@ from tests.tiny_artifact import write_tiny_artifact
 pytestmark = pytest.mark.redis
 
 ROOT = Path(__file__).resolve().parents[2]
-NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 REPLICAS = 3
-UPSTREAM_LINE = re.compile(r"^(\s*)server api:8000( [^;]*);$", re.MULTILINE)
 MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def nginx_binary() -> str:
-    binary = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).is_file()), None
-    )
+    binary = find_nginx()
     if binary is None:
         pytest.fail("nginx is not installed (apt-get install nginx-light; .ci/run does)")
     return binary
-
-
-def machine_config(ports: list[int], listen_port: int, workdir: Path) -> str:
-    """deploy/nginx.conf with its one upstream server replaced by ``ports`` on 127.0.0.1, its
-    listen address by ``listen_port`` and its logs and temporary files under ``workdir``."""
-    text = NGINX_CONF.read_text()
-    (line,) = UPSTREAM_LINE.findall(text)  # one `server api:8000 ...;`, the compose service
-    indent, params = line
-    servers = "\n".join(f"{indent}server 127.0.0.1:{port}{params};" for port in ports)
-    text = UPSTREAM_LINE.sub(lambda _: servers, text)
-    assert text.count("listen 8080;") == 1
-    text = text.replace("listen 8080;", f"listen 127.0.0.1:{listen_port};")
-    text = text.replace("/var/log/nginx/", f"{workdir}/")
-    temp_paths = "".join(
-        f"    {kind}_temp_path {workdir / kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return text.replace("http {\n", "http {\n" + temp_paths, 1)
-
-
-def nginx_command(binary: str, conf: Path, workdir: Path, *, test_only: bool) -> list[str]:
-    # The pid file and, when run as root, the workers' user are the machine's business, not
-    # the shipped file's (the official image runs its workers as `nginx`). One -g only: nginx
-    # keeps the last.
-    globals_ = f"pid {workdir / 'nginx.pid'}; daemon off;"
-    if os.geteuid() == 0:
-        globals_ += " user root;"
-    mode = ["-t"] if test_only else []
-    return [binary, "-e", "stderr", "-p", str(workdir), "-c", str(conf), "-g", globals_, *mode]
 
 
 @dataclass
@@ -153,32 +120,6 @@ def _started_replicas(
             stop_process(replica.proc)
 
 
-@contextmanager
-def _running_nginx(binary: str, ports: list[int], workdir: Path) -> Iterator[str]:
-    """nginx with the shipped configuration over ``ports``; its URL once its /healthz answers."""
-    workdir.mkdir(exist_ok=True)
-    listen_port = free_port()
-    conf = workdir / "nginx.conf"
-    conf.write_text(machine_config(ports, listen_port, workdir))
-    with open(workdir / "stderr", "wb") as log:
-        nginx = subprocess.Popen(
-            nginx_command(binary, conf, workdir, test_only=False),
-            stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{listen_port}"
-    try:
-        wait_ready(nginx, url, 10, probe="/healthz", poll_s=0.05)
-        yield url
-    finally:
-        if nginx.poll() is None:
-            nginx.send_signal(signal.SIGQUIT)  # nginx's graceful shutdown
-            try:
-                nginx.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                nginx.kill()
-                nginx.wait()
-
-
 @pytest.fixture(scope="module")
 def topology(nginx_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     workdir = tmp_path_factory.mktemp("replicas")
@@ -189,7 +130,7 @@ def topology(nginx_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     try:
         with (
             _started_replicas(model, data_dir, namespace, workdir) as replicas,
-            _running_nginx(nginx_binary, [r.port for r in replicas], nginx_dir) as lb,
+            running_nginx(nginx_binary, [r.port for r in replicas], nginx_dir) as lb,
         ):
             yield Topology(lb, replicas, data_dir, nginx_dir)
     finally:
@@ -331,12 +272,12 @@ def test_a_post_that_reached_a_failing_replica_is_not_resent_but_a_get_is(
     with DroppingUpstream() as dropper:
         upstreams = [dropper.port, replica.port]
         with (
-            _running_nginx(nginx_binary, upstreams, tmp_path / "p") as lb,
+            running_nginx(nginx_binary, upstreams, tmp_path / "p") as lb,
             httpx.Client(base_url=lb, timeout=30) as client,
         ):
             posts = [_search(client, seed).status_code for seed in range(4)]
         with (
-            _running_nginx(nginx_binary, upstreams, tmp_path / "g") as lb,
+            running_nginx(nginx_binary, upstreams, tmp_path / "g") as lb,
             httpx.Client(base_url=lb, timeout=30) as client,
         ):
             gets = [client.get("/readyz").status_code for _ in range(4)]
