@@ -119,6 +119,17 @@ class ServiceMetrics:
             "Requests turned away (503) because every store slot and its queue were taken.",
             registry=self.registry,
         )
+        self.store_breaker_state = Gauge(
+            "retrieval_store_breaker_state",
+            "The store lane's circuit breaker: 0 closed, 1 half-open (one probe let through), "
+            "2 open (store operations refused without trying the store).",
+            registry=self.registry,
+        )
+        self.store_breaker_refusals = Counter(
+            "retrieval_store_breaker_refusals",
+            "Requests turned away (503) by the open store circuit breaker, the store not tried.",
+            registry=self.registry,
+        )
         self.open_connections = Gauge(
             "retrieval_open_connections",
             "Client connections open (the cap is max_connections).",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from app.admission_control import AdmissionControl
 from app.change_follower import ChangeFollower
+from app.circuit_breaker import CircuitBreaker
 from app.error_redaction import Redactor
 from app.inference_executor import InferenceExecutor
 from app.metrics import ServiceMetrics
@@ -142,6 +143,13 @@ class ServiceState:
             self.settings.store_queue,
             self.settings.store_deadline_ms / 1000,
             self.metrics,
+            breaker=(
+                CircuitBreaker(
+                    self.settings.store_breaker_failures, self.settings.store_breaker_cooldown_s
+                )
+                if self.settings.store_breaker_failures > 0
+                else None
+            ),
         )
         self.pipeline = RequestPipeline(self.admission, self.store_lane)
 

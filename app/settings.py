@@ -116,6 +116,23 @@ class Settings(BaseSettings):
             "with Retry-After at once."
         ),
     )
+    store_breaker_failures: int = Field(
+        5,
+        ge=0,
+        description=(
+            "Consecutive store failures (unreachable, past the deadline) after which store "
+            "operations are refused at once (503) for the cooldown, then one probe is let "
+            "through; 0: no circuit breaker."
+        ),
+    )
+    store_breaker_cooldown_s: float = Field(
+        2.0,
+        gt=0,
+        description=(
+            "How long the open store circuit breaker refuses store operations before it lets "
+            "one probe through (seconds; the refusals' Retry-After)."
+        ),
+    )
     inference_threads: int = Field(
         0, ge=0, description="ONNX Runtime intra-op threads (0: its default, one per core)."
     )

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TypeVar
 
+from app.circuit_breaker import CircuitBreaker, StoreBreakerOpenError
 from app.metrics import ServiceMetrics
 from app.retriever_errors import QueueFullError
 from store.errors import StoreOutcomeUnknownError, StoreUnavailableError
@@ -46,7 +47,15 @@ class StoreDeadlineError(StoreUnavailableError):
 
 
 class StoreLane:
-    def __init__(self, slots: int, queue: int, deadline_s: float, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self,
+        slots: int,
+        queue: int,
+        deadline_s: float,
+        metrics: ServiceMetrics,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        """``breaker``: None, no breaker (every call is tried)."""
         if slots < 1 or queue < 0 or deadline_s <= 0:
             raise ValueError("need slots >= 1, queue >= 0 and a deadline > 0")
         self.slots = slots
@@ -55,6 +64,15 @@ class StoreLane:
         self._threads = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="store-lane")
         self._in_lane = 0  # requests running or waiting here (not operations left to finish)
         self._metrics = metrics
+        self._breaker = breaker
+        if breaker is not None:
+            # Read at scrape time: open turns half-open by the clock alone, with no call.
+            metrics.store_breaker_state.set_function(lambda: breaker.state.value)
+
+    @property
+    def breaker_state(self) -> str:
+        """``closed``, ``half-open``, ``open``, or ``disabled`` (no breaker)."""
+        return "disabled" if self._breaker is None else self._breaker.state.label
 
     @property
     def in_lane(self) -> int:
@@ -74,6 +92,39 @@ class StoreLane:
         return await self._run(partial(fn, *args), None, on_started_late=lambda: mark(item_id))
 
     async def _run(
+        self,
+        call: Callable[[], T],
+        deadline_s: float | None,
+        on_started_late: Callable[[], None] | None,
+    ) -> T:
+        breaker = self._breaker
+        if breaker is None:
+            return await self._submit(call, deadline_s, on_started_late)
+        try:
+            probe = breaker.admit()
+        except StoreBreakerOpenError:
+            self._metrics.store_breaker_refusals.inc()
+            raise
+        try:
+            answer = await self._submit(call, deadline_s, on_started_late)
+        except StoreBusyError:
+            # Turned away by the lane itself: the store was not asked.
+            breaker.abandoned(probe)
+            raise
+        except StoreUnavailableError:
+            breaker.failed(probe)
+            raise
+        except Exception:
+            # The store answered, with an error of the request's (an unknown item, say).
+            breaker.succeeded(probe)
+            raise
+        except BaseException:
+            breaker.abandoned(probe)  # cancelled: nothing learned about the store
+            raise
+        breaker.succeeded(probe)
+        return answer
+
+    async def _submit(
         self,
         call: Callable[[], T],
         deadline_s: float | None,

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from app.authorization import AnyKey
+from app.circuit_breaker import StoreBreakerOpenError
 from app.dependencies import RetrieverDep, StateDep
 from app.problem import problem_response
 from app.schemas import AUTH_RESPONSES, InfoResponse
@@ -45,13 +46,26 @@ def health_router(settings: Settings) -> APIRouter:
         if retriever is None:
             reason = state.failure or f"still {state.phase}"
             return problem_response(503, f"not ready: {reason}", phase=state.phase)
+        lane = state.store_lane
         try:
             # Within a second, whatever the store's deadline: a load balancer's probe is short.
-            await state.store_lane.run(retriever.store.ping, deadline_s=READY_PING_S)
+            # An open breaker refuses at once; half-open, this ping may be its probe.
+            await lane.run(retriever.store.ping, deadline_s=READY_PING_S)
+        except StoreBreakerOpenError as exc:
+            detail = f"store unreachable: {exc.public_detail}"
+            return problem_response(
+                503,
+                detail,
+                retry_after_s=exc.retry_after_s,
+                phase="store unreachable",
+                store_breaker=lane.breaker_state,
+            )
         except StoreUnavailableError as exc:
             log.warning("readiness: store unreachable: %s", exc)
             detail = f"store unreachable: {exc.public_detail}"
-            return problem_response(503, detail, phase="store unreachable")
+            return problem_response(
+                503, detail, phase="store unreachable", store_breaker=lane.breaker_state
+            )
         follower = state.follower
         if follower is not None:
             # Not behind the load balancer until caught up, nor while lagging far behind (a
@@ -66,7 +80,13 @@ def health_router(settings: Settings) -> APIRouter:
                     f"the change feed, over {settings.max_replication_lag_s:g} s"
                 )
                 return problem_response(503, detail, phase="lagging")
-        return JSONResponse({"status": "ready", "items": len(retriever.index)})
+        return JSONResponse(
+            {
+                "status": "ready",
+                "items": len(retriever.index),
+                "store_breaker": lane.breaker_state,
+            }
+        )
 
     @router.get(
         "/info",
