@@ -1,0 +1,394 @@
+"""Item-centroid index kept in a Milvus collection, for galleries that outgrow one machine.
+
+One collection per namespace, reached through an alias named after the namespace:
+
+* ``item_id`` VARCHAR primary key of ``MAX_ITEM_ID_LENGTH`` (the service's item-id limit);
+* ``vector`` FLOAT_VECTOR ``(dim,)``, unit-norm float32, FLAT index with the IP metric, so
+  Milvus's candidates are exact;
+* ``attributes`` JSON, written ``{}`` today and reserved so that attribute filters can become
+  Milvus expressions without a schema change.
+
+Every call names ``consistency_level="Strong"``: standalone Milvus defaults collections to
+Bounded, under which the next search may not see the previous write.
+
+Milvus returns equal scores in any order and in float32, so a search asks for more than ``k``
+(widening until the last candidate scores clearly below the k-th), recomputes each candidate's
+score in float64 from its stored float32 row and sorts by ``(-score, item_id)`` — the flat
+index's rule. ``k`` is capped at ``MILVUS_MAX_TOP_K`` (Milvus refuses larger requests); ties
+straddling that many candidates are cut at the cap.
+
+``rebuild`` loads a fresh collection aside and then moves the alias to it, so searches keep
+answering from the old content meanwhile and a bad input leaves it untouched.
+
+``pymilvus`` is imported only when an index is built, so a service not configured for Milvus
+pays nothing for it. Every Milvus failure surfaces as ``IndexUnavailableError``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from index.centroid_math import l2_normalize
+from index.index_errors import IndexUnavailableError
+from index.tie_aware_top_k import FIRST_EXTRA, WIDEN_FACTOR, float32_dot_slack
+
+if TYPE_CHECKING:
+    from pymilvus import MilvusClient
+
+# The service's item-id limit (app/dependencies.py ITEM_ID_PATTERN: 1 to 128 ASCII characters,
+# so characters and bytes agree).
+MAX_ITEM_ID_LENGTH = 128
+# Milvus's ``topk`` limit (``quotaAndLimits.limits.topK``, default 16384); Milvus Lite accepts
+# more, a standalone server does not.
+MILVUS_MAX_TOP_K = 16384
+# Rows per insert call during ``rebuild``: far below Milvus's 64 MB gRPC message limit at
+# D = 1280 (1024 x 1280 x 4 B = 5 MB, ~3x that as the client's JSON-ish row form).
+REBUILD_BATCH_ROWS = 1024
+# Rows per page when listing item ids.
+ITEM_ID_PAGE_ROWS = 4096
+
+_STRONG = "Strong"
+_FLOAT32_BYTES = 4
+_ID, _VECTOR, _ATTRIBUTES = "item_id", "vector", "attributes"
+_T = TypeVar("_T")
+
+
+class MilvusCentroidIndex:
+    """Item id (``str``) → unit-norm ``(dim,)`` float32 centroid in Milvus, exact IP search.
+
+    ``client`` is a ``pymilvus.MilvusClient`` or a URI for one (a Milvus Lite ``.db`` path or
+    ``http://host:19530``). ``collection`` is the namespace's name: an existing alias of that
+    name is attached to (its dimension must be ``dim``), otherwise a collection is created.
+    ``timeout`` (seconds) bounds every Milvus call.
+    """
+
+    def __init__(
+        self,
+        client: MilvusClient | str,
+        collection: str,
+        dim: int,
+        *,
+        timeout: float = 10.0,
+    ) -> None:
+        if dim <= 0:
+            raise ValueError(f"dim must be positive, got {dim}")
+        self._dim = dim
+        self._alias = collection
+        self._timeout = timeout
+        self._slack = float32_dot_slack(dim)
+        self._version = 0
+        self._client: MilvusClient = self._call(lambda: _connect(client, timeout))
+        self._generation = self._call(self._attach_or_create)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def collection(self) -> str:
+        """The alias (namespace name) every read and write goes through."""
+        return self._alias
+
+    @property
+    def version(self) -> int:
+        """Incremented by every successful mutation made through this object.
+
+        Writes by other processes on the same collection are not counted.
+        """
+        return self._version
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def upsert(self, item_id: str, centroid: npt.NDArray[np.floating]) -> None:
+        """Insert or replace ``item_id``'s row with ``centroid`` ``(dim,)``, L2-normalised.
+
+        Raises ValueError on a wrong shape, a non-finite value or an id Milvus cannot hold.
+        """
+        row = self._entity(item_id, centroid)
+        self._call(lambda: self._client.upsert(self._alias, [row], timeout=self._timeout))
+        self._version += 1
+
+    def remove(self, item_id: str) -> bool:
+        """Delete ``item_id``; False (nothing changed) if it was not there.
+
+        Milvus's delete does not say whether the id existed, so it is looked up first.
+        """
+        if item_id not in self:
+            return False
+        self._call(lambda: self._client.delete(self._alias, ids=[item_id], timeout=self._timeout))
+        self._version += 1
+        return True
+
+    def rebuild(self, items: Iterable[tuple[str, npt.NDArray[np.floating]]]) -> None:
+        """Replace the whole content with ``items`` (each centroid ``(dim,)``, normalised here).
+
+        Loaded into a new collection in batches of ``REBUILD_BATCH_ROWS``, then the alias is
+        moved onto it and the old collection dropped. Raises ValueError on a repeated item id
+        or a bad row; the new collection is then dropped and the old content kept.
+        """
+        generation = self._generation + 1
+        fresh = _physical_name(self._alias, generation)
+        self._call(lambda: self._drop_if_exists(fresh))
+        self._call(lambda: self._create(fresh))
+        try:
+            seen: set[str] = set()
+            for batch in _batched(iter(items), REBUILD_BATCH_ROWS):
+                rows = []
+                for item_id, centroid in batch:
+                    if item_id in seen:
+                        raise ValueError(f"item id {item_id!r} appears twice in rebuild input")
+                    seen.add(item_id)
+                    rows.append(self._entity(item_id, centroid))
+                self._insert(fresh, rows)
+        except BaseException:
+            self._call(lambda: self._drop_if_exists(fresh))
+            raise
+        old = _physical_name(self._alias, self._generation)
+        self._call(lambda: self._client.alter_alias(fresh, self._alias, timeout=self._timeout))
+        self._generation = generation
+        self._version += 1
+        self._call(lambda: self._drop_if_exists(old))
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def search(self, queries: npt.NDArray[np.floating], k: int) -> list[list[tuple[str, float]]]:
+        """Best ``min(k, MILVUS_MAX_TOP_K)`` items per query by inner product.
+
+        ``queries`` is ``(Q, dim)`` and should be unit-norm (then scores are cosines in
+        ``[-1, 1]``); it is not normalised here. Returns Q lists of distinct
+        ``(item_id, score)``, best first, equal scores by item id ascending, scores recomputed
+        in float64 from the stored float32 rows. An empty index gives Q empty lists; ``k = 0``
+        too.
+        """
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self._dim:
+            raise ValueError(f"queries must be (Q, {self._dim}), got {q.shape}")
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        k = min(k, MILVUS_MAX_TOP_K)
+        if k == 0 or q.shape[0] == 0:
+            return [[] for _ in range(q.shape[0])]
+        q64 = q.astype(np.float64)
+        out: list[list[tuple[str, float]]] = [[] for _ in range(q.shape[0])]
+        pending = list(range(q.shape[0]))
+        want = min(MILVUS_MAX_TOP_K, k + FIRST_EXTRA)
+        while pending:
+            hits = self._search_milvus(q[pending], want)
+            still: list[int] = []
+            for qi, found in zip(pending, hits, strict=True):
+                scores = [float(h["distance"]) for h in found]
+                complete = len(found) < want or want >= MILVUS_MAX_TOP_K
+                # Milvus's float32 scores come best first; once the last one is clearly below
+                # the k-th, no item outside the candidates can tie with the k-th.
+                if complete or scores[-1] < scores[k - 1] - self._slack:
+                    out[qi] = _rank_exactly(found, q64[qi], k)
+                else:
+                    still.append(qi)
+            pending = still
+            want = min(MILVUS_MAX_TOP_K, want * WIDEN_FACTOR)
+        return out
+
+    def get(self, item_id: str) -> npt.NDArray[np.float32] | None:
+        """A copy of ``item_id``'s ``(dim,)`` float32 row, or None if absent."""
+        rows = self._call(
+            lambda: self._client.get(
+                self._alias,
+                ids=[item_id],
+                output_fields=[_VECTOR],
+                timeout=self._timeout,
+                consistency_level=_STRONG,
+            )
+        )
+        if not rows:
+            return None
+        return np.asarray(rows[0][_VECTOR], dtype=np.float32)
+
+    def __len__(self) -> int:
+        rows = self._call(
+            lambda: self._client.query(
+                self._alias,
+                filter="",
+                output_fields=["count(*)"],
+                timeout=self._timeout,
+                consistency_level=_STRONG,
+            )
+        )
+        return int(rows[0]["count(*)"])
+
+    def __contains__(self, item_id: object) -> bool:
+        if not isinstance(item_id, str) or not 0 < len(item_id) <= MAX_ITEM_ID_LENGTH:
+            return False
+        rows = self._call(
+            lambda: self._client.get(
+                self._alias,
+                ids=[item_id],
+                output_fields=[_ID],
+                timeout=self._timeout,
+                consistency_level=_STRONG,
+            )
+        )
+        return bool(rows)
+
+    def item_ids(self) -> list[str]:
+        """Every item id held, in no particular order (paged with a query iterator)."""
+
+        def page_through() -> list[str]:
+            it = self._client.query_iterator(
+                self._alias,
+                batch_size=ITEM_ID_PAGE_ROWS,
+                filter="",
+                output_fields=[_ID],
+                timeout=self._timeout,
+                consistency_level=_STRONG,
+            )
+            ids: list[str] = []
+            try:
+                while page := it.next():
+                    ids.extend(str(r[_ID]) for r in page)
+            finally:
+                it.close()
+            return ids
+
+        return self._call(page_through)
+
+    def memory_bytes(self) -> int:
+        """Approximate size of the rows Milvus holds (server side, not this process).
+
+        Per row: the float32 vector plus the primary key at its maximum length; Milvus's own
+        overheads (segment metadata, delete logs, the JSON field) are not counted.
+        """
+        return len(self) * (self._dim * _FLOAT32_BYTES + MAX_ITEM_ID_LENGTH)
+
+    def drop(self) -> None:
+        """Delete the namespace's alias and collection from Milvus; this object is then unusable."""
+
+        def drop_all() -> None:
+            physical = _physical_name(self._alias, self._generation)
+            self._client.drop_alias(self._alias, timeout=self._timeout)
+            self._drop_if_exists(physical)
+
+        self._call(drop_all)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _call(self, fn: Callable[[], _T]) -> _T:
+        """Run one Milvus operation, turning the client's failures into IndexUnavailableError."""
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return fn()
+        except MilvusException as exc:
+            raise IndexUnavailableError(f"Milvus ({self._alias}): {exc}") from exc
+        except ConnectionError as exc:
+            raise IndexUnavailableError(f"Milvus ({self._alias}): {exc}") from exc
+
+    def _attach_or_create(self) -> int:
+        """The generation of the alias's collection, creating generation 1 if there is none."""
+        if self._alias in self._client.list_aliases(timeout=self._timeout)["aliases"]:
+            target = str(
+                self._client.describe_alias(self._alias, timeout=self._timeout)["collection_name"]
+            )
+            prefix = f"{self._alias}__g"
+            if not target.startswith(prefix) or not target[len(prefix) :].isdigit():
+                raise ValueError(f"alias {self._alias!r} points at {target!r}, not one of ours")
+            self._check_dim(target)
+            self._client.load_collection(target, timeout=self._timeout)
+            return int(target[len(prefix) :])
+        first = _physical_name(self._alias, 1)
+        self._drop_if_exists(first)
+        self._create(first)
+        self._client.create_alias(first, self._alias, timeout=self._timeout)
+        return 1
+
+    def _check_dim(self, physical: str) -> None:
+        described = self._client.describe_collection(physical, timeout=self._timeout)
+        for field in described["fields"]:
+            if field["name"] == _VECTOR and int(field["params"]["dim"]) != self._dim:
+                raise ValueError(
+                    f"collection {physical!r} holds dim {field['params']['dim']}, not {self._dim}"
+                )
+
+    def _create(self, physical: str) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field(_ID, DataType.VARCHAR, is_primary=True, max_length=MAX_ITEM_ID_LENGTH)
+        schema.add_field(_VECTOR, DataType.FLOAT_VECTOR, dim=self._dim)
+        schema.add_field(_ATTRIBUTES, DataType.JSON)
+        self._client.create_collection(
+            physical, schema=schema, consistency_level=_STRONG, timeout=self._timeout
+        )
+        index_params = self._client.prepare_index_params()
+        index_params.add_index(field_name=_VECTOR, index_type="FLAT", metric_type="IP")
+        # pymilvus's synchronous index creation sleeps 0.5 s before its first poll; on an
+        # empty collection there is nothing to build, and load_collection waits until the
+        # collection is searchable anyway.
+        self._client.create_index(physical, index_params, sync=False, timeout=self._timeout)
+        self._client.load_collection(physical, timeout=self._timeout)
+
+    def _drop_if_exists(self, physical: str) -> None:
+        if self._client.has_collection(physical, timeout=self._timeout):
+            self._client.drop_collection(physical, timeout=self._timeout)
+
+    def _entity(self, item_id: str, centroid: npt.NDArray[np.floating]) -> dict[str, Any]:
+        if not isinstance(item_id, str) or not 0 < len(item_id) <= MAX_ITEM_ID_LENGTH:
+            raise ValueError(f"item id must be 1 to {MAX_ITEM_ID_LENGTH} characters")
+        arr = np.asarray(centroid)
+        if arr.shape != (self._dim,):
+            raise ValueError(f"centroid must be ({self._dim},), got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("centroid has a non-finite value")
+        return {_ID: item_id, _VECTOR: l2_normalize(arr), _ATTRIBUTES: {}}
+
+    def _insert(self, physical: str, rows: list[dict[str, Any]]) -> None:
+        self._call(lambda: self._client.insert(physical, rows, timeout=self._timeout))
+
+    def _search_milvus(self, q: npt.NDArray[np.float32], want: int) -> list[list[dict[str, Any]]]:
+        """Per query, up to ``want`` hits ``{"item_id", "distance" (float32 IP), "entity"}``."""
+        result = self._call(
+            lambda: self._client.search(
+                self._alias,
+                data=list(q),
+                limit=want,
+                output_fields=[_VECTOR],
+                search_params={"metric_type": "IP"},
+                timeout=self._timeout,
+                consistency_level=_STRONG,
+            )
+        )
+        return [list(hits) for hits in result]
+
+
+def _connect(client: MilvusClient | str, timeout: float) -> MilvusClient:
+    if not isinstance(client, str):
+        return client
+    from pymilvus import MilvusClient
+
+    return MilvusClient(uri=client, timeout=timeout)
+
+
+def _physical_name(alias: str, generation: int) -> str:
+    return f"{alias}__g{generation}"
+
+
+def _rank_exactly(
+    hits: list[dict[str, Any]], query: npt.NDArray[np.float64], k: int
+) -> list[tuple[str, float]]:
+    """The best ``k`` hits by the float64 dot of their stored float32 row with ``query``."""
+    if not hits:
+        return []
+    rows = np.asarray([h["entity"][_VECTOR] for h in hits], dtype=np.float32)
+    exact = (rows.astype(np.float64) * query).sum(axis=1)
+    pairs = [(str(h[_ID]), float(s)) for h, s in zip(hits, exact.tolist(), strict=True)]
+    pairs.sort(key=lambda p: (-p[1], p[0]))
+    return pairs[:k]
+
+
+def _batched(it: Iterator[_T], size: int) -> Iterator[list[_T]]:
+    while batch := list(itertools.islice(it, size)):
+        yield batch

@@ -1,0 +1,202 @@
+"""MilvusCentroidIndex on a real Milvus Lite: the congruence suite, ties sorted by item id
+whatever order Milvus returns them in, k above Milvus's cap, upsert replacing, the longest and
+oddest item ids the service accepts, rebuild keeping the old content on bad input, attaching
+to an existing namespace, and a typed error when Milvus is unreachable.
+
+One Milvus Lite database per module (Milvus Lite allows one process per database file and
+costs a start-up), a fresh collection per index."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.dependencies import ITEM_ID_PATTERN
+from index.index_errors import IndexUnavailableError
+from index.milvus_centroid_index import (
+    MAX_ITEM_ID_LENGTH,
+    MILVUS_MAX_TOP_K,
+    MilvusCentroidIndex,
+)
+from tests.index.centroid_index_congruence import (
+    CentroidIndexCongruence,
+    MakeIndex,
+    brute_force,
+    unit_row,
+)
+
+pymilvus = pytest.importorskip("pymilvus")
+
+_names = itertools.count()
+
+
+def fresh_name() -> str:
+    return f"t{next(_names)}"
+
+
+@pytest.fixture(scope="module")
+def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    db = Path(tmp_path_factory.mktemp("milvus")) / "index.db"
+    client = pymilvus.MilvusClient(str(db))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_index(milvus: Any) -> MakeIndex:
+    def make(dim: int) -> MilvusCentroidIndex:
+        return MilvusCentroidIndex(milvus, fresh_name(), dim)
+
+    return make
+
+
+class TestMilvusCentroidIndexCongruence(CentroidIndexCongruence):
+    """Scores are re-computed in float64 from the rows Milvus returns, so the default
+    ``score_atol`` holds."""
+
+
+class ShufflingClient:
+    """The real client, but every search answer comes back in a random order, as Milvus may
+    return equal scores (and here even unequal ones) in any order."""
+
+    def __init__(self, inner: Any, seed: int) -> None:
+        self._inner = inner
+        self._rng = np.random.default_rng(seed)
+        self.limits: list[int] = []
+
+    def search(self, *args: Any, **kwargs: Any) -> list[list[dict[str, Any]]]:
+        self.limits.append(int(kwargs["limit"]))
+        out = []
+        for hits in self._inner.search(*args, **kwargs):
+            hits = list(hits)
+            # Keep the set Milvus chose (its top-``limit``); only the order is scrambled, and
+            # the float32 scores, so the index cannot rely on them for ties either.
+            out.append([hits[i] for i in self._rng.permutation(len(hits))])
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_ties_are_sorted_by_item_id_whatever_order_milvus_returns(milvus: Any) -> None:
+    d = 8
+    rng = np.random.default_rng(7)
+    shared = rng.normal(size=d)
+    tied = [f"t{i:03d}" for i in range(60)]
+    client = ShufflingClient(milvus, seed=3)
+    index = MilvusCentroidIndex(client, fresh_name(), d)  # type: ignore[arg-type]
+    others = {f"o{i:03d}": rng.normal(size=d) for i in range(40)}
+    index.rebuild(
+        [(name, shared) for name in reversed(tied)] + list(others.items())  # worst order
+    )
+    rows = {name: unit_row(shared) for name in tied} | {n: unit_row(v) for n, v in others.items()}
+    q = unit_row(shared)[None, :]
+    for k in (1, 3, 59, 60, 61, 100):
+        (hits,) = index.search(q, k)
+        assert [i for i, _ in hits] == [i for i, _ in brute_force(rows, q[0], k)]
+        assert hits[: min(k, 60)] == [(name, hits[0][1]) for name in tied[: min(k, 60)]]
+    # 60 ties cannot fit in the first request (k + 16); the search must have widened.
+    assert max(client.limits) > 1 + 16
+
+
+def test_k_above_the_cap_is_capped(make_index: MakeIndex) -> None:
+    index = make_index(4)
+    index.upsert("a", np.array([1.0, 0, 0, 0]))
+    index.upsert("b", np.array([0.0, 1, 0, 0]))
+    (hits,) = index.search(np.array([[1.0, 0, 0, 0]], np.float32), MILVUS_MAX_TOP_K + 5000)
+    assert [i for i, _ in hits] == ["a", "b"]
+
+
+def test_cap_bounds_what_milvus_is_asked(milvus: Any) -> None:
+    client = ShufflingClient(milvus, seed=1)
+    index = MilvusCentroidIndex(client, fresh_name(), 2)  # type: ignore[arg-type]
+    index.upsert("a", np.array([1.0, 0]))
+    index.search(np.array([[1.0, 0]], np.float32), 10**6)
+    assert client.limits == [MILVUS_MAX_TOP_K]
+
+
+def test_upsert_replaces_the_row_and_keeps_one(make_index: MakeIndex) -> None:
+    index = make_index(3)
+    index.upsert("a", np.array([1.0, 0, 0]))
+    index.upsert("a", np.array([0, 0, 5.0]))
+    assert len(index) == 1 and index.item_ids() == ["a"]
+    np.testing.assert_array_equal(index.get("a"), [0, 0, 1.0])
+    (hits,) = index.search(np.array([[1.0, 0, 0]], np.float32), 5)
+    assert hits == [("a", 0.0)]
+
+
+def test_longest_and_unusual_item_ids_the_service_accepts(make_index: MakeIndex) -> None:
+    ids = [
+        "x" * MAX_ITEM_ID_LENGTH,
+        "a:b-c_d.e",
+        ".hidden",
+        "...",
+        "-",
+        "_",
+        ":" * MAX_ITEM_ID_LENGTH,
+        "Z9.-_:",
+    ]
+    pattern = re.compile(ITEM_ID_PATTERN)
+    assert all(pattern.fullmatch(i) for i in ids)
+    assert not pattern.fullmatch("y" * (MAX_ITEM_ID_LENGTH + 1))
+    d = 4
+    rng = np.random.default_rng(11)
+    index = make_index(d)
+    rows = {}
+    for item in ids:
+        v = rng.normal(size=d)
+        index.upsert(item, v)
+        rows[item] = unit_row(v)
+    assert sorted(index.item_ids()) == sorted(ids) and all(i in index for i in ids)
+    for item in ids:
+        np.testing.assert_array_equal(index.get(item), rows[item])
+    q = unit_row(rng.normal(size=d))
+    assert [i for i, _ in index.search(q[None, :], 8)[0]] == [i for i, _ in brute_force(rows, q, 8)]
+    assert index.remove(":" * MAX_ITEM_ID_LENGTH) and len(index) == len(ids) - 1
+    with pytest.raises(ValueError):
+        index.upsert("y" * (MAX_ITEM_ID_LENGTH + 1), np.ones(d))
+    assert "y" * (MAX_ITEM_ID_LENGTH + 1) not in index
+
+
+def test_failed_rebuild_keeps_the_old_content_and_leaves_no_collection(milvus: Any) -> None:
+    name = fresh_name()
+    index = MilvusCentroidIndex(milvus, name, 2)
+    index.rebuild([("a", np.array([1.0, 0]))])
+    before = set(milvus.list_collections())
+
+    def bad_items() -> Iterator[tuple[str, np.ndarray]]:
+        yield from ((f"i{i}", np.array([1.0, i])) for i in range(2500))  # > 2 batches
+        yield ("late", np.array([np.nan, 0.0]))
+
+    with pytest.raises(ValueError):
+        index.rebuild(bad_items())
+    assert set(milvus.list_collections()) == before
+    assert index.item_ids() == ["a"]
+    index.rebuild((f"i{i}", np.array([1.0, i])) for i in range(2500))
+    assert len(index) == 2500 and "a" not in index
+    assert sum(c.startswith(f"{name}__") for c in milvus.list_collections()) == 1
+
+
+def test_a_second_object_attaches_to_the_same_namespace(milvus: Any) -> None:
+    name = fresh_name()
+    first = MilvusCentroidIndex(milvus, name, 3)
+    first.rebuild([("a", np.array([1.0, 0, 0]))])
+    again = MilvusCentroidIndex(milvus, name, 3)
+    assert again.item_ids() == ["a"]
+    again.upsert("b", np.array([0, 1.0, 0]))
+    assert "b" in first  # strong consistency: one writer's change is the other's next read
+    with pytest.raises(ValueError):
+        MilvusCentroidIndex(milvus, name, 4)
+    first.drop()
+    assert not any(c.startswith(f"{name}__") for c in milvus.list_collections())
+
+
+def test_unreachable_milvus_raises_index_unavailable() -> None:
+    with pytest.raises(IndexUnavailableError):
+        MilvusCentroidIndex("http://127.0.0.1:9", fresh_name(), 4, timeout=1.0)
