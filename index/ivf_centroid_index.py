@@ -82,6 +82,27 @@ def _ivf_drop(ivf: faiss.IndexIVF, slot: int) -> None:
     ivf.remove_ids(np.array([slot], dtype=np.int64))  # type: ignore[arg-type]
 
 
+def _ivf_add_one(ivf: faiss.IndexIVF, slot: int, row: npt.NDArray[np.float32]) -> None:
+    """Add one ``(dim,)`` float32 row as id ``slot``: assign, encode, append, map.
+
+    What ``add_with_ids`` does for one row, without its OpenMP parallel region: on 2 shared
+    cores, waking a second thread for a single row cost up to ~15 ms at the p99 of updates
+    (bench/approximate_index.py). The single-query quantizer search and one-row encode run
+    on the calling thread.
+    """
+    x = np.ascontiguousarray(row[np.newaxis, :], dtype=np.float32)
+    _, lists = ivf.quantizer.search(x, 1)
+    list_nos = np.ascontiguousarray(lists.reshape(1), dtype=np.int64)
+    code = np.empty(int(ivf.code_size), dtype=np.uint8)
+    ivf.encode_vectors(1, faiss.swig_ptr(x), faiss.swig_ptr(list_nos), faiss.swig_ptr(code))
+    list_no = int(list_nos[0])
+    # ``InvertedLists.add_entry`` is C++ API the stubs leave out; ``invlists`` is set once
+    # an IVF is constructed.
+    offset = ivf.invlists.add_entry(list_no, slot, faiss.swig_ptr(code))  # type: ignore[union-attr]
+    ivf.direct_map.add_single_id(slot, list_no, offset)
+    ivf.ntotal += 1
+
+
 class IvfCentroidIndex:
     """Item id (``str``) → unit-norm ``(dim,)`` float32 centroid; IVF search, exact re-rank.
 
@@ -340,7 +361,7 @@ class IvfCentroidIndex:
     def _ivf_put(ivf: faiss.IndexIVF, slot: int, row: npt.NDArray[np.float32]) -> None:
         """Make ``slot``'s IVF entry ``row``: hashtable remove (a no-op if absent), then add."""
         _ivf_drop(ivf, slot)
-        ivf.add_with_ids(row[np.newaxis, :], np.array([slot], dtype=np.int64))
+        _ivf_add_one(ivf, slot, row)
 
     def _retrain_due(self) -> bool:
         """Caller holds the lock. A first training at the threshold, or growth since the last."""

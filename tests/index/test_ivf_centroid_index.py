@@ -170,6 +170,29 @@ def test_writes_after_training_are_visible_to_the_next_search() -> None:
     assert index.trainings == 1
 
 
+def test_single_row_adds_land_in_the_assigned_list_with_their_code() -> None:
+    """Upserts after training bypass ``add_with_ids``; the lists must hold what it would."""
+    dim = 16
+    index, rows = trained_index(dim, 300, nlist=8, nprobe=1, min_train_items=100, codes="flat")
+    rng = np.random.default_rng(4)
+    for i in range(200):
+        item = f"i{i:04d}" if i % 2 else f"n{i:04d}"
+        rows[item] = unit_row(rng.normal(size=dim))
+        index.upsert(item, rows[item])
+    ivf = index._ivf
+    assert ivf is not None and ivf.ntotal == len(index) == len(rows)
+    slots = np.array([index._store._slot_of[item] for item in rows], dtype=np.int64)
+    stored = np.stack(list(rows.values()))
+    _, assigned = ivf.quantizer.search(stored, 1)
+    for slot, row, list_no in zip(slots.tolist(), stored, assigned[:, 0].tolist(), strict=True):
+        np.testing.assert_array_equal(ivf.reconstruct(slot), row)  # via the hashtable
+        ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(list_no), ivf.invlists.list_size(list_no))
+        assert slot in set(ids.tolist())
+    # nprobe=1: each row's own list is probed, so it is its own best match.
+    for item, got in zip(rows, index.search(stored, 1), strict=True):
+        assert got[0][0] == item
+
+
 def test_retrains_after_the_stated_growth() -> None:
     dim = 16
     rng = np.random.default_rng(5)
