@@ -113,6 +113,28 @@ class MilvusCentroidIndex:
         self._call(lambda: self._client.upsert(self._alias, [row], timeout=self._timeout))
         self._version += 1
 
+    def upsert_many(self, items: Iterable[tuple[str, npt.NDArray[np.floating]]]) -> None:
+        """``upsert`` of every ``(item_id, centroid (dim,))`` in one Milvus call per
+        ``REBUILD_BATCH_ROWS`` rows (a round trip per row dominates single upserts).
+
+        Every row is checked before anything is sent; a repeated item id is refused
+        (ValueError), since Milvus would keep an arbitrary one of the two. Not atomic across
+        batches.
+        """
+        rows = []
+        seen: set[str] = set()
+        for item_id, centroid in items:
+            if item_id in seen:
+                raise ValueError(f"item id {item_id!r} appears twice in one upsert_many")
+            seen.add(item_id)
+            rows.append(self._entity(item_id, centroid))
+        if not rows:
+            return
+        for start in range(0, len(rows), REBUILD_BATCH_ROWS):
+            batch = rows[start : start + REBUILD_BATCH_ROWS]
+            self._write(self._client.upsert, self._alias, batch)
+        self._version += 1
+
     def remove(self, item_id: str) -> bool:
         """Delete ``item_id``; False (nothing changed) if it was not there.
 
@@ -144,7 +166,7 @@ class MilvusCentroidIndex:
                         raise ValueError(f"item id {item_id!r} appears twice in rebuild input")
                     seen.add(item_id)
                     rows.append(self._entity(item_id, centroid))
-                self._insert(fresh, rows)
+                self._write(self._client.insert, fresh, rows)
         except BaseException:
             self._call(lambda: self._drop_if_exists(fresh))
             raise
@@ -345,8 +367,11 @@ class MilvusCentroidIndex:
             raise ValueError("centroid has a non-finite value")
         return {_ID: item_id, _VECTOR: l2_normalize(arr), _ATTRIBUTES: {}}
 
-    def _insert(self, physical: str, rows: list[dict[str, Any]]) -> None:
-        self._call(lambda: self._client.insert(physical, rows, timeout=self._timeout))
+    def _write(
+        self, op: Callable[..., object], collection: str, rows: list[dict[str, Any]]
+    ) -> None:
+        """``op`` (the client's insert or upsert) of ``rows`` into ``collection``."""
+        self._call(lambda: op(collection, rows, timeout=self._timeout))
 
     def _search_milvus(self, q: npt.NDArray[np.float32], want: int) -> list[list[dict[str, Any]]]:
         """Per query, up to ``want`` hits ``{"item_id", "distance" (float32 IP), "entity"}``."""

@@ -131,6 +131,33 @@ def test_upsert_replaces_the_row_and_keeps_one(make_index: MakeIndex) -> None:
     assert hits == [("a", 0.0)]
 
 
+def test_upsert_many_writes_every_row_once_and_refuses_repeats(milvus: Any) -> None:
+    d = 4
+    rng = np.random.default_rng(13)
+    index = MilvusCentroidIndex(milvus, fresh_name(), d)
+    index.upsert("keep", np.ones(d))
+    n = 2100  # more than two Milvus calls' worth of rows
+    batch = {f"b{i:04d}": rng.normal(size=d) for i in range(n)}
+    batch["keep"] = np.array([1.0, 0, 0, 0])
+    version = index.version
+    index.upsert_many(batch.items())
+    assert index.version > version and len(index) == n + 1
+    rows = {item: unit_row(v) for item, v in batch.items()}
+    for item in ("b0000", "b2099", "keep"):
+        np.testing.assert_array_equal(index.get(item), rows[item])
+    q = unit_row(rng.normal(size=d))
+    got, want = index.search(q[None, :], 5)[0], brute_force(rows, q, 5)
+    assert [i for i, _ in got] == [i for i, _ in want]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=0, atol=1e-9)
+    version = index.version
+    with pytest.raises(ValueError):
+        index.upsert_many([("new", np.ones(d)), ("new", np.ones(d))])
+    with pytest.raises(ValueError):
+        index.upsert_many([("new", np.ones(d)), ("bad", np.ones(d + 1))])
+    index.upsert_many([])
+    assert "new" not in index and len(index) == n + 1 and index.version == version
+
+
 def test_longest_and_unusual_item_ids_the_service_accepts(make_index: MakeIndex) -> None:
     ids = [
         "x" * MAX_ITEM_ID_LENGTH,
