@@ -34,12 +34,17 @@ class FakeClock:
         return self.now
 
 
+def state(breaker: CircuitBreaker) -> BreakerState:
+    # Read afresh each time (mypy would otherwise narrow a property across calls).
+    return breaker.state
+
+
 def _opened(clock: FakeClock, failures: int = 3, cooldown_s: float = 2.5) -> CircuitBreaker:
     breaker = CircuitBreaker(failures, cooldown_s, clock=clock)
     for _ in range(failures):
         assert breaker.admit() is False
         breaker.failed(False)
-    assert breaker.state is BreakerState.OPEN
+    assert state(breaker) is BreakerState.OPEN
     return breaker
 
 
@@ -50,9 +55,9 @@ def test_opens_after_n_consecutive_failures_only() -> None:
     breaker.succeeded(breaker.admit())  # a success in between: the count starts again
     for _ in range(2):
         breaker.failed(breaker.admit())
-    assert breaker.state is BreakerState.CLOSED
+    assert state(breaker) is BreakerState.CLOSED
     breaker.failed(breaker.admit())
-    assert breaker.state is BreakerState.OPEN
+    assert state(breaker) is BreakerState.OPEN
 
 
 def test_refuses_with_the_cooldown_left_rounded_up_until_it_is_over() -> None:
@@ -64,7 +69,7 @@ def test_refuses_with_the_cooldown_left_rounded_up_until_it_is_over() -> None:
             breaker.admit()
         assert refused.value.retry_after_s == expected, elapsed
     clock.now = 102.5
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert state(breaker) is BreakerState.HALF_OPEN
     assert breaker.admit() is True  # the probe
 
 
@@ -79,19 +84,19 @@ def test_a_successful_probe_closes_and_a_failed_one_reopens_for_a_full_cooldown(
     assert refused.value.retry_after_s == 1
     clock.now += 0.7  # the probe took a while: the new cooldown runs from its failure
     breaker.failed(probe)
-    assert breaker.state is BreakerState.OPEN
+    assert state(breaker) is BreakerState.OPEN
     clock.now += 1.9
     with pytest.raises(StoreBreakerOpenError):
         breaker.admit()
     clock.now += 0.1
     probe = breaker.admit()
     breaker.succeeded(probe)
-    assert breaker.state is BreakerState.CLOSED
+    assert state(breaker) is BreakerState.CLOSED
     assert breaker.admit() is False and breaker.admit() is False
     # Closed again with a fresh count: N more failures to open.
     breaker.failed(False)
     breaker.failed(False)
-    assert breaker.state is BreakerState.CLOSED
+    assert state(breaker) is BreakerState.CLOSED
 
 
 def test_outcomes_of_calls_let_through_before_it_opened_do_not_decide() -> None:
@@ -99,10 +104,10 @@ def test_outcomes_of_calls_let_through_before_it_opened_do_not_decide() -> None:
     breaker = _opened(clock, cooldown_s=2.0)
     clock.now += 1.5
     breaker.succeeded(False)  # a slow call from before: not the probe's evidence
-    assert breaker.state is BreakerState.OPEN
+    assert state(breaker) is BreakerState.OPEN
     breaker.failed(False)  # nor does a late failure stretch the cooldown
     clock.now += 0.5
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert state(breaker) is BreakerState.HALF_OPEN
 
 
 def test_an_abandoned_probe_lets_the_next_call_probe() -> None:
@@ -162,11 +167,11 @@ def test_the_lane_refuses_without_submitting_and_counts_only_store_failures() ->
         for fn in (unreachable, unknown_item, unreachable, unknown_item, unknown_item):
             with pytest.raises((ItemNotFoundError, StoreUnavailableError)):
                 await lane.run(fn)
-        assert breaker.state is BreakerState.CLOSED and lane.breaker_state == "closed"
+        assert state(breaker) is BreakerState.CLOSED and lane.breaker_state == "closed"
         for _ in range(2):
             with pytest.raises(StoreUnavailableError):
                 await lane.run(unreachable)
-        assert breaker.state is BreakerState.OPEN
+        assert state(breaker) is BreakerState.OPEN
         assert metrics.registry.get_sample_value("retrieval_store_breaker_state") == 2
         before = list(calls)
         with pytest.raises(StoreBreakerOpenError) as refused:
