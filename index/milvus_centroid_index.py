@@ -203,10 +203,10 @@ class MilvusCentroidIndex:
             hits = self._search_milvus(q[pending], want)
             still: list[int] = []
             for qi, found in zip(pending, hits, strict=True):
-                scores = [float(h["distance"]) for h in found]
+                # Milvus's float32 scores, best first (sorted here rather than trusted); once
+                # the lowest is clearly below the k-th, no item left out can tie with the k-th.
+                scores = sorted((float(h["distance"]) for h in found), reverse=True)
                 complete = len(found) < want or want >= MILVUS_MAX_TOP_K
-                # Milvus's float32 scores come best first; once the last one is clearly below
-                # the k-th, no item outside the candidates can tie with the k-th.
                 if complete or scores[-1] < scores[k - 1] - self._slack:
                     out[qi] = _rank_exactly(found, q64[qi], k)
                 else:
