@@ -227,3 +227,27 @@ def test_a_second_object_attaches_to_the_same_namespace(milvus: Any) -> None:
 def test_unreachable_milvus_raises_index_unavailable() -> None:
     with pytest.raises(IndexUnavailableError):
         MilvusCentroidIndex("http://127.0.0.1:9", fresh_name(), 4, timeout=1.0)
+
+
+def test_every_call_raises_index_unavailable_once_milvus_is_gone(tmp_path: Path) -> None:
+    client = pymilvus.MilvusClient(str(tmp_path / "gone.db"))
+    index = MilvusCentroidIndex(client, fresh_name(), 4)
+    index.upsert("a", np.ones(4))
+    version = index.version
+    client.close()
+    calls = [
+        lambda: index.upsert("b", np.ones(4)),
+        lambda: index.upsert_many([("b", np.ones(4))]),
+        lambda: index.remove("a"),
+        lambda: index.rebuild([("b", np.ones(4))]),
+        lambda: index.search(np.ones((1, 4), np.float32), 3),
+        lambda: index.get("a"),
+        lambda: len(index),
+        lambda: "a" in index,
+        lambda: index.item_ids(),
+        lambda: index.memory_bytes(),
+    ]
+    for call in calls:
+        with pytest.raises(IndexUnavailableError):
+            call()
+    assert index.version == version
