@@ -206,11 +206,14 @@ def test_searches_answer_and_writes_503_while_redis_is_stalled_or_restarted(
         ]
         slowest = max(c.end - c.start for c in writes)
         assert slowest < WRITE_503_BOUND_S, slowest
-        # Every write answered while Redis was out was refused, within the bound above.
+        # Every write answered while Redis was out was refused, within the bound above, but
+        # one sent just before the outage, which may have committed then: a 201 answered late.
         in_stall = [c for c in writes if stalled < c.end < resuming]
         in_stop = [c for c in writes if down < c.end < relaunched]
         assert in_stall and in_stop
-        assert {c.status for c in in_stall + in_stop} == {503}
+        for outage, began in ((in_stall, stalled), (in_stop, stopped)):
+            assert any(c.status == 503 for c in outage)
+            assert [c for c in outage if c.start > began and c.status != 503] == []
         time_to_503 = max(c.end - c.start for c in in_stall if c.status == 503)
         # Writes after each outage succeed without restarting the service.
         assert any(c.status == 201 for c in load.between("enroll", resumed, stopped))
