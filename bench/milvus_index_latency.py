@@ -30,22 +30,11 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from bench.centroid_index_updates import timed
 from index.centroid_index import CentroidIndex
 from index.centroid_math import l2_normalize
 from index.flat_centroid_index import FlatCentroidIndex
 from index.milvus_centroid_index import MilvusCentroidIndex
-
-
-def timed(fn: Callable[[int], None], reps: int) -> npt.NDArray[np.float64]:
-    """Per-call wall times in ms of ``fn(rep)`` for ``rep in range(reps)``, after one untimed
-    call (connection and thread-pool warm-up)."""
-    fn(0)
-    out = np.empty(reps)
-    for r in range(reps):
-        start = time.perf_counter()
-        fn(r)
-        out[r] = (time.perf_counter() - start) * 1e3
-    return out
 
 
 def p50_p99(ms: npt.NDArray[np.float64]) -> str:
