@@ -124,7 +124,6 @@ class RedisStore:
         change_feed_retention_s: float = CHANGE_FEED_RETENTION_S,
     ) -> None:
         self.namespace = namespace
-        self.url = url
         self.change_feed_maxlen = change_feed_maxlen
         self.change_feed_retention_s = change_feed_retention_s
         self._client = redis.Redis.from_url(
