@@ -15,8 +15,9 @@ after its position were trimmed, and the replica rebuilds from the store instead
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import redis
@@ -26,6 +27,8 @@ from store.errors import StoreError, StoreUnavailableError
 from store.records import ItemState
 
 START = "0-0"  # the position before any record
+
+T = TypeVar("T")
 
 
 class ChangeFeedGapError(StoreError):
@@ -93,6 +96,9 @@ class FeedBatch:
         return max(0.0, (newest - seen) / 1000)
 
 
+NO_FEED = FeedStatus(START, 0, 0, None)  # the status of a feed nothing was ever appended to
+
+
 def position_key(position: str) -> tuple[int, int]:
     """A stream id as a sortable pair."""
     ms, _, seq = position.partition("-")
@@ -110,8 +116,15 @@ class RedisChangeFeed:
         )
 
     def status(self) -> FeedStatus:
-        status: FeedStatus = self._call(lambda: _status(self._client.xinfo_stream(self._key)))
-        return status
+        def read() -> FeedStatus:
+            try:
+                return _status(self._client.xinfo_stream(self._key))
+            except redis.ResponseError as exc:
+                if _no_stream(exc):
+                    return NO_FEED
+                raise
+
+        return self._call(read)
 
     def cursor(self) -> FeedCursor:
         """Where a reader that has seen every record so far stands."""
@@ -131,8 +144,10 @@ class RedisChangeFeed:
                 pipe.xrange(self._key, min=f"({cursor.position}", count=count)
                 try:
                     info, entries = pipe.execute()
-                except redis.ResponseError:  # no stream yet: nothing was ever written
-                    return FeedStatus(START, 0, 0, None), []
+                except redis.ResponseError as exc:
+                    if _no_stream(exc):
+                        return NO_FEED, []
+                    raise
             return _status(info), entries
 
         status, entries = self._call(wait_and_read)
@@ -145,12 +160,10 @@ class RedisChangeFeed:
     def close(self) -> None:
         self._client.close()
 
-    def _call(self, fn: Any) -> Any:
+    def _call(self, fn: Callable[[], T]) -> T:
         try:
             return fn()
         except redis.ResponseError as exc:
-            if "no such key" in str(exc).lower():
-                return FeedStatus(START, 0, 0, None)
             raise StoreError(f"reading the change feed: {exc}") from exc
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailableError(f"Redis unreachable: {exc}") from exc
@@ -161,6 +174,11 @@ class RedisChangeFeed:
         raw_sum = fields.get(b"sum")
         embedding_sum = f64_from(raw_sum) if raw_sum is not None else np.zeros(self._dim)
         return Change(position, ItemState(item_id, count, embedding_sum, int(fields[b"ver"])))
+
+
+def _no_stream(exc: redis.ResponseError) -> bool:
+    """Redis's answer to XINFO on a key never written: nothing was ever appended."""
+    return "no such key" in str(exc).lower()
 
 
 def _status(info: dict[Any, Any]) -> FeedStatus:
