@@ -17,13 +17,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Request, Response
 
 from app.access_policy import Caller
 from app.authorization import WriteScope
 from app.dependencies import get_settings
+from app.retriever import Upload
 from app.settings import Settings
 from store.idempotency import IdempotencyClaim, IdempotentReplay
 from store.mutations import StoredResponse
@@ -59,12 +60,12 @@ class IdempotentRequest:
         return IdempotencyClaim(f"{self.scope}:{self.key}", fingerprint, self.ttl_s, respond)
 
 
-def upload_parts(uploads: Iterable[Any]) -> list[bytes]:
+def upload_parts(uploads: Iterable[Upload]) -> list[bytes]:
     """An enrollment's body content for :meth:`IdempotentRequest.fingerprint`: each upload's
-    file name and the SHA-256 of its bytes, in order."""
+    file name and the SHA-256 of its bytes, in order (the hash the store keys them by)."""
     parts: list[bytes] = []
     for upload in uploads:
-        parts += [upload.filename.encode(), hashlib.sha256(upload.data).digest()]
+        parts += [upload.filename.encode(), bytes.fromhex(upload.content_hash)]
     return parts
 
 

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,6 @@ from store.records import (
     DeleteOutcome,
     EnrollOutcome,
     ItemRecord,
-    ItemState,
     ItemSummary,
     ModelIdentity,
     NewImage,
@@ -69,14 +69,32 @@ class Upload:
     filename: str
     data: bytes
 
+    @cached_property
+    def content_hash(self) -> str:
+        """SHA-256 hex of ``data``: the store's and the blob directory's key for these bytes
+        (computed once, however many steps ask)."""
+        return hashlib.sha256(self.data).hexdigest()
+
 
 @dataclass(frozen=True)
 class EnrollResult:
-    item_id: str
-    image_ids: list[str]
-    image_count: int
-    created: list[bool]
     outcome: EnrollOutcome  # as the store answered, version included
+
+    @property
+    def item_id(self) -> str:
+        return self.outcome.item.item_id
+
+    @property
+    def image_ids(self) -> list[str]:
+        return self.outcome.image_ids
+
+    @property
+    def image_count(self) -> int:
+        return self.outcome.item.count
+
+    @property
+    def created(self) -> list[bool]:
+        return self.outcome.created
 
 
 @dataclass(frozen=True)
@@ -132,13 +150,13 @@ class Retriever:
     def rebuild_index(self) -> int:
         """Claim the store for this model (or refuse), then load every centroid. Returns items."""
         self.store.claim_model_identity(self.identity)
-        self.applier.rebuild(self.store.iter_item_states())
-        self._refresh_gauges()
+        self.rebuild_from_store()
         self.reconciler.start()
         return len(self.index)
 
     def rebuild_from_store(self) -> None:
-        """Replace the index by the store's item states (the change feed lost track)."""
+        """Replace the index by the store's item states (at start-up, and when the change feed
+        lost track)."""
         self.applier.rebuild(self.store.iter_item_states())
         self._refresh_gauges()
 
@@ -187,7 +205,7 @@ class Retriever:
         idempotency: IdempotencyClaim[EnrollOutcome] | None = None,
     ) -> EnrollResult:
         """Store ``uploads`` with their ``(N, D)`` embeddings (as the model output them)."""
-        hashes = [hashlib.sha256(u.data).hexdigest() for u in uploads]
+        hashes = [u.content_hash for u in uploads]
         new_images = [NewImage(h, e) for h, e in zip(hashes, embeddings, strict=True)]
         with self._item_locks.hold([item_id]), self._hash_locks.hold(hashes):
             written = self._put_blobs(hashes, uploads)
@@ -199,15 +217,9 @@ class Retriever:
             except BaseException:  # a replayed answer too: it wrote nothing
                 self._forget_blobs(written)
                 raise
-            self._apply(outcome.item)
+            self.applier.apply(outcome.item)
         self._refresh_gauges()
-        return EnrollResult(
-            item_id=item_id,
-            image_ids=outcome.image_ids,
-            image_count=outcome.item.count,
-            created=outcome.created,
-            outcome=outcome,
-        )
+        return EnrollResult(outcome)
 
     def delete_image(
         self,
@@ -218,7 +230,7 @@ class Retriever:
         with self._item_locks.hold([item_id]):
             with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
                 outcome = self.store.delete_image(item_id, image_id, idempotency)
-            self._apply(outcome.item)
+            self.applier.apply(outcome.item)
         self._release_blobs(outcome)
         self._refresh_gauges()
         return outcome
@@ -229,7 +241,7 @@ class Retriever:
         with self._item_locks.hold([item_id]):
             with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
                 outcome = self.store.delete_item(item_id, idempotency)
-            self._apply(outcome.item)
+            self.applier.apply(outcome.item)
         self._release_blobs(outcome)
         self._refresh_gauges()
         return outcome
@@ -354,9 +366,6 @@ class Retriever:
             self.reconciler.mark(item_id)
             raise
         self.reconciler.store_answered()
-
-    def _apply(self, state: ItemState) -> None:
-        self.applier.apply(state)
 
     def _put_blobs(self, hashes: Sequence[str], uploads: Sequence[Upload]) -> list[str]:
         """Write originals not yet kept; return the hashes this call created (for rollback)."""
