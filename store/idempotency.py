@@ -13,7 +13,8 @@ Only committed writes are recorded; a refused request (4xx) or a failed one leav
 so retrying it runs it again.
 
 Both backends call :func:`replay_if_recorded` inside their write transaction, before planning,
-and append the plan's :class:`~store.mutations.RecordResponse` via :func:`with_response_record`.
+and append the plan's :class:`~store.mutations.RecordResponse` via :func:`with_response_record`
+(through ``store.item_versions.to_commit``, which stamps the version first).
 """
 
 from __future__ import annotations

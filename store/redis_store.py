@@ -51,9 +51,8 @@ from store.idempotency import (
     IdempotencyClaim,
     IdempotencyRecord,
     replay_if_recorded,
-    with_response_record,
 )
-from store.item_versions import with_change
+from store.item_versions import to_commit
 from store.mutations import (
     CreateItem,
     DeleteItem,
@@ -524,15 +523,16 @@ class RedisStore:
     def _apply(
         self, pipe: Any, plan: WritePlan[OutcomeT], claim: IdempotencyClaim[OutcomeT] | None
     ) -> OutcomeT:
-        if plan.mutations:
+
+        def next_version() -> int:
             # Taken after the transaction's WATCHes: a write committing later than another
             # write to this item has read that one's state, so it takes a larger number.
             try:
-                version = int(pipe.incr(self._key("version")))
+                return int(pipe.incr(self._key("version")))
             except redis.ResponseError as exc:  # -OOM under maxmemory: nothing written yet
                 raise StoreUnavailableError(f"Redis refused the write: {exc}") from exc
-            plan = with_change(plan, version)
-        plan = with_response_record(plan, claim)
+
+        plan = to_commit(plan, next_version, claim)
         if not plan.mutations:
             pipe.reset()  # nothing to write; drop the WATCH
             return plan.outcome

@@ -34,9 +34,8 @@ from store.idempotency import (
     IdempotencyClaim,
     IdempotencyRecord,
     replay_if_recorded,
-    with_response_record,
 )
-from store.item_versions import with_change
+from store.item_versions import to_commit
 from store.mutations import (
     CreateItem,
     DeleteItem,
@@ -484,9 +483,7 @@ class SqliteStore:
         plan: WritePlan[OutcomeT],
         claim: IdempotencyClaim[OutcomeT] | None,
     ) -> OutcomeT:
-        if plan.mutations:
-            plan = with_change(plan, self._next_version(c))
-        plan = with_response_record(plan, claim)
+        plan = to_commit(plan, lambda: self._next_version(c), claim)
         for mutation in plan.mutations:
             self._apply_one(c, mutation)
         return plan.outcome
