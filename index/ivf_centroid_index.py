@@ -288,6 +288,18 @@ class IvfCentroidIndex:
         exact top-k. Trained: the exact order of the candidates the probed lists yield.
         An empty index or ``k = 0`` gives Q empty lists.
         """
+        return self._search(queries, k, exhaustive=False)
+
+    def exact_search(
+        self, queries: npt.NDArray[np.floating], k: int
+    ) -> list[list[tuple[str, float]]]:
+        """``search`` over every stored float32 row, trained or not: the exact top ``k``
+        (``ExactSearchable``; a scan of the whole gallery, for sampling recall)."""
+        return self._search(queries, k, exhaustive=True)
+
+    def _search(
+        self, queries: npt.NDArray[np.floating], k: int, *, exhaustive: bool
+    ) -> list[list[tuple[str, float]]]:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self._dim:
             raise ValueError(f"queries must be (Q, {self._dim}), got {q.shape}")
@@ -297,7 +309,7 @@ class IvfCentroidIndex:
             return [[] for _ in range(q.shape[0])]
         with self._lock.read():
             store, ivf = self._store, self._ivf
-            if ivf is None:
+            if ivf is None or exhaustive:
                 candidates = candidates_covering_ties(
                     store.exact_search, q, k, len(store), self._slack
                 )
