@@ -26,6 +26,7 @@ from app.retriever_errors import (
     UnsupportedMediaTypeError,
 )
 from artifact.image_decode import ImageDecodeError, ImageTooLargeError
+from store.blob_backend import BlobUnavailableError
 from store.errors import (
     ImageNotFoundError,
     ItemNotFoundError,
@@ -48,6 +49,9 @@ _STATUS_OF: Mapping[type[Exception], int] = {
     # Before its base, so its own detail (the outcome is unknown, retrying is safe) is given.
     StoreOutcomeUnknownError: 503,
     StoreUnavailableError: 503,
+    # A missing blob of a referenced image too (its subclass): the image exists, this replica
+    # cannot read it now.
+    BlobUnavailableError: 503,
     NotReadyError: 503,
     ModelMismatchError: 503,
     UnsupportedMediaTypeError: 415,

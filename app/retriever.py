@@ -48,7 +48,7 @@ from artifact.onnx_embedder import OnnxEmbedder
 from index.centroid_index import CentroidIndex
 from index.centroid_math import l2_normalize
 from index.gpu_search_mirror import GpuSearchMirror
-from store.blob_store import BlobStore
+from store.blob_backend import BlobBackend, BlobUnavailableError
 from store.errors import StoreOutcomeUnknownError
 from store.idempotency import IdempotencyClaim, replay_if_recorded
 from store.records import (
@@ -115,7 +115,7 @@ class Retriever:
         embedder: OnnxEmbedder,
         store: Store,
         index: CentroidIndex,
-        blobs: BlobStore | None,
+        blobs: BlobBackend | None,
         metrics: ServiceMetrics,
         max_image_pixels: int,
         max_images_per_request: int,
@@ -388,7 +388,7 @@ class Retriever:
             except Exception:
                 referenced = True  # cannot tell: keep it; an orphan blob is only wasted space
             if not referenced:
-                self.blobs.delete(h)
+                self._delete_blob(h)
 
     def _release_blobs(self, outcome: DeleteOutcome) -> None:
         if self.blobs is None or not outcome.released_hashes:
@@ -398,7 +398,16 @@ class Retriever:
             # committed a new reference since the delete returned.
             with self._hash_locks.hold([h]):
                 if not self.store.is_hash_referenced(h):
-                    self.blobs.delete(h)
+                    self._delete_blob(h)
+
+    def _delete_blob(self, content_hash: str) -> None:
+        """Delete a blob nothing references; a backend that does not answer leaves an orphan
+        for the sweep, never an error in place of the write's answer (already committed)."""
+        assert self.blobs is not None
+        try:
+            self.blobs.delete(content_hash)
+        except BlobUnavailableError as exc:
+            log.warning("blob %s left for the sweep: %s", content_hash, exc)
 
     def _refresh_gauges(self) -> None:
         self.metrics.index_items.set(len(self.index))

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from app.admission_control import AdmissionControl
+from app.blob_backend_choice import build_blob_backend
 from app.change_follower import ChangeFollower
 from app.circuit_breaker import CircuitBreaker
 from app.error_redaction import Redactor
@@ -29,7 +30,6 @@ from app.store_lane import StoreLane
 from artifact.onnx_embedder import OnnxEmbedder
 from index.flat_centroid_index import FlatCentroidIndex
 from index.gpu_search_mirror import GpuSearchMirror, gpu_available
-from store.blob_store import BlobStore
 from store.blob_sweep import log_sweep
 from store.change_feed import RedisChangeFeed
 from store.errors import StoreUnavailableError
@@ -85,7 +85,7 @@ def build_retriever(
 ) -> Retriever:
     embedder = embedder if embedder is not None else load_embedder(settings)
     store = open_store(settings)
-    blobs = BlobStore(settings.blob_dir) if settings.keep_blobs else None
+    blobs = build_blob_backend(settings)
     index = FlatCentroidIndex(embedder.embedding_dim)
     # faiss-gpu (requirements/serve-gpu.txt) on a GPU machine: the CPU index takes the writes,
     # a GPU copy kept in step serves searches. Never the case with faiss-cpu.

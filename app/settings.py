@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
+
+# Where kept originals live (app/blob_backend_choice.py builds each).
+BlobBackendKind = Literal["directory", "s3"]
 
 
 class Settings(BaseSettings):
@@ -29,6 +33,40 @@ class Settings(BaseSettings):
     redis_namespace: str = Field("cr", description="Prefix of every Redis key of this service.")
     keep_blobs: bool = Field(
         True, description="Keep original image bytes so a new model can re-embed them."
+    )
+    blob_backend: BlobBackendKind = Field(
+        "directory",
+        description=(
+            "Where kept originals live: `directory` (<data_dir>/blobs; with replicas, a volume "
+            "they all mount: a compose named volume, a Kubernetes ReadWriteMany claim) or `s3` "
+            "(an S3-compatible bucket: MinIO, AWS S3; the serve-s3 extra)."
+        ),
+    )
+    s3_endpoint: str | None = Field(
+        None,
+        description="blob_backend=s3: the endpoint URL, e.g. http://minio:9000 or "
+        "https://s3.eu-west-1.amazonaws.com.",
+    )
+    s3_bucket: str | None = Field(
+        None, description="blob_backend=s3: the bucket (created on the first write if absent)."
+    )
+    s3_prefix: str = Field(
+        "", description="blob_backend=s3: key prefix of every blob (e.g. `blobs/`)."
+    )
+    s3_region: str | None = Field(None, description="blob_backend=s3: the bucket's region.")
+    s3_access_key: SecretStr | None = Field(
+        None, description="blob_backend=s3: access key id (secret: never logged or shown)."
+    )
+    s3_secret_key: SecretStr | None = Field(
+        None, description="blob_backend=s3: secret access key (secret: never logged or shown)."
+    )
+    s3_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description=(
+            "blob_backend=s3: connect and read timeout of every S3 call (seconds); an "
+            "unanswered call is a 503 within about twice this."
+        ),
     )
     backup_dir: Path | None = Field(
         None,
@@ -252,10 +290,29 @@ class Settings(BaseSettings):
         ),
     )
 
-    @field_validator("redis_url", "api_keys_file", "backup_dir", mode="before")
+    @field_validator(
+        "redis_url",
+        "api_keys_file",
+        "backup_dir",
+        "s3_endpoint",
+        "s3_bucket",
+        "s3_region",
+        "s3_access_key",
+        "s3_secret_key",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value
+
+    @model_validator(mode="after")
+    def _s3_needs_an_endpoint_and_a_bucket(self) -> Settings:
+        if self.blob_backend == "s3" and (self.s3_endpoint is None or self.s3_bucket is None):
+            raise ValueError(
+                "blob_backend=s3 needs RETRIEVAL_S3_ENDPOINT (e.g. http://minio:9000) and "
+                "RETRIEVAL_S3_BUCKET"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_k_within_max_k(self) -> Settings:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from app.settings import Settings
-    from store.blob_store import BlobStore
+    from store.blob_backend import BlobBackend
     from store.store import Store
 
 # Shown in --help; the same figure as store.blob_sweep.BLOB_SWEEP_GRACE_S (tested).
@@ -89,7 +89,7 @@ def _grace_option(parser: argparse.ArgumentParser) -> None:
 
 
 def run_compact(args: argparse.Namespace) -> int:
-    def compact(settings: Settings, store: Store, blobs: BlobStore | None) -> int:
+    def compact(settings: Settings, store: Store, blobs: BlobBackend | None) -> int:
         from store.blob_sweep import sweep_blobs
 
         if blobs is not None:
@@ -112,7 +112,7 @@ def run_compact(args: argparse.Namespace) -> int:
 
 
 def run_backup(args: argparse.Namespace) -> int:
-    def backup(settings: Settings, store: Store, blobs: BlobStore | None) -> int:
+    def backup(settings: Settings, store: Store, blobs: BlobBackend | None) -> int:
         from store.store_backup import back_up
 
         report = back_up(store, blobs, args.out, grace_s=args.grace)
@@ -136,7 +136,7 @@ def run_backup(args: argparse.Namespace) -> int:
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    def restore_into(settings: Settings, store: Store, blobs: BlobStore | None) -> int:
+    def restore_into(settings: Settings, store: Store, blobs: BlobBackend | None) -> int:
         from store.store_restore import restore
 
         report = restore(args.source, store, blobs, force=args.force)
@@ -159,14 +159,15 @@ def run_restore(args: argparse.Namespace) -> int:
 
 
 def _with_store(
-    action: Callable[[Settings, Store, BlobStore | None], int], *, must_exist: bool
+    action: Callable[[Settings, Store, BlobBackend | None], int], *, must_exist: bool
 ) -> int:
     from pydantic import ValidationError
 
+    from app.blob_backend_choice import build_blob_backend
     from app.service_state import open_store
     from app.settings import Settings
+    from store.blob_backend import BlobUnavailableError
     from store.blob_deletion_hold import DeletionHeldError
-    from store.blob_store import BlobStore
     from store.errors import StoreError
 
     try:
@@ -179,11 +180,10 @@ def _with_store(
         store = open_store(settings)
         try:
             store.ping()
-            blobs = BlobStore(settings.blob_dir) if settings.keep_blobs else None
-            return action(settings, store, blobs)
+            return action(settings, store, build_blob_backend(settings))
         finally:
             store.close()
-    except (StoreError, DeletionHeldError, OSError) as exc:
+    except (StoreError, BlobUnavailableError, DeletionHeldError, OSError) as exc:
         return _error(str(exc))
 
 

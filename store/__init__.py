@@ -1,6 +1,7 @@
-"""The durable store: item and image records in SQLite or Redis, and the blob store."""
+"""The durable store: item and image records in SQLite or Redis, and the blob backends."""
 
-from store.blob_store import BlobStore
+from store.blob_backend import BlobBackend, BlobMissingError, BlobUnavailableError
+from store.directory_blob_store import DirectoryBlobStore
 from store.errors import (
     ImageNotFoundError,
     ItemNotFoundError,
@@ -19,12 +20,16 @@ from store.records import (
     NewImage,
 )
 from store.redis_store import RedisStore
+from store.s3_blob_store import S3BlobStore
 from store.sqlite_store import SqliteStore
 from store.store import Store
 
 __all__ = [
-    "BlobStore",
+    "BlobBackend",
+    "BlobMissingError",
+    "BlobUnavailableError",
     "DeleteOutcome",
+    "DirectoryBlobStore",
     "EnrollOutcome",
     "ImageNotFoundError",
     "ImageRecord",
@@ -36,6 +41,7 @@ __all__ = [
     "ModelMismatchError",
     "NewImage",
     "RedisStore",
+    "S3BlobStore",
     "SqliteStore",
     "Store",
     "StoreError",

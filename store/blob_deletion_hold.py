@@ -21,6 +21,28 @@ HOLD_NAME = ".deletion-hold"
 PENDING_NAME = ".pending-deletes"
 
 
+def owner_record() -> bytes:
+    """What a hold holds: this process's host and pid (JSON)."""
+    return json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode()
+
+
+def owner_is_stale(raw: str) -> bool:
+    """True if ``raw`` (an ``owner_record``) names a process of this host that no longer runs."""
+    try:
+        owner = json.loads(raw or "{}")
+    except ValueError:
+        return False  # being written right now by its holder
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return False  # cannot tell for another machine: assume it is alive
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return False
+    return False
+
+
 class DeletionHeldError(RuntimeError):
     """Another live process holds the blob directory's deletion hold (a backup is running)."""
 
@@ -39,7 +61,7 @@ class BlobDeletionHold:
         A hold left by a process that died on this host (a killed backup) is taken over rather
         than blocking deletions forever.
         """
-        owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode()
+        owner = owner_record()
         for _ in range(2):
             try:
                 fd = os.open(self.hold_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -67,20 +89,10 @@ class BlobDeletionHold:
     def is_stale(self) -> bool:
         """True if the hold names a process of this host that no longer runs."""
         try:
-            owner = json.loads(self.hold_path.read_text() or "{}")
+            raw = self.hold_path.read_text()
         except FileNotFoundError:
             return True
-        except ValueError:
-            return False  # being written right now by its holder
-        if owner.get("host") != socket.gethostname():
-            return False  # cannot tell for another machine: assume it is alive
-        try:
-            os.kill(int(owner["pid"]), 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, KeyError, ValueError, TypeError):
-            return False
-        return False
+        return owner_is_stale(raw)
 
     def defer(self, content_hash: str) -> None:
         """Queue one deletion for when the hold is released."""

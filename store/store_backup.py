@@ -1,11 +1,12 @@
 """An online backup: a consistent snapshot of the store plus every blob it references.
 
-Order, which is what makes the pair consistent: the blob directory's deletion hold is taken
-first (``store/blob_deletion_hold.py``), then the store's snapshot, then the blobs that
-snapshot references are hard-linked (copied across filesystems) into the backup, then the hold
-is released and the deletions it deferred are applied. The service keeps serving and writing
-throughout; the backup is the store as of the snapshot's moment, and its blobs are complete
-unless the live directory already lacked some (listed in the manifest).
+Order, which is what makes the pair consistent: the blob backend's deletion hold is taken
+first (``store/blob_deletion_hold.py``; a bucket's is in ``store/s3_blob_store.py``), then the
+store's snapshot, then the blobs that snapshot references are copied into the backup's
+directory (hard-linked from a directory, downloaded from a bucket), then the hold is released
+and the deletions it deferred are applied. The service keeps serving and writing throughout;
+the backup is the store as of the snapshot's moment, and its blobs are complete unless the
+live backend already lacked some (listed in the manifest).
 
 Snapshots: SQLite through its online backup API (one read transaction); Redis by dumping the
 namespace's keys in one MULTI/EXEC (``RedisStore.dump_namespace``, with its limits).
@@ -14,11 +15,8 @@ namespace's keys in one MULTI/EXEC (``RedisStore.dump_namespace``, with its limi
 from __future__ import annotations
 
 import base64
-import contextlib
-import errno
 import json
 import os
-import shutil
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,10 +28,10 @@ from store.backup_manifest import (
     SQLITE_NAME,
     BackupManifest,
 )
-from store.blob_store import BlobStore
+from store.blob_backend import BlobBackend
 from store.blob_sweep import BLOB_SWEEP_GRACE_S, remove_unreferenced
+from store.directory_blob_store import DirectoryBlobStore
 from store.errors import StoreError
-from store.fsync_dir import fsync_dir
 from store.records import ModelIdentity
 from store.redis_store import RedisStore
 from store.sqlite_store import SqliteStore
@@ -49,7 +47,7 @@ class BackupReport:
 
 def back_up(
     store: Store,
-    blobs: BlobStore | None,
+    blobs: BlobBackend | None,
     out: Path,
     *,
     grace_s: float = BLOB_SWEEP_GRACE_S,
@@ -123,47 +121,20 @@ def _snapshot(
     raise StoreError(f"no backup for a {store.backend} store")
 
 
-def _copy_blobs(blobs: BlobStore, hashes: list[str], out: Path) -> tuple[int, list[str]]:
-    """Hard-link (or copy, across filesystems) each blob into ``out/blobs``; (copied, missing)."""
-    target = BlobStore(out / BLOBS_NAME)
+def _copy_blobs(blobs: BlobBackend, hashes: list[str], out: Path) -> tuple[int, list[str]]:
+    """Copy each blob into ``out/blobs`` (a directory's are hard-linked, a bucket's downloaded);
+    (copied, missing)."""
+    target = DirectoryBlobStore(out / BLOBS_NAME)
     copied = 0
     missing: list[str] = []
-    touched: set[Path] = set()
     for content_hash in hashes:
         try:
-            source = blobs.path_for(content_hash)
+            found = blobs.copy_into(content_hash, target)
         except ValueError:
-            missing.append(content_hash)  # not a sha256: no blob can exist for it
-            continue
-        dest = target.path_for(content_hash)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            _link_or_copy(source, dest)
-        except FileNotFoundError:
+            found = False  # not a sha256: no blob can exist for it
+        if found:
+            copied += 1
+        else:
             missing.append(content_hash)
-            continue
-        touched.add(dest.parent)
-        copied += 1
-    for directory in touched:
-        fsync_dir(directory)
+    target.fsync_dirs()
     return copied, missing
-
-
-def _link_or_copy(source: Path, dest: Path) -> None:
-    # Blobs are never modified in place, so sharing the inode is safe, and costs no space.
-    try:
-        os.link(source, dest)
-        return
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-            raise
-    tmp = dest.with_name(".tmp-" + dest.name)
-    try:
-        shutil.copyfile(source, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise

@@ -1,4 +1,4 @@
-"""Restore a backup (``store/store_backup.py``) into an empty store and blob directory, and
+"""Restore a backup (``store/store_backup.py``) into an empty store and blob backend, and
 check that every content hash the restored store references has its blob.
 
 Run it with the service stopped: the service rebuilds its index from the store at start-up,
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from store.backup_manifest import BLOBS_NAME, REDIS_NAME, SQLITE_NAME, BackupManifest
-from store.blob_store import BlobStore
+from store.blob_backend import BlobBackend
+from store.directory_blob_store import DirectoryBlobStore
 from store.errors import StoreError
 from store.redis_store import RedisStore
 from store.sqlite_store import SqliteStore
@@ -36,7 +37,7 @@ class RestoreReport:
 
 
 def restore(
-    backup_dir: Path, store: Store, blobs: BlobStore | None, *, force: bool = False
+    backup_dir: Path, store: Store, blobs: BlobBackend | None, *, force: bool = False
 ) -> RestoreReport:
     backup_dir = Path(backup_dir)
     manifest = BackupManifest.read(backup_dir)
@@ -57,7 +58,7 @@ def restore(
     restored = 0
     corrupt_blobs: list[str] = []
     if blobs is not None and (backup_dir / BLOBS_NAME).is_dir():
-        source = BlobStore(backup_dir / BLOBS_NAME)
+        source = DirectoryBlobStore(backup_dir / BLOBS_NAME)
         for content_hash in sorted(source.iter_hashes()):
             data = source.get(content_hash)
             if data is None:
@@ -75,26 +76,26 @@ def restore(
     )
 
 
-def missing_blobs(store: Store, blobs: BlobStore) -> list[str]:
+def missing_blobs(store: Store, blobs: BlobBackend) -> list[str]:
     """The content hashes the store references that have no blob, sorted."""
     referenced = {image.content_hash for image in store.iter_images()}
     return sorted(h for h in referenced if not _has_blob(blobs, h))
 
 
-def _has_blob(blobs: BlobStore, content_hash: str) -> bool:
+def _has_blob(blobs: BlobBackend, content_hash: str) -> bool:
     try:
         return blobs.exists(content_hash)
     except ValueError:
         return False
 
 
-def _refuse_non_empty(store: Store, blobs: BlobStore | None) -> None:
+def _refuse_non_empty(store: Store, blobs: BlobBackend | None) -> None:
     items, images = store.counts()
     held = []
     if items or images or store.get_model_identity() is not None:
         held.append(f"the {store.backend} store ({items} items, {images} images)")
     if blobs is not None and next(blobs.iter_hashes(), None) is not None:
-        held.append(f"the blob directory {blobs.root}")
+        held.append(blobs.describe())
     if held:
         raise TargetNotEmptyError(
             f"{' and '.join(held)} already hold data; restore into an empty one, or pass "

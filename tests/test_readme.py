@@ -14,7 +14,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def _settings_rows() -> dict[str, str]:
     text = README.read_text(encoding="utf-8")
     section = text.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| `(RETRIEVAL_[A-Z_]+)` \| `([^`]*)` \|", section, flags=re.M)
+    rows = re.findall(r"^\| `(RETRIEVAL_[A-Z0-9_]+)` \| `([^`]*)` \|", section, flags=re.M)
     return dict(rows)
 
 

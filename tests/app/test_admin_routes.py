@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from app.api_keys import Scope, make_key
-from store.blob_store import BlobStore
+from store.directory_blob_store import DirectoryBlobStore
 from store.records import NewImage
 from store.sqlite_store import SqliteStore
 from tests.app.conftest import ServiceFactory
@@ -84,7 +84,7 @@ def test_compaction_removes_old_orphans_keeps_young_ones_and_shrinks_the_store(
 
     # Orphans as a crash between a blob write and its commit leaves them: one past the grace
     # period, one that may still belong to an enrollment in flight.
-    blobs = BlobStore(tmp_path / "data" / "blobs")
+    blobs = DirectoryBlobStore(tmp_path / "data" / "blobs")
     old, young = b"orphan from an hour ago", b"orphan of a write in flight"
     for data in (old, young):
         blobs.put(hashlib.sha256(data).hexdigest(), data)

@@ -18,7 +18,7 @@ from app.retriever_errors import TooManyImagesError
 from artifact.image_decode import ImageDecodeError, ImageTooLargeError, decode_image
 from artifact.onnx_embedder import OnnxEmbedder
 from index.flat_centroid_index import FlatCentroidIndex
-from store.blob_store import BlobStore
+from store.directory_blob_store import DirectoryBlobStore
 from store.records import ModelIdentity
 from store.sqlite_store import SqliteStore
 from tests.conftest import jpeg_bytes
@@ -42,7 +42,7 @@ def make_retriever(
         embedder=embedder,
         store=SqliteStore(root / "store.sqlite3"),
         index=FlatCentroidIndex(embedder.embedding_dim),
-        blobs=BlobStore(root / "blobs"),
+        blobs=DirectoryBlobStore(root / "blobs"),
         metrics=ServiceMetrics(),
         max_image_pixels=max_image_pixels,
         max_images_per_request=4,

@@ -1,5 +1,5 @@
-"""BlobStore on real photo bytes: layout, idempotent put, hash check, delete, count; emptied
-directories pruned, racing puts and deletes in one directory, the deletion hold."""
+"""DirectoryBlobStore on real photo bytes: layout, idempotent put, hash check, delete, count;
+emptied directories pruned, racing puts and deletes in one directory, the deletion hold."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from PIL import Image
 from skimage import data
 
 from store.blob_deletion_hold import DeletionHeldError
-from store.blob_store import BlobStore
+from store.directory_blob_store import DirectoryBlobStore
 
 
 def png(array: object) -> bytes:
@@ -34,7 +34,7 @@ def photos() -> list[bytes]:
 
 
 def test_put_get_delete_round_trip(tmp_path: Path, photos: list[bytes]) -> None:
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = DirectoryBlobStore(tmp_path / "blobs")
     hashes = [hashlib.sha256(p).hexdigest() for p in photos]
     assert [blobs.put(h, p) for h, p in zip(hashes, photos, strict=True)] == [True] * 3
     assert blobs.put(hashes[0], photos[0]) is False
@@ -47,11 +47,11 @@ def test_put_get_delete_round_trip(tmp_path: Path, photos: list[bytes]) -> None:
     assert blobs.count() == 2
     leftovers = [p for p in (tmp_path / "blobs").rglob("*") if p.name.startswith(".tmp-")]
     assert leftovers == []
-    assert BlobStore(tmp_path / "blobs").get(hashes[2]) == photos[2]
+    assert DirectoryBlobStore(tmp_path / "blobs").get(hashes[2]) == photos[2]
 
 
 def test_rejects_bad_hashes_and_mismatched_bytes(tmp_path: Path, photos: list[bytes]) -> None:
-    blobs = BlobStore(tmp_path)
+    blobs = DirectoryBlobStore(tmp_path)
     with pytest.raises(ValueError):
         blobs.put(hashlib.sha256(photos[0]).hexdigest(), photos[1])
     with pytest.raises(ValueError):
@@ -64,7 +64,7 @@ def test_rejects_bad_hashes_and_mismatched_bytes(tmp_path: Path, photos: list[by
 def test_delete_removes_the_emptied_directories_and_only_those(
     tmp_path: Path, photos: list[bytes]
 ) -> None:
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = DirectoryBlobStore(tmp_path / "blobs")
     hashes = [hashlib.sha256(p).hexdigest() for p in photos]
     for h, p in zip(hashes, photos, strict=True):
         blobs.put(h, p)
@@ -97,7 +97,7 @@ def test_put_and_delete_racing_in_one_directory_lose_nothing(tmp_path: Path) -> 
     # One thread keeps putting and deleting blob A, the other blob B, in the same ab/cd: every
     # delete of one may prune the directory the other is about to write into. A put that
     # returned must leave its blob readable, whatever the other thread did meanwhile.
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = DirectoryBlobStore(tmp_path / "blobs")
     (a, data_a), (b, data_b) = _same_leaf_hashes(2)
     assert blobs.path_for(a).parent == blobs.path_for(b).parent
     rounds = 500
@@ -125,7 +125,7 @@ def test_put_and_delete_racing_in_one_directory_lose_nothing(tmp_path: Path) -> 
 
 
 def test_putting_bytes_already_kept_touches_them(tmp_path: Path, photos: list[bytes]) -> None:
-    blobs = BlobStore(tmp_path)
+    blobs = DirectoryBlobStore(tmp_path)
     h = hashlib.sha256(photos[0]).hexdigest()
     blobs.put(h, photos[0])
     os.utime(blobs.path_for(h), (1_000_000, 1_000_000))
@@ -136,13 +136,13 @@ def test_putting_bytes_already_kept_touches_them(tmp_path: Path, photos: list[by
 def test_deletions_are_queued_while_held_and_handed_back_on_release(
     tmp_path: Path, photos: list[bytes]
 ) -> None:
-    blobs = BlobStore(tmp_path)
+    blobs = DirectoryBlobStore(tmp_path)
     hashes = [hashlib.sha256(p).hexdigest() for p in photos]
     for h, p in zip(hashes, photos, strict=True):
         blobs.put(h, p)
     blobs.deletion_hold.acquire()
     with pytest.raises(DeletionHeldError, match="another backup"):
-        BlobStore(tmp_path).deletion_hold.acquire()
+        DirectoryBlobStore(tmp_path).deletion_hold.acquire()
     assert blobs.delete(hashes[0]) is True and blobs.delete(hashes[0]) is True
     assert blobs.delete(hashlib.sha256(b"never kept").hexdigest()) is False
     assert blobs.count() == 3  # nothing removed while held
@@ -152,7 +152,7 @@ def test_deletions_are_queued_while_held_and_handed_back_on_release(
 
 
 def test_a_hold_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path)
+    blobs = DirectoryBlobStore(tmp_path)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     blobs.deletion_hold.hold_path.write_text(

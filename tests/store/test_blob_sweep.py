@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from cli.maintenance_commands import DEFAULT_GRACE_S
-from store.blob_store import BlobStore
-from store.blob_sweep import ASIDE_PREFIX, BLOB_SWEEP_GRACE_S, remove_unreferenced, sweep_blobs
+from store.blob_sweep import BLOB_SWEEP_GRACE_S, remove_unreferenced, sweep_blobs
+from store.directory_blob_store import ASIDE_PREFIX, DirectoryBlobStore
 from store.records import ModelIdentity, NewImage
 from store.store import Store
 
@@ -19,7 +19,7 @@ DIM = 4
 OLD = 2 * BLOB_SWEEP_GRACE_S  # seconds ago: past the grace period
 
 
-def kept(blobs: BlobStore, tag: str, *, age_s: float = OLD) -> str:
+def kept(blobs: DirectoryBlobStore, tag: str, *, age_s: float = OLD) -> str:
     data = f"bytes of {tag}".encode()
     h = hashlib.sha256(data).hexdigest()
     blobs.put(h, data)
@@ -40,7 +40,7 @@ def test_the_sweep_removes_old_orphans_and_temporary_files_only(
     store: Store, tmp_path: Path
 ) -> None:
     store.claim_model_identity(ModelIdentity("m", "1", DIM))
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = DirectoryBlobStore(tmp_path / "blobs")
     referenced = kept(blobs, "referenced")
     enroll(store, "cat", referenced)
     orphan = kept(blobs, "orphan")
@@ -69,7 +69,7 @@ def test_an_enrollment_reusing_an_orphan_keeps_it(store: Store, tmp_path: Path) 
     # The bytes were orphaned long ago; an enrollment in flight puts them again (touching the
     # blob) and has not committed yet when the sweep runs.
     store.claim_model_identity(ModelIdentity("m", "1", DIM))
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = DirectoryBlobStore(tmp_path / "blobs")
     h = kept(blobs, "orphan about to be reused")
     assert blobs.put(h, b"bytes of orphan about to be reused") is False
     assert sweep_blobs(blobs, store).orphans_removed == 0 and blobs.exists(h)
@@ -79,7 +79,7 @@ def test_an_enrollment_reusing_an_orphan_keeps_it(store: Store, tmp_path: Path) 
 
 
 def test_nothing_is_removed_while_a_backup_holds_deletions(store: Store, tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = DirectoryBlobStore(tmp_path / "blobs")
     orphan = kept(blobs, "orphan")
     blobs.deletion_hold.acquire()
     report = sweep_blobs(blobs, store)
@@ -90,7 +90,7 @@ def test_nothing_is_removed_while_a_backup_holds_deletions(store: Store, tmp_pat
 
 def test_a_blob_left_aside_by_a_crashed_sweep_is_judged_again(store: Store, tmp_path: Path) -> None:
     store.claim_model_identity(ModelIdentity("m", "1", DIM))
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = DirectoryBlobStore(tmp_path / "blobs")
     referenced, orphan = kept(blobs, "referenced"), kept(blobs, "orphan")
     enroll(store, "cat", referenced)
     for h in (referenced, orphan):
@@ -105,7 +105,7 @@ def test_deferred_deletions_remove_only_unreferenced_old_blobs(
     store: Store, tmp_path: Path
 ) -> None:
     store.claim_model_identity(ModelIdentity("m", "1", DIM))
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = DirectoryBlobStore(tmp_path / "blobs")
     referenced, orphan, young = kept(blobs, "ref"), kept(blobs, "orphan"), kept(blobs, "y", age_s=1)
     enroll(store, "cat", referenced)
     gone = hashlib.sha256(b"never kept").hexdigest()

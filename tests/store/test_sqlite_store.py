@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from store.blob_store import BlobStore
+from store.directory_blob_store import DirectoryBlobStore
 from store.errors import StoreError, StoreUnavailableError
 from store.records import ModelIdentity, NewImage
 from store.sqlite_store import SqliteStore
@@ -85,13 +85,13 @@ def test_deleting_everything_then_compacting_gives_the_space_back(tmp_path: Path
     empty_dir = tmp_path / "empty"
     empty = SqliteStore(empty_dir / "store.sqlite3")
     empty.claim_model_identity(identity)
-    BlobStore(empty_dir / "blobs")
+    DirectoryBlobStore(empty_dir / "blobs")
     empty_bytes = disk_usage(empty_dir)
 
     data_dir = tmp_path / "data"
     store = SqliteStore(data_dir / "store.sqlite3")
     store.claim_model_identity(identity)
-    blobs = BlobStore(data_dir / "blobs")
+    blobs = DirectoryBlobStore(data_dir / "blobs")
     rng = np.random.default_rng(0)
     for i in range(n):
         images = []

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from store.backup_manifest import BLOBS_NAME, BackupManifest
-from store.blob_store import BlobStore
+from store.directory_blob_store import DirectoryBlobStore
 from store.errors import StoreError
 from store.idempotency import IdempotencyClaim, IdempotentReplay
 from store.mutations import StoredResponse
@@ -70,7 +70,9 @@ class Written:
     items: dict[str, tuple[list[str], list[str], list[np.ndarray]]]
 
 
-def enroll(store: Store, blobs: BlobStore, item_id: str, rng: np.random.Generator) -> Written:
+def enroll(
+    store: Store, blobs: DirectoryBlobStore, item_id: str, rng: np.random.Generator
+) -> Written:
     """Enroll two fresh images the way the retriever does: blobs first, then the store."""
     hashes, embeddings = [], []
     for _ in range(2):
@@ -83,7 +85,7 @@ def enroll(store: Store, blobs: BlobStore, item_id: str, rng: np.random.Generato
     return Written({item_id: (out.image_ids, hashes, embeddings)})
 
 
-def delete(store: Store, blobs: BlobStore, item_id: str) -> None:
+def delete(store: Store, blobs: DirectoryBlobStore, item_id: str) -> None:
     for h in store.delete_item(item_id).released_hashes:
         blobs.delete(h)
 
@@ -92,7 +94,7 @@ def item_name(i: int) -> str:
     return f"item-{i:05d}"
 
 
-def check_restored(target: Store, blobs: BlobStore, written: Written) -> list[int]:
+def check_restored(target: Store, blobs: DirectoryBlobStore, written: Written) -> list[int]:
     """The restored store holds, for each item it has, exactly what the writer committed;
     returns the item numbers it holds."""
     numbers = []
@@ -116,7 +118,7 @@ def test_backups_taken_while_writing_restore_one_consistent_moment(
 ) -> None:
     source = open_store("source")
     source.claim_model_identity(IDENTITY)
-    blobs = BlobStore(tmp_path / "source-blobs")
+    blobs = DirectoryBlobStore(tmp_path / "source-blobs")
     rng = np.random.default_rng(7)
     written = Written({})
     for i in range(LIVE):
@@ -150,7 +152,7 @@ def test_backups_taken_while_writing_restore_one_consistent_moment(
         assert manifest.backend == source.backend and manifest.model == IDENTITY
         assert manifest.missing_blobs == [] and manifest.blobs_copied == manifest.images
         target = open_store(f"target-{n}")
-        target_blobs = BlobStore(tmp_path / f"target-{n}-blobs")
+        target_blobs = DirectoryBlobStore(tmp_path / f"target-{n}-blobs")
         restored = restore(tmp_path / f"backup-{n}", target, target_blobs)
         assert restored.missing_blobs == [] and restored.corrupt_blobs == []
         assert (restored.items, restored.images) == (manifest.items, manifest.images)
@@ -172,7 +174,7 @@ def test_restore_refuses_a_target_holding_data_unless_forced(
 ) -> None:
     source = open_store("source")
     source.claim_model_identity(IDENTITY)
-    blobs = BlobStore(tmp_path / "source-blobs")
+    blobs = DirectoryBlobStore(tmp_path / "source-blobs")
     rng = np.random.default_rng(1)
     written = enroll(source, blobs, item_name(1), rng)
     back_up(source, blobs, tmp_path / "backup")
@@ -181,7 +183,7 @@ def test_restore_refuses_a_target_holding_data_unless_forced(
 
     target = open_store("target")
     target.claim_model_identity(IDENTITY)
-    target_blobs = BlobStore(tmp_path / "target-blobs")
+    target_blobs = DirectoryBlobStore(tmp_path / "target-blobs")
     other = enroll(target, target_blobs, item_name(2), rng)
     with pytest.raises(TargetNotEmptyError, match="--force"):
         restore(tmp_path / "backup", target, target_blobs)
@@ -197,7 +199,7 @@ def test_restore_lists_the_referenced_blobs_the_backup_lacks(
 ) -> None:
     source = open_store("source")
     source.claim_model_identity(IDENTITY)
-    blobs = BlobStore(tmp_path / "source-blobs")
+    blobs = DirectoryBlobStore(tmp_path / "source-blobs")
     rng = np.random.default_rng(2)
     for i in range(3):
         enroll(source, blobs, item_name(i), rng)
@@ -206,7 +208,7 @@ def test_restore_lists_the_referenced_blobs_the_backup_lacks(
     report = back_up(source, blobs, tmp_path / "backup")
     assert report.manifest.missing_blobs == [lost] and report.manifest.blobs_copied == 5
     target = open_store("target")
-    restored = restore(tmp_path / "backup", target, BlobStore(tmp_path / "target-blobs"))
+    restored = restore(tmp_path / "backup", target, DirectoryBlobStore(tmp_path / "target-blobs"))
     assert restored.missing_blobs == [lost] and restored.blobs_restored == 5
     assert restored.images == 6
 
@@ -239,7 +241,7 @@ def test_idempotency_records_are_restored_with_their_expiry(
     Redis the record keeps its TTL (a copy without one would stay in memory forever)."""
     source = open_store("source")
     source.claim_model_identity(IDENTITY)
-    blobs = BlobStore(tmp_path / "source-blobs")
+    blobs = DirectoryBlobStore(tmp_path / "source-blobs")
     answer = StoredResponse(204, b"", None)
     out = source.enroll(item_name(1), [NewImage("a" * 64, np.ones(DIM, np.float32))])
     long_lived = IdempotencyClaim("k:long", "fp", 3600.0, lambda _: answer)
@@ -249,7 +251,7 @@ def test_idempotency_records_are_restored_with_their_expiry(
     back_up(source, blobs, tmp_path / "backup")
 
     target = open_store("target")
-    restore(tmp_path / "backup", target, BlobStore(tmp_path / "target-blobs"))
+    restore(tmp_path / "backup", target, DirectoryBlobStore(tmp_path / "target-blobs"))
     record = target.get_idempotency_record("k:long")
     assert record is not None and record.response == answer
     assert record.expires_at == pytest.approx(time.time() + 3600, abs=60)

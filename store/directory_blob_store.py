@@ -1,4 +1,5 @@
-"""Content-addressed store of original image bytes on a local filesystem.
+"""The blob backend on a directory: local, or a volume every replica mounts (a compose named
+volume, a Kubernetes ReadWriteMany claim); see ``store/blob_backend.py`` for the interface.
 
 A blob lives at ``root/ab/cd/<sha256 hex>`` (two directory levels of 256 each keep directories
 small at millions of blobs). Writes are crash-safe: the bytes go to a temporary file in the
@@ -20,31 +21,45 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from store.blob_backend import (
+    SHA256_HEX,
+    BlobEntry,
+    BlobUnavailableError,
+    RemoveOutcome,
+    check_hash,
+)
 from store.blob_deletion_hold import BlobDeletionHold
 from store.fsync_dir import fsync_dir
 
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _HEX2 = re.compile(r"[0-9a-f]{2}")
 TMP_PREFIX = ".tmp-"
+# An orphan renamed aside while the sweep checks it; one left by a crash is put back on the next
+# listing.
+ASIDE_PREFIX = ".sweep-"
 
 # A put retries this often when a concurrent delete removes its directory each time in between.
 _PUT_ATTEMPTS = 100
 
 
-class BlobStore:
+class DirectoryBlobStore:
+    kind = "directory"
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.deletion_hold = BlobDeletionHold(self.root)
 
+    def describe(self) -> str:
+        return f"the blob directory {self.root}"
+
     def path_for(self, content_hash: str) -> Path:
         """Where the blob of ``content_hash`` (lower-case sha256 hex) lives; ValueError if bad."""
-        if not _SHA256_HEX.fullmatch(content_hash):
-            raise ValueError(f"not a lower-case sha256 hex digest: {content_hash!r}")
+        check_hash(content_hash)
         return self.root / content_hash[:2] / content_hash[2:4] / content_hash
 
     def put(self, content_hash: str, data: bytes) -> bool:
@@ -58,6 +73,10 @@ class BlobStore:
         target = self.path_for(content_hash)
         if hashlib.sha256(data).hexdigest() != content_hash:
             raise ValueError(f"data does not hash to {content_hash}")
+        with self._unavailable_on_os_error():
+            return self._put(target, data)
+
+    def _put(self, target: Path, data: bytes) -> bool:
         try:
             os.utime(target)
             return False
@@ -87,10 +106,21 @@ class BlobStore:
         return True
 
     def get(self, content_hash: str) -> bytes | None:
+        path = self.path_for(content_hash)
+        with self._unavailable_on_os_error():
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
+                return None
+
+    @contextlib.contextmanager
+    def _unavailable_on_os_error(self) -> Iterator[None]:
+        # A full or read-only disk, an unreadable file, a volume gone stale: the directory
+        # cannot serve now, which is a 503 like a bucket that does not answer, not a 500.
         try:
-            return self.path_for(content_hash).read_bytes()
-        except FileNotFoundError:
-            return None
+            yield
+        except OSError as exc:
+            raise BlobUnavailableError(f"{self.describe()}: {exc}") from exc
 
     def exists(self, content_hash: str) -> bool:
         return self.path_for(content_hash).is_file()
@@ -130,8 +160,70 @@ class BlobStore:
     def iter_hashes(self) -> Iterator[str]:
         """The content hash of every blob present (walks the tree: maintenance only)."""
         for path in self.iter_files():
-            if _SHA256_HEX.fullmatch(path.name) and path.parent.name == path.name[2:4]:
+            if SHA256_HEX.fullmatch(path.name) and path.parent.name == path.name[2:4]:
                 yield path.name
+
+    def iter_entries(self) -> Iterator[BlobEntry]:
+        """Blobs and temporary files with their mtimes; an orphan a crashed sweep left renamed
+        aside is put back first (a put may have written the same bytes anew meanwhile:
+        replacing them changes nothing)."""
+        for path in list(self.iter_files()):
+            name = path.name
+            if name.startswith(ASIDE_PREFIX):
+                name = name.removeprefix(ASIDE_PREFIX)
+                _put_back(path, path.with_name(name))
+                path = path.with_name(name)
+            if name.startswith(TMP_PREFIX):
+                yield BlobEntry(str(path.relative_to(self.root)), None, _mtime(path))
+            elif SHA256_HEX.fullmatch(name) and path.parent.name == name[2:4]:
+                yield BlobEntry(name, name, _mtime(path))
+            # Anything else is not a file of this tree: left alone.
+
+    def remove_temporary(self, entry: BlobEntry) -> bool:
+        path = self.root / entry.name
+        if not path.name.startswith(TMP_PREFIX) or path.parent.parent.parent != self.root:
+            raise ValueError(f"not a temporary file of {self.root}: {entry.name!r}")
+        return self.remove_file(path)
+
+    def remove_if(
+        self, content_hash: str, keep: Callable[[float], RemoveOutcome | None]
+    ) -> RemoveOutcome:
+        """The blob is renamed aside first, then its mtime and ``keep`` are checked: a put that
+        reuses the bytes at that moment either touched the file before the rename (``keep``
+        sees the new mtime and it is put back) or finds it gone and writes it anew."""
+        path = self.path_for(content_hash)
+        aside = path.with_name(ASIDE_PREFIX + content_hash)
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return "absent"
+        try:
+            reason = keep(_mtime(aside))
+        except BaseException:
+            _put_back(aside, path)
+            raise
+        if reason is not None:
+            _put_back(aside, path)
+            return reason
+        self.remove_file(aside)
+        return "removed"
+
+    def copy_into(self, content_hash: str, target: DirectoryBlobStore) -> bool:
+        """Hard-link (copy, across filesystems) the blob into ``target``; the directory entry
+        is not fsynced here: ``target.fsync_dirs()`` syncs them all once a backup is copied."""
+        dest = target.path_for(content_hash)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _link_or_copy(self.path_for(content_hash), dest)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def fsync_dirs(self) -> None:
+        """fsync every ``ab/cd`` directory, so entries linked in by ``copy_into`` are durable."""
+        for top in _subdirs(self.root):
+            for leaf in _subdirs(top):
+                fsync_dir(leaf)
 
     def count(self) -> int:
         """Number of blobs (walks the tree: for tests and maintenance, not request paths)."""
@@ -164,3 +256,37 @@ def _subdirs(directory: Path) -> Iterator[Path]:
     for entry in entries:
         if _HEX2.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
             yield Path(entry.path)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")  # gone meanwhile: recent, so nothing is removed
+
+
+def _put_back(aside: Path, path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(aside, path)
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    # Blobs are never modified in place, so sharing the inode is safe, and costs no space.
+    try:
+        os.link(source, dest)
+        return
+    except FileExistsError:
+        return  # the same name holds the same bytes
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+    tmp = dest.with_name(TMP_PREFIX + dest.name)
+    try:
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
