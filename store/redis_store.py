@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -241,6 +242,13 @@ class RedisStore:
 
     # -- reads --------------------------------------------------------------------------------
 
+    def instance_id(self) -> str:
+        def read() -> str:
+            self._client.set(self._key("instance"), uuid.uuid4().hex, nx=True)
+            return _text(self._client.get(self._key("instance")))
+
+        return self._call(read)
+
     def last_version(self) -> int:
         return int(self._call(lambda: self._client.get(self._key("version"))) or 0)
 
@@ -444,6 +452,7 @@ class RedisStore:
                         pipe.restore(target, 0, payload, replace=True)
                     elif expiry > now_ms:
                         pipe.restore(target, expiry, payload, replace=True, absttl=True)
+                pipe.set(self._key("instance"), uuid.uuid4().hex)  # a restored store is new
                 pipe.execute()
 
         try:

@@ -16,6 +16,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, TypeVar, assert_never
 
 import numpy as np
 
+from store.change_log import ChangedItem, ChangeLogGapError
 from store.embedding_codec import f32_bytes, f32_from, f64_bytes, f64_from
 from store.errors import (
     ModelMismatchError,
@@ -78,6 +80,10 @@ BUSY_TIMEOUT_S = 5.0
 # Rows per query when streaming all items or images, bounding memory during a rebuild.
 PAGE_ROWS = 1000
 
+# Change-log rows kept (about 60 bytes each): how many writes an index snapshot may be behind
+# and still catch up by replay instead of a rebuild.
+CHANGE_LOG_ROWS = 1_000_000
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS model_identity (
@@ -118,6 +124,14 @@ CREATE TABLE IF NOT EXISTS write_counter (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
     value INTEGER NOT NULL  -- the last version handed out (store/item_versions.py)
 );
+-- One row per committed write, in the same transaction (store/change_log.py): which item it
+-- changed. The newest CHANGE_LOG_ROWS are kept.
+CREATE TABLE IF NOT EXISTS changes (
+    version INTEGER PRIMARY KEY,
+    item_id TEXT NOT NULL,
+    committed_at REAL NOT NULL  -- Unix seconds
+);
+CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 T = TypeVar("T")
@@ -126,8 +140,20 @@ T = TypeVar("T")
 class SqliteStore:
     backend = "sqlite"
 
-    def __init__(self, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        path: Path,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+        *,
+        change_log_rows: int = CHANGE_LOG_ROWS,
+        durable: bool = True,
+    ) -> None:
+        """``durable=False`` skips the fsync of each commit (``synchronous=NORMAL`` in WAL
+        mode): for bulk loads and benchmarks only, a power loss may drop the last commits."""
+        if change_log_rows < 1:
+            raise ValueError(f"change_log_rows must be >= 1, got {change_log_rows}")
         self.path = Path(path)
+        self.change_log_rows = change_log_rows
         self._lock = threading.Lock()
         self._identity: ModelIdentity | None = None
         try:
@@ -139,7 +165,7 @@ class SqliteStore:
                 check_same_thread=False,  # shared across threads, serialised by self._lock
             )
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._write(self._create_schema)
         except (sqlite3.OperationalError, OSError) as exc:
@@ -264,8 +290,47 @@ class SqliteStore:
     # -- reads --------------------------------------------------------------------------------
 
     def last_version(self) -> int:
-        row = self._read(lambda c: c.execute("SELECT value FROM write_counter").fetchone())
-        return 0 if row is None else int(row[0])
+        return self._read(self._last_version)
+
+    def instance_id(self) -> str:
+        row = self._read(
+            lambda c: c.execute("SELECT value FROM store_meta WHERE key = 'instance'").fetchone()
+        )
+        return str(row[0])
+
+    def changed_since(self, version: int) -> list[ChangedItem]:
+        """Every item written after ``version``, once each, with its state now (None: it is
+        gone); ``ChangeLogGapError`` if rows after ``version`` were trimmed (or predate the
+        log), ``ValueError`` if ``version`` is ahead of the store's last write."""
+
+        def read(c: sqlite3.Connection) -> list[ChangedItem]:
+            last = self._last_version(c)
+            if version > last:
+                raise ValueError(f"version {version} is ahead of the store's last write {last}")
+            if version == last:
+                return []
+            (oldest,) = c.execute("SELECT MIN(version) FROM changes").fetchone()
+            if oldest is None or int(oldest) > version + 1:
+                raise ChangeLogGapError(
+                    f"change log starts at {oldest}: writes after {version} are not all in it"
+                )
+            rows = c.execute(
+                "SELECT c.item_id, i.image_count, i.embedding_sum, i.version FROM"
+                " (SELECT DISTINCT item_id FROM changes WHERE version > ?) AS c"
+                " LEFT JOIN items AS i ON i.item_id = c.item_id",
+                (version,),
+            ).fetchall()
+            return [
+                ChangedItem(
+                    str(item_id),
+                    None
+                    if count is None
+                    else ItemState(str(item_id), int(count), f64_from(blob), int(ver)),
+                )
+                for item_id, count, blob, ver in rows
+            ]
+
+        return self._read(read)
 
     def get_idempotency_record(self, key: str) -> IdempotencyRecord | None:
         record = self._read(lambda c: self._idempotency_record(c, key))
@@ -400,6 +465,7 @@ class SqliteStore:
             src.close()
         self._identity = None
         self._write(self._create_schema)  # refuses another schema version
+        self._write(self._new_instance)
 
     def close(self) -> None:
         with self._lock:
@@ -418,6 +484,12 @@ class SqliteStore:
         columns = {str(r[1]) for r in c.execute("PRAGMA table_info(idempotency)")}
         if "headers" not in columns:
             c.execute("ALTER TABLE idempotency ADD COLUMN headers TEXT NOT NULL DEFAULT '[]'")
+        if c.execute("SELECT value FROM write_counter").fetchone() is None:
+            # Versions start again at 1: rows of an earlier count would collide with them.
+            c.execute("DELETE FROM changes")
+        # Who this store is, for whatever keeps a copy of it (an index snapshot): a restore
+        # makes it another store.
+        c.execute("INSERT OR IGNORE INTO store_meta VALUES ('instance', ?)", (uuid.uuid4().hex,))
         row = c.execute("SELECT version FROM schema_version").fetchone()
         if row is None:
             c.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
@@ -425,6 +497,10 @@ class SqliteStore:
             raise StoreError(
                 f"{self.path} has schema version {row[0]}, this code reads {SCHEMA_VERSION}"
             )
+
+    @staticmethod
+    def _new_instance(c: sqlite3.Connection) -> None:
+        c.execute("INSERT OR REPLACE INTO store_meta VALUES ('instance', ?)", (uuid.uuid4().hex,))
 
     def _claimed_dim(self, c: sqlite3.Connection) -> int | None:
         if self._identity is None:
@@ -439,6 +515,11 @@ class SqliteStore:
             "SELECT image_count, embedding_sum, version FROM items WHERE item_id = ?", (item_id,)
         ).fetchone()
         return None if row is None else ItemTotals(int(row[0]), f64_from(row[1]), int(row[2]))
+
+    @staticmethod
+    def _last_version(c: sqlite3.Connection) -> int:
+        row = c.execute("SELECT value FROM write_counter").fetchone()
+        return 0 if row is None else int(row[0])
 
     @staticmethod
     def _next_version(c: sqlite3.Connection) -> int:
@@ -488,8 +569,7 @@ class SqliteStore:
             self._apply_one(c, mutation)
         return plan.outcome
 
-    @staticmethod
-    def _apply_one(c: sqlite3.Connection, m: Mutation) -> None:
+    def _apply_one(self, c: sqlite3.Connection, m: Mutation) -> None:
         match m:
             case CreateItem():
                 # Inserted before its images, which reference it (foreign key).
@@ -521,6 +601,15 @@ class SqliteStore:
                         "UPDATE items SET version = ? WHERE item_id = ?",
                         (m.state.version, m.state.item_id),
                     )
+                c.execute(
+                    "INSERT INTO changes VALUES (?, ?, ?)",
+                    (m.state.version, m.state.item_id, time.time()),
+                )
+                # Usually one row goes: the one that fell out of the window (primary-key range).
+                c.execute(
+                    "DELETE FROM changes WHERE version <= ?",
+                    (m.state.version - self.change_log_rows,),
+                )
             case RecordResponse():
                 # Expired records go with the next recorded write (indexed by expiry: cheap).
                 c.execute("DELETE FROM idempotency WHERE expires_at <= ?", (m.now,))

@@ -84,6 +84,12 @@ class Store(Protocol):
         """The largest version handed out so far (``ItemState.version``); 0 if none."""
         ...
 
+    def instance_id(self) -> str:
+        """A random id this store got when created, and a new one when restored from a backup:
+        a copy of its state (an index snapshot) is only ever replayed onto the store it was
+        taken from. (A Redis namespace flushed by hand is a new store too.)"""
+        ...
+
     def get_idempotency_record(self, key: str) -> IdempotencyRecord | None:
         """The live record under ``key`` (see ``IdempotencyClaim.key``), or None."""
         ...
