@@ -15,7 +15,7 @@ exclusive, through a writer-preferring ``ReadWriteLock``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 
 import faiss
 import numpy as np
@@ -132,7 +132,50 @@ class FlatCentroidIndex:
             self._faiss, self._slot_of, self._ids, self._id_bytes = fresh, slot_of, ids, id_bytes
             self._version += 1
 
+    def load_rows(self, ids: Sequence[str], rows: npt.NDArray[np.float32]) -> None:
+        """``RowExport.load_rows``: ids distinct, ``rows`` ``(len(ids), dim)`` float32 and
+        unit-norm (not checked row by row: they are this class's own exported rows). Built
+        aside and swapped in, like ``rebuild``."""
+        if rows.shape != (len(ids), self._dim) or rows.dtype != np.float32:
+            raise ValueError(
+                f"rows must be ({len(ids)}, {self._dim}) float32, got {rows.shape} {rows.dtype}"
+            )
+        slot_of = {item_id: slot for slot, item_id in enumerate(ids)}
+        if len(slot_of) != len(ids):
+            raise ValueError("an item id appears twice in load_rows input")
+        fresh = faiss.IndexFlatIP(self._dim)
+        for start in range(0, len(ids), REBUILD_CHUNK_ROWS * 16):
+            # Chunks keep a memory-mapped input from being read into memory whole beside FAISS.
+            fresh.add(np.ascontiguousarray(rows[start : start + REBUILD_CHUNK_ROWS * 16]))
+        id_list = list(ids)
+        id_bytes = sum(sys.getsizeof(i) for i in id_list)
+        with self._lock.write():
+            self._faiss, self._slot_of, self._ids, self._id_bytes = (
+                fresh,
+                slot_of,
+                id_list,
+                id_bytes,
+            )
+            self._version += 1
+
     # -- reads --------------------------------------------------------------------------------
+
+    def iter_row_chunks(
+        self, rows_per_chunk: int
+    ) -> Iterator[tuple[list[str], npt.NDArray[np.float32]]]:
+        """``RowExport.iter_row_chunks``: slots ``[start, start + rows_per_chunk)`` copied under
+        the read lock, so a write waits for one chunk's copy at most, not the whole index's."""
+        if rows_per_chunk < 1:
+            raise ValueError(f"rows_per_chunk must be >= 1, got {rows_per_chunk}")
+        start = 0
+        while True:
+            with self._lock.read():
+                end = min(len(self._ids), start + rows_per_chunk)
+                if start >= end:
+                    return
+                chunk = (self._ids[start:end], self._rows()[start:end].copy())
+            yield chunk
+            start = end
 
     def search(self, queries: npt.NDArray[np.floating], k: int) -> list[list[tuple[str, float]]]:
         """Best ``k`` items per query by inner product with the stored centroids.

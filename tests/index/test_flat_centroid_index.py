@@ -141,3 +141,41 @@ def test_faiss_search_sees_only_live_rows_after_removes() -> None:
     _, slots = index._faiss.search(np.array([[1.0, 0]], np.float32), 2)
     assert slots.tolist() == [[0, -1]]
     assert isinstance(index._faiss, faiss.IndexFlatIP)
+
+
+def test_row_chunks_and_load_rows_round_trip() -> None:
+    rng = np.random.default_rng(3)
+    index = FlatCentroidIndex(4)
+    for i in range(10):
+        index.upsert(f"i{i}", rng.normal(size=4))
+    index.remove("i3")  # the last row moved into slot 3
+    chunks = list(index.iter_row_chunks(4))
+    assert [len(ids) for ids, _ in chunks] == [4, 4, 1]
+    ids = [i for c, _ in chunks for i in c]
+    rows = np.concatenate([r for _, r in chunks])
+    assert sorted(ids) == sorted(index.item_ids())
+    for item_id, row in zip(ids, rows, strict=True):
+        assert np.array_equal(row, index.get(item_id))  # type: ignore[arg-type]
+    rows[0] = 0  # a copy: the index is not aliased
+    assert np.any(index.get(ids[0]) != 0)  # type: ignore[operator]
+
+    loaded = FlatCentroidIndex(4)
+    loaded.upsert("gone", np.ones(4))
+    loaded.load_rows(ids, np.concatenate([r for _, r in index.iter_row_chunks(100)]))
+    assert "gone" not in loaded and len(loaded) == 9
+    q = l2_normalize(rng.normal(size=(1, 4)))
+    assert loaded.search(q, 9) == index.search(q, 9)
+    loaded.upsert("new", np.ones(4))  # writable after a load
+    assert loaded.remove("i0") and len(loaded) == 9
+
+
+def test_load_rows_refuses_bad_input() -> None:
+    index = FlatCentroidIndex(3)
+    with pytest.raises(ValueError):
+        index.load_rows(["a", "b"], np.zeros((1, 3), np.float32))
+    with pytest.raises(ValueError):
+        index.load_rows(["a"], np.zeros((1, 3), np.float64))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="twice"):
+        index.load_rows(["a", "a"], np.eye(2, 3, dtype=np.float32))
+    with pytest.raises(ValueError):
+        list(index.iter_row_chunks(0))

@@ -1,0 +1,31 @@
+"""What an index offers to be copied out and loaded back fast (an index snapshot).
+
+Any ``CentroidIndex`` can be copied through ``item_ids``/``get`` and loaded through
+``rebuild``; one that also has these two methods avoids a Python call per item, which matters at
+millions of items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+
+@runtime_checkable
+class RowExport(Protocol):
+    def iter_row_chunks(
+        self, rows_per_chunk: int
+    ) -> Iterator[tuple[list[str], npt.NDArray[np.float32]]]:
+        """The index's ``(item ids, (n, dim) float32 unit-norm rows)`` in chunks, each chunk a
+        consistent copy taken under the index's lock; writes go on between chunks, so an item
+        moved meanwhile may appear twice or not at all (the caller reconciles by id)."""
+        ...
+
+    def load_rows(self, ids: Sequence[str], rows: npt.NDArray[np.float32]) -> None:
+        """Replace the whole content by ``ids`` and their ``(len(ids), dim)`` float32 rows,
+        unit-norm already (rows this index exported; they are not normalised again). ``rows``
+        may be a read-only memory map: it is copied in."""
+        ...
