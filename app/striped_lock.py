@@ -25,3 +25,12 @@ class StripedLock:
             for stripe in sorted({self._stripe(k) for k in keys}):
                 stack.enter_context(self._locks[stripe])
             yield
+
+    @contextmanager
+    def hold_all(self) -> Iterator[None]:
+        """Hold every stripe (in stripe order, as ``hold`` takes them): no key is held by anyone
+        else meanwhile."""
+        with ExitStack() as stack:
+            for lock in self._locks:
+                stack.enter_context(lock)
+            yield

@@ -1,0 +1,83 @@
+"""The snapshot file: what is written is read back; anything not whole is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.index_snapshot_file import SnapshotFileError, SnapshotWriter, read_snapshot
+
+
+def write(path: Path, n: int, dim: int = 4) -> tuple[list[str], np.ndarray, list[int]]:
+    rng = np.random.default_rng(n)
+    ids = [f"item-{i}-é" for i in range(n)]  # non-ASCII ids keep their bytes
+    rows = rng.normal(size=(n, dim)).astype(np.float32)
+    versions = [int(v) for v in rng.integers(0, 2**40, size=n)]
+    with SnapshotWriter(path, dim) as w:
+        for start in range(0, n, 3):  # several chunks
+            w.add(ids[start : start + 3], rows[start : start + 3], versions[start : start + 3])
+        assert w.commit({"version": 7, "note": "x"}) == n
+    return ids, rows, versions
+
+
+@pytest.mark.parametrize("n", [0, 1, 10])
+def test_round_trip(tmp_path: Path, n: int) -> None:
+    path = tmp_path / "snap.bin"
+    ids, rows, versions = write(path, n)
+    snap = read_snapshot(path)
+    assert snap.meta == {"version": 7, "note": "x"}
+    assert snap.ids == ids
+    assert snap.versions.tolist() == versions
+    assert snap.rows.shape == (n, 4) and np.array_equal(snap.rows, rows)
+    assert [p.name for p in tmp_path.iterdir()] == ["snap.bin"]  # no temporary file left
+
+
+def test_an_unfinished_writer_leaves_the_previous_snapshot(tmp_path: Path) -> None:
+    path = tmp_path / "snap.bin"
+    ids, _, _ = write(path, 5)
+    with pytest.raises(RuntimeError), SnapshotWriter(path, 4) as w:
+        w.add(["z"], np.zeros((1, 4), np.float32), [1])
+        raise RuntimeError("crash before commit")
+    assert read_snapshot(path).ids == ids
+    assert [p.name for p in tmp_path.iterdir()] == ["snap.bin"]
+
+
+def test_a_bad_chunk_is_refused(tmp_path: Path) -> None:
+    with SnapshotWriter(tmp_path / "s.bin", 4) as w, pytest.raises(ValueError):
+        w.add(["a", "b"], np.zeros((1, 4), np.float32), [1, 2])
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[:-1],  # truncated tail
+        lambda b: b[:10],
+        lambda b: b[: len(b) // 2] + b[len(b) // 2 + 4 :],  # bytes lost in the middle
+        lambda b: b[:-8] + b"NOTASNAP",  # another magic
+        lambda b: b"",
+    ],
+)
+def test_a_damaged_file_is_refused(tmp_path: Path, damage: object) -> None:
+    path = tmp_path / "snap.bin"
+    write(path, 10)
+    path.write_bytes(damage(path.read_bytes()))  # type: ignore[operator]
+    with pytest.raises(SnapshotFileError):
+        read_snapshot(path)
+
+
+def test_a_flipped_id_byte_fails_the_checksum(tmp_path: Path) -> None:
+    path = tmp_path / "snap.bin"
+    write(path, 10)
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"item-3")
+    raw[at] ^= 1
+    path.write_bytes(bytes(raw))
+    with pytest.raises(SnapshotFileError, match="checksum"):
+        read_snapshot(path)
+
+
+def test_no_file(tmp_path: Path) -> None:
+    with pytest.raises(SnapshotFileError, match="no snapshot"):
+        read_snapshot(tmp_path / "absent.bin")
