@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,13 +34,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import redis
 from PIL import Image
 
+from bench.redis_server_process import start_redis
 from bench.service_process import free_port, stop_process, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REDIS_CONF = REPO_ROOT / "deploy" / "redis.conf"
 DEFAULT_MODEL = REPO_ROOT / "models" / "default" / "embedder.onnx"
 NAMESPACE = "soak"
 BASELINE_ITEMS = 6
@@ -96,33 +94,6 @@ def _same_answer(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> bool
     return [i for i, _ in a] == [i for i, _ in b] and all(
         abs(x - y) < 1e-6 for (_, x), (_, y) in zip(a, b, strict=True)
     )
-
-
-def start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
-    """``redis-server deploy/redis.conf`` on ``port`` with its files in ``directory``."""
-    if shutil.which("redis-server") is None:
-        raise RuntimeError("redis-server is not installed")
-    proc = subprocess.Popen(
-        ["redis-server", str(REDIS_CONF), "--port", str(port), "--bind", "127.0.0.1",
-         "--dir", str(directory)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = redis.Redis(port=port, socket_connect_timeout=1)
-    deadline = time.monotonic() + 20
-    try:
-        while True:
-            try:
-                # Loading a large AOF answers LOADING errors until done: wait for a real PONG.
-                if client.ping():
-                    return proc
-            except redis.RedisError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"redis-server on port {port} did not start")
-            time.sleep(0.05)
-    finally:
-        client.close()
 
 
 @dataclass

@@ -39,10 +39,10 @@ from pathlib import Path
 
 import httpx
 
-from bench.crash_soak import start_redis
 from bench.loadtest.latency_stats import nearest_rank_percentile
 from bench.loadtest.photo_set import build_photo_set
 from bench.nginx_front import nginx_binary, running_nginx
+from bench.redis_server_process import start_redis
 from bench.service_flags import add_service_flags, service_flags
 from bench.service_process import free_port, service_process, stop_process
 

@@ -20,7 +20,8 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.crash_soak import noise_png, start_redis
+from bench.crash_soak import noise_png
+from bench.redis_server_process import start_redis
 from index.centroid_math import centroid_from_sum
 from index.flat_centroid_index import FlatCentroidIndex
 from store.redis_store import RedisStore
