@@ -348,15 +348,10 @@ class SqliteStore:
         return self._read(get)
 
     def get_item_state(self, item_id: str) -> ItemState | None:
-        row = self._read(
-            lambda c: c.execute(
-                "SELECT image_count, embedding_sum, version FROM items WHERE item_id = ?",
-                (item_id,),
-            ).fetchone()
-        )
-        if row is None:
+        totals = self._read(lambda c: self._totals(c, item_id))
+        if totals is None:
             return None
-        return ItemState(item_id, int(row[0]), f64_from(row[1]), int(row[2]))
+        return ItemState(item_id, totals.count, totals.embedding_sum, totals.version)
 
     def list_items(self, limit: int, cursor: str | None) -> tuple[list[ItemSummary], str | None]:
         if limit <= 0:
