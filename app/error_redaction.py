@@ -1,10 +1,11 @@
 """Error text for clients without the server's file paths, hosts or ports.
 
 Start-up failures and store errors carry the model file's path, the SQLite file's path or the
-Redis ``host:port`` (ONNX Runtime, sqlite3 and redis-py put them in their messages). They help
-the operator, who reads them in the log, and tell a client how the server is laid out, so what
-``/readyz`` and the 503s say goes through :class:`Redactor` first: the configured paths and the
-Redis address become placeholders, and any other absolute path or ``host:port`` too.
+Redis ``host:port`` (ONNX Runtime, sqlite3 and redis-py put them in their messages), or the
+Milvus URI. They help the operator, who reads them in the log, and tell a client how the server
+is laid out, so what ``/readyz`` and the 503s say goes through :class:`Redactor` first: the
+configured paths and the Redis and Milvus addresses (and the Milvus token, should a message
+ever carry it) become placeholders, and any other absolute path or ``host:port`` too.
 """
 
 from __future__ import annotations
@@ -30,6 +31,17 @@ def _path_forms(path: Path) -> list[str]:
     return [f for f in forms if "/" in f]
 
 
+def _url_forms(url: str, placeholder: str) -> list[tuple[str, str]]:
+    """The URL itself, its netloc (credentials included) and its ``host:port``."""
+    forms = [(url, placeholder)]
+    parts = urlsplit(url)
+    if parts.netloc:
+        forms.append((parts.netloc, placeholder))
+    if parts.hostname and parts.port:
+        forms.append((f"{parts.hostname}:{parts.port}", placeholder))
+    return forms
+
+
 class Redactor:
     def __init__(self, settings: Settings) -> None:
         needles: list[tuple[str, str]] = []
@@ -38,12 +50,13 @@ class Redactor:
         needles += [(f, "<blob directory>") for f in _path_forms(settings.blob_dir)]
         needles += [(f, "<data directory>") for f in _path_forms(settings.data_dir)]
         if settings.redis_url:
-            needles.append((settings.redis_url, "<redis>"))
-            parts = urlsplit(settings.redis_url)
-            if parts.netloc:
-                needles.append((parts.netloc, "<redis>"))
-            if parts.hostname and parts.port:
-                needles.append((f"{parts.hostname}:{parts.port}", "<redis>"))
+            needles += _url_forms(settings.redis_url, "<redis>")
+        if settings.milvus_uri and settings.milvus_uri.endswith(".db"):  # Milvus Lite's file
+            needles += [(f, "<milvus>") for f in _path_forms(Path(settings.milvus_uri))]
+        elif settings.milvus_uri:
+            needles += _url_forms(settings.milvus_uri, "<milvus>")
+        if settings.milvus_token:
+            needles.append((settings.milvus_token.get_secret_value(), "<milvus token>"))
         # Longest first: the SQLite file's path contains the data directory's.
         self._needles = sorted(needles, key=lambda n: len(n[0]), reverse=True)
 

@@ -30,6 +30,12 @@ REJECTION_REASONS = ("queue_full", "queue_timeout", "client_gone")
 CONNECTION_CLOSE_REASONS = ("header_timeout", "body_timeout", "over_connection_cap")
 # How an index entry that disagreed with the store was found (label values are a contract).
 RECONCILE_SOURCES = ("pending", "periodic")
+# What became of a search sampled for recall (label values are a contract).
+RECALL_SAMPLE_OUTCOMES = ("measured", "dropped", "failed")
+# Sampled recall@10 is a multiple of 0.1 when the index holds 10 items or more.
+_RECALL_BUCKETS = (0.5, 0.7, 0.8, 0.9, 0.95, 1.0)
+# Measured samples the recent-recall gauge averages.
+RECALL_RECENT_SAMPLES = 100
 
 
 class ServiceMetrics:
@@ -189,6 +195,29 @@ class ServiceMetrics:
             "past this replica's position).",
             registry=self.registry,
         )
+        self.recall_at_10 = Histogram(
+            "retrieval_index_recall_at_10",
+            "Sampled searches on an approximate index: the share of the exact top 10 (a scan "
+            "of every row, off the request path) that the index's top 10 holds.",
+            buckets=_RECALL_BUCKETS,
+            registry=self.registry,
+        )
+        self.recall_samples = Counter(
+            "retrieval_recall_samples",
+            "Searches sampled for recall, by outcome (measured; dropped: the recall queue was "
+            "full; failed: the exact search raised).",
+            ("outcome",),
+            registry=self.registry,
+        )
+        for outcome in RECALL_SAMPLE_OUTCOMES:
+            self.recall_samples.labels(outcome=outcome)
+        self.recall_at_10_recent = Gauge(
+            "retrieval_index_recall_at_10_recent",
+            f"Mean recall@10 of the last {RECALL_RECENT_SAMPLES} measured samples (NaN before "
+            "the first, and with an exact index, which is not sampled).",
+            registry=self.registry,
+        )
+        self.recall_at_10_recent.set(float("nan"))
         self._store_counts: Callable[[], tuple[int, int]] | None = None
         self.registry.register(_StoreCountsCollector(self))
         for stage in STAGES:  # export zero-valued series from the start

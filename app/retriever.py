@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
@@ -36,6 +36,7 @@ from app.index_applier import IndexApplier
 from app.index_reconciler import IndexReconciler
 from app.inference_executor import InferenceExecutor, Priority
 from app.metrics import ServiceMetrics
+from app.recall_sampler import RecallSampler
 from app.retriever_errors import InferenceFailedError, TooManyImagesError
 from app.striped_lock import StripedLock
 from artifact.image_decode import (
@@ -122,6 +123,8 @@ class Retriever:
         gpu_mirror: GpuSearchMirror | None = None,
         executor: InferenceExecutor | None = None,
         reconcile_interval_s: float = 0.0,
+        recall_sampler: RecallSampler | None = None,
+        index_info: Mapping[str, Any] | None = None,
     ) -> None:
         self.embedder = embedder
         self.executor = executor
@@ -132,6 +135,8 @@ class Retriever:
         self.max_image_pixels = max_image_pixels
         self.max_images_per_request = max_images_per_request
         self.gpu_mirror = gpu_mirror
+        self.recall_sampler = recall_sampler  # approximate indexes only: recall@10 samples
+        self.index_info = dict(index_info or {})  # /info's "index": kind and parameters
         self.identity = model_identity(embedder)
         self._item_locks = StripedLock()
         self._hash_locks = StripedLock()
@@ -276,6 +281,8 @@ class Retriever:
         query = l2_normalize(embedding)
         with self.metrics.stage("index_search"):
             (hits,) = self._search_index(query, k)
+        if self.recall_sampler is not None:
+            self.recall_sampler.offer(query, k, hits)
         return [
             SearchHit(item_id, score)
             for item_id, score in hits
@@ -307,11 +314,14 @@ class Retriever:
             "index_bytes": self.index.memory_bytes(),
             "store_backend": self.store.backend,
             "keep_blobs": self.blobs is not None,
+            "index": self.index_info,
         }
 
     def close(self) -> None:
         if self.executor is not None:
             self.executor.close()
+        if self.recall_sampler is not None:
+            self.recall_sampler.close()
         self.reconciler.close()
         self.store.close()
 

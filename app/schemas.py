@@ -62,6 +62,9 @@ class InfoResponse(BaseModel):
     index_bytes: int
     store_backend: str
     keep_blobs: bool
+    index: dict[str, Any] = Field(
+        description="The centroid index: `kind` (flat, ivf, milvus) and its parameters."
+    )
     limits: dict[str, int]
 
 

@@ -20,8 +20,10 @@ from app.blob_backend_choice import build_blob_backend
 from app.change_follower import ChangeFollower
 from app.circuit_breaker import CircuitBreaker
 from app.error_redaction import Redactor
+from app.index_choice import build_centroid_index, describe_index
 from app.inference_executor import InferenceExecutor
 from app.metrics import ServiceMetrics
+from app.recall_sampler import recall_sampler_for
 from app.request_pipeline import RequestPipeline
 from app.retriever import Retriever
 from app.retriever_errors import NotReadyError
@@ -86,10 +88,15 @@ def build_retriever(
     embedder = embedder if embedder is not None else load_embedder(settings)
     store = open_store(settings)
     blobs = build_blob_backend(settings)
-    index = FlatCentroidIndex(embedder.embedding_dim)
+    index = build_centroid_index(settings, embedder.embedding_dim)
     # faiss-gpu (requirements/serve-gpu.txt) on a GPU machine: the CPU index takes the writes,
-    # a GPU copy kept in step serves searches. Never the case with faiss-cpu.
-    mirror = GpuSearchMirror(index) if settings.allow_gpu and gpu_available() else None
+    # a GPU copy kept in step serves searches. Never the case with faiss-cpu. The mirror copies
+    # a FlatCentroidIndex only: ivf and milvus search on their own (CPU, Milvus).
+    mirror = (
+        GpuSearchMirror(index)
+        if isinstance(index, FlatCentroidIndex) and settings.allow_gpu and gpu_available()
+        else None
+    )
     # Batching on: this thread is the model's only caller, so ORT's intra-op threads (all cores
     # unless inference_threads says otherwise) serve one batch at a time instead of
     # worker_threads concurrent calls contending for the cores.
@@ -114,6 +121,13 @@ def build_retriever(
         max_images_per_request=settings.max_images_per_request,
         executor=executor,
         reconcile_interval_s=settings.reconcile_interval_s,
+        recall_sampler=recall_sampler_for(
+            index,
+            metrics,
+            rate=settings.recall_sample_rate,
+            queue_size=settings.recall_sample_queue,
+        ),
+        index_info=describe_index(settings),
     )
 
 

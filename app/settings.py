@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,6 +14,16 @@ MiB = 1024 * 1024
 
 # Where kept originals live (app/blob_backend_choice.py builds each).
 BlobBackendKind = Literal["directory", "s3"]
+# The centroid index kinds RETRIEVAL_INDEX names (app/index_choice.py builds each).
+IndexKind = Literal["flat", "ivf", "milvus"]
+# How the IVF stores rows beside the float32 ones (index/ivf_centroid_index.py ``Codes``).
+IvfCodes = Literal["fp16", "sq8", "flat"]
+# URI schemes pymilvus connects to; any other URI must be a Milvus Lite ``.db`` file.
+MILVUS_SCHEMES = ("http", "https", "tcp", "grpc", "unix")
+# Milvus collection names: a letter or underscore, then letters, digits, underscores (Milvus
+# allows 255 characters; the index appends a generation suffix such as ``__g12``).
+_MILVUS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
+MILVUS_SQLITE_COLLECTION = "centroids"
 
 
 class Settings(BaseSettings):
@@ -171,6 +183,81 @@ class Settings(BaseSettings):
             "one probe through (seconds; the refusals' Retry-After)."
         ),
     )
+    index: IndexKind = Field(
+        "flat",
+        description=(
+            "Centroid index: flat (exact FAISS, the default), ivf (approximate FAISS IVF, "
+            "re-ranked exactly; for large galleries) or milvus (a Milvus collection, for "
+            "galleries beyond one machine; needs milvus_uri)."
+        ),
+    )
+    ivf_nprobe: int = Field(
+        32, ge=1, description="ivf: lists probed per query (recall and search cost rise with it)."
+    )
+    ivf_refine: int = Field(
+        4,
+        ge=1,
+        description="ivf: candidates fetched per result (k x this) before the exact re-rank.",
+    )
+    ivf_min_train_items: int = Field(
+        20_000,
+        ge=1,
+        description="ivf: below this many items no IVF is trained and searches are exact.",
+    )
+    ivf_retrain_growth: float = Field(
+        2.0,
+        gt=1,
+        description=(
+            "ivf: retrain the coarse quantizer (aside, in the background) once the gallery has "
+            "grown past this many times its size at the last training."
+        ),
+    )
+    ivf_codes: IvfCodes = Field(
+        "fp16",
+        description=(
+            "ivf: how the IVF lists store rows for candidate scoring: fp16, sq8 (smaller, loses "
+            "near-duplicates) or flat (float32)."
+        ),
+    )
+    milvus_uri: str | None = Field(
+        None,
+        description=(
+            "milvus: the server (e.g. http://milvus:19530) or a Milvus Lite .db file. Milvus "
+            "Lite allows one process per .db file: one replica only; several replicas need "
+            "Milvus standalone or a cluster."
+        ),
+    )
+    milvus_token: SecretStr | None = Field(
+        None,
+        description="milvus: the token (user:password or an API key); never logged or shown.",
+    )
+    milvus_collection: str | None = Field(
+        None,
+        description=(
+            "milvus: the collection (an alias) holding the centroids; none: derived from "
+            "redis_namespace (Redis store), 'centroids' (SQLite store)."
+        ),
+    )
+    milvus_timeout_s: float = Field(
+        10.0, gt=0, description="milvus: longest any one Milvus call may take (seconds)."
+    )
+    recall_sample_rate: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description=(
+            "Fraction of searches on an approximate index (ivf) whose recall@10 is measured "
+            "against an exact search, in the background; 0: never. Flat and milvus are exact."
+        ),
+    )
+    recall_sample_queue: int = Field(
+        8,
+        ge=1,
+        description=(
+            "Sampled searches waiting for the recall thread; beyond it a sample is dropped "
+            "(and counted), never waited for."
+        ),
+    )
     inference_threads: int = Field(
         0, ge=0, description="ONNX Runtime intra-op threads (0: its default, one per core)."
     )
@@ -294,6 +381,9 @@ class Settings(BaseSettings):
         "redis_url",
         "api_keys_file",
         "backup_dir",
+        "milvus_uri",
+        "milvus_token",
+        "milvus_collection",
         "s3_endpoint",
         "s3_bucket",
         "s3_region",
@@ -305,12 +395,42 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value
 
+    @field_validator("milvus_uri")
+    @classmethod
+    def _milvus_uri_form(cls, value: str | None) -> str | None:
+        if value is not None and not (
+            urlsplit(value).scheme.lower() in MILVUS_SCHEMES or value.endswith(".db")
+        ):
+            raise ValueError(
+                f"milvus_uri must be a {'/'.join(MILVUS_SCHEMES)} URL or a Milvus Lite .db file"
+            )
+        return value
+
+    @field_validator("milvus_collection")
+    @classmethod
+    def _milvus_collection_form(cls, value: str | None) -> str | None:
+        if value is not None and not _MILVUS_NAME.fullmatch(value):
+            raise ValueError(
+                "milvus_collection must be a letter or underscore, then letters, digits or "
+                "underscores (at most 200 characters)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _s3_needs_an_endpoint_and_a_bucket(self) -> Settings:
         if self.blob_backend == "s3" and (self.s3_endpoint is None or self.s3_bucket is None):
             raise ValueError(
                 "blob_backend=s3 needs RETRIEVAL_S3_ENDPOINT (e.g. http://minio:9000) and "
                 "RETRIEVAL_S3_BUCKET"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _milvus_needs_a_uri(self) -> Settings:
+        if self.index == "milvus" and self.milvus_uri is None:
+            raise ValueError(
+                "index=milvus needs RETRIEVAL_MILVUS_URI (a Milvus server such as "
+                "http://milvus:19530, or a Milvus Lite .db file)"
             )
         return self
 
@@ -329,3 +449,18 @@ class Settings(BaseSettings):
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def milvus_collection_name(self) -> str:
+        """``milvus_collection``, else one per Redis namespace (each UTF-8 byte outside
+        ``[A-Za-z0-9]`` spelled ``_xx`` in hex, so distinct namespaces never share one), else
+        ``centroids`` for the single-process SQLite store."""
+        if self.milvus_collection is not None:
+            return self.milvus_collection
+        if self.redis_url is None:
+            return MILVUS_SQLITE_COLLECTION
+        spelled = "".join(
+            chr(b) if chr(b).isascii() and chr(b).isalnum() else f"_{b:02x}"
+            for b in self.redis_namespace.encode()
+        )
+        return f"{MILVUS_SQLITE_COLLECTION}_{spelled}"
