@@ -22,7 +22,13 @@ from app.circuit_breaker import install_breaker_handlers
 from app.idempotency import install_idempotency_handlers
 from app.metrics import RequestMetricsMiddleware
 from app.problem import install_problem_handlers
-from app.routes import admin_router, health_router, items_router, search_router
+from app.routes import (
+    admin_router,
+    health_router,
+    images_router,
+    items_router,
+    search_router,
+)
 from app.service_state import ServiceState
 from app.settings import Settings
 
@@ -69,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_idempotency_handlers(app)
     routers = [
         items_router(settings),
+        images_router(settings),
         search_router(settings),
         health_router(settings),
         admin_router(settings),

@@ -81,10 +81,19 @@ class S3BlobStore:
         self.prefix = prefix
         self.timeout_s = timeout_s
         # A read that times out is not retried, so one call takes at most about 2 x timeout_s
-        # (connect, then read); a refused connection is retried once, quickly.
+        # (connect, then read); a refused connection is retried once, quickly, and so are
+        # S3's 500/503 (InternalError, SlowDown: retry, says S3), twice. Every call sent is
+        # idempotent: content-addressed PUTs, GET, HEAD, DELETE.
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
-            retries=urllib3.Retry(total=1, connect=1, read=0, status=0, backoff_factor=0.05),
+            retries=urllib3.Retry(
+                total=3,
+                connect=1,
+                read=0,
+                status=2,
+                status_forcelist=(500, 502, 503, 504),
+                backoff_factor=0.05,
+            ),
             maxsize=16,
         )
         self._client = minio.Minio(
@@ -215,13 +224,18 @@ class S3BlobStore:
         self._call(lambda: self._client.remove_object(self.bucket, key))
 
     def list_keys(self, prefix: str) -> Iterator[tuple[str, float]]:
-        """(key, LastModified) of every object under ``prefix``, paged by the client."""
-        with self._unavailable():
-            for obj in self._client.list_objects(self.bucket, prefix=prefix, recursive=True):
-                if obj.object_name is None or obj.is_dir:
-                    continue
-                last = obj.last_modified
-                yield obj.object_name, (time.time() if last is None else last.timestamp())
+        """(key, LastModified) of every object under ``prefix``, paged by the client
+        (ListObjectsV2, 1000 keys a page, continuation tokens)."""
+        try:
+            with self._unavailable():
+                for obj in self._client.list_objects(self.bucket, prefix=prefix, recursive=True):
+                    if obj.object_name is None or obj.is_dir:
+                        continue
+                    last = obj.last_modified
+                    yield obj.object_name, (time.time() if last is None else last.timestamp())
+        except BlobUnavailableError as exc:
+            if _code(exc.__cause__) not in _MISSING:
+                raise
 
     def _touch(self, key: str) -> bool:
         """Set the object's LastModified to now by copying it onto itself with new metadata

@@ -2,7 +2,8 @@
 
 from app.routes.admin import admin_router
 from app.routes.health import health_router
+from app.routes.images import images_router
 from app.routes.items import items_router
 from app.routes.search import search_router
 
-__all__ = ["admin_router", "health_router", "items_router", "search_router"]
+__all__ = ["admin_router", "health_router", "images_router", "items_router", "search_router"]

@@ -20,6 +20,7 @@ from skimage import data
 
 from store.blob_deletion_hold import DeletionHeldError
 from store.directory_blob_store import DirectoryBlobStore
+from tests.store.blob_backend_congruence import BlobBackendCongruence, MakeBlobs
 
 
 def png(array: object) -> bytes:
@@ -162,3 +163,12 @@ def test_a_hold_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     blobs.deletion_hold.acquire()
     assert json.loads(blobs.deletion_hold.holder())["pid"] == os.getpid()
     blobs.deletion_hold.release()
+
+
+class TestDirectoryBlobStoreCongruence(BlobBackendCongruence):
+    modified_resolution_s = 0.05  # mtimes have nanoseconds here
+
+    @pytest.fixture
+    def make_blobs(self, tmp_path: Path) -> MakeBlobs:
+        roots = iter(range(1000))
+        return lambda: DirectoryBlobStore(tmp_path / f"blobs-{next(roots)}")

@@ -1,0 +1,151 @@
+"""S3BlobStore against a real S3 HTTP server (moto's, in a subprocess): the blob congruence
+suite, then what only a bucket has: prefixes sharing a bucket, a bucket created on the first
+write, listings past one page, and an outage that every call reports as BlobUnavailableError
+within its timeout."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from store.blob_backend import BlobUnavailableError
+from store.s3_blob_store import S3BlobStore
+from tests.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server
+from tests.store.blob_backend_congruence import BlobBackendCongruence, MakeBlobs, blob
+
+# moto's server answers a burst of concurrent 50 KB puts in over a second on 2 cores.
+TIMEOUT_S = 5.0
+# The outage tests' bound: nothing answers there, so a short timeout shows it is honoured.
+OUTAGE_TIMEOUT_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    server = S3Server()
+    server.start()
+    yield server
+    server.stop()
+
+
+def s3_blobs(
+    server: S3Server,
+    *,
+    bucket: str | None = None,
+    prefix: str = "",
+    timeout_s: float = TIMEOUT_S,
+) -> S3BlobStore:
+    return S3BlobStore(
+        server.endpoint,
+        bucket or f"b-{uuid.uuid4().hex[:20]}",
+        prefix=prefix,
+        region=REGION,
+        access_key=ACCESS_KEY,
+        secret_key=SECRET_KEY,
+        timeout_s=timeout_s,
+    )
+
+
+class TestS3BlobStoreCongruence(BlobBackendCongruence):
+    @pytest.fixture
+    def make_blobs(self, s3: S3Server) -> MakeBlobs:
+        # A fresh bucket each, under a prefix: the prefix is part of every key.
+        return lambda: s3_blobs(s3, prefix="originals/")
+
+
+def test_prefixes_share_a_bucket_without_seeing_each_other(s3: S3Server) -> None:
+    bucket = f"shared-{uuid.uuid4().hex[:12]}"
+    a, b = s3_blobs(s3, bucket=bucket, prefix="a/"), s3_blobs(s3, bucket=bucket, prefix="b/")
+    h, data = blob("one")
+    assert a.put(h, data) is True
+    assert b.get(h) is None and b.count() == 0 and list(b.iter_entries()) == []
+    assert b.put(h, data) is True  # its own copy, under its own prefix
+    a.deletion_hold.acquire()
+    try:
+        assert not b.deletion_hold.is_held()  # each prefix has its own hold
+    finally:
+        a.deletion_hold.release()
+    assert a.delete(h) and b.get(h) == data
+
+
+def test_the_bucket_is_created_by_the_first_write(s3: S3Server) -> None:
+    blobs = s3_blobs(s3)
+    h, data = blob("first")
+    # Reads of a bucket that does not exist yet: nothing there, not an outage.
+    assert blobs.get(h) is None and not blobs.exists(h) and blobs.count() == 0
+    assert blobs.put(h, data) is True and blobs.get(h) == data
+
+
+def test_listing_pages_past_a_thousand_keys(s3: S3Server) -> None:
+    # ListObjectsV2 answers at most 1000 keys a page; the sweep and backups need them all.
+    blobs = s3_blobs(s3)
+    tiny = [i.to_bytes(4, "big") for i in range(1003)]  # the listing is what is tested
+    hashes = {hashlib.sha256(data).hexdigest(): data for data in tiny}
+    blobs.put(*next(iter(hashes.items())))  # creates the bucket
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda hd: blobs.write_object(blobs.key_for(hd[0]), hd[1]), hashes.items()))
+    assert set(blobs.iter_hashes()) == set(hashes) and blobs.count() == 1003
+
+
+def test_an_outage_is_blob_unavailable_within_the_timeout_on_every_call() -> None:
+    server = S3Server()
+    server.start()
+    blobs = s3_blobs(server, timeout_s=OUTAGE_TIMEOUT_S)
+    h, data = blob("outage")
+    blobs.put(h, data)
+    server.stop()
+    calls = {
+        "get": lambda: blobs.get(h),
+        "exists": lambda: blobs.exists(h),
+        "put": lambda: blobs.put(*blob("new")),
+        "delete": lambda: blobs.delete(h),
+        "count": blobs.count,
+        "entries": lambda: list(blobs.iter_entries()),
+        "remove_if": lambda: blobs.remove_if(h, lambda _: None),
+        "hold": blobs.deletion_hold.is_held,
+    }
+    for name, call in calls.items():
+        start = time.monotonic()
+        with pytest.raises(BlobUnavailableError) as caught:
+            call()
+        # A refused connection fails at once; the bound is the timeout's, connect and read.
+        assert time.monotonic() - start < 2 * OUTAGE_TIMEOUT_S + 1, name
+        message = str(caught.value)
+        assert SECRET_KEY not in message and ACCESS_KEY not in message, name
+        assert "see the service log" in caught.value.public_detail
+    # Back (empty: moto keeps its objects in memory): the same client serves again.
+    server.start()
+    try:
+        assert blobs.get(h) is None and blobs.put(h, data) is True
+    finally:
+        server.stop()
+
+
+def test_a_server_that_accepts_but_never_answers_times_out() -> None:
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # connections are accepted by the kernel, never answered
+    try:
+        port = listener.getsockname()[1]
+        blobs = S3BlobStore(f"http://127.0.0.1:{port}", "stalled", region=REGION, timeout_s=0.5)
+        start = time.monotonic()
+        with pytest.raises(BlobUnavailableError):
+            blobs.get(blob("x")[0])
+        assert time.monotonic() - start < 2 * 0.5 + 1
+    finally:
+        listener.close()
+
+
+def test_settings_and_endpoints_are_checked() -> None:
+    with pytest.raises(ValueError, match="endpoint"):
+        S3BlobStore("minio:9000", "b")
+    with pytest.raises(ValueError, match="endpoint"):
+        S3BlobStore("http://minio:9000/path", "b")
+    blobs = S3BlobStore("https://s3.example.test", "b", prefix="p/", secret_key="s" * 20)
+    assert "s" * 20 not in blobs.describe() and "'b'" in blobs.describe()
