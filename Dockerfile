@@ -67,6 +67,14 @@ RUN pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
 # ---------------------------------------------------------------------------------------------
 FROM runtime-${VARIANT} AS runtime
 WORKDIR /srv
+# Optional clients on top of the variant's lock, by lock-file name: the Milvus override
+# (deploy/docker-compose.milvus.yml) passes "serve-milvus serve-s3". Bound, not copied: the
+# image keeps no requirements files.
+ARG EXTRA_REQUIREMENTS=""
+RUN --mount=type=bind,source=requirements,target=/tmp/requirements \
+    for name in ${EXTRA_REQUIREMENTS}; do \
+        pip install -r "/tmp/requirements/${name}.txt" || exit 1; \
+    done
 # A fixed uid so a host directory mounted at /data can be chowned to it ahead of time.
 RUN useradd --system --uid 10001 --home-dir /srv --shell /usr/sbin/nologin retrieval \
     && mkdir -p /data \

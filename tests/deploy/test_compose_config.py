@@ -19,6 +19,8 @@ from app.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE = ROOT / "docker-compose.yml"
+MILVUS_OVERRIDE = DEPLOY / "docker-compose.milvus.yml"
+MINIO_MESSAGE = "set MINIO_ROOT_PASSWORD in .env"
 ENV_EXAMPLE = DEPLOY / ".env.example"
 # Settings the compose file pins to the deployment itself instead of reading from .env.
 PINNED = {"RETRIEVAL_REDIS_URL", "RETRIEVAL_DATA_DIR"}
@@ -172,7 +174,7 @@ def test_every_setting_is_passed_and_documented_with_the_apps_default() -> None:
     settings_vars = {f"RETRIEVAL_{name.upper()}" for name in Settings.model_fields}
     assert settings_vars == set(api_env)  # no setting missing, none invented
     # Every ${VAR:-default} of the compose file is in .env.example with the same default...
-    substitutions = dict(re.findall(r"\$\{([A-Z_]+):-([^}]*)\}", compose))
+    substitutions = dict(re.findall(r"\$\{([A-Z0-9_]+):-([^}]*)\}", compose))
     assert substitutions == {k: v for k, v in env_example.items()}
     # ...and those defaults are the app's own, except where the deployment differs on purpose.
     defaults = Settings()
@@ -201,3 +203,78 @@ def test_nginx_listens_where_lb_publishes_and_balances_over_the_api_service() ->
     # Every replica mounts the same named volume at RETRIEVAL_DATA_DIR: the shared originals.
     api = services["api"]
     assert f"api-data:{api['environment']['RETRIEVAL_DATA_DIR']}" in api["volumes"]
+
+
+def _milvus_config(binary: str) -> dict[str, Any]:
+    return _config(
+        binary,
+        "-f", str(COMPOSE),
+        "-f", str(MILVUS_OVERRIDE),
+        "--env-file", str(ENV_EXAMPLE),
+    )  # fmt: skip
+
+
+def test_milvus_override_adds_etcd_minio_and_milvus_and_points_the_api_at_them(
+    docker_compose: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MINIO_ROOT_PASSWORD", "not-a-real-password")
+    config = _milvus_config(docker_compose)
+    services = config["services"]
+    assert set(services) == {"api", "lb", "redis", "etcd", "minio", "milvus"}
+    for name in ("etcd", "minio", "milvus"):
+        service = services[name]
+        image = service["image"]
+        # Official images at a pinned release, never a moving tag.
+        assert ":" in image and not image.endswith(":latest"), image
+        assert service["healthcheck"]["test"][0] == "CMD", name
+        assert "ports" not in service, f"{name} is published on the host"
+        (volume,) = service["volumes"]
+        assert volume.split(":")[0] in config["volumes"], f"{name} has no named volume"
+    assert services["milvus"]["depends_on"] == {
+        "etcd": {"condition": "service_healthy"},
+        "minio": {"condition": "service_healthy"},
+    }
+    api = services["api"]
+    env = api["environment"]
+    assert env["RETRIEVAL_INDEX"] == "milvus"
+    assert env["RETRIEVAL_MILVUS_URI"] == "http://milvus:19530"
+    assert env["RETRIEVAL_BLOB_BACKEND"] == "s3"
+    assert env["RETRIEVAL_S3_ENDPOINT"] == "http://minio:9000"
+    # The same MinIO, its own bucket: Milvus's segments and the originals never share one.
+    milvus_env = services["milvus"]["environment"]
+    assert env["RETRIEVAL_S3_BUCKET"] != milvus_env["MINIO_BUCKET_NAME"]
+    assert milvus_env["MINIO_ADDRESS"] == "minio:9000"
+    assert env["RETRIEVAL_S3_SECRET_KEY"] == milvus_env["MINIO_SECRET_ACCESS_KEY"]
+    assert env["RETRIEVAL_S3_SECRET_KEY"] == services["minio"]["environment"]["MINIO_ROOT_PASSWORD"]
+    assert api["depends_on"] == {
+        "redis": {"condition": "service_healthy"},
+        "milvus": {"condition": "service_healthy"},
+        "minio": {"condition": "service_healthy"},
+    }
+    # The image gets the Milvus and S3 clients from their lock files.
+    extra = api["build"]["args"]["EXTRA_REQUIREMENTS"].split()
+    assert extra == ["serve-milvus", "serve-s3"]
+    assert all((ROOT / "requirements" / f"{name}.txt").is_file() for name in extra)
+    assert "EXTRA_REQUIREMENTS" in (ROOT / "Dockerfile").read_text()
+    # Every variable the override sets is a setting the app reads.
+    settings_vars = {f"RETRIEVAL_{name.upper()}" for name in Settings.model_fields}
+    overridden = yaml.safe_load(MILVUS_OVERRIDE.read_text())["services"]["api"]["environment"]
+    assert set(overridden) <= settings_vars
+    # Still N replicas behind nginx: no host port, no fixed name on the api service.
+    assert "ports" not in api and "container_name" not in api
+    assert services["lb"]["ports"] == ["127.0.0.1:8000:8080/tcp"]
+
+
+def test_milvus_override_without_a_minio_password_stops_and_says_so(
+    docker_compose: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MINIO_ROOT_PASSWORD", raising=False)
+    done = _run_config(
+        docker_compose,
+        "-f", str(COMPOSE),
+        "-f", str(MILVUS_OVERRIDE),
+        "--env-file", str(ENV_EXAMPLE),
+        cwd=ROOT,
+        keys=HASH_LINE,
+    )  # fmt: skip
+    assert done.returncode != 0 and MINIO_MESSAGE in done.stderr

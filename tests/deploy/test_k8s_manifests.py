@@ -180,3 +180,14 @@ def test_redis_runs_deploy_redis_conf_with_aof_on_its_persistent_volume() -> Non
     (template,) = statefulset["spec"]["volumeClaimTemplates"]
     assert mounts[template["metadata"]["name"]] == "/data"
     assert not re.search(r"^\s*dir\s", config_map["redis.conf"], re.MULTILINE)
+
+
+def test_the_s3_variant_note_names_every_s3_setting_and_keeps_the_keys_out() -> None:
+    text = (K8S / "api-configmap.yaml").read_text()
+    config = _one("ConfigMap", "retrieval-settings")["data"]
+    assert config["RETRIEVAL_BLOB_BACKEND"] == "directory"  # the RWX claim by default
+    noted = set(re.findall(r"RETRIEVAL_S3_[A-Z_]+", text))
+    s3_settings = {v for v in SETTINGS_VARS if v.startswith("RETRIEVAL_S3_")}
+    assert noted == s3_settings  # every S3 setting is named, and only real ones
+    assert not noted & set(config)  # a note: the default is the directory
+    assert "Secret" in text and "EXTRA_REQUIREMENTS=serve-s3" in text
