@@ -4,8 +4,9 @@ Start-up failures and store errors carry the model file's path, the SQLite file'
 Redis ``host:port`` (ONNX Runtime, sqlite3 and redis-py put them in their messages), or the
 Milvus URI. They help the operator, who reads them in the log, and tell a client how the server
 is laid out, so what ``/readyz`` and the 503s say goes through :class:`Redactor` first: the
-configured paths and the Redis and Milvus addresses (and the Milvus token, should a message
-ever carry it) become placeholders, and any other absolute path or ``host:port`` too.
+configured paths and the Redis, Milvus and S3 addresses (and the Milvus token and the S3 keys,
+should a message ever carry them) become placeholders, and any other absolute path or
+``host:port`` too.
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ class Redactor:
             needles += _url_forms(settings.milvus_uri, "<milvus>")
         if settings.milvus_token:
             needles.append((settings.milvus_token.get_secret_value(), "<milvus token>"))
+        if settings.s3_endpoint:
+            needles += _url_forms(settings.s3_endpoint, "<s3>")
+        needles += [
+            (secret.get_secret_value(), "<s3 key>")
+            for secret in (settings.s3_access_key, settings.s3_secret_key)
+            if secret is not None and secret.get_secret_value()
+        ]
         # Longest first: the SQLite file's path contains the data directory's.
         self._needles = sorted(needles, key=lambda n: len(n[0]), reverse=True)
 

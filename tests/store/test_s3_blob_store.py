@@ -1,7 +1,7 @@
 """S3BlobStore against a real S3 HTTP server (moto's, in a subprocess): the blob congruence
 suite, then what only a bucket has: prefixes sharing a bucket, a bucket created on the first
-write, listings past one page, and an outage that every call reports as BlobUnavailableError
-within its timeout."""
+write, listings past one page, an outage that every call reports as BlobUnavailableError within
+its timeout, and a backup that copies from the bucket (restored into another)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,19 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+from store.backup_manifest import BLOBS_NAME
 from store.blob_backend import BlobUnavailableError
+from store.directory_blob_store import DirectoryBlobStore
+from store.records import ModelIdentity, NewImage
 from store.s3_blob_store import S3BlobStore
+from store.sqlite_store import SqliteStore
+from store.store_backup import back_up
+from store.store_restore import restore
 from tests.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server
 from tests.store.blob_backend_congruence import BlobBackendCongruence, MakeBlobs, blob
 
@@ -149,3 +157,31 @@ def test_settings_and_endpoints_are_checked() -> None:
         S3BlobStore("http://minio:9000/path", "b")
     blobs = S3BlobStore("https://s3.example.test", "b", prefix="p/", secret_key="s" * 20)
     assert "s" * 20 not in blobs.describe() and "'b'" in blobs.describe()
+
+
+def test_backup_copies_from_the_bucket_and_restore_fills_another(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    source_store = SqliteStore(tmp_path / "source.sqlite3")
+    source_store.claim_model_identity(ModelIdentity("m", "1", 4))
+    source = s3_blobs(s3)
+    kept = dict(blob(f"kept-{i}") for i in range(3))
+    for i, (h, data) in enumerate(kept.items()):
+        source.put(h, data)
+        source_store.enroll(f"item-{i}", [NewImage(h, np.full(4, i + 1, dtype=np.float32))])
+    lost_h, lost = blob("lost")
+    source.put(lost_h, lost)
+    source_store.enroll("lost", [NewImage(lost_h, np.ones(4, dtype=np.float32))])
+    source.remove_object(source.key_for(lost_h))  # referenced, but gone from the bucket
+
+    report = back_up(source_store, source, tmp_path / "backup")
+    assert report.manifest.blobs_copied == 3 and report.manifest.missing_blobs == [lost_h]
+    assert not source.deletion_hold.is_held()  # taken and let go around the copy
+    copied = DirectoryBlobStore(tmp_path / "backup" / BLOBS_NAME)
+    assert {h: copied.get(h) for h in copied.iter_hashes()} == kept
+
+    target = s3_blobs(s3)
+    restored = restore(tmp_path / "backup", SqliteStore(tmp_path / "target.sqlite3"), target)
+    assert restored.blobs_restored == 3 and restored.missing_blobs == [lost_h]
+    assert {h: target.get(h) for h in target.iter_hashes()} == kept
+    source_store.close()
