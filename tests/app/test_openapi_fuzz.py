@@ -94,6 +94,7 @@ def test_with_keys_and_no_key_every_protected_operation_is_401(
             "POST /items/{item_id}/images",
             "DELETE /items/{item_id}",
             "DELETE /items/{item_id}/images/{image_id}",
+            "GET /items/{item_id}/images/{image_id}",
             "GET /info",
             "POST /admin/compact",
             "POST /admin/backup",
