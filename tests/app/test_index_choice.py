@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,7 +110,9 @@ def random_items(seed: int = 5) -> dict[str, np.ndarray]:
 
 def filled_data_dir(directory: Path) -> Path:
     """A data directory whose SQLite store holds ``random_items`` (through the store API)."""
-    store = SqliteStore(directory / "store.sqlite3")
+    directory.mkdir(parents=True, exist_ok=True)
+    # No fsync per commit: a test's throw-away store, filled before the service opens it.
+    store = SqliteStore(directory / "store.sqlite3", durable=False)
     store.claim_model_identity(
         ModelIdentity(TINY_SPEC.model_name, TINY_SPEC.model_version, TINY_SPEC.embedding_dim)
     )
@@ -119,15 +122,27 @@ def filled_data_dir(directory: Path) -> Path:
     return directory
 
 
+@pytest.fixture(scope="module")
+def random_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Filled once; each service gets a copy of its files."""
+    return filled_data_dir(tmp_path_factory.mktemp("random-store"))
+
+
 @contextmanager
-def service(directory: Path, model_path: Path, env: dict[str, str]) -> Iterator[httpx.Client]:
-    """The real app on ``directory``'s store, configured through RETRIEVAL_* variables."""
+def service(
+    directory: Path, model_path: Path, env: dict[str, str], random_store: Path
+) -> Iterator[httpx.Client]:
+    """The real app on a copy of ``random_store`` in ``directory``, configured through
+    RETRIEVAL_* variables."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for part in random_store.glob("store.sqlite3*"):
+        shutil.copy(part, directory / part.name)
     with pytest.MonkeyPatch.context() as mp:
         for name, value in env.items():
             mp.setenv(name, value)
         settings = Settings(
             model_path=model_path,
-            data_dir=filled_data_dir(directory),
+            data_dir=directory,
             keep_blobs=False,
             allow_gpu=False,
         )
@@ -164,8 +179,9 @@ def flat(
     tiny_model_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
     photo_views: dict[str, list[bytes]],
+    random_store: Path,
 ) -> Iterator[httpx.Client]:
-    with service(tmp_path_factory.mktemp("flat"), tiny_model_path, {}) as client:
+    with service(tmp_path_factory.mktemp("flat"), tiny_model_path, {}, random_store) as client:
         enroll_photos(client, photo_views)
         yield client
 
@@ -175,6 +191,7 @@ def ivf(
     tiny_model_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
     photo_views: dict[str, list[bytes]],
+    random_store: Path,
 ) -> Iterator[httpx.Client]:
     env = {
         "RETRIEVAL_INDEX": "ivf",
@@ -183,7 +200,7 @@ def ivf(
         "RETRIEVAL_RECALL_SAMPLE_RATE": "1",
         "RETRIEVAL_RECALL_SAMPLE_QUEUE": "64",
     }
-    with service(tmp_path_factory.mktemp("ivf"), tiny_model_path, env) as client:
+    with service(tmp_path_factory.mktemp("ivf"), tiny_model_path, env, random_store) as client:
         enroll_photos(client, photo_views)
         yield client
 
@@ -193,6 +210,7 @@ def milvus(
     tiny_model_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
     photo_views: dict[str, list[bytes]],
+    random_store: Path,
 ) -> Iterator[httpx.Client]:
     pytest.importorskip("pymilvus")
     directory = tmp_path_factory.mktemp("milvus")
@@ -201,7 +219,7 @@ def milvus(
         "RETRIEVAL_MILVUS_URI": str(directory / "milvus.db"),
         "RETRIEVAL_MILVUS_TOKEN": TOKEN,
     }
-    with service(directory / "data", tiny_model_path, env) as client:
+    with service(directory / "data", tiny_model_path, env, random_store) as client:
         enroll_photos(client, photo_views)
         yield client
 
