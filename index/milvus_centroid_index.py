@@ -6,7 +6,10 @@ One collection per namespace, reached through an alias named after the namespace
 * ``vector`` FLOAT_VECTOR ``(dim,)``, unit-norm float32, FLAT index with the IP metric, so
   Milvus's candidates are exact;
 * ``attributes`` JSON, written ``{}`` today and reserved so that attribute filters can become
-  Milvus expressions without a schema change.
+  Milvus expressions without a schema change;
+* ``version`` INT64, the store version of the item state a row was written from (0 when the
+  writer gave none): several replicas write one collection, and this is how they tell what it
+  holds (``index/shared_centroid_index.py``).
 
 Every call names ``consistency_level="Strong"``: standalone Milvus defaults collections to
 Bounded, under which the next search may not see the previous write.
@@ -21,7 +24,10 @@ straddling that many candidates are cut at the cap.
 answering from the old content meanwhile and a bad input leaves it untouched.
 
 ``pymilvus`` is imported only when an index is built, so a service not configured for Milvus
-pays nothing for it. Every Milvus failure surfaces as ``IndexUnavailableError``.
+pays nothing for it. Every Milvus failure surfaces as ``IndexUnavailableError``: the client's
+own errors, and gRPC's (a call past ``timeout`` ends in DEADLINE_EXCEEDED, which pymilvus lets
+through unwrapped). A collection found released (a restarted Milvus Lite server does not load
+what it loaded before) is loaded again and the call retried once.
 """
 
 from __future__ import annotations
@@ -58,7 +64,10 @@ ITEM_ID_PAGE_ROWS = 4096
 
 _STRONG = "Strong"
 _FLOAT32_BYTES = 4
-_ID, _VECTOR, _ATTRIBUTES = "item_id", "vector", "attributes"
+_ID, _VECTOR, _ATTRIBUTES, _ITEM_VERSION = "item_id", "vector", "attributes", "version"
+# Milvus's error code for a collection that is not loaded (``merr.ErrCollectionNotLoaded``;
+# Milvus Lite answers the same).
+_NOT_LOADED = 101
 _T = TypeVar("_T")
 
 
@@ -125,17 +134,22 @@ class MilvusCentroidIndex:
         (ValueError), since Milvus would keep an arbitrary one of the two. Not atomic across
         batches.
         """
-        rows = []
+        self.upsert_versioned((item_id, centroid, 0) for item_id, centroid in items)
+
+    def upsert_versioned(self, rows: Iterable[tuple[str, npt.NDArray[np.floating], int]]) -> None:
+        """``upsert_many`` of ``(item_id, centroid (dim,), version)``, each row keeping the store
+        version it was written from (see ``stored_version``)."""
+        entities = []
         seen: set[str] = set()
-        for item_id, centroid in items:
+        for item_id, centroid, version in rows:
             if item_id in seen:
-                raise ValueError(f"item id {item_id!r} appears twice in one upsert_many")
+                raise ValueError(f"item id {item_id!r} appears twice in one upsert")
             seen.add(item_id)
-            rows.append(self._entity(item_id, centroid))
-        if not rows:
+            entities.append(self._entity(item_id, centroid, version))
+        if not entities:
             return
-        for start in range(0, len(rows), REBUILD_BATCH_ROWS):
-            batch = rows[start : start + REBUILD_BATCH_ROWS]
+        for start in range(0, len(entities), REBUILD_BATCH_ROWS):
+            batch = entities[start : start + REBUILD_BATCH_ROWS]
             self._write(self._client.upsert, self._alias, batch)
         self._version += 1
 
@@ -263,25 +277,47 @@ class MilvusCentroidIndex:
         )
         return bool(rows)
 
+    def stored_version(self, item_id: str) -> int | None:
+        """The version ``item_id``'s row was written with (0: none given), None if absent."""
+        rows = self._call(
+            lambda: self._client.get(
+                self._alias,
+                ids=[item_id],
+                output_fields=[_ITEM_VERSION],
+                timeout=self._timeout,
+                consistency_level=_STRONG,
+            )
+        )
+        return int(rows[0][_ITEM_VERSION]) if rows else None
+
+    def stored_versions(self) -> dict[str, int]:
+        """Every item id held and its row's version, paged (about 150 bytes a row on the wire
+        at the longest ids: no vectors)."""
+        return {str(r[_ID]): int(r[_ITEM_VERSION]) for r in self._page([_ID, _ITEM_VERSION])}
+
     def item_ids(self) -> list[str]:
         """Every item id held, in no particular order (paged with a query iterator)."""
+        return [str(r[_ID]) for r in self._page([_ID])]
 
-        def page_through() -> list[str]:
+    def _page(self, fields: list[str]) -> list[dict[str, Any]]:
+        """``fields`` of every row, through a query iterator."""
+
+        def page_through() -> list[dict[str, Any]]:
             it = self._client.query_iterator(
                 self._alias,
                 batch_size=ITEM_ID_PAGE_ROWS,
                 filter="",
-                output_fields=[_ID],
+                output_fields=fields,
                 timeout=self._timeout,
                 consistency_level=_STRONG,
             )
-            ids: list[str] = []
+            out: list[dict[str, Any]] = []
             try:
                 while page := it.next():
-                    ids.extend(str(r[_ID]) for r in page)
+                    out.extend(page)
             finally:
                 it.close()
-            return ids
+            return out
 
         return self._call(page_through)
 
@@ -306,15 +342,34 @@ class MilvusCentroidIndex:
     # -- internals ----------------------------------------------------------------------------
 
     def _call(self, fn: Callable[[], _T]) -> _T:
-        """Run one Milvus operation, turning the client's failures into IndexUnavailableError."""
+        """Run one Milvus operation, turning the client's failures into IndexUnavailableError;
+        once more after loading the collection if Milvus answers it is not loaded."""
         from pymilvus.exceptions import MilvusException
 
         try:
-            return fn()
-        except MilvusException as exc:
+            try:
+                return fn()
+            except MilvusException as exc:
+                if exc.code != _NOT_LOADED or not hasattr(self, "_client"):
+                    raise
+                self._reload()
+                return fn()
+        except (MilvusException, ConnectionError) as exc:
             raise IndexUnavailableError(f"Milvus ({self._alias}): {exc}") from exc
-        except ConnectionError as exc:
-            raise IndexUnavailableError(f"Milvus ({self._alias}): {exc}") from exc
+        except Exception as exc:
+            # gRPC's own errors (DEADLINE_EXCEEDED past the timeout, UNAVAILABLE) are not
+            # wrapped by pymilvus on every path; grpc is pymilvus's dependency, imported only
+            # when it failed.
+            import grpc
+
+            if isinstance(exc, grpc.RpcError):
+                raise IndexUnavailableError(f"Milvus ({self._alias}): {exc}") from exc
+            raise
+
+    def _reload(self) -> None:
+        """Load the collection the alias points at (after a Milvus restart released it)."""
+        target = self._client.describe_alias(self._alias, timeout=self._timeout)
+        self._client.load_collection(str(target["collection_name"]), timeout=self._timeout)
 
     def _attach_or_create(self) -> int:
         """The generation of the alias's collection, creating generation 1 if there is none."""
@@ -325,7 +380,7 @@ class MilvusCentroidIndex:
             prefix = f"{self._alias}__g"
             if not target.startswith(prefix) or not target[len(prefix) :].isdigit():
                 raise ValueError(f"alias {self._alias!r} points at {target!r}, not one of ours")
-            self._check_dim(target)
+            self._check_schema(target)
             self._client.load_collection(target, timeout=self._timeout)
             return int(target[len(prefix) :])
         first = _physical_name(self._alias, 1)
@@ -334,13 +389,17 @@ class MilvusCentroidIndex:
         self._client.create_alias(first, self._alias, timeout=self._timeout)
         return 1
 
-    def _check_dim(self, physical: str) -> None:
+    def _check_schema(self, physical: str) -> None:
         described = self._client.describe_collection(physical, timeout=self._timeout)
-        for field in described["fields"]:
-            if field["name"] == _VECTOR and int(field["params"]["dim"]) != self._dim:
-                raise ValueError(
-                    f"collection {physical!r} holds dim {field['params']['dim']}, not {self._dim}"
-                )
+        fields = {field["name"]: field for field in described["fields"]}
+        if _ITEM_VERSION not in fields:
+            raise ValueError(
+                f"collection {physical!r} has no {_ITEM_VERSION!r} field (made by an older "
+                "version of the service): drop it, the next start repopulates it from the store"
+            )
+        dim = int(fields[_VECTOR]["params"]["dim"])
+        if dim != self._dim:
+            raise ValueError(f"collection {physical!r} holds dim {dim}, not {self._dim}")
 
     def _create(self, physical: str) -> None:
         from pymilvus import DataType, MilvusClient
@@ -349,6 +408,7 @@ class MilvusCentroidIndex:
         schema.add_field(_ID, DataType.VARCHAR, is_primary=True, max_length=MAX_ITEM_ID_LENGTH)
         schema.add_field(_VECTOR, DataType.FLOAT_VECTOR, dim=self._dim)
         schema.add_field(_ATTRIBUTES, DataType.JSON)
+        schema.add_field(_ITEM_VERSION, DataType.INT64)
         self._client.create_collection(
             physical, schema=schema, consistency_level=_STRONG, timeout=self._timeout
         )
@@ -364,7 +424,9 @@ class MilvusCentroidIndex:
         if self._client.has_collection(physical, timeout=self._timeout):
             self._client.drop_collection(physical, timeout=self._timeout)
 
-    def _entity(self, item_id: str, centroid: npt.NDArray[np.floating]) -> dict[str, Any]:
+    def _entity(
+        self, item_id: str, centroid: npt.NDArray[np.floating], version: int = 0
+    ) -> dict[str, Any]:
         if not isinstance(item_id, str) or not 0 < len(item_id) <= MAX_ITEM_ID_LENGTH:
             raise ValueError(f"item id must be 1 to {MAX_ITEM_ID_LENGTH} characters")
         arr = np.asarray(centroid)
@@ -372,7 +434,12 @@ class MilvusCentroidIndex:
             raise ValueError(f"centroid must be ({self._dim},), got {arr.shape}")
         if not np.all(np.isfinite(arr)):
             raise ValueError("centroid has a non-finite value")
-        return {_ID: item_id, _VECTOR: l2_normalize(arr), _ATTRIBUTES: {}}
+        return {
+            _ID: item_id,
+            _VECTOR: l2_normalize(arr),
+            _ATTRIBUTES: {},
+            _ITEM_VERSION: int(version),
+        }
 
     def _write(
         self, op: Callable[..., object], collection: str, rows: list[dict[str, Any]]

@@ -251,3 +251,16 @@ def test_every_call_raises_index_unavailable_once_milvus_is_gone(tmp_path: Path)
         with pytest.raises(IndexUnavailableError):
             call()
     assert index.version == version
+
+
+def test_rows_keep_the_version_they_were_written_with(make_index: MakeIndex) -> None:
+    index = make_index(3)
+    index.upsert("plain", np.array([1.0, 0, 0]))  # the CentroidIndex call: version 0
+    index.upsert_versioned([("a", np.array([0, 1.0, 0]), 7), ("b", np.array([0, 0, 2.0]), 9)])
+    index.upsert_versioned([("a", np.array([0, 3.0, 0]), 12)])
+    assert index.stored_version("a") == 12 and index.stored_version("missing") is None
+    assert index.stored_versions() == {"plain": 0, "a": 12, "b": 9}
+    np.testing.assert_array_equal(index.get("b"), [0, 0, 1.0])
+    with pytest.raises(ValueError):
+        index.upsert_versioned([("c", np.ones(3), 1), ("c", np.ones(3), 2)])
+    assert index.remove("a") and index.stored_versions() == {"plain": 0, "b": 9}
