@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -36,12 +37,16 @@ class S3Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while not self._answers():
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 pytest.fail(f"moto_server on port {self.port} did not start")
             time.sleep(0.05)
+        # moto loads its S3 backend on the first S3 request, which takes a second or more on
+        # a busy machine: pay it here, not in a test's first call with a short timeout.
+        with urllib.request.urlopen(f"{self.endpoint}/", timeout=30) as response:
+            response.read()
 
     def stop(self) -> None:
         if self._proc is not None:
