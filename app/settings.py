@@ -73,11 +73,12 @@ class Settings(BaseSettings):
         None, description="blob_backend=s3: secret access key (secret: never logged or shown)."
     )
     s3_timeout_s: float = Field(
-        5.0,
+        1.0,
         gt=0,
         description=(
-            "blob_backend=s3: connect and read timeout of every S3 call (seconds); an "
-            "unanswered call is a 503 within about twice this."
+            "blob_backend=s3: connect and read timeout of every S3 call (seconds): a bucket "
+            "that does not answer is a 503 within about this. An enrollment writes its blobs "
+            "inside its store call: keep it below RETRIEVAL_STORE_DEADLINE_MS."
         ),
     )
     backup_dir: Path | None = Field(

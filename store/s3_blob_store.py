@@ -49,7 +49,7 @@ T = TypeVar("T")
 
 HOLD_NAME = ".deletion-hold"
 PENDING_PREFIX = ".pending-deletes/"
-DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_TIMEOUT_S = 1.0
 # A bucket not created yet holds no object: reads answer "missing", the first write makes it.
 _MISSING = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBucket"})
 
@@ -80,15 +80,15 @@ class S3BlobStore:
         self.bucket = bucket
         self.prefix = prefix
         self.timeout_s = timeout_s
-        # A read that times out is not retried, so one call takes at most about 2 x timeout_s
-        # (connect, then read); a refused connection is retried once, quickly, and so are
-        # S3's 500/503 (InternalError, SlowDown: retry, says S3), twice. Every call sent is
-        # idempotent: content-addressed PUTs, GET, HEAD, DELETE.
+        # Neither a connect nor a read that fails is retried, so a bucket that does not answer
+        # fails a call within about timeout_s; S3's 500/503 (InternalError, SlowDown: retry,
+        # says S3) are, twice, since they answer at once. Every call sent is idempotent:
+        # content-addressed PUTs, GET, HEAD, DELETE.
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
             retries=urllib3.Retry(
-                total=3,
-                connect=1,
+                total=2,
+                connect=0,
                 read=0,
                 status=2,
                 status_forcelist=(500, 502, 503, 504),

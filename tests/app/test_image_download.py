@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -143,3 +144,25 @@ def test_s3_backend(service_factory: ServiceFactory, photos: list[bytes], s3: S3
         assert enroll(client, "new", photos[2:]).status_code == 201
         (new_id,) = client.get("/items/new").json()["image_ids"]
         assert_original(client.get(f"/items/new/images/{new_id}"), photos[2])
+
+
+def test_a_stalled_bucket_fails_the_enrollment_within_the_s3_timeout(
+    service_factory: ServiceFactory, photos: list[bytes]
+) -> None:
+    # Connections are accepted (by the kernel's backlog) and never answered.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        settings = {"blob_backend": "s3", "s3_endpoint": endpoint, "s3_bucket": "stalled"}
+        with service_factory(**settings, s3_timeout_s=0.5) as client:
+            start = time.monotonic()
+            refused = enroll(client, "cam", photos[:1])
+            took = time.monotonic() - start
+            assert_unavailable(refused)
+            # The blob backend's own 503, ahead of the store call's deadline (1.5 s), which
+            # would have said the write's outcome is unknown.
+            assert "blob backend" in refused.json()["detail"], refused.text
+            assert took < 1.5, took
+            assert client.get("/items/cam").status_code == 404
+            assert client.get("/readyz").status_code == 200  # the store is fine
