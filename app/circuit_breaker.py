@@ -64,14 +64,17 @@ class CircuitBreaker:
         cooldown_s: float,
         *,
         clock: Callable[[], float] = time.monotonic,
+        name: str = "store",
     ) -> None:
         """``failures`` >= 1 consecutive store failures open it for ``cooldown_s`` > 0 seconds
-        of ``clock()`` (any monotonic seconds; injected so tests need no sleeps)."""
+        of ``clock()`` (any monotonic seconds; injected so tests need no sleeps). ``name`` is
+        what the log lines call the guarded backend (the index's breaker reuses this one)."""
         if failures < 1 or cooldown_s <= 0:
             raise ValueError("need failures >= 1 and a cooldown > 0")
         self.failures = failures
         self.cooldown_s = cooldown_s
         self._clock = clock
+        self.name = name
         self._lock = threading.Lock()
         self._consecutive = 0
         self._opened_at: float | None = None  # None: closed
@@ -113,7 +116,7 @@ class CircuitBreaker:
             if probe:
                 self._probing = False
                 self._opened_at = None
-                log.info("store circuit closed: the probe succeeded")
+                log.info("%s circuit closed: the probe succeeded", self.name)
             if self._opened_at is None:
                 self._consecutive = 0
             # A call let through before it opened says nothing the probe will not.
@@ -124,7 +127,7 @@ class CircuitBreaker:
             if probe:
                 self._probing = False
                 self._opened_at = self._clock()
-                log.warning("store circuit re-opened: the probe failed")
+                log.warning("%s circuit re-opened: the probe failed", self.name)
                 return
             if self._opened_at is not None:
                 return  # already open: a late failure must not stretch the cooldown
@@ -133,8 +136,9 @@ class CircuitBreaker:
                 self._opened_at = self._clock()
                 self._consecutive = 0
                 log.warning(
-                    "store circuit opened after %d consecutive store failures; refusing store "
-                    "operations for %g s",
+                    "%s circuit opened after %d consecutive failures; refusing its operations "
+                    "for %g s",
+                    self.name,
                     self.failures,
                     self.cooldown_s,
                 )

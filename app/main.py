@@ -20,6 +20,7 @@ from app.body_limit import BodyLimitMiddleware
 from app.bytes_in_flight import BytesInFlight
 from app.circuit_breaker import install_breaker_handlers
 from app.idempotency import install_idempotency_handlers
+from app.index_breaker import install_index_handlers
 from app.metrics import RequestMetricsMiddleware
 from app.problem import install_problem_handlers
 from app.routes import (
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.access = access
     install_problem_handlers(app)
     install_breaker_handlers(app)
+    install_index_handlers(app)
     install_access_handlers(app)
     install_idempotency_handlers(app)
     routers = [
