@@ -21,6 +21,7 @@ from app.change_follower import ChangeFollower
 from app.circuit_breaker import CircuitBreaker
 from app.error_redaction import Redactor
 from app.index_choice import build_centroid_index, describe_index
+from app.index_snapshots import IndexSnapshots, LoadedSnapshot, replay_change_log
 from app.inference_executor import InferenceExecutor
 from app.metrics import ServiceMetrics
 from app.recall_sampler import recall_sampler_for
@@ -33,7 +34,8 @@ from artifact.onnx_embedder import OnnxEmbedder
 from index.flat_centroid_index import FlatCentroidIndex
 from index.gpu_search_mirror import GpuSearchMirror, gpu_available
 from store.blob_sweep import log_sweep
-from store.change_feed import RedisChangeFeed
+from store.change_feed import FeedCursor, RedisChangeFeed
+from store.change_log import ChangeLog, ChangeLogGapError
 from store.errors import StoreUnavailableError
 from store.sqlite_store import SqliteStore
 from store.store import Store
@@ -137,6 +139,7 @@ class ServiceState:
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
     retriever: Retriever | None = None
     follower: ChangeFollower | None = None  # with the Redis store
+    snapshots: IndexSnapshots | None = None  # index snapshots on
     failure: str | None = None
     phase: str = "starting"
     _thread: threading.Thread | None = None
@@ -231,18 +234,33 @@ class ServiceState:
     def _open_and_rebuild(self, embedder: OnnxEmbedder) -> tuple[Retriever, int]:
         retriever = build_retriever(self.settings, self.metrics, embedder)
         feed = None
+        started = time.monotonic()
         try:
             retriever.store.ping()
             feed = open_change_feed(self.settings, embedder.embedding_dim)
             # Noted before the index reads the store: every write after it is in the feed.
             cursor = feed.cursor() if feed is not None else None
+            snapshots = self._snapshots_for(retriever)
+            restored: list[FeedCursor | None] = []
+
+            def restore() -> bool:
+                assert snapshots is not None
+                resumed = self._restore(snapshots, retriever, feed)
+                if resumed is not None:
+                    restored.append(resumed.position.feed)
+                return resumed is not None
+
             self.phase = "rebuilding index"
-            items = retriever.rebuild_index()
+            items = retriever.rebuild_index(restore if snapshots is not None else None)
         except BaseException:
             if feed is not None:
                 feed.close()
             retriever.close()
             raise
+        how = "snapshot" if restored else "rebuild"
+        self.metrics.index_startup_seconds.labels(how=how).set(time.monotonic() - started)
+        if restored and restored[0] is not None:
+            cursor = restored[0]  # the follower replays what came after the snapshot
         if feed is not None and cursor is not None:
             self.follower = ChangeFollower(
                 feed=feed,
@@ -252,7 +270,58 @@ class ServiceState:
                 metrics=self.metrics,
             )
             self.follower.start(cursor)
+        if snapshots is not None:
+            follower = self.follower
+            if follower is not None:
+                snapshots.feed_cursor = lambda: follower.cursor
+            # A rebuild read every item: keep its work for the next start at once.
+            snapshots.start(take_now=not restored)
+            self.snapshots = snapshots
         return retriever, items
+
+    def _snapshots_for(self, retriever: Retriever) -> IndexSnapshots | None:
+        settings = self.settings
+        if not settings.index_snapshot or settings.index == "milvus":
+            return None  # Milvus keeps its own data
+        return IndexSnapshots(
+            path=settings.snapshot_path,
+            store=retriever.store,
+            applier=retriever.applier,
+            item_locks=retriever.item_locks,
+            identity=retriever.identity,
+            metrics=self.metrics,
+            interval_s=settings.index_snapshot_interval_s,
+            min_changes=settings.index_snapshot_min_changes,
+        )
+
+    def _restore(
+        self, snapshots: IndexSnapshots, retriever: Retriever, feed: RedisChangeFeed | None
+    ) -> LoadedSnapshot | None:
+        """Load the snapshot and replay the SQLite change log after it, or check the Redis feed
+        still holds every record after it (the follower replays them); None: rebuild."""
+        self.phase = "loading the index snapshot"
+        loaded = snapshots.load()
+        if loaded is None:
+            return None
+        position = loaded.position
+        if feed is None:
+            store = retriever.store
+            if not isinstance(store, ChangeLog):
+                return None
+            self.phase = "replaying the writes after the index snapshot"
+            try:
+                replayed = replay_change_log(
+                    store, retriever.applier, retriever.item_locks, position.version
+                )
+            except ChangeLogGapError as exc:
+                log.info("index snapshot not used: %s", exc)
+                return None
+            log.info("replayed %d items changed after the index snapshot", replayed)
+            return loaded
+        if position.feed is None or feed.status().trimmed_past(position.feed):
+            log.info("index snapshot not used: the change feed no longer holds what followed it")
+            return None
+        return loaded
 
     def _fail(self, exc: Exception) -> None:
         log.error("start-up failed", exc_info=exc)
@@ -275,5 +344,8 @@ class ServiceState:
         self.store_lane.close()
         if self.follower is not None:
             self.follower.close()
+        if self.snapshots is not None:
+            # After the follower stopped (its cursor final), before the store closes.
+            self.snapshots.close(final=True)
         if self.retriever is not None:
             self.retriever.close()

@@ -144,9 +144,17 @@ class FlatCentroidIndex:
         if len(slot_of) != len(ids):
             raise ValueError("an item id appears twice in load_rows input")
         fresh = faiss.IndexFlatIP(self._dim)
-        for start in range(0, len(ids), REBUILD_CHUNK_ROWS * 16):
-            # Chunks keep a memory-mapped input from being read into memory whole beside FAISS.
-            fresh.add(np.ascontiguousarray(rows[start : start + REBUILD_CHUNK_ROWS * 16]))
+        n = len(ids)
+        if n:
+            # Sized once and filled in place: one copy of the rows, no regrowth of the storage
+            # (``add`` in chunks would reallocate and copy it again as it grows).
+            fresh.codes.resize(n * self._dim * _FLOAT32_BYTES)
+            fresh.ntotal = n
+            storage = faiss.rev_swig_ptr(fresh.get_xb(), n * self._dim).reshape(n, self._dim)
+            for start in range(0, n, REBUILD_CHUNK_ROWS):
+                storage[start : start + REBUILD_CHUNK_ROWS] = rows[
+                    start : start + REBUILD_CHUNK_ROWS
+                ]
         id_list = list(ids)
         id_bytes = sum(sys.getsizeof(i) for i in id_list)
         with self._lock.write():
