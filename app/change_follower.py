@@ -10,6 +10,13 @@ retries every ``retry_s``, and the index keeps serving what it has.
 
 ``caught_up`` turns true once a read reaches the end of the feed as it stood; ``/readyz`` waits
 for it, and then for the lag to stay within ``max_replication_lag_s``.
+
+With a shared index (Milvus) the follower does not write to it: the replica that took a write
+settled it in Milvus before answering, and N followers writing every change again would fight
+over one collection. It only notes each record's version (``IndexApplier.apply_replicated``,
+counted as ``outcome="noted"``), so ``after=`` waits and the lag metrics work on every replica
+as with an own index. A feed gap still rebuilds, which for a shared index writes only the
+items whose versions differ from the store's.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from collections.abc import Callable
 from app.index_applier import IndexApplier
 from app.metrics import ServiceMetrics
 from app.striped_lock import StripedLock
+from index.index_errors import IndexUnavailableError
 from store.change_feed import ChangeFeedGapError, FeedBatch, FeedCursor, RedisChangeFeed
 from store.errors import StoreError
 
@@ -62,6 +70,11 @@ class ChangeFollower:
     def caught_up(self) -> bool:
         return self._caught_up.is_set()
 
+    @property
+    def cursor(self) -> FeedCursor | None:
+        """Where the follower stands: every record up to it is applied (None before start)."""
+        return self._cursor
+
     def start(self, cursor: FeedCursor) -> None:
         """Follow from ``cursor``, noted before the index was built from the store."""
         self._cursor = cursor
@@ -96,8 +109,9 @@ class ChangeFollower:
         for change in batch.changes:
             state = change.state
             with self._item_locks.hold([state.item_id]):
-                applied = self._applier.apply(state)
-            self._metrics.changes_applied.labels(outcome="applied" if applied else "skipped").inc()
+                applied = self._applier.apply_replicated(state)
+            outcome = "skipped" if not applied else "noted" if self._applier.shared else "applied"
+            self._metrics.changes_applied.labels(outcome=outcome).inc()
             if self._caught_up.is_set():  # not the start-up replay of old records
                 delay_s = time.time() - change.committed_ms / 1000
                 self._metrics.replication_delay.observe(max(0.0, delay_s))
@@ -105,7 +119,7 @@ class ChangeFollower:
         self.lag_records, self.lag_s = batch.behind, batch.behind_s
         self._metrics.replication_lag_records.set(self.lag_records)
         self._metrics.replication_lag_seconds.set(self.lag_s)
-        if batch.changes:
+        if batch.changes and not self._applier.shared:  # a shared one: its writers count it
             self._metrics.index_items.set(len(self._applier.index))
         # Read to the feed's end as it stood: under a steady stream of writes that is as caught
         # up as a replica gets.
@@ -118,7 +132,7 @@ class ChangeFollower:
             cursor = self._feed.cursor()
             started = time.monotonic()
             self._rebuild()
-        except StoreError as exc:
+        except (StoreError, IndexUnavailableError) as exc:
             log.warning("rebuild failed (%s); retrying", type(exc).__name__)
             self._stop.wait(self._retry_s)
             return

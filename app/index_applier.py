@@ -8,20 +8,63 @@ is skipped, so the order in which the three arrive never matters.
 
 The remembered versions cost about 100 bytes per item ever seen by this process (deleted ones
 included) until the next rebuild.
+
+**A shared index** (``SharedCentroidIndex``: Milvus, one collection every replica writes) is
+different: this process's memory of versions says nothing of what other replicas wrote to it,
+and two replicas committing v4 and v5 of one item may reach Milvus as v5 then v4. So a state is
+*settled* instead: written (with its version, in the row), then the item is read back from the
+store, and while the store holds another version than the one just written, the store's state
+is written and read back again. Why the last writer always leaves the newest state: take the
+last write to the item's row in Milvus's order, by writer W, of version w. W read the store
+after that write returned. A commit newer than w made before W's read would have been seen by
+it, and W would have written again, after its last write: a contradiction. A commit made after
+W's read is applied by its own writer after it commits, so after W's write: a contradiction
+again. So no commit is newer than w: the row holds the store's newest state. A writer that
+gives up (``MAX_SETTLE_ROUNDS`` under a storm of writes to one item, Milvus or the store
+failing) raises, and its caller marks the item for the reconciler, which settles it later.
+
+Change records from the feed are only *noted* for a shared index (``apply_replicated``): the
+replica that took the write has settled it before answering, so every replica's ``after=``
+wait and replication lag work from its own notes, and N replicas do not write every change N
+more times. A rebuild (start-up, a feed gap) of a shared index compares the versions Milvus
+holds with the store's and writes only the items that differ: a replica starting against a
+Milvus that is in step writes nothing (it still reads every item state from the store, as any
+rebuild does, and every row's id and version from Milvus).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import numpy.typing as npt
 
+from app.index_breaker import IndexBreaker
 from app.metrics import ServiceMetrics
 from index.centroid_index import CentroidIndex
 from index.centroid_math import centroid_from_sum
+from index.row_export import RowExport
+from index.shared_centroid_index import SharedCentroidIndex
 from store.records import ItemState
+
+log = logging.getLogger(__name__)
+
+# The store's state of one item, now (``Store.get_item_state``; None: no such item).
+Reread = Callable[[str], ItemState | None]
+
+# Writes and read-backs of one item before a settle gives up (each round means the item was
+# written again meanwhile by another replica).
+MAX_SETTLE_ROUNDS = 8
+# Rows per Milvus write while a rebuild brings a shared index in step.
+SYNC_BATCH_ROWS = 1024
+
+
+class IndexNotSettledError(RuntimeError):
+    """A shared index could not be brought to the store's state of an item this time (it kept
+    changing); the caller marks it for the reconciler."""
 
 
 class IndexApplier:
@@ -30,6 +73,30 @@ class IndexApplier:
         self._metrics = metrics
         self._versions: dict[str, int] = {}
         self._lock = threading.Lock()  # the dict: different items are applied concurrently
+        self._shared = index if isinstance(index, SharedCentroidIndex) else None
+        self.breaker = IndexBreaker() if self._shared is not None else None
+
+    @property
+    def shared(self) -> bool:
+        """Other processes write this index too (Milvus): states are settled, not applied."""
+        return self._shared is not None
+
+    @property
+    def breaker_state(self) -> str:
+        """The shared index's breaker: ``closed``, ``half-open``, ``open``; ``none`` for an
+        index in this process's memory (which cannot be down)."""
+        return "none" if self.breaker is None else self.breaker.state.label
+
+    def refuse_writes_if_index_down(self) -> None:
+        """Before a store commit: ``IndexBreakerOpenError`` (503) while the shared index is
+        known to be down, so nothing is committed that the index cannot take."""
+        if self.breaker is not None:
+            self.breaker.refuse_writes_if_open()
+
+    def guarded(self) -> AbstractContextManager[None]:
+        """Around a search of the index: through the shared index's breaker (refused at once
+        while Milvus is known down, its failures counted); nothing for an own index."""
+        return self.breaker.guard() if self.breaker is not None else nullcontext()
 
     def version_of(self, item_id: str) -> int:
         """The version of ``item_id``'s state the index reflects (0: none seen, or a state
@@ -38,14 +105,27 @@ class IndexApplier:
             return self._versions.get(item_id, 0)
 
     def versions(self) -> list[tuple[str, int]]:
-        """``(item id, version)`` of every item the index holds."""
+        """``(item id, version)`` of every item the index holds (a shared index: the versions
+        its rows were written with, whoever wrote them)."""
+        if self._shared is not None:
+            return list(self._shared.stored_versions().items())
         held = set(self.index.item_ids())
         with self._lock:
             return [(i, self._versions.get(i, 0)) for i in held]
 
-    def apply(self, state: ItemState) -> bool:
+    def apply(self, state: ItemState, reread: Reread | None = None) -> bool:
         """Put ``state`` in the index unless it is older than what the index reflects; True if
-        applied. The caller holds ``state.item_id``'s item lock."""
+        applied. The caller holds ``state.item_id``'s item lock.
+
+        A shared index needs ``reread`` (the store's state of an item now): ``state`` is
+        settled (see the module docstring), and ``IndexUnavailableError`` or
+        ``IndexNotSettledError`` (or the store's error) means the index may not show it yet.
+        """
+        if self._shared is not None:
+            if reread is None:
+                raise TypeError("a shared index settles states: pass reread")
+            self._settle(self._shared, state.item_id, state, reread)
+            return True
         with self._lock:
             if state.version < self._versions.get(state.item_id, 0):
                 return False
@@ -57,13 +137,65 @@ class IndexApplier:
                 self.index.upsert(state.item_id, centroid_from_sum(state.embedding_sum))
         return True
 
+    def apply_replicated(self, state: ItemState) -> bool:
+        """A change record from the feed. An own index applies it (newest wins); a shared one
+        only notes its version (for ``after=``): its writer settled it. True if newer than what
+        was applied or noted. Item lock held."""
+        if self._shared is None:
+            return self.apply(state)
+        with self._lock:
+            if state.version < self._versions.get(state.item_id, 0):
+                return False
+            self._versions[state.item_id] = state.version
+        return True
+
+    def reconcile(self, item_id: str, reread: Reread) -> bool:
+        """Shared index: bring ``item_id``'s row to the store's state if its version differs;
+        True if it had to be written. Item lock held."""
+        assert self._shared is not None and self.breaker is not None
+        now = reread(item_id)
+        with self.breaker.guard():
+            held = self._shared.stored_version(item_id)
+        if _settled(now, held):
+            self._note(item_id, now)
+            return False
+        self._settle(self._shared, item_id, now, reread)
+        return True
+
     def drop(self, item_id: str) -> None:
         """The store holds no ``item_id`` (it read nothing, so it has no version to compare):
         remove it, keeping the version of its deletion if one was seen. Item lock held."""
         self.index.remove(item_id)
 
-    def rebuild(self, states: Iterable[ItemState]) -> None:
-        """Replace everything with ``states`` (each item once), versions included."""
+    def version_map(self) -> dict[str, int]:
+        """A copy of the remembered versions (item id -> version; deleted items included)."""
+        with self._lock:
+            return dict(self._versions)
+
+    def load(
+        self,
+        ids: Sequence[str],
+        versions: npt.NDArray[np.int64],
+        rows: npt.NDArray[np.float32],
+    ) -> None:
+        """Replace everything with an index snapshot: ``ids``, their ``(n,)`` versions and
+        ``(n, dim)`` unit-norm float32 rows (app/index_snapshots.py)."""
+        if isinstance(self.index, RowExport):
+            self.index.load_rows(ids, rows)
+        else:
+            self.index.rebuild(zip(ids, rows, strict=True))
+        with self._lock:
+            self._versions = dict(zip(ids, versions.tolist(), strict=True))
+
+    def rebuild(self, states: Iterable[ItemState], reread: Reread | None = None) -> int:
+        """Replace everything with ``states`` (each item once), versions included. A shared
+        index is brought in step instead (needs ``reread``): only items whose version differs
+        are written, and settled. Returns the rows written or removed (every row for an own
+        index)."""
+        if self._shared is not None:
+            if reread is None:
+                raise TypeError("a shared index settles states: pass reread")
+            return self._sync(self._shared, states, reread)
         versions: dict[str, int] = {}
 
         def rows() -> Iterator[tuple[str, npt.NDArray[np.float32]]]:
@@ -74,3 +206,92 @@ class IndexApplier:
         self.index.rebuild(rows())
         with self._lock:
             self._versions = versions
+        return len(versions)
+
+    # -- shared index -------------------------------------------------------------------------
+
+    def _settle(
+        self,
+        shared: SharedCentroidIndex,
+        item_id: str,
+        state: ItemState | None,
+        reread: Reread,
+    ) -> None:
+        """Write ``state`` (None: no item) and re-read the store until they agree."""
+        assert self.breaker is not None
+        with self.breaker.guard(), self._metrics.stage("index_update"):
+            for _ in range(MAX_SETTLE_ROUNDS):
+                _write(shared, item_id, state)
+                now = reread(item_id)
+                if _settled(now, None if state is None or state.count == 0 else state.version):
+                    self._note(item_id, now)
+                    return
+                state = now
+        raise IndexNotSettledError(
+            f"item {item_id!r} changed {MAX_SETTLE_ROUNDS} times while being written to the "
+            "shared index"
+        )
+
+    def _note(self, item_id: str, state: ItemState | None) -> None:
+        """The index holds the store's state of ``item_id``: remember its version."""
+        if state is None:
+            return  # deleted: its deletion's version, if seen, stays
+        with self._lock:
+            if state.version > self._versions.get(item_id, 0):
+                self._versions[item_id] = state.version
+
+    def _sync(
+        self, shared: SharedCentroidIndex, states: Iterable[ItemState], reread: Reread
+    ) -> int:
+        held = shared.stored_versions()
+        versions: dict[str, int] = {}
+        written = 0
+        batch: list[ItemState] = []
+
+        def flush() -> None:
+            shared.upsert_versioned(
+                (s.item_id, centroid_from_sum(s.embedding_sum), s.version) for s in batch
+            )
+            for s in batch:  # a replica may have committed a newer state meanwhile
+                now = reread(s.item_id)
+                if not _settled(now, s.version):
+                    self._settle(shared, s.item_id, now, reread)
+            batch.clear()
+
+        for state in states:
+            versions[state.item_id] = state.version
+            if held.pop(state.item_id, None) != state.version:
+                batch.append(state)
+                written += 1
+                if len(batch) >= SYNC_BATCH_ROWS:
+                    flush()
+        if batch:
+            flush()
+        for item_id in held:  # rows the store no longer holds
+            self._settle(shared, item_id, reread(item_id), reread)
+            written += 1
+        with self._lock:  # by max: a version noted from the feed meanwhile stays
+            for item_id, version in versions.items():
+                if version > self._versions.get(item_id, 0):
+                    self._versions[item_id] = version
+        log.info(
+            "shared index brought in step with the store: %d of %d items written, %d rows removed",
+            written - len(held),
+            len(versions),
+            len(held),
+        )
+        return written
+
+
+def _write(shared: SharedCentroidIndex, item_id: str, state: ItemState | None) -> None:
+    if state is None or state.count == 0:
+        shared.remove(item_id)
+    else:
+        shared.upsert_versioned([(item_id, centroid_from_sum(state.embedding_sum), state.version)])
+
+
+def _settled(store_state: ItemState | None, held_version: int | None) -> bool:
+    """Does a row of ``held_version`` (None: no row) show ``store_state`` (None: no item)?"""
+    if store_state is None or store_state.count == 0:
+        return held_version is None
+    return held_version == store_state.version

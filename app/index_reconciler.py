@@ -10,6 +10,12 @@ or any case nobody marked.
 
 Every correction re-reads the item under its item lock, the lock writes hold from commit to
 index update, so a correction never overwrites a newer write's index entry with older state.
+
+With a shared index (Milvus) the item lock is only this process's, so corrections are settled
+(``IndexApplier.reconcile``: written, then read back from the store until they agree) and
+compared by the versions the rows hold, not by their vectors. A write that committed while
+Milvus was unreachable is marked pending here too, and retried every ``PENDING_RETRY_S``
+through the index's circuit breaker until Milvus answers; so is one a replica could not settle.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ import time
 
 import numpy as np
 
-from app.index_applier import IndexApplier
+from app.index_applier import IndexApplier, IndexNotSettledError
 from app.metrics import ServiceMetrics
 from app.striped_lock import StripedLock
 from index.centroid_math import centroid_from_sum
+from index.index_errors import IndexUnavailableError
 from store.errors import StoreError
 from store.store import Store
 
@@ -90,7 +97,8 @@ class IndexReconciler:
 
     def reconcile_pending(self) -> int:
         """Re-read every pending item; returns how many index entries changed. Raises
-        ``StoreError`` (leaving the rest pending) if the store fails meanwhile."""
+        ``StoreError`` or ``IndexUnavailableError`` (leaving the rest pending) if the store or
+        a shared index fails meanwhile."""
         changed = 0
         for item_id in sorted(self.pending()):
             if self._fix(item_id, "pending"):
@@ -102,6 +110,13 @@ class IndexReconciler:
 
     def reconcile_all(self) -> int:
         """Compare every item of the store and of the index; returns how many entries changed."""
+        if self._applier.shared:
+            changed = self._applier.rebuild(
+                self._store.iter_item_states(), reread=self._store.get_item_state
+            )
+            if changed:
+                self._metrics.reconciled_items.labels(source="periodic").inc(changed)
+            return changed
         changed = 0
         extra = set(self._index.item_ids())
         for state in self._store.iter_item_states():
@@ -119,6 +134,14 @@ class IndexReconciler:
     def _fix(self, item_id: str, source: str) -> bool:
         """Make the index hold what the store holds for ``item_id`` now; True if it changed."""
         with self._item_locks.hold([item_id]):
+            if self._applier.shared:
+                if not self._applier.reconcile(item_id, self._store.get_item_state):
+                    return False
+                log.warning(
+                    "shared index entry of item %r settled from the store (%s)", item_id, source
+                )
+                self._metrics.reconciled_items.labels(source=source).inc()
+                return True
             state = self._store.get_item_state(item_id)
             row = self._index.get(item_id)
             if state is None or state.count == 0:
@@ -155,6 +178,8 @@ class IndexReconciler:
                     self.reconcile_all()
             except StoreError as exc:
                 log.info("index reconciliation postponed, the store failed: %s", exc)
+            except (IndexUnavailableError, IndexNotSettledError) as exc:
+                log.info("index reconciliation postponed, the index failed: %s", exc)
             except Exception:
                 # Never let the thread die: the next round tries again.
                 log.exception("index reconciliation failed")

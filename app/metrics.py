@@ -183,11 +183,12 @@ class ServiceMetrics:
         self.changes_applied = Counter(
             "retrieval_changes_applied",
             "Change records read from the feed, by outcome (applied; skipped: the index "
-            "already reflected that state or a newer one).",
+            "already reflected that state or a newer one; noted: a shared index, which the "
+            "writing replica updated, so only the version is noted).",
             ("outcome",),
             registry=self.registry,
         )
-        for outcome in ("applied", "skipped"):
+        for outcome in ("applied", "skipped", "noted"):
             self.changes_applied.labels(outcome=outcome)
         self.index_rebuilds = Counter(
             "retrieval_index_rebuilds",
@@ -218,6 +219,30 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.recall_at_10_recent.set(float("nan"))
+        self.index_snapshot_seconds = Histogram(
+            "retrieval_index_snapshot_seconds",
+            "Time to write one index snapshot (app/index_snapshots.py).",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0),
+            registry=self.registry,
+        )
+        self.index_snapshot_items = Gauge(
+            "retrieval_index_snapshot_items",
+            "Items in the last index snapshot written.",
+            registry=self.registry,
+        )
+        self.index_snapshot_failures = Counter(
+            "retrieval_index_snapshot_failures",
+            "Index snapshots that failed to be written (logged; retried after the interval).",
+            registry=self.registry,
+        )
+        self.index_startup_seconds = Gauge(
+            "retrieval_index_startup_seconds",
+            "How long this process took to bring its index in step with the store at start-up, "
+            "by how: snapshot (loaded, then the writes after it replayed) or rebuild (every "
+            "item read from the store).",
+            ("how",),
+            registry=self.registry,
+        )
         self._store_counts: Callable[[], tuple[int, int]] | None = None
         self.registry.register(_StoreCountsCollector(self))
         for stage in STAGES:  # export zero-valued series from the start

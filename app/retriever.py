@@ -16,14 +16,20 @@ A write whose store outcome is unknown (``StoreOutcomeUnknownError``: 503 to the
 the index untouched and marks the item for the :class:`~app.index_reconciler.IndexReconciler`,
 which re-reads it from the store and corrects the index; it also compares the whole index with
 the store every ``reconcile_interval_s``.
+
+A shared index (Milvus) can be down when the store is not. While its circuit breaker is open
+(Milvus known down) a write is refused with 503 before anything is written. Otherwise the store
+commits first; if the index then cannot take the state, the write still answers 2xx, with
+``index_pending`` (``EnrollResult``, ``DeleteResult``), and the item is marked for the
+reconciler, which settles it from the store once Milvus answers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -32,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.admission_control import AdmissionTicket
-from app.index_applier import IndexApplier
+from app.index_applier import IndexApplier, IndexNotSettledError
 from app.index_reconciler import IndexReconciler
 from app.inference_executor import InferenceExecutor, Priority
 from app.metrics import ServiceMetrics
@@ -49,13 +55,15 @@ from artifact.onnx_embedder import OnnxEmbedder
 from index.centroid_index import CentroidIndex
 from index.centroid_math import l2_normalize
 from index.gpu_search_mirror import GpuSearchMirror
+from index.index_errors import IndexUnavailableError
 from store.blob_backend import BlobBackend, BlobUnavailableError
-from store.errors import StoreOutcomeUnknownError
+from store.errors import StoreError, StoreOutcomeUnknownError
 from store.idempotency import IdempotencyClaim, replay_if_recorded
 from store.records import (
     DeleteOutcome,
     EnrollOutcome,
     ItemRecord,
+    ItemState,
     ItemSummary,
     ModelIdentity,
     NewImage,
@@ -80,6 +88,9 @@ class Upload:
 @dataclass(frozen=True)
 class EnrollResult:
     outcome: EnrollOutcome  # as the store answered, version included
+    # Committed, but the (shared) index could not take it yet: searches may not show it until
+    # the reconciler has applied it from the store.
+    index_pending: bool = False
 
     @property
     def item_id(self) -> str:
@@ -96,6 +107,12 @@ class EnrollResult:
     @property
     def created(self) -> list[bool]:
         return self.outcome.created
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    outcome: DeleteOutcome
+    index_pending: bool = False  # as EnrollResult's
 
 
 @dataclass(frozen=True)
@@ -152,17 +169,21 @@ class Retriever:
 
     # -- start-up -------------------------------------------------------------------------
 
-    def rebuild_index(self) -> int:
-        """Claim the store for this model (or refuse), then load every centroid. Returns items."""
+    def rebuild_index(self, restore: Callable[[], bool] | None = None) -> int:
+        """Claim the store for this model (or refuse), then bring the index in step: by
+        ``restore`` (a snapshot and a replay) when it says it did, else by loading every
+        centroid from the store. Returns items."""
         self.store.claim_model_identity(self.identity)
-        self.rebuild_from_store()
+        if restore is None or not restore():
+            self.rebuild_from_store()
+        self._refresh_gauges()
         self.reconciler.start()
         return len(self.index)
 
     def rebuild_from_store(self) -> None:
         """Replace the index by the store's item states (at start-up, and when the change feed
         lost track)."""
-        self.applier.rebuild(self.store.iter_item_states())
+        self.applier.rebuild(self.store.iter_item_states(), reread=self.store.get_item_state)
         self._refresh_gauges()
 
     @property
@@ -212,6 +233,7 @@ class Retriever:
         """Store ``uploads`` with their ``(N, D)`` embeddings (as the model output them)."""
         hashes = [u.content_hash for u in uploads]
         new_images = [NewImage(h, e) for h, e in zip(hashes, embeddings, strict=True)]
+        self.applier.refuse_writes_if_index_down()
         with self._item_locks.hold([item_id]), self._hash_locks.hold(hashes):
             written = self._put_blobs(hashes, uploads)
             try:
@@ -222,34 +244,36 @@ class Retriever:
             except BaseException:  # a replayed answer too: it wrote nothing
                 self._forget_blobs(written)
                 raise
-            self.applier.apply(outcome.item)
+            pending = self._apply_committed(outcome.item)
         self._refresh_gauges()
-        return EnrollResult(outcome)
+        return EnrollResult(outcome, index_pending=pending)
 
     def delete_image(
         self,
         item_id: str,
         image_id: str,
         idempotency: IdempotencyClaim[DeleteOutcome] | None = None,
-    ) -> DeleteOutcome:
+    ) -> DeleteResult:
+        self.applier.refuse_writes_if_index_down()
         with self._item_locks.hold([item_id]):
             with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
                 outcome = self.store.delete_image(item_id, image_id, idempotency)
-            self.applier.apply(outcome.item)
+            pending = self._apply_committed(outcome.item)
         self._release_blobs(outcome)
         self._refresh_gauges()
-        return outcome
+        return DeleteResult(outcome, index_pending=pending)
 
     def delete_item(
         self, item_id: str, idempotency: IdempotencyClaim[DeleteOutcome] | None = None
-    ) -> DeleteOutcome:
+    ) -> DeleteResult:
+        self.applier.refuse_writes_if_index_down()
         with self._item_locks.hold([item_id]):
             with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
                 outcome = self.store.delete_item(item_id, idempotency)
-            self.applier.apply(outcome.item)
+            pending = self._apply_committed(outcome.item)
         self._release_blobs(outcome)
         self._refresh_gauges()
-        return outcome
+        return DeleteResult(outcome, index_pending=pending)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -365,6 +389,21 @@ class Retriever:
                 return mirror.search(query, k)
         return self.index.search(query, k)
 
+    def _apply_committed(self, state: ItemState) -> bool:
+        """Bring the index to the state a write just committed; True (``index_pending``) if a
+        shared index could not take it now, the item then being marked for the reconciler."""
+        try:
+            self.applier.apply(state, reread=self.store.get_item_state)
+        except (IndexUnavailableError, IndexNotSettledError, StoreError) as exc:
+            log.warning(
+                "item %r committed but not yet in the index (%s); the reconciler will apply it",
+                state.item_id,
+                type(exc).__name__,
+            )
+            self.reconciler.mark(state.item_id)
+            return True
+        return False
+
     @contextmanager
     def _reconcile_if_unknown(self, item_id: str) -> Iterator[None]:
         """Around a store write: an unknown outcome marks the item for reconciliation; a known
@@ -420,7 +459,9 @@ class Retriever:
             log.warning("blob %s left for the sweep: %s", content_hash, exc)
 
     def _refresh_gauges(self) -> None:
-        self.metrics.index_items.set(len(self.index))
+        # A shared index not answering: the gauge keeps its last value.
+        with suppress(IndexUnavailableError):
+            self.metrics.index_items.set(len(self.index))
 
 
 @contextmanager

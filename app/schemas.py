@@ -6,6 +6,18 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from app.write_position import HEADER as POSITION_HEADER
+
+# Sent (``true``) with a 2xx write that the store committed but the shared index (Milvus) could
+# not take yet; absent otherwise.
+INDEX_PENDING_HEADER = "X-Retrieval-Index-Pending"
+INDEX_PENDING_DESCRIPTION = (
+    "Present (`true`) when the store committed this write but the centroid index (Milvus) was "
+    "unreachable: the write is durable and is applied to the index from the store once Milvus "
+    "answers (within seconds of its return); until then searches may not show it. Absent "
+    "otherwise, and in an idempotent replay (recorded at commit)."
+)
+
 
 class EnrollResponse(BaseModel):
     item_id: str
@@ -14,6 +26,11 @@ class EnrollResponse(BaseModel):
     position: str = Field(
         description="This write's position (also in `X-Retrieval-Position`): a search with "
         "`after=<position>` on any replica sees it."
+    )
+    index_pending: bool = Field(
+        False,
+        description=f"Only present, `true`, as `{INDEX_PENDING_HEADER}` is: "
+        + INDEX_PENDING_DESCRIPTION,
     )
 
 
@@ -91,7 +108,28 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
             413: "Request body or image pixel count over the limit.",
             415: "Body is not multipart/form-data.",
             422: "Invalid parameter or an upload that is not a decodable image.",
-            503: "Not ready yet, or the store is unreachable (writes).",
+            503: "Not ready yet, the store is unreachable (writes), or the centroid index "
+            "(Milvus) is: searches while it does not answer, writes while it is known down "
+            "(refused before anything is written).",
         }
     ),
 }
+
+
+# The 2xx answers of the writes, with the headers they may carry (OpenAPI).
+def write_response(status: int, description: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        status: {
+            "description": description,
+            "headers": {
+                POSITION_HEADER: {
+                    "description": "This write's position: `after=` it on any replica.",
+                    "schema": {"type": "string"},
+                },
+                INDEX_PENDING_HEADER: {
+                    "description": INDEX_PENDING_DESCRIPTION,
+                    "schema": {"type": "string", "enum": ["true"]},
+                },
+            },
+        }
+    }

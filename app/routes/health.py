@@ -18,8 +18,11 @@ from app.authorization import AnyKey
 from app.circuit_breaker import StoreBreakerOpenError
 from app.dependencies import RetrieverDep, StateDep
 from app.problem import problem_response
+from app.retriever import Retriever
 from app.schemas import AUTH_RESPONSES, InfoResponse
+from app.service_state import ServiceState
 from app.settings import Settings
+from index.index_errors import IndexUnavailableError
 from store.errors import StoreUnavailableError
 
 log = logging.getLogger(__name__)
@@ -80,11 +83,17 @@ def health_router(settings: Settings) -> APIRouter:
                     f"the change feed, over {settings.max_replication_lag_s:g} s"
                 )
                 return problem_response(503, detail, phase="lagging")
+        # A shared index (Milvus) that is down does not make the replica unready: every
+        # replica shares it, so taking them all out of the load balancer would serve nobody
+        # better, and they would all flap together on each blip. They stay in, answering
+        # searches 503 with Retry-After, writes 2xx index_pending or 503 (breaker open); the
+        # state is reported here and in the log ("items" is null while Milvus is down).
         return JSONResponse(
             {
                 "status": "ready",
-                "items": len(retriever.index),
+                "items": await _index_items(state, retriever),
                 "store_breaker": lane.breaker_state,
+                "index_breaker": retriever.applier.breaker_state,
             }
         )
 
@@ -120,3 +129,15 @@ def health_router(settings: Settings) -> APIRouter:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+async def _index_items(state: ServiceState, retriever: Retriever) -> int | None:
+    """How many items the index holds: an own index at once; a shared one asks Milvus, on the
+    worker threads, and says None when Milvus does not answer."""
+    if not retriever.applier.shared:
+        return len(retriever.index)
+    try:
+        with retriever.applier.guarded():
+            return await run_in_threadpool(len, retriever.index)
+    except IndexUnavailableError:
+        return None

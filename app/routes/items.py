@@ -22,11 +22,13 @@ from app.dependencies import (
 from app.idempotency import IdempotencyDep, as_response, upload_parts
 from app.retriever_errors import InvalidCursorError
 from app.schemas import (
+    INDEX_PENDING_HEADER,
     PROBLEM_RESPONSES,
     EnrollResponse,
     ItemListResponse,
     ItemResponse,
     ItemSummaryResponse,
+    write_response,
 )
 from app.settings import Settings
 from app.uploads import multipart_openapi, read_uploads
@@ -37,22 +39,32 @@ from store.mutations import StoredResponse
 from store.records import DeleteOutcome, EnrollOutcome
 
 
-def enrolled(outcome: EnrollOutcome) -> StoredResponse:
-    """An enrollment's 201, rendered once for its first answer and for its recorded replay."""
+def enrolled(outcome: EnrollOutcome, index_pending: bool = False) -> StoredResponse:
+    """An enrollment's 201, rendered once for its first answer and for its recorded replay
+    (at commit, before the index update: never ``index_pending``)."""
     position = position_token(outcome.item)
     body = EnrollResponse(
         item_id=outcome.item.item_id,
         image_ids=outcome.image_ids,
         image_count=outcome.item.count,
         position=position,
+        index_pending=index_pending,
     )
+    # The flag only when set, so that the usual answer and its replay stay byte for byte equal.
+    json = body.model_dump_json(exclude=None if index_pending else {"index_pending"})
     return StoredResponse(
-        201, body.model_dump_json().encode(), "application/json", ((POSITION_HEADER, position),)
+        201, json.encode(), "application/json", _write_headers(position, index_pending)
     )
 
 
-def deleted(outcome: DeleteOutcome) -> StoredResponse:
-    return StoredResponse(204, b"", None, ((POSITION_HEADER, position_token(outcome.item)),))
+def deleted(outcome: DeleteOutcome, index_pending: bool = False) -> StoredResponse:
+    position = position_token(outcome.item)
+    return StoredResponse(204, b"", None, _write_headers(position, index_pending))
+
+
+def _write_headers(position: str, index_pending: bool) -> tuple[tuple[str, str], ...]:
+    pending = ((INDEX_PENDING_HEADER, "true"),) if index_pending else ()
+    return ((POSITION_HEADER, position), *pending)
 
 
 def encode_cursor(cursor: str | None) -> str | None:
@@ -83,6 +95,7 @@ def items_router(settings: Settings) -> APIRouter:
         "/items/{item_id}/images",
         status_code=201,
         response_model=EnrollResponse,
+        responses=write_response(201, "Enrolled."),
         openapi_extra=multipart_openapi("images", many=True),
         # The key first: a request without one is refused before it takes a queue place.
         dependencies=[WriteScope, Depends(admission_gate)],
@@ -109,7 +122,7 @@ def items_router(settings: Settings) -> APIRouter:
             # A retry whose answer is recorded costs one store read, not an inference.
             await state.store_lane.run(retriever.replay_if_recorded, claim)
         result = await state.pipeline.enroll(retriever, item_id, uploads, request.receive, claim)
-        return as_response(enrolled(result.outcome))
+        return as_response(enrolled(result.outcome, result.index_pending))
 
     @router.get(
         "/items/{item_id}",
@@ -153,21 +166,23 @@ def items_router(settings: Settings) -> APIRouter:
         "/items/{item_id}",
         status_code=204,
         dependencies=[WriteScope],
+        responses=write_response(204, "Deleted."),
         summary="Delete an item and its images",
     )
     async def delete_item(
         item_id: ItemIdPath, state: StateDep, retriever: RetrieverDep, idempotent: IdempotencyDep
     ) -> Response:
         claim = None if idempotent is None else idempotent.claim(idempotent.fingerprint(), deleted)
-        outcome = await state.store_lane.run_write(
+        result = await state.store_lane.run_write(
             item_id, retriever.reconciler.mark, retriever.delete_item, item_id, claim
         )
-        return as_response(deleted(outcome))
+        return as_response(deleted(result.outcome, result.index_pending))
 
     @router.delete(
         "/items/{item_id}/images/{image_id}",
         status_code=204,
         dependencies=[WriteScope],
+        responses=write_response(204, "Deleted."),
         summary="Delete one image (the item goes with its last image)",
     )
     async def delete_image(
@@ -178,9 +193,9 @@ def items_router(settings: Settings) -> APIRouter:
         idempotent: IdempotencyDep,
     ) -> Response:
         claim = None if idempotent is None else idempotent.claim(idempotent.fingerprint(), deleted)
-        outcome = await state.store_lane.run_write(
+        result = await state.store_lane.run_write(
             item_id, retriever.reconciler.mark, retriever.delete_image, item_id, image_id, claim
         )
-        return as_response(deleted(outcome))
+        return as_response(deleted(result.outcome, result.index_pending))
 
     return router
