@@ -41,6 +41,7 @@ from app.index_applier import IndexApplier
 from app.index_snapshot_file import SnapshotFile, SnapshotFileError, SnapshotWriter, read_snapshot
 from app.metrics import ServiceMetrics
 from app.striped_lock import StripedLock
+from index.centroid_index import CentroidIndex
 from index.row_export import RowExport
 from store.change_feed import FeedCursor
 from store.change_log import ChangeLog
@@ -227,7 +228,7 @@ class IndexSnapshots:
         return SnapshotPosition(version, cursor)
 
 
-def _unique_rows(index: Any) -> Iterator[tuple[list[str], npt.NDArray[np.float32]]]:
+def _unique_rows(index: CentroidIndex) -> Iterator[tuple[list[str], npt.NDArray[np.float32]]]:
     """Every item of ``index`` once with its row: in chunks from a ``RowExport`` index (then
     any item a concurrent removal moved past the copy, one by one), else item by item."""
     seen: set[str] = set()

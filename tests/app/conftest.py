@@ -21,6 +21,7 @@ import pytest
 from app.main import create_app
 from app.settings import Settings
 from tests.live_server import free_port, live_server
+from tests.milvus_lite_server import MilvusLiteServer
 from tests.redis_server import start_redis_server
 from tests.tiny_artifact import write_tiny_artifact
 
@@ -74,3 +75,12 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     proc.send_signal(signal.SIGCONT)  # in case a test left it stopped
     proc.kill()
     proc.wait()
+
+
+@pytest.fixture(scope="module")
+def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusLiteServer]:
+    """A Milvus Lite server process of the module's own (killable and restartable)."""
+    server = MilvusLiteServer(Path(tmp_path_factory.mktemp("milvus")) / "data")
+    server.start()
+    yield server
+    server.kill()

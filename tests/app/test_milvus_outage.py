@@ -36,14 +36,6 @@ MILVUS_TIMEOUT_S = 1.0
 
 
 @pytest.fixture(scope="module")
-def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusLiteServer]:
-    server = MilvusLiteServer(Path(tmp_path_factory.mktemp("milvus")) / "data")
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture(scope="module")
 def client(
     milvus: MilvusLiteServer, tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path
 ) -> Iterator[httpx.Client]:

@@ -73,14 +73,6 @@ class CountingMilvusIndex(MilvusCentroidIndex):
 
 
 @pytest.fixture(scope="module")
-def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusLiteServer]:
-    server = MilvusLiteServer(Path(tmp_path_factory.mktemp("milvus")) / "data")
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture(scope="module")
 def embedder(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> OnnxEmbedder:
     return OnnxEmbedder(tiny_model_path)
 
