@@ -22,8 +22,12 @@ RATE = 50.0  # offered load: 2.5x capacity, so a queue must build
 DURATION_S = 0.8
 N = 40  # RATE * DURATION_S
 INTERVAL_S = 1 / RATE
-# Slack for scheduling jitter of a loaded 2-core CI machine.
-SEND_TOLERANCE_S = 0.03
+# Slack for one request's scheduling jitter on a loaded 2-core CI machine (a 37 ms hiccup has
+# been seen there). A generator that waited for answers would be far outside it: it sends at the
+# server's 20 requests/s, so its 40th request would leave ~1.2 s late.
+SEND_TOLERANCE_S = 0.15
+# The typical request must still leave on time, not merely within the per-request slack.
+MEDIAN_SEND_LAG_S = 0.02
 
 
 def _get(i: int) -> Operation:
@@ -63,6 +67,8 @@ def test_open_loop_sends_on_schedule_and_counts_queueing_delay() -> None:
         assert s.scheduled_s == pytest.approx(i * INTERVAL_S)
         assert s.sent_s is not None
         assert 0 <= s.sent_s - s.scheduled_s < SEND_TOLERANCE_S
+    lags = [s.sent_s - s.scheduled_s for s in samples if s.sent_s is not None]
+    assert statistics.median(lags) < MEDIAN_SEND_LAG_S
     # Hand-derived lower bounds for a serial server: the j-th completion (j = 1..N) cannot come
     # before j * SERVICE_S, and request i was due at i * INTERVAL_S, so
     #   sum(latency) >= SERVICE_S * N(N+1)/2 - INTERVAL_S * N(N-1)/2
