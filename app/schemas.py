@@ -21,7 +21,14 @@ INDEX_PENDING_DESCRIPTION = (
 
 class EnrollResponse(BaseModel):
     item_id: str
-    image_ids: list[str] = Field(description="One per uploaded file, in upload order.")
+    image_ids: list[str] = Field(
+        description="One per uploaded file, in upload order; a file whose bytes the item "
+        "already held (or that repeats an earlier file of this request) gets the existing id."
+    )
+    created: list[bool] = Field(
+        description="One per uploaded file, in upload order: `true` where this request added "
+        "the image, `false` for a duplicate. All `false` is answered 200 instead of 201."
+    )
     image_count: int = Field(description="Images the item holds after this request.")
     position: str = Field(
         description="This write's position (also in `X-Retrieval-Position`): a search with "

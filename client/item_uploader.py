@@ -65,7 +65,8 @@ class ItemUploader:
         self.requests += 1
         url = f"/items/{self.item_id}/images"
         r = send_idempotent(lambda h: self.client.post(url, files=files, headers=h), self.retry)
-        if r.status_code == 201:
+        # 201: something was added; 200: every file was already in the item.
+        if r.status_code in (200, 201):
             body = r.json()
             self.image_count = int(body["image_count"])
             outcomes = []

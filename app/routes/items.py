@@ -40,20 +40,24 @@ from store.records import DeleteOutcome, EnrollOutcome
 
 
 def enrolled(outcome: EnrollOutcome, index_pending: bool = False) -> StoredResponse:
-    """An enrollment's 201, rendered once for its first answer and for its recorded replay
-    (at commit, before the index update: never ``index_pending``)."""
+    """An enrollment's answer, rendered once for its first answer and for its recorded replay
+    (at commit, before the index update: never ``index_pending``): 201 when it added an image,
+    200 when every file was already in the item (nothing was created, so a client can tell a
+    re-send from new content by the status alone)."""
     position = position_token(outcome.item)
     body = EnrollResponse(
         item_id=outcome.item.item_id,
         image_ids=outcome.image_ids,
+        created=outcome.created,
         image_count=outcome.item.count,
         position=position,
         index_pending=index_pending,
     )
     # The flag only when set, so that the usual answer and its replay stay byte for byte equal.
     json = body.model_dump_json(exclude=None if index_pending else {"index_pending"})
+    status = 201 if any(outcome.created) else 200
     return StoredResponse(
-        201, json.encode(), "application/json", _write_headers(position, index_pending)
+        status, json.encode(), "application/json", _write_headers(position, index_pending)
     )
 
 
@@ -95,7 +99,17 @@ def items_router(settings: Settings) -> APIRouter:
         "/items/{item_id}/images",
         status_code=201,
         response_model=EnrollResponse,
-        responses=write_response(201, "Enrolled."),
+        responses={
+            **write_response(201, "Enrolled: at least one file added an image to the item."),
+            200: {
+                **write_response(
+                    200,
+                    "Nothing new: every file's bytes were already in the item; `image_ids` "
+                    "are the existing ids and `created` is all `false`.",
+                )[200],
+                "model": EnrollResponse,
+            },
+        },
         openapi_extra=multipart_openapi("images", many=True),
         # The key first: a request without one is refused before it takes a queue place.
         dependencies=[WriteScope, Depends(admission_gate)],
@@ -103,7 +117,8 @@ def items_router(settings: Settings) -> APIRouter:
         description=(
             "Multipart form field `images`: one or more image files, embedded as one batch. "
             "All or nothing: one bad file rejects the request. Re-sending bytes the item "
-            "already has is a no-op that returns the existing image id. " + limits
+            "already has is a no-op that returns the existing image id (`created: false`); "
+            "a request that adds nothing new is answered 200 instead of 201. " + limits
         ),
     )
     async def enroll(

@@ -38,16 +38,24 @@ def test_enrollment_is_idempotent_by_content(
     assert first.status_code == 201
     ids = first.json()["image_ids"]
     assert first.json()["image_count"] == 2 and ids[0] == ids[1] != ids[2]
-    again = enroll(client, "mug", [b])  # and again in a later request
-    assert again.status_code == 201
+    assert first.json()["created"] == [True, False, True]
+    again = enroll(client, "mug", [b, a])  # and again in a later request: nothing new, 200
+    assert again.status_code == 200
     # Nothing written: the position is the first request's (the state it left).
     assert again.json() == {
         "item_id": "mug",
-        "image_ids": [ids[2]],
+        "image_ids": [ids[2], ids[0]],
+        "created": [False, False],
         "image_count": 2,
         "position": first.json()["position"],
     }
     assert again.headers["x-retrieval-position"] == first.json()["position"]
+    # One new file among duplicates: 201, and only that file created.
+    c = photo_views["coffee"][2]
+    mixed = enroll(client, "mug", [a, c])
+    assert mixed.status_code == 201
+    assert mixed.json()["created"] == [False, True] and mixed.json()["image_count"] == 3
+    assert mixed.json()["image_ids"][0] == ids[0]
     # The same bytes in another item are that item's own image.
     other = enroll(client, "mug-2", [a])
     assert other.json()["image_count"] == 1 and other.json()["image_ids"][0] != ids[0]

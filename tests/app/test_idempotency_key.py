@@ -70,9 +70,15 @@ def test_a_retried_enrollment_gets_the_first_answer_and_writes_nothing(
     assert retry.content == first.content
     assert retry.headers["content-type"] == first.headers["content-type"] == "application/json"
     assert counts(keyed) == (1, 2)
-    # The same bytes without a key run again (and add nothing, being known bytes).
+    # The same bytes without a key run again (and add nothing, being known bytes: 200).
     plain = keyed.post("/items/cat/images", files=files(*cat[:2]), headers=as_(ALICE_KEY))
-    assert plain.status_code == 201 and "idempotent-replayed" not in plain.headers
+    assert plain.status_code == 200 and "idempotent-replayed" not in plain.headers
+    assert plain.json()["created"] == [False, False]
+    # A keyed enrollment that added nothing replays its 200, not a 201.
+    noop = keyed.post("/items/cat/images", files=files(cat[1]), headers=as_(ALICE_KEY, "k-2"))
+    again = keyed.post("/items/cat/images", files=files(cat[1]), headers=as_(ALICE_KEY, "k-2"))
+    assert noop.status_code == again.status_code == 200, noop.text
+    assert again.headers["idempotent-replayed"] == "true" and again.content == noop.content
 
 
 def test_the_same_key_with_another_request_is_422_and_stores_nothing(
