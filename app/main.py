@@ -22,6 +22,7 @@ from app.circuit_breaker import install_breaker_handlers
 from app.idempotency import install_idempotency_handlers
 from app.index_breaker import install_index_handlers
 from app.metrics import RequestMetricsMiddleware
+from app.offline_docs import install_offline_docs
 from app.problem import install_problem_handlers
 from app.routes import (
     admin_router,
@@ -67,7 +68,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             f"{settings.max_image_pixels} pixels per image, k <= {settings.max_k}."
         ),
         lifespan=lifespan,
+        # Served from the installed package instead of FastAPI's CDN pages (app/offline_docs.py).
+        docs_url=None,
+        redoc_url=None,
     )
+    install_offline_docs(app)
     app.state.service = state
     app.state.access = access
     install_problem_handlers(app)

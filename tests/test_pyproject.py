@@ -197,7 +197,7 @@ def _edited(edit: str) -> tuple[Project, dict[str, str]]:
             extras["train"].append("faiss-cpu>=1.15,<2")
         case "shared requirement differs":
             extras["serve-gpu"] = [
-                "fastapi>=0.100,<1" if r.startswith("fastapi") else r for r in extras["serve-gpu"]
+                "fastapi>=0.100,<1" if r.startswith("fastapi>") else r for r in extras["serve-gpu"]
             ]
         case "only in serve":
             extras["serve"].append("orjson>=3")
