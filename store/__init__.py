@@ -3,12 +3,18 @@
 from store.blob_backend import BlobBackend, BlobMissingError, BlobUnavailableError
 from store.directory_blob_store import DirectoryBlobStore
 from store.errors import (
+    AttributeFilterError,
+    AttributesError,
+    AttributesInvalidError,
+    AttributesTooLargeError,
     ImageNotFoundError,
     ItemNotFoundError,
     ModelMismatchError,
     StoreError,
     StoreUnavailableError,
 )
+from store.item_attributes import AttributeFilter, Attributes
+from store.item_spread import item_spread
 from store.records import (
     DeleteOutcome,
     EnrollOutcome,
@@ -18,6 +24,7 @@ from store.records import (
     ItemSummary,
     ModelIdentity,
     NewImage,
+    PatchOutcome,
 )
 from store.redis_store import RedisStore
 from store.s3_blob_store import S3BlobStore
@@ -25,6 +32,12 @@ from store.sqlite_store import SqliteStore
 from store.store import Store
 
 __all__ = [
+    "AttributeFilter",
+    "AttributeFilterError",
+    "Attributes",
+    "AttributesError",
+    "AttributesInvalidError",
+    "AttributesTooLargeError",
     "BlobBackend",
     "BlobMissingError",
     "BlobUnavailableError",
@@ -40,10 +53,12 @@ __all__ = [
     "ModelIdentity",
     "ModelMismatchError",
     "NewImage",
+    "PatchOutcome",
     "RedisStore",
     "S3BlobStore",
     "SqliteStore",
     "Store",
     "StoreError",
     "StoreUnavailableError",
+    "item_spread",
 ]

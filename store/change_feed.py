@@ -24,6 +24,7 @@ import redis
 
 from store.embedding_codec import f64_from
 from store.errors import StoreError, StoreUnavailableError
+from store.item_attributes import attributes_from_json
 from store.records import ItemState
 
 START = "0-0"  # the position before any record
@@ -38,7 +39,10 @@ class ChangeFeedGapError(StoreError):
 @dataclass(frozen=True)
 class Change:
     position: str  # the record's stream id, "<ms>-<seq>": ordered as the writes committed
-    state: ItemState  # count 0: the item was deleted (its sum is then a zero vector)
+    # The item's whole state after the write, attributes and unit sum included; count 0: the
+    # item was deleted (its sums are then zero vectors, its attributes {}). A record of a
+    # writer of schema 1 has no unit sum (None) and no attributes ({}).
+    state: ItemState
 
     @property
     def committed_ms(self) -> int:
@@ -173,7 +177,20 @@ class RedisChangeFeed:
         count = int(fields[b"count"])
         raw_sum = fields.get(b"sum")
         embedding_sum = f64_from(raw_sum) if raw_sum is not None else np.zeros(self._dim)
-        return Change(position, ItemState(item_id, count, embedding_sum, int(fields[b"ver"])))
+        raw_usum = fields.get(b"usum")
+        if raw_usum is not None:
+            unit_sum: np.ndarray | None = f64_from(raw_usum)
+        else:
+            unit_sum = np.zeros(self._dim) if count == 0 else None
+        state = ItemState(
+            item_id,
+            count,
+            embedding_sum,
+            int(fields[b"ver"]),
+            attributes=attributes_from_json(fields.get(b"attrs")),
+            unit_sum=unit_sum,
+        )
+        return Change(position, state)
 
 
 def _no_stream(exc: redis.ResponseError) -> bool:

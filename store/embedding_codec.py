@@ -57,3 +57,22 @@ def f32_from(blob: bytes) -> npt.NDArray[np.float32]:
 def f64_from(blob: bytes) -> npt.NDArray[np.float64]:
     """A writable native-endian float64 copy of a blob written by ``f64_bytes``."""
     return np.frombuffer(blob, dtype=F64_LE).astype(np.float64)
+
+
+def unit_vector(embedding: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+    """``(D,)`` float64 ``embedding / ||embedding||`` (computed in float64); a zero vector stays
+    zero (it points nowhere, so it adds nothing to a sum of directions)."""
+    vec = np.asarray(embedding, dtype=np.float64)
+    norm = float(np.sqrt(vec @ vec))
+    return vec / norm if norm > 0 else np.zeros_like(vec)
+
+
+def unit_sum_in_order(
+    embeddings: Iterable[npt.NDArray[np.float32]], dim: int
+) -> npt.NDArray[np.float64]:
+    """``(dim,)`` float64 sum of the ``unit_vector`` of each embedding, in the given order (as
+    ``sum_in_order``: recomputing after a delete equals enrolling the rest alone)."""
+    total = np.zeros(dim, dtype=np.float64)
+    for e in embeddings:
+        total += unit_vector(e)
+    return total

@@ -44,6 +44,30 @@ class ImageNotFoundError(StoreError, KeyError):
     """The item exists but holds no image with that id."""
 
 
+class AttributesError(StoreError, ValueError):
+    """An item's attributes were refused: nothing was written (HTTP 422)."""
+
+
+class AttributesInvalidError(AttributesError):
+    """A patch is not a JSON object, or holds a value JSON cannot carry (NaN, a non-string
+    key, a set, ...)."""
+
+
+class AttributesTooLargeError(AttributesError):
+    """The attributes after the merge would exceed the configured limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"the item's attributes would take {size} bytes as compact JSON; the limit is {limit}"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class AttributeFilterError(ValueError):
+    """A ``key:value`` filter is malformed (HTTP 422)."""
+
+
 class ModelMismatchError(StoreError):
     """The store holds embeddings of another model than the configured one."""
 

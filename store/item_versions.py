@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from store.idempotency import IdempotencyClaim, with_response_record
 from store.mutations import RecordChange
-from store.records import DeleteOutcome, EnrollOutcome
+from store.records import DeleteOutcome, EnrollOutcome, PatchOutcome
 from store.write_plan import OutcomeT, WritePlan
 
 
@@ -44,7 +44,7 @@ def with_change(plan: WritePlan[OutcomeT], version: int) -> WritePlan[OutcomeT]:
     if not plan.mutations:
         return plan
     state = replace(plan.outcome.item, version=version)
-    outcome: EnrollOutcome | DeleteOutcome = replace(plan.outcome, item=state)
+    outcome: EnrollOutcome | DeleteOutcome | PatchOutcome = replace(plan.outcome, item=state)
     return WritePlan(outcome, (*plan.mutations, RecordChange(state)))  # type: ignore[arg-type]
 
 

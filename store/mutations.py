@@ -5,8 +5,8 @@ queued commands in a Redis MULTI/EXEC) and matches on ``Mutation`` with ``assert
 kind added here fails type checking in each backend until that backend applies it.
 
 A plan lists them in an order both backends can apply as is: an item is created before its
-images are put, and its totals are set after them; the change record follows every other
-mutation of the item, and an idempotency record comes last.
+images are put, and its totals and then its attributes are set after them; the change record
+follows every other mutation of the item, and an idempotency record comes last.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from store.item_attributes import Attributes
 from store.records import ItemState
 
 
 @dataclass(frozen=True)
 class CreateItem:
-    """A new item with no image yet: count 0, a zero ``(dim,)`` sum until ``SetItemTotals``."""
+    """A new item with no image yet: count 0, zero ``(dim,)`` sums until ``SetItemTotals``, no
+    attributes until ``SetAttributes``."""
 
     item_id: str
     dim: int
@@ -40,11 +42,20 @@ class PutImage:
 
 @dataclass(frozen=True)
 class SetItemTotals:
-    """The item's image count and float64 sum after the write's other mutations."""
+    """The item's image count and float64 sums after the write's other mutations."""
 
     item_id: str
     count: int  # >= 1; an item left with no image gets ``DeleteItem`` instead
     embedding_sum: npt.NDArray[np.float64]  # (D,) float64
+    unit_sum: npt.NDArray[np.float64]  # (D,) float64 sum of the L2-normalised embeddings
+
+
+@dataclass(frozen=True)
+class SetAttributes:
+    """The item's whole attributes object after the write's merge (replacing what it held)."""
+
+    item_id: str
+    attributes: Attributes  # a JSON object, checked and within the size limit
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,7 @@ Mutation = (
     CreateItem
     | PutImage
     | SetItemTotals
+    | SetAttributes
     | RemoveImage
     | DeleteItem
     | ReleaseHash

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from store.item_attributes import Attributes
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,12 @@ class NewImage:
 
 @dataclass(frozen=True)
 class ItemState:
-    """What the centroid index needs of an item: ``centroid = normalize(embedding_sum)``."""
+    """What the centroid index needs of an item: ``centroid = normalize(embedding_sum)``.
+
+    Its *spread* is the mean cosine of its images to its centroid,
+    ``dot(unit_sum, normalize(embedding_sum)) / count`` (``store/item_spread.py``): 1 when all
+    its images embed alike, lower the more they differ.
+    """
 
     item_id: str
     count: int  # images in the item; 0 = the item no longer exists
@@ -39,6 +48,11 @@ class ItemState:
     # a larger one, so of two states of one item the larger version is the newer (a deleted
     # and re-created item included). 0: written before the store kept versions.
     version: int = 0
+    attributes: Attributes = field(default_factory=dict)  # a JSON object; {} for a deleted item
+    # (D,) float64 sum of its images' L2-normalised embeddings (``unit_vector``), kept like
+    # ``embedding_sum``; a zero vector for a deleted item; None only where it was not computed
+    # (a change record of a writer that predates it).
+    unit_sum: npt.NDArray[np.float64] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,15 +69,22 @@ class DeleteOutcome:
 
 
 @dataclass(frozen=True)
+class PatchOutcome:
+    item: ItemState  # after the merge; the version is unchanged when the patch changed nothing
+
+
+@dataclass(frozen=True)
 class ItemRecord:
     item_id: str
     image_ids: list[str]  # in enrollment order
+    attributes: Attributes = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ItemSummary:
     item_id: str
     image_count: int
+    attributes: Attributes = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,11 @@ Keys (all under ``{namespace}:``; the item id always comes last, so ids may cont
 
 * ``model`` – JSON model identity;
 * ``items`` – sorted set of item ids, all scores 0, so ``ZRANGEBYLEX`` pages them by id;
-* ``meta:{item}`` – hash ``count`` (int), ``sum`` ((D,) float64 bytes) and ``ver`` (int; absent
-  for items written before versions: 0);
+* ``schema`` – the layout version (``SCHEMA_VERSION``); absent in a namespace of schema 1
+  (before attributes and unit sums), which the first call of a ``RedisStore`` upgrades;
+* ``meta:{item}`` – hash ``count`` (int), ``sum`` ((D,) float64 bytes), ``ver`` (int; absent
+  for items written before versions: 0), ``usum`` ((D,) float64 bytes: the sum of the
+  L2-normalised embeddings) and ``attrs`` (the attributes, compact JSON; absent: {});
 * ``emb:{item}`` – hash image id → (D,) float32 bytes;
 * ``byhash:{item}`` / ``hashof:{item}`` – content hash ↔ image id within the item;
 * ``order:{item}`` – list of image ids in enrollment order;
@@ -13,8 +16,9 @@ Keys (all under ``{namespace}:``; the item id always comes last, so ids may cont
 * ``counts`` – hash ``items``, ``images``;
 * ``version`` – the write counter: each write takes the next number (``store/item_versions.py``);
 * ``changes`` – a stream of change records, one per write, appended in the write's transaction:
-  ``item``, ``ver``, ``count``, ``sum`` (the item's state after the write; count 0: deleted),
-  capped near ``change_feed_maxlen`` entries; replicas tail it (``store/change_feed.py``);
+  ``item``, ``ver``, ``count``, and for a live item ``sum``, ``usum`` and ``attrs`` (the item's
+  state after the write; count 0: deleted), capped near ``change_feed_maxlen`` entries;
+  replicas tail it (``store/change_feed.py``);
 * ``idem:{scope}:{key}`` – hash ``fp``, ``status``, ``media``, ``body``, ``headers`` (JSON),
   ``exp`` (Unix seconds):
   a write's recorded answer (``store/idempotency.py``), expiring with the record.
@@ -41,8 +45,10 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from store.embedding_codec import f32_bytes, f32_from, f64_bytes, f64_from
+from store.embedding_codec import f32_bytes, f32_from, f64_bytes, f64_from, unit_sum_in_order
 from store.errors import (
+    ImageNotFoundError,
+    ItemNotFoundError,
     ModelMismatchError,
     StoreError,
     StoreOutcomeUnknownError,
@@ -52,6 +58,13 @@ from store.idempotency import (
     IdempotencyClaim,
     IdempotencyRecord,
     replay_if_recorded,
+)
+from store.item_attributes import (
+    DEFAULT_MAX_ATTRIBUTES_BYTES,
+    AttributeFilter,
+    Attributes,
+    attributes_from_json,
+    attributes_json,
 )
 from store.item_versions import to_commit
 from store.mutations import (
@@ -63,6 +76,7 @@ from store.mutations import (
     RecordResponse,
     ReleaseHash,
     RemoveImage,
+    SetAttributes,
     SetItemTotals,
     StoredResponse,
 )
@@ -75,6 +89,7 @@ from store.records import (
     ItemSummary,
     ModelIdentity,
     NewImage,
+    PatchOutcome,
 )
 from store.write_plan import (
     HeldImage,
@@ -85,7 +100,15 @@ from store.write_plan import (
     plan_delete_image,
     plan_delete_item,
     plan_enroll,
+    plan_patch_attributes,
 )
+
+# 1: before attributes and unit sums (no ``schema`` key); 2: ``meta`` has ``usum`` and
+# ``attrs``, and change records carry them.
+SCHEMA_VERSION = 2
+
+# The ``meta`` fields an ``ItemState`` is read from, in ``_state_from``'s order.
+STATE_FIELDS = ["count", "sum", "ver", "attrs", "usum"]
 
 # An unreachable Redis must fail a request within a few seconds (then HTTP 503), not hang.
 SOCKET_TIMEOUT_S = 2.0
@@ -103,8 +126,9 @@ AOF_REWRITE_TIMEOUT_S = 300.0
 # ``dump_namespace`` starts again this often when writes keep coming in during its SCAN.
 DUMP_ATTEMPTS = 100
 
-# Change records kept for replicas (approximately: ``XADD MAXLEN ~``). Each holds an item's sum,
-# D x 8 bytes (10 KiB at D = 1280): 10,000 records are about 100 MiB of Redis memory. A replica
+# Change records kept for replicas (approximately: ``XADD MAXLEN ~``). Each holds an item's two
+# sums, 2 x D x 8 bytes (20 KiB at D = 1280), and its attributes (at most their size limit):
+# 10,000 records are about 200 MiB of Redis memory. A replica
 # that falls further behind than this rebuilds its index from the store.
 CHANGE_FEED_MAXLEN = 10_000
 # ``compact`` also drops change records older than this: a replica that far behind rebuilds.
@@ -138,6 +162,11 @@ class RedisStore:
             retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
         )
         self._identity: ModelIdentity | None = None
+        # Set once this instance has seen the namespace at ``SCHEMA_VERSION`` (or upgraded
+        # it); checked by ``_call`` before the first command, since the constructor never
+        # talks to the server (it may not be up yet).
+        self._schema_ready = False
+        self._schema_recorded = False  # the ``schema`` key is known to be set
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -187,6 +216,8 @@ class RedisStore:
         item_id: str,
         images: Sequence[NewImage],
         idempotency: IdempotencyClaim[EnrollOutcome] | None = None,
+        attributes_patch: Attributes | None = None,
+        max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
     ) -> EnrollOutcome:
         claimed_dim = self._claimed_dim()
         wanted = hashes_to_look_up(images)
@@ -201,10 +232,38 @@ class RedisStore:
                 # Created by another writer between the two reads: its commit also changed the
                 # WATCHed meta, so this attempt could not commit anyway; read again.
                 raise redis.WatchError(f"item {item_id!r} changed while it was read")
-            plan = plan_enroll(item_id, images, stored=stored, known=known, claimed_dim=claimed_dim)
+            plan = plan_enroll(
+                item_id,
+                images,
+                stored=stored,
+                known=known,
+                claimed_dim=claimed_dim,
+                attributes_patch=attributes_patch,
+                max_attributes_bytes=max_attributes_bytes,
+            )
             return self._apply(pipe, plan, idempotency)
 
         return self._transaction(enroll)
+
+    def patch_attributes(
+        self,
+        item_id: str,
+        patch: Attributes,
+        max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
+        idempotency: IdempotencyClaim[PatchOutcome] | None = None,
+    ) -> ItemState:
+        def patch_attributes(pipe: Any) -> PatchOutcome:
+            self._replay_if_recorded(pipe, idempotency)
+            pipe.watch(self._key("meta", item_id))
+            plan = plan_patch_attributes(
+                item_id,
+                patch,
+                stored=self._totals(pipe, item_id),
+                max_attributes_bytes=max_attributes_bytes,
+            )
+            return self._apply(pipe, plan, idempotency)
+
+        return self._transaction(patch_attributes).item
 
     def delete_image(
         self,
@@ -249,6 +308,9 @@ class RedisStore:
 
         return self._call(read)
 
+    def schema_version(self) -> int:
+        return int(self._call(lambda: self._client.get(self._key("schema"))) or 1)
+
     def last_version(self) -> int:
         return int(self._call(lambda: self._client.get(self._key("version"))) or 0)
 
@@ -259,41 +321,69 @@ class RedisStore:
     def get_item(self, item_id: str) -> ItemRecord | None:
         def read() -> ItemRecord | None:
             with self._client.pipeline(transaction=True) as pipe:
-                pipe.exists(self._key("meta", item_id))
+                pipe.hmget(self._key("meta", item_id), ["count", "attrs"])
                 pipe.lrange(self._key("order", item_id), 0, -1)
-                exists, order = pipe.execute()
-            return ItemRecord(item_id, [i.decode() for i in order]) if exists else None
+                (count, attrs), order = pipe.execute()
+            if count is None:
+                return None
+            return ItemRecord(item_id, [i.decode() for i in order], attributes_from_json(attrs))
 
         return self._call(read)
 
     def get_item_state(self, item_id: str) -> ItemState | None:
         fields: list[Any] = self._call(
-            lambda: self._client.hmget(self._key("meta", item_id), ["count", "sum", "ver"])
+            lambda: self._client.hmget(self._key("meta", item_id), STATE_FIELDS)
         )
-        raw_count, raw_sum, raw_ver = fields
-        if raw_sum is None:
-            return None
-        return ItemState(item_id, int(raw_count), f64_from(raw_sum), int(raw_ver or 0))
+        return None if fields[1] is None else _state_from(item_id, fields)
 
-    def list_items(self, limit: int, cursor: str | None) -> tuple[list[ItemSummary], str | None]:
+    def image_content_hash(self, item_id: str, image_id: str) -> str:
+        def read() -> list[Any]:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.hget(self._key("hashof", item_id), image_id)
+                pipe.exists(self._key("meta", item_id))
+                result: list[Any] = pipe.execute()
+                return result
+
+        content_hash, exists = self._call(read)
+        if content_hash is not None:
+            return _text(content_hash)
+        if not exists:
+            raise ItemNotFoundError(f"item {item_id!r} not found")
+        raise ImageNotFoundError(f"item {item_id!r} has no image {image_id!r}")
+
+    def list_items(
+        self, limit: int, cursor: str | None, where: AttributeFilter | None = None
+    ) -> tuple[list[ItemSummary], str | None]:
+        """See ``Store.list_items``; with ``where``, pages of ``PAGE_ITEMS`` ids (one pipeline of
+        ``HMGET`` each) are read in id order and filtered here."""
         if limit <= 0:
             raise ValueError(f"limit must be positive, got {limit}")
-        ids, counts = self._page(cursor, limit + 1, ["count"])
-        page = [ItemSummary(i, int(c[0] or 0)) for i, c in zip(ids, counts, strict=True)]
-        more = len(page) > limit
-        page = page[:limit]
-        return page, (page[-1].item_id if more else None)
+        scan = limit + 1 if where is None else max(limit + 1, PAGE_ITEMS)
+        found: list[ItemSummary] = []
+        after = cursor
+        while True:
+            listed = self._item_ids_after(after, scan)
+            ids, fields = self._fields_of(listed, ["count", "attrs"])
+            for item_id, (count, raw) in zip(ids, fields, strict=True):
+                attributes = attributes_from_json(raw)
+                if where is None or where.matches(attributes):
+                    found.append(ItemSummary(item_id, int(count or 0), attributes))
+            if len(found) > limit or len(listed) < scan:
+                break
+            after = listed[-1]
+        page = found[:limit]
+        return page, (page[-1].item_id if len(found) > limit else None)
 
     def iter_item_states(self) -> Iterator[ItemState]:
         after: str | None = None
         while True:
-            ids, fields = self._page(after, PAGE_ITEMS, ["count", "sum", "ver"])
-            for item_id, (count, raw_sum, raw_ver) in zip(ids, fields, strict=True):
-                assert count is not None and raw_sum is not None
-                yield ItemState(item_id, int(count), f64_from(raw_sum), int(raw_ver or 0))
-            if len(ids) < PAGE_ITEMS:
+            listed = self._item_ids_after(after, PAGE_ITEMS)
+            ids, fields = self._fields_of(listed, STATE_FIELDS)
+            for item_id, values in zip(ids, fields, strict=True):
+                yield _state_from(item_id, values)
+            if len(listed) < PAGE_ITEMS:
                 return
-            after = ids[-1]
+            after = listed[-1]
 
     def iter_images(self) -> Iterator[ImageRecord]:
         after: str | None = None
@@ -460,6 +550,7 @@ class RedisStore:
         except redis.ResponseError as exc:
             raise StoreError(f"Redis refused the restore: {exc}") from exc
         self._identity = None
+        self._schema_ready = False  # a dump of an older schema is upgraded by the next call
 
     def close(self) -> None:
         self._client.close()
@@ -479,12 +570,24 @@ class RedisStore:
     # the EXEC that applies the plan fails if a watched key changed since.
 
     def _totals(self, pipe: Any, item_id: str) -> ItemTotals | None:
-        raw_count, raw_sum, raw_ver = pipe.hmget(
-            self._key("meta", item_id), ["count", "sum", "ver"]
-        )
-        if raw_sum is None:
+        fields = pipe.hmget(self._key("meta", item_id), STATE_FIELDS)
+        if fields[1] is None:
             return None
-        return ItemTotals(int(raw_count), f64_from(raw_sum), int(raw_ver or 0))
+        state = _state_from(item_id, fields)
+        unit_sum = state.unit_sum
+        if unit_sum is None:
+            # Written by code of schema 1 after the upgrade (a replica not yet replaced):
+            # computed here from the embeddings, so this write stores it.
+            unit_sum = unit_sum_in_order(
+                [h.embedding for h in self._held(pipe, item_id)], state.embedding_sum.shape[0]
+            )
+        return ItemTotals(
+            state.count,
+            state.embedding_sum,
+            unit_sum,
+            version=state.version,
+            attributes=state.attributes,
+        )
 
     def _held_hashes(self, pipe: Any, item_id: str) -> tuple[list[bytes], list[str]]:
         """The item's image ids (as stored) in enrollment order, and their content hashes."""
@@ -548,7 +651,10 @@ class RedisStore:
         pipe.multi()
         for mutation in plan.mutations:
             self._queue(pipe, mutation)
+        if not self._schema_recorded:  # the first write to a namespace of no item
+            pipe.set(self._key("schema"), SCHEMA_VERSION, nx=True)
         _exec(pipe)
+        self._schema_recorded = True
         return plan.outcome
 
     def _queue(self, pipe: Any, m: Mutation) -> None:
@@ -568,8 +674,14 @@ class RedisStore:
             case SetItemTotals():
                 pipe.hset(
                     self._key("meta", m.item_id),
-                    mapping={"count": m.count, "sum": f64_bytes(m.embedding_sum)},
+                    mapping={
+                        "count": m.count,
+                        "sum": f64_bytes(m.embedding_sum),
+                        "usum": f64_bytes(m.unit_sum),
+                    },
                 )
+            case SetAttributes():
+                pipe.hset(self._key("meta", m.item_id), "attrs", attributes_json(m.attributes))
             case RemoveImage():
                 pipe.hdel(self._key("emb", m.item_id), m.image_id)
                 pipe.hdel(self._key("hashof", m.item_id), m.image_id)
@@ -599,8 +711,11 @@ class RedisStore:
                     "ver": state.version,
                     "count": state.count,
                 }
-                if state.count > 0:  # a deletion needs no sum
+                if state.count > 0:  # a deletion needs no sums
                     record["sum"] = f64_bytes(state.embedding_sum)
+                    record["attrs"] = attributes_json(state.attributes)
+                    if state.unit_sum is not None:
+                        record["usum"] = f64_bytes(state.unit_sum)
                 pipe.xadd(
                     self._key("changes"), record, maxlen=self.change_feed_maxlen, approximate=True
                 )
@@ -626,12 +741,11 @@ class RedisStore:
         raw = self._call(lambda: self._client.zrangebylex(self._key("items"), low, "+", 0, n))
         return [_text(r) for r in raw]
 
-    def _page(
-        self, after: str | None, n: int, fields: list[str]
+    def _fields_of(
+        self, ids: list[str], fields: list[str]
     ) -> tuple[list[str], list[list[bytes | None]]]:
-        """Up to ``n`` item ids after ``after`` and their ``meta`` fields (None where a field is
-        absent), minus deleted ones (no ``fields[0]``)."""
-        ids = self._item_ids_after(after, n)
+        """``ids`` and their ``meta`` fields (None where a field is absent), minus deleted ones
+        (no ``fields[0]``), in one pipeline."""
 
         def read() -> list[list[bytes | None]]:
             with self._client.pipeline(transaction=True) as pipe:
@@ -674,9 +788,69 @@ class RedisStore:
 
     def _call(self, fn: Callable[[], T]) -> T:
         try:
+            if not self._schema_ready:
+                self._upgrade_schema()
             return fn()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailableError(f"Redis unreachable: {exc}") from exc
+
+    def _upgrade_schema(self) -> None:
+        """Bring the namespace to ``SCHEMA_VERSION`` if it is older; refuse a newer one.
+
+        Schema 1 → 2: every item without ``usum`` gets it, computed from its stored embeddings
+        in enrollment order, one WATCHed transaction per item (so replicas upgrading at once,
+        or writing meanwhile, never clobber each other); attributes start empty (no ``attrs``);
+        versions stay. Then ``schema`` is set. Once per namespace, O(images x D) reads; the
+        item ids are paged by ``PAGE_ITEMS``, checked for ``usum`` in one pipeline per page. A
+        namespace with no item is left as it is (a read writes nothing); its first write sets
+        ``schema`` (``_apply``).
+        """
+        raw = self._client.get(self._key("schema"))
+        stored = 1 if raw is None else int(raw)
+        if stored > SCHEMA_VERSION:
+            raise StoreError(
+                f"Redis namespace {self.namespace!r} has schema version {stored}, this code "
+                f"reads {SCHEMA_VERSION}"
+            )
+        items = self._key("items")
+        if stored < SCHEMA_VERSION and self._client.zcard(items):
+            low = "-"
+            while True:
+                ids = [_text(r) for r in self._client.zrangebylex(items, low, "+", 0, PAGE_ITEMS)]
+                with self._client.pipeline(transaction=False) as pipe:
+                    for item_id in ids:
+                        pipe.hexists(self._key("meta", item_id), "usum")
+                    has = pipe.execute() if ids else []
+                for item_id, present in zip(ids, has, strict=True):
+                    if not present:
+                        self._fill_unit_sum(item_id)
+                if len(ids) < PAGE_ITEMS:
+                    break
+                low = "(" + ids[-1]
+            self._client.set(self._key("schema"), SCHEMA_VERSION)
+            stored = SCHEMA_VERSION
+        self._schema_recorded = stored == SCHEMA_VERSION
+        self._schema_ready = True
+
+    def _fill_unit_sum(self, item_id: str) -> None:
+        meta = self._key("meta", item_id)
+        for _ in range(MAX_TRANSACTION_ATTEMPTS):
+            pipe: Any
+            with self._client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(meta)
+                    raw_sum, present = pipe.hmget(meta, ["sum", "usum"])
+                    if raw_sum is None or present is not None:
+                        return  # deleted, or filled by someone else meanwhile
+                    embeddings = [h.embedding for h in self._held(pipe, item_id)]
+                    unit_sum = unit_sum_in_order(embeddings, f64_from(raw_sum).shape[0])
+                    pipe.multi()
+                    pipe.hset(meta, "usum", f64_bytes(unit_sum))
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
+        raise StoreUnavailableError(f"could not upgrade item {item_id!r}: too many conflicts")
 
 
 @dataclass(frozen=True)
@@ -740,6 +914,19 @@ def _exec(pipe: Any) -> None:
         raise StoreOutcomeUnknownError(
             f"Redis failed during EXEC ({type(exc).__name__}): {exc}"
         ) from exc
+
+
+def _state_from(item_id: str, fields: Sequence[Any]) -> ItemState:
+    """An ``ItemState`` from the ``STATE_FIELDS`` of a live item's ``meta``."""
+    raw_count, raw_sum, raw_ver, raw_attrs, raw_usum = fields
+    return ItemState(
+        item_id,
+        int(raw_count),
+        f64_from(raw_sum),
+        int(raw_ver or 0),
+        attributes=attributes_from_json(raw_attrs),
+        unit_sum=None if raw_usum is None else f64_from(raw_usum),
+    )
 
 
 def _identity_from_json(raw: bytes | str) -> ModelIdentity:

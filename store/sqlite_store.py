@@ -25,8 +25,10 @@ from typing import Any, TypeVar, assert_never
 import numpy as np
 
 from store.change_log import ChangedItem, ChangeLogGapError
-from store.embedding_codec import f32_bytes, f32_from, f64_bytes, f64_from
+from store.embedding_codec import f32_bytes, f32_from, f64_bytes, f64_from, unit_sum_in_order
 from store.errors import (
+    ImageNotFoundError,
+    ItemNotFoundError,
     ModelMismatchError,
     StoreError,
     StoreOutcomeUnknownError,
@@ -36,6 +38,13 @@ from store.idempotency import (
     IdempotencyClaim,
     IdempotencyRecord,
     replay_if_recorded,
+)
+from store.item_attributes import (
+    DEFAULT_MAX_ATTRIBUTES_BYTES,
+    AttributeFilter,
+    Attributes,
+    attributes_from_json,
+    attributes_json,
 )
 from store.item_versions import to_commit
 from store.mutations import (
@@ -47,6 +56,7 @@ from store.mutations import (
     RecordResponse,
     ReleaseHash,
     RemoveImage,
+    SetAttributes,
     SetItemTotals,
     StoredResponse,
 )
@@ -59,6 +69,7 @@ from store.records import (
     ItemSummary,
     ModelIdentity,
     NewImage,
+    PatchOutcome,
 )
 from store.write_plan import (
     HeldImage,
@@ -69,9 +80,14 @@ from store.write_plan import (
     plan_delete_image,
     plan_delete_item,
     plan_enroll,
+    plan_patch_attributes,
 )
 
-SCHEMA_VERSION = 1
+# 1: before item attributes and unit sums; 2: the items table has ``attributes`` and
+# ``unit_sum``. A schema-1 file is upgraded when opened (``_create_schema``): its unit sums are
+# computed from the stored embeddings, its attributes start empty. Code of schema 1 refuses a
+# schema-2 file, so it cannot write items whose unit sum it does not keep.
+SCHEMA_VERSION = 2
 
 # How long a write waits for another process's write lock before giving up (a 503 for the
 # caller, who may retry); well under typical HTTP client timeouts.
@@ -97,7 +113,11 @@ CREATE TABLE IF NOT EXISTS items (
     image_count INTEGER NOT NULL,
     embedding_sum BLOB NOT NULL,  -- (D,) float64, little-endian
     -- store/item_versions.py (a column added to older files by _create_schema)
-    version INTEGER NOT NULL DEFAULT 0
+    version INTEGER NOT NULL DEFAULT 0,
+    -- Schema 2 (added to schema-1 files by _create_schema): a JSON object, compact, keys sorted
+    attributes TEXT NOT NULL DEFAULT '{}',
+    -- (D,) float64 sum of the L2-normalised embeddings, NULL only until the upgrade fills it
+    unit_sum BLOB
 );
 CREATE TABLE IF NOT EXISTS images (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- enrollment order
@@ -217,6 +237,8 @@ class SqliteStore:
         item_id: str,
         images: Sequence[NewImage],
         idempotency: IdempotencyClaim[EnrollOutcome] | None = None,
+        attributes_patch: Attributes | None = None,
+        max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
     ) -> EnrollOutcome:
         def enroll(c: sqlite3.Connection) -> EnrollOutcome:
             self._replay_if_recorded(c, idempotency)
@@ -234,10 +256,31 @@ class SqliteStore:
                 stored=self._totals(c, item_id),
                 known=known,
                 claimed_dim=self._claimed_dim(c),
+                attributes_patch=attributes_patch,
+                max_attributes_bytes=max_attributes_bytes,
             )
             return self._apply(c, plan, idempotency)
 
         return self._write(enroll)
+
+    def patch_attributes(
+        self,
+        item_id: str,
+        patch: Attributes,
+        max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
+        idempotency: IdempotencyClaim[PatchOutcome] | None = None,
+    ) -> ItemState:
+        def patch_attributes(c: sqlite3.Connection) -> PatchOutcome:
+            self._replay_if_recorded(c, idempotency)
+            plan = plan_patch_attributes(
+                item_id,
+                patch,
+                stored=self._totals(c, item_id),
+                max_attributes_bytes=max_attributes_bytes,
+            )
+            return self._apply(c, plan, idempotency)
+
+        return self._write(patch_attributes).item
 
     def delete_image(
         self,
@@ -289,6 +332,10 @@ class SqliteStore:
 
     # -- reads --------------------------------------------------------------------------------
 
+    def schema_version(self) -> int:
+        row = self._read(lambda c: c.execute("SELECT version FROM schema_version").fetchone())
+        return int(row[0])
+
     def last_version(self) -> int:
         return self._read(self._last_version)
 
@@ -315,19 +362,14 @@ class SqliteStore:
                     f"change log starts at {oldest}: writes after {version} are not all in it"
                 )
             rows = c.execute(
-                "SELECT c.item_id, i.image_count, i.embedding_sum, i.version FROM"
+                f"SELECT c.item_id, {_STATE_COLUMNS} FROM"
                 " (SELECT DISTINCT item_id FROM changes WHERE version > ?) AS c"
                 " LEFT JOIN items AS i ON i.item_id = c.item_id",
                 (version,),
             ).fetchall()
             return [
-                ChangedItem(
-                    str(item_id),
-                    None
-                    if count is None
-                    else ItemState(str(item_id), int(count), f64_from(blob), int(ver)),
-                )
-                for item_id, count, blob, ver in rows
+                ChangedItem(str(row[0]), None if row[1] is None else _state(str(row[0]), row[1:]))
+                for row in rows
             ]
 
         return self._read(read)
@@ -338,43 +380,70 @@ class SqliteStore:
 
     def get_item(self, item_id: str) -> ItemRecord | None:
         def get(c: sqlite3.Connection) -> ItemRecord | None:
-            if c.execute("SELECT 1 FROM items WHERE item_id = ?", (item_id,)).fetchone() is None:
+            row = c.execute("SELECT attributes FROM items WHERE item_id = ?", (item_id,)).fetchone()
+            if row is None:
                 return None
             ids = c.execute(
                 "SELECT image_id FROM images WHERE item_id = ? ORDER BY seq", (item_id,)
             ).fetchall()
-            return ItemRecord(item_id, [str(r[0]) for r in ids])
+            return ItemRecord(item_id, [str(r[0]) for r in ids], attributes_from_json(row[0]))
 
         return self._read(get)
 
     def get_item_state(self, item_id: str) -> ItemState | None:
         totals = self._read(lambda c: self._totals(c, item_id))
-        if totals is None:
-            return None
-        return ItemState(item_id, totals.count, totals.embedding_sum, totals.version)
+        return None if totals is None else totals.state(item_id)
 
-    def list_items(self, limit: int, cursor: str | None) -> tuple[list[ItemSummary], str | None]:
+    def image_content_hash(self, item_id: str, image_id: str) -> str:
+        def read(c: sqlite3.Connection) -> str:
+            row = c.execute(
+                "SELECT content_hash FROM images WHERE image_id = ? AND item_id = ?",
+                (image_id, item_id),
+            ).fetchone()
+            if row is not None:
+                return str(row[0])
+            if c.execute("SELECT 1 FROM items WHERE item_id = ?", (item_id,)).fetchone() is None:
+                raise ItemNotFoundError(f"item {item_id!r} not found")
+            raise ImageNotFoundError(f"item {item_id!r} has no image {image_id!r}")
+
+        return self._read(read)
+
+    def list_items(
+        self, limit: int, cursor: str | None, where: AttributeFilter | None = None
+    ) -> tuple[list[ItemSummary], str | None]:
+        """See ``Store.list_items``; with ``where``, pages of ``PAGE_ROWS`` rows are read in
+        id order and filtered here (the rendering rules are Python's, not SQLite's JSON)."""
         if limit <= 0:
             raise ValueError(f"limit must be positive, got {limit}")
-        rows = self._read(
-            lambda c: c.execute(
-                "SELECT item_id, image_count FROM items WHERE item_id > ? ORDER BY item_id LIMIT ?",
-                (cursor if cursor is not None else "", limit + 1),
-            ).fetchall()
-        )
-        page = [ItemSummary(str(r[0]), int(r[1])) for r in rows[:limit]]
-        return page, (page[-1].item_id if len(rows) > limit else None)
+        after = cursor if cursor is not None else ""
+        scan = limit + 1 if where is None else max(limit + 1, PAGE_ROWS)
+        found: list[ItemSummary] = []
+        while True:
+            rows = self._fetch_all(
+                "SELECT item_id, image_count, attributes FROM items WHERE item_id > ?"
+                " ORDER BY item_id LIMIT ?",
+                (after, scan),
+            )
+            for item_id, count, raw in rows:
+                attributes = attributes_from_json(raw)
+                if where is None or where.matches(attributes):
+                    found.append(ItemSummary(str(item_id), int(count), attributes))
+            if len(found) > limit or len(rows) < scan:
+                break
+            after = str(rows[-1][0])
+        page = found[:limit]
+        return page, (page[-1].item_id if len(found) > limit else None)
 
     def iter_item_states(self) -> Iterator[ItemState]:
         after = ""
         while True:
             rows = self._fetch_all(
-                "SELECT item_id, image_count, embedding_sum, version FROM items"
+                f"SELECT item_id, {_STATE_COLUMNS} FROM items AS i"
                 " WHERE item_id > ? ORDER BY item_id LIMIT ?",
                 (after, PAGE_ROWS),
             )
-            for item_id, count, blob, version in rows:
-                yield ItemState(str(item_id), int(count), f64_from(blob), int(version))
+            for row in rows:
+                yield _state(str(row[0]), row[1:])
             if len(rows) < PAGE_ROWS:
                 return
             after = str(rows[-1][0])
@@ -472,10 +541,21 @@ class SqliteStore:
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 c.execute(statement)
+        row = c.execute("SELECT version FROM schema_version").fetchone()
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {row[0]}, this code reads {SCHEMA_VERSION}"
+            )
         columns = {str(r[1]) for r in c.execute("PRAGMA table_info(items)")}
         if "version" not in columns:
             # A store written before versions: its items are version 0, older than any write.
             c.execute("ALTER TABLE items ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+        if "attributes" not in columns:  # schema 1
+            c.execute("ALTER TABLE items ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}'")
+        if "unit_sum" not in columns:  # schema 1
+            c.execute("ALTER TABLE items ADD COLUMN unit_sum BLOB")
+        if "unit_sum" not in columns or (row is not None and int(row[0]) < 2):
+            self._fill_unit_sums(c)
         columns = {str(r[1]) for r in c.execute("PRAGMA table_info(idempotency)")}
         if "headers" not in columns:
             c.execute("ALTER TABLE idempotency ADD COLUMN headers TEXT NOT NULL DEFAULT '[]'")
@@ -485,13 +565,39 @@ class SqliteStore:
         # Who this store is, for whatever keeps a copy of it (an index snapshot): a restore
         # makes it another store.
         c.execute("INSERT OR IGNORE INTO store_meta VALUES ('instance', ?)", (uuid.uuid4().hex,))
-        row = c.execute("SELECT version FROM schema_version").fetchone()
         if row is None:
             c.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
         elif int(row[0]) != SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {row[0]}, this code reads {SCHEMA_VERSION}"
-            )
+            c.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+
+    @staticmethod
+    def _fill_unit_sums(c: sqlite3.Connection) -> int:
+        """Compute the unit sum of every item that has none (a schema-1 store) from its stored
+        embeddings in enrollment order, ``PAGE_ROWS`` items at a time: once, on the first
+        open, reading every embedding (O(images x D)). Versions stay: the items' centroids
+        and images are unchanged. Returns the items filled."""
+        filled = 0
+        while True:
+            rows = c.execute(
+                "SELECT item_id, embedding_sum FROM items WHERE unit_sum IS NULL"
+                " ORDER BY item_id LIMIT ?",
+                (PAGE_ROWS,),
+            ).fetchall()
+            for item_id, blob in rows:
+                embeddings = [
+                    f32_from(r[0])
+                    for r in c.execute(
+                        "SELECT embedding FROM images WHERE item_id = ? ORDER BY seq", (item_id,)
+                    )
+                ]
+                unit_sum = unit_sum_in_order(embeddings, f64_from(blob).shape[0])
+                c.execute(
+                    "UPDATE items SET unit_sum = ? WHERE item_id = ?",
+                    (f64_bytes(unit_sum), item_id),
+                )
+            filled += len(rows)
+            if len(rows) < PAGE_ROWS:
+                return filled
 
     @staticmethod
     def _new_instance(c: sqlite3.Connection) -> None:
@@ -507,9 +613,19 @@ class SqliteStore:
     @staticmethod
     def _totals(c: sqlite3.Connection, item_id: str) -> ItemTotals | None:
         row = c.execute(
-            "SELECT image_count, embedding_sum, version FROM items WHERE item_id = ?", (item_id,)
+            f"SELECT {_STATE_COLUMNS} FROM items AS i WHERE item_id = ?", (item_id,)
         ).fetchone()
-        return None if row is None else ItemTotals(int(row[0]), f64_from(row[1]), int(row[2]))
+        if row is None:
+            return None
+        state = _state(item_id, row)
+        assert state.unit_sum is not None  # filled on open
+        return ItemTotals(
+            state.count,
+            state.embedding_sum,
+            state.unit_sum,
+            version=state.version,
+            attributes=state.attributes,
+        )
 
     @staticmethod
     def _last_version(c: sqlite3.Connection) -> int:
@@ -568,9 +684,11 @@ class SqliteStore:
         match m:
             case CreateItem():
                 # Inserted before its images, which reference it (foreign key).
+                zero = f64_bytes(np.zeros(m.dim))
                 c.execute(
-                    "INSERT INTO items (item_id, image_count, embedding_sum) VALUES (?, 0, ?)",
-                    (m.item_id, f64_bytes(np.zeros(m.dim))),
+                    "INSERT INTO items (item_id, image_count, embedding_sum, unit_sum)"
+                    " VALUES (?, 0, ?, ?)",
+                    (m.item_id, zero, zero),
                 )
             case PutImage():
                 c.execute(
@@ -580,8 +698,14 @@ class SqliteStore:
                 )
             case SetItemTotals():
                 c.execute(
-                    "UPDATE items SET image_count = ?, embedding_sum = ? WHERE item_id = ?",
-                    (m.count, f64_bytes(m.embedding_sum), m.item_id),
+                    "UPDATE items SET image_count = ?, embedding_sum = ?, unit_sum = ?"
+                    " WHERE item_id = ?",
+                    (m.count, f64_bytes(m.embedding_sum), f64_bytes(m.unit_sum), m.item_id),
+                )
+            case SetAttributes():
+                c.execute(
+                    "UPDATE items SET attributes = ? WHERE item_id = ?",
+                    (attributes_json(m.attributes), m.item_id),
                 )
             case RemoveImage():
                 c.execute("DELETE FROM images WHERE image_id = ?", (m.image_id,))
@@ -653,6 +777,23 @@ class SqliteStore:
                     f"SQLite store {self.path}: COMMIT failed ({exc}); outcome unknown"
                 ) from exc
             return result
+
+
+# The columns of ``items`` (aliased ``i``) an ``ItemState`` is read from, after its id.
+_STATE_COLUMNS = "i.image_count, i.embedding_sum, i.version, i.attributes, i.unit_sum"
+
+
+def _state(item_id: str, row: Sequence[Any]) -> ItemState:
+    """An ``ItemState`` from the ``_STATE_COLUMNS`` of one row."""
+    count, blob, version, raw_attributes, unit_blob = row
+    return ItemState(
+        item_id,
+        int(count),
+        f64_from(blob),
+        int(version),
+        attributes=attributes_from_json(raw_attributes),
+        unit_sum=None if unit_blob is None else f64_from(unit_blob),
+    )
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from store.idempotency import IdempotencyClaim, IdempotencyRecord
+from store.item_attributes import DEFAULT_MAX_ATTRIBUTES_BYTES, AttributeFilter, Attributes
 from store.records import (
     DeleteOutcome,
     EnrollOutcome,
@@ -20,6 +21,7 @@ from store.records import (
     ItemSummary,
     ModelIdentity,
     NewImage,
+    PatchOutcome,
 )
 
 
@@ -47,8 +49,16 @@ class Store(Protocol):
         item_id: str,
         images: Sequence[NewImage],
         idempotency: IdempotencyClaim[EnrollOutcome] | None = None,
+        attributes_patch: Attributes | None = None,
+        max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
     ) -> EnrollOutcome:
         """Add ``images`` to ``item_id`` (created if new), atomically: all or nothing.
+
+        ``attributes_patch`` is merged (RFC 7396, ``store/item_attributes.py``) into the item's
+        attributes ({} for a new item) in the same transaction; ``AttributesInvalidError`` or
+        ``AttributesTooLargeError`` (merged result over ``max_attributes_bytes``) store nothing.
+        A call whose images the item holds already still writes (a new version) when the patch
+        changes its attributes.
 
         With ``idempotency``, the answer is recorded in the same transaction; if the key holds
         a live record already, nothing is written and ``IdempotentReplay`` (same request) or
@@ -61,13 +71,27 @@ class Store(Protocol):
         """
         ...
 
+    def patch_attributes(
+        self,
+        item_id: str,
+        patch: Attributes,
+        max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
+        idempotency: IdempotencyClaim[PatchOutcome] | None = None,
+    ) -> ItemState:
+        """Merge ``patch`` into the item's attributes (RFC 7396: null deletes a key) and return
+        its state after. A change is a write: a new version and a change record, like an
+        enrollment; a patch that changes nothing writes nothing (the version stays).
+        ``ItemNotFoundError``, ``AttributesInvalidError``, ``AttributesTooLargeError``: nothing
+        is written."""
+        ...
+
     def delete_image(
         self,
         item_id: str,
         image_id: str,
         idempotency: IdempotencyClaim[DeleteOutcome] | None = None,
     ) -> DeleteOutcome:
-        """Remove one image; the sum is recomputed from the remaining embeddings.
+        """Remove one image; both sums are recomputed from the remaining embeddings.
 
         Deleting an item's last image deletes the item (``count == 0``). Raises
         ``ItemNotFoundError`` / ``ImageNotFoundError``.
@@ -78,6 +102,10 @@ class Store(Protocol):
         self, item_id: str, idempotency: IdempotencyClaim[DeleteOutcome] | None = None
     ) -> DeleteOutcome:
         """Remove an item and its images; raises ``ItemNotFoundError``."""
+        ...
+
+    def schema_version(self) -> int:
+        """The layout version recorded in the store (an older store is upgraded on open)."""
         ...
 
     def last_version(self) -> int:
@@ -94,22 +122,37 @@ class Store(Protocol):
         """The live record under ``key`` (see ``IdempotencyClaim.key``), or None."""
         ...
 
-    def get_item(self, item_id: str) -> ItemRecord | None: ...
-
-    def get_item_state(self, item_id: str) -> ItemState | None:
-        """The item's count and sum as stored now, or None if absent (to bring an index in line
-        after a write whose outcome is unknown)."""
+    def get_item(self, item_id: str) -> ItemRecord | None:
+        """Its image ids and attributes, or None if absent."""
         ...
 
-    def list_items(self, limit: int, cursor: str | None) -> tuple[list[ItemSummary], str | None]:
-        """Up to ``limit`` items by id ascending, after ``cursor``; and the next cursor or None.
+    def get_item_state(self, item_id: str) -> ItemState | None:
+        """The item's count, sums, version and attributes as stored now, or None if absent (to
+        bring an index in line after a write whose outcome is unknown)."""
+        ...
 
+    def image_content_hash(self, item_id: str, image_id: str) -> str:
+        """The content hash of ``image_id`` of ``item_id`` (one indexed read);
+        ``ItemNotFoundError`` / ``ImageNotFoundError`` when the store holds no such image."""
+        ...
+
+    def list_items(
+        self, limit: int, cursor: str | None, where: AttributeFilter | None = None
+    ) -> tuple[list[ItemSummary], str | None]:
+        """Up to ``limit`` items by id ascending, after ``cursor``, with their attributes; and
+        the next cursor or None.
+
+        With ``where``, only items whose attributes match it. Those pages are found by scanning
+        items in id order from the cursor and testing each: a page costs reading every item
+        between its first and its last match, plus the items up to one more match (or the end,
+        to know there is none), i.e. up to O(items) for a rare filter.
         The cursor is opaque to callers (it is the last item id of the page).
         """
         ...
 
     def iter_item_states(self) -> Iterator[ItemState]:
-        """Every item's state, streamed in pages (never all in memory at once)."""
+        """Every item's state (attributes and unit sum included), streamed in pages (never all
+        in memory at once)."""
         ...
 
     def iter_images(self) -> Iterator[ImageRecord]:

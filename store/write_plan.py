@@ -1,10 +1,11 @@
 """The enroll and delete rules, once for both backends: the state a write read in, a plan out.
 
 A backend reads the item's state inside its write transaction, calls ``plan_enroll``,
-``plan_delete_image`` or ``plan_delete_item``, applies the plan's mutations in that same
-transaction and returns the plan's outcome. The planners do no I/O and hold no state (new image
-ids come from ``new_id``), so the rules are tested without a store, and a backend retrying its
-transaction (Redis, on a WATCH conflict) simply reads and plans again.
+``plan_patch_attributes``, ``plan_delete_image`` or ``plan_delete_item``, applies the plan's
+mutations in that same transaction and returns the plan's outcome. The planners do no I/O and
+hold no state (new image ids come from ``new_id``), so the rules are tested without a store,
+and a backend retrying its transaction (Redis, on a WATCH conflict) simply reads and plans
+again.
 """
 
 from __future__ import annotations
@@ -12,14 +13,20 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from store.embedding_codec import check_embedding, sum_in_order
-from store.errors import ImageNotFoundError, ItemNotFoundError
+from store.embedding_codec import check_embedding, sum_in_order, unit_sum_in_order, unit_vector
+from store.errors import AttributesTooLargeError, ImageNotFoundError, ItemNotFoundError
+from store.item_attributes import (
+    DEFAULT_MAX_ATTRIBUTES_BYTES,
+    Attributes,
+    attributes_size,
+    merge_patch,
+)
 from store.mutations import (
     CreateItem,
     DeleteItem,
@@ -27,11 +34,12 @@ from store.mutations import (
     PutImage,
     ReleaseHash,
     RemoveImage,
+    SetAttributes,
     SetItemTotals,
 )
-from store.records import DeleteOutcome, EnrollOutcome, ItemState, NewImage
+from store.records import DeleteOutcome, EnrollOutcome, ItemState, NewImage, PatchOutcome
 
-OutcomeT = TypeVar("OutcomeT", EnrollOutcome, DeleteOutcome)
+OutcomeT = TypeVar("OutcomeT", EnrollOutcome, DeleteOutcome, PatchOutcome)
 
 
 @dataclass(frozen=True)
@@ -42,15 +50,28 @@ class WritePlan(Generic[OutcomeT]):
 
 @dataclass(frozen=True)
 class ItemTotals:
-    """An existing item's stored count and sum, as the write transaction read them."""
+    """An existing item's stored count, sums and attributes, as the write transaction read
+    them."""
 
     count: int  # >= 1
     embedding_sum: npt.NDArray[np.float64]  # (D,) float64
+    unit_sum: npt.NDArray[np.float64]  # (D,) float64, see ``ItemState.unit_sum``
     version: int = 0  # see ``ItemState.version``
+    attributes: Attributes = field(default_factory=dict)
 
     @property
     def dim(self) -> int:
         return int(self.embedding_sum.shape[0])
+
+    def state(self, item_id: str) -> ItemState:
+        return ItemState(
+            item_id,
+            self.count,
+            self.embedding_sum,
+            self.version,
+            attributes=self.attributes,
+            unit_sum=self.unit_sum,
+        )
 
 
 @dataclass(frozen=True)
@@ -80,15 +101,22 @@ def plan_enroll(
     known: Mapping[str, str],
     claimed_dim: int | None,
     new_id: Callable[[], str] = new_image_id,
+    attributes_patch: Attributes | None = None,
+    max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
 ) -> WritePlan[EnrollOutcome]:
-    """Add ``images`` to ``item_id``; see ``Store.enroll`` for the rules.
+    """Add ``images`` to ``item_id`` and merge ``attributes_patch`` into its attributes; see
+    ``Store.enroll`` for the rules.
 
     ``stored`` is None for an item that does not exist yet; ``known`` maps content hash → image
     id for the item's images (empty for a new item); ``claimed_dim`` is None while no model
     identity is claimed. The dim every embedding must have is the claimed one, else the item's,
     else the first image's. Raises ValueError, planning nothing, if ``images`` is empty or any
-    embedding is not a finite ``(dim,)`` vector. The sum adds the new float32 embeddings one by
-    one, in input order, onto the stored float64 sum, as ``sum_in_order`` would.
+    embedding is not a finite ``(dim,)`` vector; ``AttributesInvalidError`` /
+    ``AttributesTooLargeError`` if the patch is not an object or the merged attributes exceed
+    ``max_attributes_bytes``. The sum adds the new float32 embeddings one by one, in input order,
+    onto the stored float64 sum, as ``sum_in_order`` would; the unit sum their
+    ``unit_vector``s onto the stored one. A call that adds no image and changes no attribute
+    writes nothing.
     """
     if not images:
         raise ValueError("enroll needs at least one image")
@@ -102,9 +130,16 @@ def plan_enroll(
         dim = int(np.asarray(images[0].embedding).reshape(-1).shape[0])
     # Every image is checked before any is planned: a bad last image must store nothing.
     vectors = [check_embedding(image.embedding, dim) for image in images]
+    held_attributes = {} if stored is None else stored.attributes
+    attributes = (
+        held_attributes
+        if attributes_patch is None
+        else _merged(held_attributes, attributes_patch, max_attributes_bytes)
+    )
 
     ids = dict(known)
     total = None if stored is None else stored.embedding_sum
+    unit_total = None if stored is None else stored.unit_sum
     puts: list[PutImage] = []
     image_ids: list[str] = []
     created: list[bool] = []
@@ -118,9 +153,11 @@ def plan_enroll(
         ids[image.content_hash] = image_id
         puts.append(PutImage(item_id, image_id, image.content_hash, vec))
         total = vec.astype(np.float64) if total is None else total + vec
+        unit = unit_vector(vec)
+        unit_total = unit if unit_total is None else unit_total + unit
         image_ids.append(image_id)
         created.append(True)
-    if total is None:
+    if total is None or unit_total is None:
         raise AssertionError("unreachable: a new item's first image is always new")
 
     count = (0 if stored is None else stored.count) + len(puts)
@@ -129,14 +166,47 @@ def plan_enroll(
         mutations.append(CreateItem(item_id, dim))
     mutations += puts
     if puts:
-        mutations.append(SetItemTotals(item_id, count, total))
+        mutations.append(SetItemTotals(item_id, count, total, unit_total))
+    if attributes != held_attributes:
+        mutations.append(SetAttributes(item_id, attributes))
     # A write gets its version from the backend (``store/item_versions.py``); a plan that
     # writes nothing answers with the state as stored, version included.
     version = 0 if stored is None else stored.version
+    state = ItemState(item_id, count, total, version, attributes=attributes, unit_sum=unit_total)
+    return WritePlan(EnrollOutcome(state, image_ids, created), tuple(mutations))
+
+
+def plan_patch_attributes(
+    item_id: str,
+    patch: Attributes,
+    *,
+    stored: ItemTotals | None,
+    max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
+) -> WritePlan[PatchOutcome]:
+    """Merge ``patch`` (RFC 7396) into the item's attributes; see ``Store.patch_attributes``.
+
+    ``ItemNotFoundError`` for an absent item; ``AttributesInvalidError`` /
+    ``AttributesTooLargeError`` as ``plan_enroll``. A patch that changes nothing writes nothing.
+    """
+    if stored is None:
+        raise ItemNotFoundError(f"item {item_id!r} not found")
+    attributes = _merged(stored.attributes, patch, max_attributes_bytes)
+    state = stored.state(item_id)
+    if attributes == stored.attributes:
+        return WritePlan(PatchOutcome(state), ())
     return WritePlan(
-        EnrollOutcome(ItemState(item_id, count, total, version), image_ids, created),
-        tuple(mutations),
+        PatchOutcome(replace(state, attributes=attributes)),
+        (SetAttributes(item_id, attributes),),
     )
+
+
+def _merged(held: Attributes, patch: Attributes, limit: int) -> Attributes:
+    """``held`` with ``patch`` merged in, refused if it would exceed ``limit`` bytes."""
+    merged = merge_patch(held, patch)
+    size = attributes_size(merged)
+    if size > limit:
+        raise AttributesTooLargeError(size, limit)
+    return merged
 
 
 def plan_delete_image(
@@ -151,8 +221,9 @@ def plan_delete_image(
 
     ``stored`` is None for an absent item; ``held`` is every image of the item in enrollment
     order; ``refs`` maps at least the removed image's hash to how many images of any item hold
-    it, this one included. The new sum is recomputed from the remaining embeddings in
-    enrollment order, never subtracted (float64 subtraction would not undo the addition).
+    it, this one included. The new sums are recomputed from the remaining embeddings in
+    enrollment order, never subtracted (float64 subtraction would not undo the addition); the
+    plan has them all anyway, as ``held``.
     """
     if stored is None:
         raise ItemNotFoundError(f"item {item_id!r} not found")
@@ -168,9 +239,11 @@ def plan_delete_image(
             (removal, DeleteItem(item_id, ()), *_releases(released)),
         )
     total = sum_in_order(rest, stored.dim)
+    unit_total = unit_sum_in_order(rest, stored.dim)
+    state = ItemState(item_id, len(rest), total, attributes=stored.attributes, unit_sum=unit_total)
     return WritePlan(
-        DeleteOutcome(ItemState(item_id, len(rest), total), released),
-        (removal, SetItemTotals(item_id, len(rest), total), *_releases(released)),
+        DeleteOutcome(state, released),
+        (removal, SetItemTotals(item_id, len(rest), total, unit_total), *_releases(released)),
     )
 
 
@@ -206,5 +279,6 @@ def _releases(hashes: Sequence[str]) -> list[Mutation]:
 
 
 def _gone(item_id: str, dim: int) -> ItemState:
-    """The state of a deleted item: count 0 and a ``(dim,)`` float64 zero sum."""
-    return ItemState(item_id, 0, np.zeros(dim, dtype=np.float64))
+    """The state of a deleted item: count 0, ``(dim,)`` float64 zero sums, no attributes."""
+    zero = np.zeros(dim, dtype=np.float64)
+    return ItemState(item_id, 0, zero, unit_sum=zero.copy())

@@ -19,7 +19,6 @@ from app.schemas import PROBLEM_RESPONSES
 from app.settings import Settings
 from store.blob_backend import BlobMissingError
 from store.errors import ImageNotFoundError
-from store.image_lookup import image_content_hash
 
 # Leading bytes → media type, for the formats enrollment accepts (artifact/image_decode.py).
 _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
@@ -70,7 +69,7 @@ def images_router(settings: Settings) -> APIRouter:
         if blobs is None:
             raise ImageNotFoundError("originals are not kept (RETRIEVAL_KEEP_BLOBS is off)")
         content_hash = await state.store_lane.run(
-            image_content_hash, retriever.store, item_id, image_id
+            retriever.store.image_content_hash, item_id, image_id
         )
         # Off the store lane: a slow bucket must not take the store's threads.
         data = await run_in_threadpool(blobs.get, content_hash)

@@ -97,13 +97,14 @@ def test_a_sqlite_store_written_before_versions_opens_with_version_0(tmp_path: P
     store.claim_model_identity(IDENTITY)
     store.enroll("a", [image("1")])
     store.close()
-    # The items table as it was before versions: no version column, no counter.
+    # The items table as it was before versions (schema 1): no version column, no counter.
     conn = sqlite3.connect(path)
     conn.executescript(
         "CREATE TABLE old_items (item_id TEXT PRIMARY KEY, image_count INTEGER NOT NULL,"
         " embedding_sum BLOB NOT NULL);"
         " INSERT INTO old_items SELECT item_id, image_count, embedding_sum FROM items;"
         " DROP TABLE items; ALTER TABLE old_items RENAME TO items; DROP TABLE write_counter;"
+        " UPDATE schema_version SET version = 1;"
     )
     conn.close()
     reopened = SqliteStore(path)

@@ -129,7 +129,13 @@ def test_compact_rewrites_the_shipped_configs_aof_back_to_an_empty_stores_size(
         store.delete_item(f"item-{i}")
     assert store.counts() == (0, 0)
     # The counters and the change feed (400 records until compaction) are all that is left.
-    assert store.namespace_keys() == ["cr:changes", "cr:counts", "cr:model", "cr:version"]
+    assert store.namespace_keys() == [
+        "cr:changes",
+        "cr:counts",
+        "cr:model",
+        "cr:schema",
+        "cr:version",
+    ]
     grown = aof_bytes(aof_dir)
     assert grown > 100 * empty  # every command since start is still in the AOF
     # What the store reports is the server's own figure of the same files.

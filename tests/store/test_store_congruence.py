@@ -332,7 +332,7 @@ def leftovers(store: Store) -> list[str]:
     of the item and image tables."""
     if isinstance(store, RedisStore):
         ns = store.namespace
-        bookkeeping = {f"{ns}:{k}" for k in ("model", "counts", "version", "changes")}
+        bookkeeping = {f"{ns}:{k}" for k in ("model", "counts", "version", "changes", "schema")}
         return [k for k in store.namespace_keys() if k not in bookkeeping]
     assert isinstance(store, SqliteStore)
     conn = sqlite3.connect(store.path)

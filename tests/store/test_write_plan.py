@@ -2,12 +2,15 @@
 
 The property test applies every plan to ``MemoryStore``, a third backend written here that
 checks each mutation's precondition (e.g. ``DeleteItem`` names exactly the images left), and
-compares outcomes and state with a brute-force model that keeps each item's images in a list.
+compares outcomes and state with a brute-force model that keeps each item's images in a list
+and its attributes as a dict patched by an RFC 7396 merge written here.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -19,7 +22,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.errors import ImageNotFoundError, ItemNotFoundError
+from store.errors import (
+    AttributesInvalidError,
+    AttributesTooLargeError,
+    ImageNotFoundError,
+    ItemNotFoundError,
+)
+from store.item_attributes import Attributes
 from store.mutations import (
     CreateItem,
     DeleteItem,
@@ -27,9 +36,10 @@ from store.mutations import (
     PutImage,
     ReleaseHash,
     RemoveImage,
+    SetAttributes,
     SetItemTotals,
 )
-from store.records import DeleteOutcome, EnrollOutcome, NewImage
+from store.records import DeleteOutcome, EnrollOutcome, NewImage, PatchOutcome
 from store.write_plan import (
     HeldImage,
     ItemTotals,
@@ -37,6 +47,7 @@ from store.write_plan import (
     plan_delete_image,
     plan_delete_item,
     plan_enroll,
+    plan_patch_attributes,
 )
 
 
@@ -54,8 +65,16 @@ def img(content_hash: str, *values: float) -> NewImage:
     return NewImage(content_hash, np.array(values, dtype=np.float32))
 
 
-def totals(count: int, *values: float) -> ItemTotals:
-    return ItemTotals(count, np.array(values, dtype=np.float64))
+def totals(
+    count: int,
+    *values: float,
+    unit: Sequence[float] | None = None,
+    attributes: Attributes | None = None,
+) -> ItemTotals:
+    """Stored totals; the unit sum is zero unless given (the plan only adds to it)."""
+    embedding_sum = np.array(values, dtype=np.float64)
+    unit_sum = np.zeros_like(embedding_sum) if unit is None else np.array(unit, np.float64)
+    return ItemTotals(count, embedding_sum, unit_sum, attributes=attributes or {})
 
 
 def held(image_id: str, content_hash: str, *values: float) -> HeldImage:
@@ -80,29 +99,33 @@ def plain(mutations: Sequence[Mutation]) -> list[tuple[object, ...]]:
 
 
 def test_enrolling_a_new_item_creates_it_puts_images_then_sets_totals() -> None:
+    # Norms 5 and 10: the unit vectors are exact decimal fractions, added in input order.
     plan = plan_enroll(
         "cat",
-        [img("a", 1, 2), img("b", 0.5, -4)],
+        [img("a", 3, 4), img("b", -8, 6)],
         stored=None,
         known={},
         claimed_dim=2,
         new_id=ids(),
     )
+    unit_sum = [3 / 5 + -8 / 10, 4 / 5 + 6 / 10]
     assert plain(plan.mutations) == [
         ("CreateItem", "cat", 2),
-        ("PutImage", "cat", "new0", "a", ("float32", [1.0, 2.0])),
-        ("PutImage", "cat", "new1", "b", ("float32", [0.5, -4.0])),
-        ("SetItemTotals", "cat", 2, ("float64", [1.5, -2.0])),
+        ("PutImage", "cat", "new0", "a", ("float32", [3.0, 4.0])),
+        ("PutImage", "cat", "new1", "b", ("float32", [-8.0, 6.0])),
+        ("SetItemTotals", "cat", 2, ("float64", [-5.0, 10.0]), ("float64", unit_sum)),
     ]
     out = plan.outcome
     assert out.image_ids == ["new0", "new1"] and out.created == [True, True]
     assert out.item.item_id == "cat" and out.item.count == 2
     assert out.item.embedding_sum.dtype == np.float64
-    assert out.item.embedding_sum.tolist() == [1.5, -2.0]
+    assert out.item.embedding_sum.tolist() == [-5.0, 10.0]
+    assert out.item.unit_sum is not None and out.item.unit_sum.tolist() == unit_sum
+    assert out.item.attributes == {}
 
 
 def test_duplicates_within_the_call_and_against_the_item_reuse_ids() -> None:
-    stored = totals(1, 1, 1)
+    stored = totals(1, 1, 1, unit=[0.6, 0.8])
     before = stored.embedding_sum.copy()
     images = [img("a", 9, 9), img("b", 2, 0), img("b", 2, 0), img("a", 9, 9), img("c", 0, 3)]
     plan = plan_enroll(
@@ -113,14 +136,15 @@ def test_duplicates_within_the_call_and_against_the_item_reuse_ids() -> None:
     assert plain(plan.mutations) == [
         ("PutImage", "cat", "new0", "b", ("float32", [2.0, 0.0])),
         ("PutImage", "cat", "new1", "c", ("float32", [0.0, 3.0])),
-        ("SetItemTotals", "cat", 3, ("float64", [3.0, 4.0])),
+        ("SetItemTotals", "cat", 3, ("float64", [3.0, 4.0]), ("float64", [0.6 + 1, 0.8 + 1])),
     ]
     assert plan.outcome.item.count == 3 and plan.outcome.item.embedding_sum.tolist() == [3, 4]
     np.testing.assert_array_equal(stored.embedding_sum, before)  # the read state is not mutated
+    assert stored.unit_sum.tolist() == [0.6, 0.8]
 
 
 def test_an_enrollment_of_held_images_only_writes_nothing() -> None:
-    stored = totals(2, 3, -1)
+    stored = totals(2, 3, -1, unit=[0.5, 0.25], attributes={"sku": "1"})
     plan = plan_enroll(
         "cat",
         [img("b", 5, 5), img("a", 7, 7), img("b", 5, 5)],
@@ -133,6 +157,9 @@ def test_an_enrollment_of_held_images_only_writes_nothing() -> None:
     assert plan.outcome.image_ids == ["id-b", "id-a", "id-b"]
     assert plan.outcome.created == [False, False, False]
     assert plan.outcome.item.count == 2 and plan.outcome.item.embedding_sum.tolist() == [3, -1]
+    assert plan.outcome.item.unit_sum is not None
+    assert plan.outcome.item.unit_sum.tolist() == [0.5, 0.25]
+    assert plan.outcome.item.attributes == {"sku": "1"}
 
 
 def test_the_sum_is_added_in_input_order_onto_the_stored_sum() -> None:
@@ -140,13 +167,19 @@ def test_the_sum_is_added_in_input_order_onto_the_stored_sum() -> None:
     plan = plan_enroll(
         "cat",
         [img("a", 1), img("b", 1)],
-        stored=totals(1, 1e16),
+        stored=totals(1, 1e16, unit=[1]),
         known={},
         claimed_dim=None,
         new_id=ids(),
     )
     assert plan.outcome.item.embedding_sum.tolist() == [1e16]
-    assert plain(plan.mutations)[-1] == ("SetItemTotals", "cat", 3, ("float64", [1e16]))
+    assert plain(plan.mutations)[-1] == (
+        "SetItemTotals",
+        "cat",
+        3,
+        ("float64", [1e16]),
+        ("float64", [3.0]),
+    )
 
 
 @pytest.mark.parametrize(
@@ -166,7 +199,7 @@ def test_the_dim_rule(
     claimed: int | None, stored_dim: int | None, dims: list[int], accepted: bool
 ) -> None:
     images = [NewImage(f"h{i}", np.ones(d, np.float32)) for i, d in enumerate(dims)]
-    stored = None if stored_dim is None else ItemTotals(1, np.zeros(stored_dim))
+    stored = None if stored_dim is None else totals(1, *([0.0] * stored_dim))
     if not accepted:
         with pytest.raises(ValueError, match="embedding must be"):
             plan_enroll("cat", images, stored=stored, known={}, claimed_dim=claimed, new_id=no_ids)
@@ -211,27 +244,35 @@ def test_delete_image_recomputes_the_sum_from_the_rest_in_order() -> None:
     # 1e20 + 1 == 1e20 in float64: subtracting 1e20 from the stored sum would leave 0, not 1.
     item = [
         held("i-big", "big", 1e20, 1e20),
-        held("i-one", "one", 1, 2),
+        held("i-one", "one", 3, 4),
         held("i-two", "two", 1, 0),
     ]
     plan = plan_delete_image(
         "cat",
         "i-big",
-        stored=totals(3, 1e20, 1e20),
+        stored=totals(3, 1e20, 1e20, unit=[9, 9], attributes={"k": [1]}),
         held=item,
         refs={"big": 2, "one": 1, "two": 1},
     )
+    unit_sum = [0.0 + 3 / 5 + 1.0, 0.0 + 4 / 5 + 0.0]  # the rest's, not the stored one's
     assert plain(plan.mutations) == [
         ("RemoveImage", "cat", "i-big", "big"),
-        ("SetItemTotals", "cat", 2, ("float64", [2.0, 2.0])),
+        ("SetItemTotals", "cat", 2, ("float64", [4.0, 4.0]), ("float64", unit_sum)),
     ]
-    assert plan.outcome.item.count == 2 and plan.outcome.item.embedding_sum.tolist() == [2, 2]
+    assert plan.outcome.item.count == 2 and plan.outcome.item.embedding_sum.tolist() == [4, 4]
+    assert plan.outcome.item.unit_sum is not None
+    assert plan.outcome.item.unit_sum.tolist() == unit_sum
+    assert plan.outcome.item.attributes == {"k": [1]}  # kept
     assert plan.outcome.released_hashes == []  # another item still holds "big"
 
 
 def test_deleting_the_last_image_deletes_the_item_and_releases_its_hash() -> None:
     plan = plan_delete_image(
-        "cat", "i-a", stored=totals(1, 4, 5, 6), held=[held("i-a", "a", 4, 5, 6)], refs={"a": 1}
+        "cat",
+        "i-a",
+        stored=totals(1, 4, 5, 6, attributes={"k": 1}),
+        held=[held("i-a", "a", 4, 5, 6)],
+        refs={"a": 1},
     )
     assert plain(plan.mutations) == [
         ("RemoveImage", "cat", "i-a", "a"),
@@ -242,6 +283,8 @@ def test_deleting_the_last_image_deletes_the_item_and_releases_its_hash() -> Non
     gone = plan.outcome.item
     assert gone.item_id == "cat" and gone.count == 0
     assert gone.embedding_sum.dtype == np.float64 and gone.embedding_sum.tolist() == [0, 0, 0]
+    assert gone.unit_sum is not None and gone.unit_sum.tolist() == [0, 0, 0]
+    assert gone.attributes == {}
 
 
 def test_delete_image_errors() -> None:
@@ -271,6 +314,118 @@ def test_delete_item_drops_every_image_and_releases_only_unshared_hashes() -> No
         plan_delete_item("nobody", stored=None, held_hashes=[], refs={})
 
 
+# -- attributes: explicit plans -----------------------------------------------------------------
+
+
+def test_attributes_of_a_new_item_are_set_after_its_totals() -> None:
+    plan = plan_enroll(
+        "cat",
+        [img("a", 3, 4)],
+        stored=None,
+        known={},
+        claimed_dim=2,
+        new_id=ids(),
+        attributes_patch={"sku": "123", "gone": None, "dims": {"w": 2, "h": None}},
+    )
+    assert plain(plan.mutations)[0] == ("CreateItem", "cat", 2)
+    assert plain(plan.mutations)[-2][0] == "SetItemTotals"
+    assert plan.mutations[-1] == SetAttributes("cat", {"sku": "123", "dims": {"w": 2}})
+    assert plan.outcome.item.attributes == {"sku": "123", "dims": {"w": 2}}
+
+
+def test_a_patch_with_held_images_only_is_a_write_of_the_attributes_alone() -> None:
+    stored = totals(1, 3, 4, unit=[0.6, 0.8], attributes={"sku": "1", "color": "red"})
+    plan = plan_enroll(
+        "cat",
+        [img("a", 3, 4)],
+        stored=stored,
+        known={"a": "id-a"},
+        claimed_dim=2,
+        new_id=no_ids,
+        attributes_patch={"color": None, "size": 42},
+    )
+    assert plan.mutations == (SetAttributes("cat", {"sku": "1", "size": 42}),)
+    assert plan.outcome.created == [False] and plan.outcome.item.count == 1
+    assert stored.attributes == {"sku": "1", "color": "red"}  # the read state is not mutated
+    same = plan_enroll(
+        "cat",
+        [img("a", 3, 4)],
+        stored=stored,
+        known={"a": "id-a"},
+        claimed_dim=2,
+        new_id=no_ids,
+        attributes_patch={"sku": "1", "absent": None},
+    )
+    assert same.mutations == ()  # merged equal to what is held: nothing to write
+
+
+def test_patching_merges_by_rfc_7396() -> None:
+    stored = totals(
+        2, 1, 1, unit=[1, 0], attributes={"a": "b", "c": {"d": "e", "f": "g"}, "n": [1, 2]}
+    )
+    plan = plan_patch_attributes(
+        "cat", {"a": "z", "c": {"f": None, "x": {"y": None}}, "n": {"k": 1}}, stored=stored
+    )
+    want = {"a": "z", "c": {"d": "e", "x": {}}, "n": {"k": 1}}
+    assert plan.mutations == (SetAttributes("cat", want),)
+    out = plan.outcome
+    assert isinstance(out, PatchOutcome) and out.item.attributes == want
+    assert out.item.count == 2 and out.item.embedding_sum.tolist() == [1, 1]
+    assert out.item.unit_sum is not None and out.item.unit_sum.tolist() == [1, 0]
+    noop = plan_patch_attributes("cat", {"a": "b", "zz": None}, stored=stored)
+    assert noop.mutations == () and noop.outcome.item.attributes == stored.attributes
+    with pytest.raises(ItemNotFoundError):
+        plan_patch_attributes("nobody", {"a": 1}, stored=None)
+
+
+def test_the_size_limit_counts_the_merged_compact_json() -> None:
+    stored = totals(1, 1, attributes={"a": "x" * 10})  # {"a":"xxxxxxxxxx"}: 18 bytes
+    assert len(json.dumps(stored.attributes, separators=(",", ":"))) == 18
+    # {"a":"xxxxxxxxxx","b":"é"}: 18 - 1 + 9 bytes, é being 2 bytes of UTF-8.
+    exact = plan_patch_attributes("cat", {"b": "é"}, stored=stored, max_attributes_bytes=27)
+    assert exact.mutations == (SetAttributes("cat", {"a": "x" * 10, "b": "é"}),)
+    with pytest.raises(AttributesTooLargeError) as err:
+        plan_patch_attributes("cat", {"b": "é"}, stored=stored, max_attributes_bytes=26)
+    assert (err.value.size, err.value.limit) == (27, 26)
+    # Shrinking below the limit is fine even from above it; a new item's patch counts too.
+    assert plan_patch_attributes(
+        "cat", {"a": None}, stored=stored, max_attributes_bytes=5
+    ).mutations == (SetAttributes("cat", {}),)
+    with pytest.raises(AttributesTooLargeError):
+        plan_enroll(
+            "dog",
+            [img("a", 1)],
+            stored=None,
+            known={},
+            claimed_dim=1,
+            new_id=no_ids,
+            attributes_patch={"k": "v" * 10},
+            max_attributes_bytes=10,
+        )
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [[1, 2], "text", None, {"x": math.nan}, {"x": {1: "int key"}}, {"x": {1, 2}}],
+    ids=["array", "string", "null", "nan", "int-key", "set"],
+)
+def test_a_patch_that_is_no_json_object_is_refused(patch: object) -> None:
+    with pytest.raises(AttributesInvalidError):
+        plan_patch_attributes("cat", patch, stored=totals(1, 1))  # type: ignore[arg-type]
+    if patch is None:
+        return  # at enrollment, None is "no patch"
+    with pytest.raises(AttributesInvalidError):
+        plan_enroll(
+            "cat",
+            [img("a", 1)],
+            stored=None,
+            known={},
+            claimed_dim=1,
+            new_id=no_ids,
+            attributes_patch=patch,  # type: ignore[arg-type]
+        )
+
+
 # -- random writes: plans applied to a checking in-memory store, against an oracle -------------
 
 
@@ -278,29 +433,42 @@ def test_delete_item_drops_every_image_and_releases_only_unshared_hashes() -> No
 class MemoryItem:
     count: int
     embedding_sum: npt.NDArray[np.float64]
+    unit_sum: npt.NDArray[np.float64]
     images: dict[str, tuple[str, npt.NDArray[np.float32]]] = field(default_factory=dict)
+    attributes: Attributes = field(default_factory=dict)
 
 
 class MemoryStore:
     """Reads plan inputs and applies mutations, asserting each one's precondition."""
 
-    def __init__(self, claimed_dim: int) -> None:
+    def __init__(self, claimed_dim: int, max_attributes_bytes: int) -> None:
         self.claimed_dim = claimed_dim
+        self.max_attributes_bytes = max_attributes_bytes
         self.items: dict[str, MemoryItem] = {}
         self.refs: Counter[str] = Counter()
         self.used_ids: set[str] = set()
         self.new_id = ids("img")
+        self.applied: tuple[Mutation, ...] = ()  # the last plan's mutations
 
     def totals(self, item_id: str) -> ItemTotals | None:
         item = self.items.get(item_id)
-        return None if item is None else ItemTotals(item.count, item.embedding_sum.copy())
+        if item is None:
+            return None
+        return ItemTotals(
+            item.count,
+            item.embedding_sum.copy(),
+            item.unit_sum.copy(),
+            attributes=item.attributes,
+        )
 
     def held(self, item_id: str) -> list[HeldImage]:
         item = self.items.get(item_id)
         images = {} if item is None else item.images
         return [HeldImage(i, h, e) for i, (h, e) in images.items()]
 
-    def enroll(self, item_id: str, images: list[NewImage]) -> EnrollOutcome:
+    def enroll(
+        self, item_id: str, images: list[NewImage], patch: Attributes | None
+    ) -> EnrollOutcome:
         wanted = set(hashes_to_look_up(images))
         known = {h.content_hash: h.image_id for h in self.held(item_id) if h.content_hash in wanted}
         plan = plan_enroll(
@@ -310,6 +478,18 @@ class MemoryStore:
             known=known,
             claimed_dim=self.claimed_dim,
             new_id=self.new_id,
+            attributes_patch=patch,
+            max_attributes_bytes=self.max_attributes_bytes,
+        )
+        self.apply(plan.mutations)
+        return plan.outcome
+
+    def patch(self, item_id: str, patch: Attributes) -> PatchOutcome:
+        plan = plan_patch_attributes(
+            item_id,
+            patch,
+            stored=self.totals(item_id),
+            max_attributes_bytes=self.max_attributes_bytes,
         )
         self.apply(plan.mutations)
         return plan.outcome
@@ -339,11 +519,13 @@ class MemoryStore:
         return plan.outcome
 
     def apply(self, mutations: Sequence[Mutation]) -> None:
+        self.applied = tuple(mutations)
         for m in mutations:
             match m:
                 case CreateItem():
                     assert m.item_id not in self.items
-                    self.items[m.item_id] = MemoryItem(0, np.zeros(m.dim))
+                    zero = np.zeros(m.dim)
+                    self.items[m.item_id] = MemoryItem(0, zero, zero.copy())
                 case PutImage():
                     item = self.items[m.item_id]
                     assert m.content_hash not in {h for h, _ in item.images.values()}
@@ -355,8 +537,16 @@ class MemoryStore:
                 case SetItemTotals():
                     item = self.items[m.item_id]
                     assert m.count == len(item.images) >= 1
-                    assert m.embedding_sum.dtype == np.float64
+                    assert m.embedding_sum.dtype == m.unit_sum.dtype == np.float64
                     item.count, item.embedding_sum = m.count, m.embedding_sum
+                    item.unit_sum = m.unit_sum
+                case SetAttributes():
+                    item = self.items[m.item_id]
+                    assert m.attributes != item.attributes, (
+                        "an attribute write that changes nothing"
+                    )
+                    assert size_of(m.attributes) <= self.max_attributes_bytes
+                    item.attributes = m.attributes
                 case RemoveImage():
                     content_hash, _ = self.items[m.item_id].images.pop(m.image_id)
                     assert content_hash == m.content_hash
@@ -383,13 +573,28 @@ CONTENT = {
         [[1e8, 1, -3], [0.1, 2.5e-8, 7], [-1e8, 3.3, 1e-30], [1, 1, 1], [6e7, -0.7, 0.25]]
     )
 }
+# Small enough that random patches are refused now and then.
+MAX_ATTRIBUTES_BYTES = 40
+
+attribute_value = st.one_of(
+    st.none(),
+    st.integers(-3, 3),
+    st.sampled_from(["x", "yy", "é"]),
+    st.booleans(),
+    st.dictionaries(st.sampled_from(["p", "q"]), st.one_of(st.none(), st.integers(0, 9))),
+)
+patches = st.dictionaries(st.sampled_from(["k1", "k2", "k3"]), attribute_value, max_size=3)
 
 operation = st.one_of(
     st.tuples(
         st.just("enroll"),
         st.sampled_from(ITEMS),
-        st.lists(st.sampled_from(list(CONTENT)), min_size=1, max_size=4),
+        st.tuples(
+            st.lists(st.sampled_from(list(CONTENT)), min_size=1, max_size=4),
+            st.one_of(st.none(), patches),
+        ),
     ),
+    st.tuples(st.just("patch"), st.sampled_from(ITEMS), patches),
     st.tuples(st.just("delete_image"), st.sampled_from(ITEMS), st.integers(0, 7)),
     st.tuples(st.just("delete_item"), st.sampled_from(ITEMS), st.just(0)),
     st.tuples(st.just("delete_missing"), st.sampled_from(ITEMS), st.just(0)),
@@ -407,31 +612,92 @@ def in_order_sum(hashes: list[str]) -> list[float]:
     return out
 
 
+def unit_sum(hashes: list[str]) -> list[float]:
+    """The oracle's sum of L2-normalised embeddings, in Python floats."""
+    out = [0.0] * DIM
+    for h in hashes:
+        v = [float(x) for x in CONTENT[h]]
+        norm = math.sqrt(sum(x * x for x in v))
+        out = [o + x / norm for o, x in zip(out, v, strict=True)]
+    return out
+
+
+def rfc7396(target: object, patch: object) -> object:
+    """RFC 7396 section 2, MergePatch(Target, Patch), transcribed."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for name, value in patch.items():
+        if value is None:
+            out.pop(name, None)
+        else:
+            out[name] = rfc7396(out.get(name), value)
+    return out
+
+
+def size_of(attrs: Attributes) -> int:
+    return len(
+        json.dumps(attrs, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+    )
+
+
 @settings(max_examples=150, deadline=None)
 @given(ops=st.lists(operation, min_size=1, max_size=20))
 def test_random_writes_match_a_brute_force_model(ops: list[tuple[str, str, object]]) -> None:
-    memory = MemoryStore(DIM)
+    memory = MemoryStore(DIM, MAX_ATTRIBUTES_BYTES)
     model: dict[str, list[tuple[str, str]]] = {}  # item -> [(image id, hash)], in order
+    attrs: dict[str, Attributes] = {}  # item -> its attributes (absent: {})
 
     for op, item_id, arg in ops:
         holds = model.get(item_id, [])
         removed: list[str] = []
-        out: EnrollOutcome | DeleteOutcome
-        if op == "enroll":
-            hashes: list[str] = arg  # type: ignore[assignment]
-            out = memory.enroll(item_id, [NewImage(h, CONTENT[h]) for h in hashes])
-            held_hashes = [h for _, h in holds]
-            assert out.created == [
-                h not in held_hashes and h not in hashes[:n] for n, h in enumerate(hashes)
-            ]
-            by_hash = {h: i for i, h in holds}
-            for h, image_id, created in zip(hashes, out.image_ids, out.created, strict=True):
-                if created:
-                    assert image_id not in {i for images in model.values() for i, _ in images}
-                    by_hash[h] = image_id
-                    holds.append((image_id, h))
-                assert image_id == by_hash[h]
-            model[item_id] = holds
+        out: EnrollOutcome | DeleteOutcome | PatchOutcome
+        before = {i: (len(m.images), m.attributes) for i, m in memory.items.items()}
+        if op in ("enroll", "patch"):
+            if op == "enroll":
+                hashes, patch = arg  # type: ignore[misc]
+            else:
+                hashes, patch = [], arg
+            held_attrs = attrs.get(item_id, {})
+            wanted = held_attrs if patch is None else rfc7396(held_attrs, patch)
+            assert isinstance(wanted, dict)
+            if op == "patch" and not holds:
+                with pytest.raises(ItemNotFoundError):
+                    memory.patch(item_id, patch)
+                continue
+            if patch is not None and size_of(wanted) > MAX_ATTRIBUTES_BYTES:
+                with pytest.raises(AttributesTooLargeError):
+                    if op == "enroll":
+                        memory.enroll(item_id, [NewImage(h, CONTENT[h]) for h in hashes], patch)
+                    else:
+                        memory.patch(item_id, patch)
+                # Refused before anything was applied: the store is as it was.
+                assert {i: (len(m.images), m.attributes) for i, m in memory.items.items()} == (
+                    before
+                )
+                continue
+            if op == "patch":
+                out = memory.patch(item_id, patch)
+                assert memory.applied == (
+                    () if wanted == held_attrs else (SetAttributes(item_id, wanted),)
+                )
+            else:
+                out = memory.enroll(item_id, [NewImage(h, CONTENT[h]) for h in hashes], patch)
+                held_hashes = [h for _, h in holds]
+                assert out.created == [
+                    h not in held_hashes and h not in hashes[:n] for n, h in enumerate(hashes)
+                ]
+                by_hash = {h: i for i, h in holds}
+                for h, image_id, created in zip(hashes, out.image_ids, out.created, strict=True):
+                    if created:
+                        assert image_id not in {i for images in model.values() for i, _ in images}
+                        by_hash[h] = image_id
+                        holds.append((image_id, h))
+                    assert image_id == by_hash[h]
+                model[item_id] = holds
+                # A write iff it adds an image or changes the attributes.
+                assert bool(memory.applied) == (any(out.created) or wanted != held_attrs)
+            attrs[item_id] = wanted
         elif not holds:
             with pytest.raises(ItemNotFoundError):
                 if op == "delete_item":
@@ -454,9 +720,15 @@ def test_random_writes_match_a_brute_force_model(ops: list[tuple[str, str, objec
             model[item_id] = holds = []
         if not holds:
             model.pop(item_id, None)
+            attrs.pop(item_id, None)
 
         assert out.item.item_id == item_id and out.item.count == len(holds)
         assert out.item.embedding_sum.tolist() == in_order_sum([h for _, h in holds])
+        assert out.item.unit_sum is not None
+        np.testing.assert_allclose(
+            out.item.unit_sum, unit_sum([h for _, h in holds]), rtol=1e-12, atol=1e-15
+        )
+        assert out.item.attributes == attrs.get(item_id, {})
         if isinstance(out, DeleteOutcome):
             still_held = {h for images in model.values() for _, h in images}
             assert out.released_hashes == [h for h in dict.fromkeys(removed) if h not in still_held]
@@ -464,7 +736,11 @@ def test_random_writes_match_a_brute_force_model(ops: list[tuple[str, str, objec
         assert {
             i: [(j, h) for j, (h, _) in m.images.items()] for i, m in memory.items.items()
         } == model
+        assert {i: m.attributes for i, m in memory.items.items()} == {i: attrs[i] for i in model}
         for i, m in memory.items.items():
             assert m.count == len(model[i])
             assert m.embedding_sum.tolist() == in_order_sum([h for _, h in model[i]])
+            np.testing.assert_allclose(
+                m.unit_sum, unit_sum([h for _, h in model[i]]), rtol=1e-12, atol=1e-15
+            )
         assert dict(memory.refs) == Counter(h for images in model.values() for _, h in images)
