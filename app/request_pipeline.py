@@ -40,23 +40,28 @@ class RequestPipeline:
     async def search(
         self,
         retriever: Retriever,
-        upload: Upload,
+        uploads: Sequence[Upload],
         k: int,
         min_score: float | None,
         receive: Receive,
+        weights: Sequence[float] | None = None,
     ) -> list[SearchHit]:
+        """A query of one or more photos (a set query), embedded as one batch at search
+        priority."""
         with self.admission.admit() as ticket:
             executor = retriever.executor
             if executor is None:
                 work = run_in_threadpool(
-                    retriever.search, upload.data, k, min_score, upload.filename, ticket
+                    retriever.search_set, uploads, k, min_score, weights, ticket
                 )
                 return await _unless_client_leaves(work, ticket, receive)
-            decode = partial(retriever.decode_query, upload.data, upload.filename, ticket)
-            embedding = await _unless_client_leaves(
+            decode = partial(retriever.decode_query, uploads, ticket)
+            embeddings = await _unless_client_leaves(
                 _embedded(executor, Priority.SEARCH, ticket, decode), ticket, receive
             )
-        return await run_in_threadpool(retriever.search_by_embedding, embedding, k, min_score)
+        return await run_in_threadpool(
+            retriever.search_by_embedding, embeddings, k, min_score, weights
+        )
 
     async def enroll(
         self,

@@ -53,7 +53,7 @@ from artifact.image_decode import (
 )
 from artifact.onnx_embedder import OnnxEmbedder
 from index.centroid_index import CentroidIndex
-from index.centroid_math import l2_normalize
+from index.centroid_math import centroid_from_sum
 from index.gpu_search_mirror import GpuSearchMirror
 from index.index_errors import IndexUnavailableError
 from store.blob_backend import BlobBackend, BlobUnavailableError
@@ -289,20 +289,50 @@ class Retriever:
 
         Served from memory only, so searches keep working while the store is unreachable.
         """
-        batch = self.decode_query(data, filename, ticket)
-        return self.search_by_embedding(self._embed(batch, Priority.SEARCH, ticket), k, min_score)
+        return self.search_set([Upload(filename, data)], k, min_score, ticket=ticket)
+
+    def search_set(
+        self,
+        uploads: Sequence[Upload],
+        k: int,
+        min_score: float | None = None,
+        weights: Sequence[float] | None = None,
+        ticket: AdmissionTicket | None = None,
+    ) -> list[SearchHit]:
+        """:meth:`search` by several photos of one thing, embedded as one batch: items ranked by
+        the query centroid ``normalize(sum_i w_i * e_i)`` (:func:`set_query`)."""
+        batch = self.decode_query(uploads, ticket)
+        embeddings = self._embed(batch, Priority.SEARCH, ticket)
+        return self.search_by_embedding(embeddings, k, min_score, weights)
 
     def decode_query(
-        self, data: bytes, filename: str = "image", ticket: AdmissionTicket | None = None
+        self, uploads: Sequence[Upload], ticket: AdmissionTicket | None = None
     ) -> npt.NDArray[np.uint8]:
-        """One query image → ``(1, 3, H, W)`` uint8."""
-        return self._decode([data], [filename], ticket)
+        """A query's ``uploads`` → ``(N, 3, H, W)`` uint8, after the per-request file limit
+        (the enrollment's: a set query costs what an enrollment of its files costs)."""
+        if not uploads:
+            raise ImageDecodeError("no image in the query (form field 'images')")
+        if len(uploads) > self.max_images_per_request:
+            raise TooManyImagesError(
+                f"{len(uploads)} images in one query; the limit is {self.max_images_per_request}"
+            )
+        return self._decode([u.data for u in uploads], [u.filename for u in uploads], ticket)
 
     def search_by_embedding(
-        self, embedding: npt.NDArray[np.float32], k: int, min_score: float | None = None
+        self,
+        embeddings: npt.NDArray[np.float32],
+        k: int,
+        min_score: float | None = None,
+        weights: Sequence[float] | None = None,
     ) -> list[SearchHit]:
-        """:meth:`search` from the query's ``(1, D)`` embedding as the model output it."""
-        query = l2_normalize(embedding)
+        """:meth:`search_set` from the query's ``(N, D)`` embeddings as the model output them
+        (``(1, D)``: a one-photo search)."""
+        return self._ranked(set_query(embeddings, weights), k, min_score)
+
+    def _ranked(
+        self, query: npt.NDArray[np.float32], k: int, min_score: float | None
+    ) -> list[SearchHit]:
+        """The top ``k`` items for one ``(1, D)`` unit-norm query, above ``min_score``."""
         with self.metrics.stage("index_search"):
             (hits,) = self._search_index(query, k)
         if self.recall_sampler is not None:
@@ -462,6 +492,26 @@ class Retriever:
         # A shared index not answering: the gauge keeps its last value.
         with suppress(IndexUnavailableError):
             self.metrics.index_items.set(len(self.index))
+
+
+def set_query(
+    embeddings: npt.NDArray[np.floating], weights: Sequence[float] | None = None
+) -> npt.NDArray[np.float32]:
+    """The ``(1, D)`` unit-norm query of ``(N, D)`` raw embeddings: ``normalize(sum_i w_i e_i)``
+    (every ``w_i`` 1 without ``weights``), built as an item's centroid is, in float64 from the
+    embeddings as the model output them, not normalised first. ``N == 1`` is a one-photo query
+    (the weight then only scales, which normalisation removes)."""
+    rows = np.asarray(embeddings, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[0] == 0:
+        raise ValueError(f"expected (N, D) embeddings with N >= 1, got {rows.shape}")
+    if weights is None:
+        total = rows.sum(axis=0)
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (rows.shape[0],):
+            raise ValueError(f"{w.shape[0]} weights for {rows.shape[0]} embeddings")
+        total = w @ rows
+    return centroid_from_sum(total).reshape(1, -1)
 
 
 @contextmanager

@@ -1,35 +1,47 @@
-"""Query by photo: the top-k items by centroid cosine similarity."""
+"""Query by photo, or by several photos of one thing: the top-k items by centroid cosine."""
 
 # No `from __future__ import annotations`: the query limits below close over `settings`, and
 # FastAPI must evaluate the annotations where they are defined.
 
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from app.authorization import ReadScope
 from app.dependencies import FormDep, RetrieverDep, StateDep, admission_gate
+from app.query_weights import RULE as WEIGHTS_RULE
+from app.query_weights import read_weights
+from app.read_your_writes import after_query, wait_for_position
+from app.retriever import SearchHit
 from app.schemas import PROBLEM_RESPONSES, SearchResponse, SearchResult
 from app.settings import Settings
-from app.uploads import multipart_openapi, read_uploads
-from app.write_position import TOKEN_PATTERN, wait_applied
-from artifact.image_decode import ImageDecodeError
+from app.uploads import query_openapi, read_query_uploads
+
+
+def search_response(hits: list[SearchHit]) -> SearchResponse:
+    return SearchResponse(results=[SearchResult(item_id=h.item_id, score=h.score) for h in hits])
 
 
 def search_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["search"], responses=PROBLEM_RESPONSES)
+    max_files = settings.max_images_per_request
 
     @router.post(
         "/search",
         response_model=SearchResponse,
-        openapi_extra=multipart_openapi("image", many=False),
+        openapi_extra=query_openapi(max_files, WEIGHTS_RULE),
         dependencies=[ReadScope, Depends(admission_gate)],
-        summary="Find the items most similar to a photo",
+        summary="Find the items most similar to a photo, or to several photos of one thing",
         description=(
-            "Multipart form field `image`: one image file. Results are distinct items, best "
-            "first (ties by item id); an empty index gives an empty list. Limits: "
-            f"{settings.max_request_bytes} bytes per request, {settings.max_image_pixels} pixels."
+            f"Multipart form field `images`: 1..{max_files} image files, embedded as one batch. "
+            "Several files are a set query (views of one object, a tracklet): items are ranked "
+            "by `normalize(sum_i w_i * e_i)` over the files' raw embeddings `e_i`, the way an "
+            "item's centroid is built from its images. Optional field `weights`: "
+            f"{WEIGHTS_RULE}. The field `image` (one file) is a deprecated alias of `images`; "
+            "send one of the two. Results are distinct items, best first (ties by item id); an "
+            "empty index gives an empty list. A bad file is a 422 naming it. Limits: "
+            f"{settings.max_request_bytes} bytes per request, {settings.max_image_pixels} "
+            "pixels per image."
         ),
     )
     async def search(
@@ -43,33 +55,16 @@ def search_router(settings: Settings) -> APIRouter:
         min_score: Annotated[
             float | None, Query(ge=-1.0, le=1.0, description="Only results with score >= this.")
         ] = None,
-        after: Annotated[
-            str | None,
-            Query(
-                pattern=TOKEN_PATTERN,
-                description="A write's position (`X-Retrieval-Position`): answer only once "
-                "this replica has applied that write (503 with `Retry-After` if it has not "
-                f"within {settings.read_after_timeout_ms} ms).",
-            ),
-        ] = None,
+        after: Annotated[str | None, after_query(settings)] = None,
     ) -> SearchResponse:
-        if after is not None:
-            # Other replicas write only with a change feed to follow.
-            last_version = (
-                None
-                if state.follower is None
-                else partial(state.store_lane.run, retriever.store.last_version)
-            )
-            await wait_applied(
-                retriever.applier, after, settings.read_after_timeout_ms / 1000, last_version
-            )
-        uploads = await read_uploads(form, "image")
-        if len(uploads) != 1:
-            raise ImageDecodeError(f"form field 'image' must hold one file, got {len(uploads)}")
-        upload = uploads[0]
-        hits = await state.pipeline.search(retriever, upload, k, min_score, request.receive)
-        return SearchResponse(
-            results=[SearchResult(item_id=h.item_id, score=h.score) for h in hits]
+        # The form is checked before waiting for a position or a queue place: a malformed
+        # request costs nothing.
+        uploads = await read_query_uploads(form)
+        weights = read_weights(form, len(uploads))
+        await wait_for_position(state, retriever, after)
+        hits = await state.pipeline.search(
+            retriever, uploads, k, min_score, request.receive, weights
         )
+        return search_response(hits)
 
     return router
