@@ -29,6 +29,7 @@ from app.routes import (
     health_router,
     images_router,
     items_router,
+    neighbours_router,
     search_router,
 )
 from app.service_state import ServiceState
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         items_router(settings),
         images_router(settings),
         search_router(settings),
+        neighbours_router(settings),
         health_router(settings),
         admin_router(settings),
     ]

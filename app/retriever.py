@@ -57,7 +57,7 @@ from index.centroid_math import centroid_from_sum
 from index.gpu_search_mirror import GpuSearchMirror
 from index.index_errors import IndexUnavailableError
 from store.blob_backend import BlobBackend, BlobUnavailableError
-from store.errors import StoreError, StoreOutcomeUnknownError
+from store.errors import ItemNotFoundError, StoreError, StoreOutcomeUnknownError
 from store.idempotency import IdempotencyClaim, replay_if_recorded
 from store.records import (
     DeleteOutcome,
@@ -328,6 +328,21 @@ class Retriever:
         """:meth:`search_set` from the query's ``(N, D)`` embeddings as the model output them
         (``(1, D)``: a one-photo search)."""
         return self._ranked(set_query(embeddings, weights), k, min_score)
+
+    def neighbours(self, item_id: str, k: int, min_score: float | None = None) -> list[SearchHit]:
+        """The ``k`` other items whose centroids are most similar to ``item_id``'s, best first
+        (ties by item id, as every search); ``ItemNotFoundError`` if the index does not hold it.
+
+        The index is searched for ``k + 1`` and the item itself dropped: the top ``k + 1`` of
+        all items hold the top ``k`` of the others, whatever the ties (an identical item may
+        rank before the item itself), so exactly ``k`` others remain when there are that many.
+        """
+        centroid = self.index.get(item_id)
+        if centroid is None:
+            raise ItemNotFoundError(f"item {item_id!r} not found")
+        query = centroid.reshape(1, -1)  # (1, D) float32, unit norm as stored
+        hits = self._ranked(query, k + 1, min_score)
+        return [h for h in hits if h.item_id != item_id][:k]
 
     def _ranked(
         self, query: npt.NDArray[np.float32], k: int, min_score: float | None

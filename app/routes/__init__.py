@@ -4,6 +4,14 @@ from app.routes.admin import admin_router
 from app.routes.health import health_router
 from app.routes.images import images_router
 from app.routes.items import items_router
+from app.routes.neighbours import neighbours_router
 from app.routes.search import search_router
 
-__all__ = ["admin_router", "health_router", "images_router", "items_router", "search_router"]
+__all__ = [
+    "admin_router",
+    "health_router",
+    "images_router",
+    "items_router",
+    "neighbours_router",
+    "search_router",
+]

@@ -31,6 +31,7 @@ PROTECTED = [
     ("POST", "/search"),
     ("GET", "/items"),
     ("GET", "/items/x"),
+    ("GET", "/items/x/neighbours"),
     ("POST", "/items/x/images"),
     ("DELETE", "/items/x"),
     ("DELETE", "/items/x/images/abc"),
@@ -97,11 +98,13 @@ def test_read_key_reads_write_key_writes_and_neither_does_the_other(
         "cup"
     )
     assert keyed.get("/info", headers=bearer(READ_KEY)).status_code == 200
+    assert keyed.get("/items/cup/neighbours", headers=bearer(READ_KEY)).status_code == 200
     assert keyed.get("/info", headers=bearer(WRITE_KEY)).status_code == 200  # any valid key
 
     for key in (WRITE_KEY, ADMIN_KEY):
         assert_problem(keyed.post("/search", files=search, headers=bearer(key)), 403)
         assert_problem(keyed.get("/items", headers=bearer(key)), 403)
+        assert_problem(keyed.get("/items/cup/neighbours", headers=bearer(key)), 403)
     for path in (f"/items/cup/images/{image_id}", "/items/cup"):
         assert_problem(keyed.delete(path, headers=bearer(READ_KEY)), 403)
         assert_problem(keyed.delete(path, headers=bearer(ADMIN_KEY)), 403)

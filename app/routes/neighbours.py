@@ -1,0 +1,52 @@
+"""Search by item: the items whose centroids are most like an enrolled item's (duplicate
+listings, confusable identities)."""
+
+# No `from __future__ import annotations`: the query limits below close over `settings`, and
+# FastAPI must evaluate the annotations where they are defined.
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from app.authorization import ReadScope
+from app.dependencies import ItemIdPath, RetrieverDep, StateDep
+from app.read_your_writes import after_query, wait_for_position
+from app.routes.search import search_response
+from app.schemas import PROBLEM_RESPONSES, SearchResponse
+from app.settings import Settings
+
+
+def neighbours_router(settings: Settings) -> APIRouter:
+    router = APIRouter(tags=["search"], responses=PROBLEM_RESPONSES)
+
+    @router.get(
+        "/items/{item_id}/neighbours",
+        response_model=SearchResponse,
+        dependencies=[ReadScope],
+        summary="Find the items most similar to an enrolled item",
+        description=(
+            "Other items ranked by cosine between their centroids and this item's centroid, "
+            "best first (ties by item id); the item itself is never among them. Same answer "
+            "as `POST /search`. 404 if the item is not in this replica's index (send `after=` "
+            "with the enrollment's position to wait for it)."
+        ),
+    )
+    async def neighbours(
+        item_id: ItemIdPath,
+        state: StateDep,
+        retriever: RetrieverDep,
+        k: Annotated[
+            int, Query(ge=1, le=settings.max_k, description=f"Results, 1..{settings.max_k}.")
+        ] = settings.default_k,
+        min_score: Annotated[
+            float | None, Query(ge=-1.0, le=1.0, description="Only results with score >= this.")
+        ] = None,
+        after: Annotated[str | None, after_query(settings)] = None,
+    ) -> SearchResponse:
+        await wait_for_position(state, retriever, after)
+        # Index work only (no model): a worker thread, not the admission queue.
+        hits = await run_in_threadpool(retriever.neighbours, item_id, k, min_score)
+        return search_response(hits)
+
+    return router
