@@ -69,6 +69,7 @@ from store.records import (
     NewImage,
 )
 from store.store import Store
+from store.thumbnail_blobs import delete_original
 
 log = logging.getLogger(__name__)
 
@@ -499,7 +500,7 @@ class Retriever:
         for the sweep, never an error in place of the write's answer (already committed)."""
         assert self.blobs is not None
         try:
-            self.blobs.delete(content_hash)
+            delete_original(self.blobs, content_hash)  # and its thumbnail
         except BlobUnavailableError as exc:
             log.warning("blob %s left for the sweep: %s", content_hash, exc)
 

@@ -7,6 +7,9 @@ Layout of a backup directory::
     redis-namespace.jsonl  one {"key", "dump"} line per key of the namespace (backend "redis";
                            "dump" is the base64 of its DUMP payload)
     blobs/ab/cd/<sha256>   every blob the store references (when the store kept blobs)
+    blobs/thumbnails/ab/cd/<sha256>
+                           the thumbnails made so far of those blobs, keyed by their original's
+                           hash (store/thumbnail_blobs.py)
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class BackupManifest:
     referenced_hashes: int
     blobs_copied: int
     missing_blobs: list[str] = field(default_factory=list)  # referenced, absent at backup time
+    # Thumbnails copied beside them; one never made is not missing (it is made on request).
+    thumbnails_copied: int = 0
 
     def write(self, directory: Path) -> None:
         payload = {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}
@@ -78,4 +83,6 @@ class BackupManifest:
             referenced_hashes=int(raw["referenced_hashes"]),
             blobs_copied=int(raw["blobs_copied"]),
             missing_blobs=[str(h) for h in raw["missing_blobs"]],
+            # Absent from a manifest written before thumbnails existed.
+            thumbnails_copied=int(raw.get("thumbnails_copied", 0)),
         )

@@ -43,6 +43,17 @@ class BlobMissingError(BlobUnavailableError):
     )
 
 
+# A derived namespace's name: never two characters (a directory's ``ab`` levels are) nor a
+# dotted name (the deletion hold's files and objects are).
+DERIVED_NAME = re.compile(r"[a-z][a-z0-9-]{2,31}")
+
+
+def check_derived_name(name: str) -> None:
+    """ValueError unless ``name`` can name a derived namespace (``BlobBackend.derived``)."""
+    if not DERIVED_NAME.fullmatch(name):
+        raise ValueError(f"not a derived blob namespace: {name!r}")
+
+
 def check_hash(content_hash: str) -> None:
     """ValueError unless ``content_hash`` is a lower-case sha256 hex digest."""
     if not SHA256_HEX.fullmatch(content_hash):
@@ -137,4 +148,12 @@ class BlobBackend(Protocol):
 
     def copy_into(self, content_hash: str, target: DirectoryBlobStore) -> bool:
         """Copy the blob into ``target`` (a backup's directory); False if it is missing."""
+        ...
+
+    def derived(self, name: str) -> BlobBackend:
+        """The same backend for blobs made from this one's (thumbnails:
+        ``store/thumbnail_blobs.py``), in their own namespace ``name`` beside the originals
+        (which never list them). A derived blob is keyed by the hash of the blob it was made
+        from, so ``put`` does not check its bytes' hash (its name proves its source, not its
+        content); it shares this backend's deletion hold, so a backup holds both."""
         ...

@@ -11,7 +11,9 @@ an hour: far beyond the few seconds between a put and its commit, whose store ca
 within seconds). Each orphan goes through the backend's guarded removal (``remove_if``), which
 reads its modified time once more, as late as the backend allows, and asks the store again
 (the directory renames it aside first; see each backend for what that closes). Nothing is
-removed while a backup holds deletions. The same code sweeps a directory and a bucket.
+removed while a backup holds deletions. The same code sweeps a directory and a bucket, and
+the thumbnails beside the originals (``store/thumbnail_blobs.py``): keyed by their original's
+hash, a thumbnail is an orphan exactly when its original's hash is unreferenced.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 from store.blob_backend import BlobBackend, RemoveOutcome
 from store.store import Store
+from store.thumbnail_blobs import thumbnail_blobs
 
 log = logging.getLogger(__name__)
 
@@ -34,26 +37,44 @@ class SweepReport:
     orphans_removed: int
     temporary_removed: int
     kept_recent: int  # unreferenced blobs and temporary files younger than the grace period
-    held: bool  # a backup held deletions: nothing was removed
+    held: bool  # a backup held deletions: nothing (more) was removed
+    thumbnails_removed: int = 0  # thumbnails of originals no image references
 
     def line(self) -> str:
         if self.held:
             return "blob sweep skipped: a backup holds deletions"
         return (
             f"blob sweep: {self.orphans_removed} orphan blobs and {self.temporary_removed} "
-            f"temporary files removed, {self.kept_recent} younger than the grace period kept"
+            f"temporary files removed (and {self.thumbnails_removed} orphan thumbnails), "
+            f"{self.kept_recent} younger than the grace period kept"
         )
 
 
 def sweep_blobs(
     blobs: BlobBackend, store: Store, *, grace_s: float = BLOB_SWEEP_GRACE_S
 ) -> SweepReport:
-    """Remove orphan blobs and temporary files older than ``grace_s`` seconds."""
+    """Remove orphan blobs, orphan thumbnails and temporary files older than ``grace_s``
+    seconds."""
     if blobs.deletion_hold.is_held():
         return SweepReport(0, 0, 0, held=True)
     cutoff = time.time() - grace_s
-    # Read before the listing: a blob committed after this read is recent, or checked again.
+    # Read before the listings: a blob committed after this read is recent, or checked again.
     referenced = _referenced(store)
+    originals = _sweep(blobs, store, referenced, cutoff)
+    if originals.held:
+        return originals
+    thumbnails = _sweep(thumbnail_blobs(blobs), store, referenced, cutoff)
+    return SweepReport(
+        originals.orphans_removed,
+        originals.temporary_removed + thumbnails.temporary_removed,
+        originals.kept_recent + thumbnails.kept_recent,
+        held=thumbnails.held,
+        thumbnails_removed=thumbnails.orphans_removed,
+    )
+
+
+def _sweep(blobs: BlobBackend, store: Store, referenced: set[bytes], cutoff: float) -> SweepReport:
+    """One namespace's sweep: every blob whose key is in ``referenced`` stays."""
     orphans = temporary = recent = 0
     for entry in blobs.iter_entries():
         if entry.content_hash is None:

@@ -12,6 +12,10 @@ store emptied of images holds no directories either. Another writer may be putti
 the same directory at that moment: ``rmdir`` only removes an empty directory, and a ``put``
 whose directory vanished between its ``mkdir`` and its ``mkstemp`` makes it again. While a
 backup holds deletions (``store/blob_deletion_hold.py``), ``delete`` queues instead.
+
+Blobs derived from these (thumbnails) live in a sub-directory of the same shape,
+``root/<name>/ab/cd/<hash of the source>`` (``derived``); ``<name>`` is never an ``ab`` level,
+so this store's walks skip it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from store.blob_backend import (
     BlobEntry,
     BlobUnavailableError,
     RemoveOutcome,
+    check_derived_name,
     check_hash,
 )
 from store.blob_deletion_hold import BlobDeletionHold
@@ -49,10 +54,28 @@ _PUT_ATTEMPTS = 100
 class DirectoryBlobStore:
     kind = "directory"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        keyed_by_source: bool = False,
+        deletion_hold: BlobDeletionHold | None = None,
+    ) -> None:
+        """``keyed_by_source`` and ``deletion_hold``: a derived store's (:meth:`derived`),
+        whose directory is only made by its first put."""
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.deletion_hold = BlobDeletionHold(self.root)
+        if not keyed_by_source:
+            self.root.mkdir(parents=True, exist_ok=True)
+        self.keyed_by_source = keyed_by_source
+        self.deletion_hold = deletion_hold or BlobDeletionHold(self.root)
+
+    def derived(self, name: str) -> DirectoryBlobStore:
+        """Blobs made from these (``BlobBackend.derived``) in ``root/name``, whose name is no
+        ``ab`` level, so this store's walks never enter it."""
+        check_derived_name(name)
+        return DirectoryBlobStore(
+            self.root / name, keyed_by_source=True, deletion_hold=self.deletion_hold
+        )
 
     def describe(self) -> str:
         return f"the blob directory {self.root}"
@@ -71,7 +94,7 @@ class DirectoryBlobStore:
         protects a blob an enrollment in flight reuses before its store commit.
         """
         target = self.path_for(content_hash)
-        if hashlib.sha256(data).hexdigest() != content_hash:
+        if not self.keyed_by_source and hashlib.sha256(data).hexdigest() != content_hash:
             raise ValueError(f"data does not hash to {content_hash}")
         with self._unavailable_on_os_error():
             return self._put(target, data)

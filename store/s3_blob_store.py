@@ -7,8 +7,10 @@ boto3 would bring botocore's ~100 MB of service models for five S3 calls.
 
 Layout: the blob of ``h`` is the object ``<prefix><h>``; the deletion hold is
 ``<prefix>.deletion-hold`` and each deletion it deferred an empty ``<prefix>.pending-deletes/<h>``
-(a bucket has no append). A PUT is atomic (a reader sees no object or all of it), so there are
-no temporary objects; two concurrent puts of one key write the same bytes, so either may win.
+(a bucket has no append); a blob derived from the blob of ``h`` (a thumbnail) is
+``<prefix><name>/<h>`` (``derived``). A PUT is atomic (a reader sees no object or all of it),
+so there are no temporary objects; two concurrent puts of one key write the same bytes, so
+either may win.
 
 What the sweep's guarded removal cannot close here: S3 has no rename, so between the
 LastModified read and the DELETE (one round trip) an enrollment that reuses the very same bytes
@@ -24,6 +26,7 @@ Acquiring the deletion hold is not atomic against a second backup started at the
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import time
@@ -38,6 +41,7 @@ from store.blob_backend import (
     BlobEntry,
     BlobUnavailableError,
     RemoveOutcome,
+    check_derived_name,
     check_hash,
 )
 from store.blob_deletion_hold import DeletionHeldError, owner_is_stale, owner_record
@@ -104,7 +108,19 @@ class S3BlobStore:
             region=region or None,
             http_client=http,
         )
+        # True for a derived view (:meth:`derived`): keys name a source blob, not the bytes.
+        self.keyed_by_source = False
         self.deletion_hold = S3DeletionHold(self)
+
+    def derived(self, name: str) -> S3BlobStore:
+        """Blobs made from these (``BlobBackend.derived``) under ``<prefix><name>/``: this
+        store lists them (its prefix covers them) but skips them, their names holding a
+        ``/``. The same client and the same deletion hold."""
+        check_derived_name(name)
+        view = copy.copy(self)
+        view.prefix = f"{self.prefix}{name}/"
+        view.keyed_by_source = True
+        return view
 
     def describe(self) -> str:
         return f"the S3 bucket {self.bucket!r} (prefix {self.prefix!r}) at {self.endpoint}"
@@ -117,7 +133,7 @@ class S3BlobStore:
 
     def put(self, content_hash: str, data: bytes) -> bool:
         key = self.key_for(content_hash)
-        if hashlib.sha256(data).hexdigest() != content_hash:
+        if not self.keyed_by_source and hashlib.sha256(data).hexdigest() != content_hash:
             raise ValueError(f"data does not hash to {content_hash}")
         if self.modified(key) is not None and self._touch(key):
             return False

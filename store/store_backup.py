@@ -3,10 +3,11 @@
 Order, which is what makes the pair consistent: the blob backend's deletion hold is taken
 first (``store/blob_deletion_hold.py``; a bucket's is in ``store/s3_blob_store.py``), then the
 store's snapshot, then the blobs that snapshot references are copied into the backup's
-directory (hard-linked from a directory, downloaded from a bucket), then the hold is released
-and the deletions it deferred are applied. The service keeps serving and writing throughout;
-the backup is the store as of the snapshot's moment, and its blobs are complete unless the
-live backend already lacked some (listed in the manifest).
+directory (hard-linked from a directory, downloaded from a bucket) with the thumbnails made of
+them so far (``store/thumbnail_blobs.py``: keyed by the same hashes, under the same hold), then
+the hold is released and the deletions it deferred are applied. The service keeps serving and
+writing throughout; the backup is the store as of the snapshot's moment, and its blobs are
+complete unless the live backend already lacked some (listed in the manifest).
 
 Snapshots: SQLite through its online backup API (one read transaction); Redis by dumping the
 namespace's keys in one MULTI/EXEC (``RedisStore.dump_namespace``, with its limits).
@@ -36,6 +37,8 @@ from store.records import ModelIdentity
 from store.redis_store import RedisStore
 from store.sqlite_store import SqliteStore
 from store.store import Store
+from store.thumbnail_blobs import NAMESPACE as THUMBNAILS
+from store.thumbnail_blobs import thumbnail_blobs, thumbnail_key
 
 
 @dataclass(frozen=True)
@@ -62,11 +65,24 @@ def back_up(
     pending: list[str] = []
     try:
         items, images, model, namespace, referenced = _snapshot(store, out)
-        copied, missing = (0, []) if blobs is None else _copy_blobs(blobs, referenced, out)
+        copied, thumbnails = 0, 0
+        missing: list[str] = []
+        if blobs is not None:
+            target = DirectoryBlobStore(out / BLOBS_NAME)
+            copied, missing = _copy_blobs(blobs, referenced, target)
+            # A thumbnail not made yet is no loss (made again on request): only counted.
+            thumbnails = _copy_blobs(
+                thumbnail_blobs(blobs),
+                [thumbnail_key(h) for h in referenced],
+                target.derived(THUMBNAILS),
+            )[0]
     finally:
         if blobs is not None:
             pending = blobs.deletion_hold.release()
-    removed = remove_unreferenced(blobs, store, pending, grace_s=grace_s) if blobs else 0
+    removed = 0
+    if blobs is not None:
+        removed = remove_unreferenced(blobs, store, pending, grace_s=grace_s)
+        remove_unreferenced(thumbnail_blobs(blobs), store, pending, grace_s=grace_s)
     manifest = BackupManifest(
         backend=store.backend,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -78,6 +94,7 @@ def back_up(
         referenced_hashes=len(referenced),
         blobs_copied=copied,
         missing_blobs=missing,
+        thumbnails_copied=thumbnails,
     )
     manifest.write(out)
     return BackupReport(manifest, len(pending), removed)
@@ -121,10 +138,11 @@ def _snapshot(
     raise StoreError(f"no backup for a {store.backend} store")
 
 
-def _copy_blobs(blobs: BlobBackend, hashes: list[str], out: Path) -> tuple[int, list[str]]:
-    """Copy each blob into ``out/blobs`` (a directory's are hard-linked, a bucket's downloaded);
+def _copy_blobs(
+    blobs: BlobBackend, hashes: list[str], target: DirectoryBlobStore
+) -> tuple[int, list[str]]:
+    """Copy each blob into ``target`` (a directory's are hard-linked, a bucket's downloaded);
     (copied, missing)."""
-    target = DirectoryBlobStore(out / BLOBS_NAME)
     copied = 0
     missing: list[str] = []
     for content_hash in hashes:

@@ -19,6 +19,8 @@ from store.errors import StoreError
 from store.redis_store import RedisStore
 from store.sqlite_store import SqliteStore
 from store.store import Store
+from store.thumbnail_blobs import NAMESPACE as THUMBNAILS
+from store.thumbnail_blobs import thumbnail_blobs
 
 
 class TargetNotEmptyError(StoreError):
@@ -69,11 +71,22 @@ def restore(
                 corrupt_blobs.append(content_hash)
                 continue
             restored += 1
+        _restore_thumbnails(backup_dir, blobs)
     items, images = store.counts()
     missing = [] if blobs is None else missing_blobs(store, blobs)
     return RestoreReport(
         manifest, items, images, restored, blobs is not None, missing, corrupt_blobs
     )
+
+
+def _restore_thumbnails(backup_dir: Path, blobs: BlobBackend) -> None:
+    """Put back the thumbnails the backup holds (one not there is made again on request)."""
+    source = DirectoryBlobStore(backup_dir / BLOBS_NAME).derived(THUMBNAILS)
+    target = thumbnail_blobs(blobs)
+    for key in sorted(source.iter_hashes()):
+        data = source.get(key)
+        if data is not None:
+            target.put(key, data)
 
 
 def missing_blobs(store: Store, blobs: BlobBackend) -> list[str]:

@@ -47,6 +47,7 @@ T = TypeVar("T")
 
 class BlobSweepResult(BaseModel):
     orphans_removed: int
+    thumbnails_removed: int = Field(0, description="Thumbnails of originals no image holds.")
     temporary_removed: int
     kept_recent: int = Field(description="Unreferenced files younger than the grace period.")
     held: bool = Field(description="A backup held deletions: nothing was removed.")
@@ -78,6 +79,7 @@ class BackupResponse(BaseModel):
     blobs_copied: int
     missing_blobs: int = Field(description="Referenced blobs already absent from the store.")
     missing_listed: list[str] = Field(description=f"The first {MAX_LISTED} of them.")
+    thumbnails_copied: int = Field(0, description="Thumbnails made so far of those blobs.")
     deferred_deletes: int
     deferred_removed: int
     seconds: float
@@ -243,6 +245,7 @@ def _compact(retriever: Retriever, settings: Settings, grace_s: float) -> Compac
         report = sweep_blobs(blobs, store, grace_s=grace_s)
         sweep = BlobSweepResult(
             orphans_removed=report.orphans_removed,
+            thumbnails_removed=report.thumbnails_removed,
             temporary_removed=report.temporary_removed,
             kept_recent=report.kept_recent,
             held=report.held,
@@ -285,6 +288,7 @@ def _backup(retriever: Retriever, root: Path, target: Path) -> BackupResponse:
         blobs_copied=m.blobs_copied,
         missing_blobs=len(m.missing_blobs),
         missing_listed=m.missing_blobs[:MAX_LISTED],
+        thumbnails_copied=m.thumbnails_copied,
         deferred_deletes=report.deferred_deletes,
         deferred_removed=report.deferred_removed,
         seconds=round(time.perf_counter() - start, 3),

@@ -238,6 +238,48 @@ class BlobBackendCongruence:
         target.fsync_dirs()
         assert {h: target.get(h) for h in target.iter_hashes()} == stored
 
+    # -- derived blobs (thumbnails) ------------------------------------------------------
+
+    def test_a_derived_namespace_is_keyed_by_source_and_apart(
+        self, make_blobs: MakeBlobs, tmp_path: Path
+    ) -> None:
+        blobs = make_blobs()
+        derived = blobs.derived("thumbnails")
+        source_h, source = blob("original")
+        made = b"made from the original: not its bytes"
+        blobs.put(source_h, source)
+        assert derived.get(source_h) is None and not derived.exists(source_h)
+        # Keyed by its source's hash, whatever its own bytes hash to; keys still checked.
+        assert derived.put(source_h, made) is True and derived.get(source_h) == made
+        with pytest.raises(ValueError):
+            derived.put("../" + source_h[3:], made)
+        # Neither namespace lists the other's blobs.
+        assert set(blobs.iter_hashes()) == {source_h} and blobs.count() == 1
+        assert [e.content_hash for e in blobs.iter_entries()] == [source_h]
+        assert [e.content_hash for e in derived.iter_entries()] == [source_h]
+        assert blobs.get(source_h) == source and blobs.derived("other").count() == 0
+        for bad in ("ab", "0f", ".pending-deletes", "Thumbs", "a/b", ""):
+            with pytest.raises(ValueError):
+                blobs.derived(bad)
+        # One deletion hold: a backup holds the derived deletes too.
+        blobs.deletion_hold.acquire()
+        try:
+            assert derived.deletion_hold.is_held()
+            assert derived.delete(source_h) is True and derived.get(source_h) == made
+        finally:
+            deferred = blobs.deletion_hold.release()
+        assert deferred == [source_h]
+        # The sweep reaches it: an orphan once its source's hash is unreferenced.
+        store = _store(tmp_path)
+        report = sweep_blobs(blobs, store, grace_s=-5)
+        assert (report.orphans_removed, report.thumbnails_removed) == (1, 1)
+        assert blobs.count() == 0 and derived.count() == 0
+        # Copied into a backup's own derived directory.
+        derived.put(source_h, made)
+        target = DirectoryBlobStore(tmp_path / "backup-blobs").derived("thumbnails")
+        assert derived.copy_into(source_h, target) is True and target.get(source_h) == made
+        store.close()
+
 
 def _store(directory: Path) -> SqliteStore:
     """A real store the sweep asks whether a hash is referenced."""

@@ -28,6 +28,7 @@ from store.sqlite_store import SqliteStore
 from store.store import Store
 from store.store_backup import back_up
 from store.store_restore import TargetNotEmptyError, restore
+from store.thumbnail_blobs import thumbnail_blobs, thumbnail_key
 from tests import redis_server
 from tests.store.conftest import _drop_namespace
 
@@ -264,3 +265,29 @@ def test_idempotency_records_are_restored_with_their_expiry(
         assert 3500_000 < ttl_ms <= 3600_000
     time.sleep(0.6)
     assert target.get_idempotency_record("k:short") is None
+
+
+def test_thumbnails_are_backed_up_and_restored_with_their_originals(
+    open_store: Opener, tmp_path: Path
+) -> None:
+    source = open_store("source")
+    source.claim_model_identity(IDENTITY)
+    blobs = DirectoryBlobStore(tmp_path / "source-blobs")
+    rng = np.random.default_rng(3)
+    enroll(source, blobs, item_name(0), rng)
+    enroll(source, blobs, item_name(1), rng)
+    hashes = sorted(r.content_hash for r in source.iter_images())
+    thumbnails = thumbnail_blobs(blobs)
+    # Thumbnails made of two originals so far; an orphan one is no image's and is not copied.
+    made = {h: f"thumbnail of {h}".encode() for h in hashes[:2]}
+    for h, data in made.items():
+        thumbnails.put(thumbnail_key(h), data)
+    thumbnails.put(thumbnail_key("0" * 64), b"orphan")
+    report = back_up(source, blobs, tmp_path / "backup")
+    assert report.manifest.thumbnails_copied == 2 and report.manifest.blobs_copied == 4
+    assert BackupManifest.read(tmp_path / "backup").thumbnails_copied == 2
+    target_blobs = DirectoryBlobStore(tmp_path / "target-blobs")
+    restore(tmp_path / "backup", open_store("target"), target_blobs)
+    restored = thumbnail_blobs(target_blobs)
+    assert {h: restored.get(h) for h in restored.iter_hashes()} == made
+    assert sorted(target_blobs.iter_hashes()) == hashes  # originals apart from thumbnails
