@@ -705,7 +705,12 @@ class RedisStore:
             case RecordChange():
                 state = m.state
                 if state.count > 0:  # a deleted item's meta is gone with it
-                    pipe.hset(self._key("meta", state.item_id), "ver", state.version)
+                    meta: dict[str, int | bytes] = {"ver": state.version}
+                    if state.unit_sum is not None:
+                        # Also for a write that sets no totals (attributes only): an item a
+                        # schema-1 writer left without ``usum`` has it from ``_totals`` now.
+                        meta["usum"] = f64_bytes(state.unit_sum)
+                    pipe.hset(self._key("meta", state.item_id), mapping=meta)
                 record: dict[str, str | int | bytes] = {
                     "item": state.item_id,
                     "ver": state.version,

@@ -1,0 +1,188 @@
+"""A store written by the code of schema 1 opens: unit sums computed, attributes empty, the
+schema version recorded, nothing else changed.
+
+The fixtures in ``fixtures/`` were written by that code itself (``make_store_v1_fixtures.py``,
+run on commit 6356b35): an SQLite file and a Redis namespace as JSON, holding the same items
+written by the same calls. Each test first checks that its copy really is of schema 1.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import redis
+
+from store.change_feed import START, FeedCursor, RedisChangeFeed
+from store.embedding_codec import f64_from
+from store.records import ImageRecord, ItemState, ModelIdentity
+from store.redis_store import RedisStore
+from store.sqlite_store import SqliteStore
+from store.store import Store
+from tests import redis_server
+from tests.store.conftest import _drop_namespace
+from tests.store.redis_key_dump import load_keys
+
+FIXTURES = Path(__file__).parent / "fixtures"
+IDENTITY = ModelIdentity(name="fixture-model", version="1", dim=8)
+# What make_store_v1_fixtures.py wrote: item → images left (its "gone" item was deleted).
+IMAGES_PER_ITEM = {"a:b": 1, "cat": 3, "dog": 2}
+
+
+@pytest.fixture
+def v1_sqlite(tmp_path: Path) -> Path:
+    path = tmp_path / "store.sqlite3"
+    shutil.copy(FIXTURES / "store_v1.sqlite3", path)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(items)")}
+        assert columns == {"item_id", "image_count", "embedding_sum", "version"}
+    finally:
+        conn.close()
+    return path
+
+
+@pytest.fixture
+def v1_namespace() -> Iterator[str]:
+    namespace = f"test-v1-{uuid.uuid4().hex}"
+    client = redis.Redis.from_url(redis_server.REDIS_URL)
+    entries = json.loads((FIXTURES / "redis_v1.json").read_text())
+    load_keys(client, namespace, entries)
+    assert client.get(f"{namespace}:schema") is None
+    metas = [k for k in client.scan_iter(match=f"{namespace}:meta:*")]
+    assert len(metas) == 3 and all(
+        set(client.hkeys(k)) == {b"count", b"sum", b"ver"} for k in metas
+    )
+    client.close()
+    yield namespace
+    _drop_namespace(namespace)
+
+
+def brute_unit_sum(images: list[ImageRecord], item_id: str) -> npt.NDArray[np.float64]:
+    held = [r.embedding.astype(np.float64) for r in images if r.item_id == item_id]
+    return np.sum([e / np.linalg.norm(e) for e in held], axis=0)
+
+
+def check_upgraded(s: Store, before: dict[str, tuple[int, bytes, int]]) -> dict[str, ItemState]:
+    """The store's items after the upgrade, checked against what the schema-1 layout held
+    (``before``: item → count, sum bytes, version) and against its stored embeddings."""
+    assert s.schema_version() == 2
+    assert s.get_model_identity() == IDENTITY
+    images = list(s.iter_images())
+    got = {state.item_id: state for state in s.iter_item_states()}
+    assert {i: st.count for i, st in got.items()} == IMAGES_PER_ITEM
+    for item_id, state in got.items():
+        count, raw_sum, version = before[item_id]
+        assert (state.count, state.version) == (count, version)  # versions stay
+        np.testing.assert_array_equal(state.embedding_sum, f64_from(raw_sum))
+        held = [r.embedding.astype(np.float64) for r in images if r.item_id == item_id]
+        np.testing.assert_array_equal(state.embedding_sum, np.sum(held, axis=0))
+        assert state.unit_sum is not None and state.attributes == {}
+        np.testing.assert_allclose(
+            state.unit_sum, brute_unit_sum(images, item_id), rtol=1e-12, atol=1e-12
+        )
+        record = s.get_item(item_id)
+        assert record is not None and len(record.image_ids) == count
+    return got
+
+
+def check_writable(s: Store) -> None:
+    version = s.last_version()
+    patched = s.patch_attributes("cat", {"sku": "1"})
+    assert patched.version == version + 1 and patched.attributes == {"sku": "1"}
+    record = s.get_item("cat")
+    assert record is not None
+    after = s.delete_image("cat", record.image_ids[0]).item
+    images = list(s.iter_images())
+    assert after.unit_sum is not None and after.attributes == {"sku": "1"}
+    np.testing.assert_allclose(after.unit_sum, brute_unit_sum(images, "cat"), rtol=1e-12)
+
+
+def test_a_schema_1_sqlite_file_is_upgraded_on_open(v1_sqlite: Path) -> None:
+    conn = sqlite3.connect(v1_sqlite)
+    before = {
+        str(r[0]): (int(r[1]), bytes(r[2]), int(r[3]))
+        for r in conn.execute("SELECT item_id, image_count, embedding_sum, version FROM items")
+    }
+    conn.close()
+    s = SqliteStore(v1_sqlite)
+    upgraded = check_upgraded(s, before)
+    s.close()
+    reopened = SqliteStore(v1_sqlite)  # upgraded once: opens as it is
+    again = {st.item_id: st for st in reopened.iter_item_states()}
+    for item_id, state in upgraded.items():
+        assert again[item_id].unit_sum is not None and state.unit_sum is not None
+        np.testing.assert_array_equal(again[item_id].unit_sum, state.unit_sum)
+    check_writable(reopened)
+    reopened.close()
+
+
+def test_a_schema_1_redis_namespace_is_upgraded_on_first_use(v1_namespace: str) -> None:
+    client = redis.Redis.from_url(redis_server.REDIS_URL)
+    before = {}
+    for item_id in IMAGES_PER_ITEM:
+        count, raw_sum, ver = client.hmget(
+            f"{v1_namespace}:meta:{item_id}", ["count", "sum", "ver"]
+        )
+        before[item_id] = (int(count), raw_sum, int(ver))
+    # The schema-1 change records carry no unit sum and no attributes.
+    feed = RedisChangeFeed(redis_server.REDIS_URL, v1_namespace, IDENTITY.dim)
+    old = feed.read(FeedCursor(START, 0), block_ms=0).changes
+    assert old and all(c.state.attributes == {} for c in old)
+    assert all((c.state.unit_sum is None) == (c.state.count > 0) for c in old)
+    s = RedisStore(redis_server.REDIS_URL, namespace=v1_namespace)
+    s.ping()  # the first call upgrades
+    assert client.get(f"{v1_namespace}:schema") == b"2"
+    check_upgraded(s, before)
+    check_writable(s)
+    new = feed.read(FeedCursor(START, 0), block_ms=0).changes[len(old) :]
+    assert len(new) == 2 and all(c.state.unit_sum is not None for c in new)
+    assert new[0].state.attributes == {"sku": "1"}
+    feed.close()
+    s.close()
+    client.close()
+
+
+def test_both_backends_upgrade_the_same_items_to_the_same_state(
+    v1_sqlite: Path, v1_namespace: str
+) -> None:
+    lite = SqliteStore(v1_sqlite)
+    red = RedisStore(redis_server.REDIS_URL, namespace=v1_namespace)
+    a = {st.item_id: st for st in lite.iter_item_states()}
+    b = {st.item_id: st for st in red.iter_item_states()}
+    assert a.keys() == b.keys() == IMAGES_PER_ITEM.keys()
+    for item_id in a:
+        assert a[item_id].unit_sum is not None and b[item_id].unit_sum is not None
+        np.testing.assert_array_equal(a[item_id].embedding_sum, b[item_id].embedding_sum)
+        np.testing.assert_array_equal(a[item_id].unit_sum, b[item_id].unit_sum)
+    lite.close()
+    red.close()
+
+
+def test_a_redis_item_written_without_a_unit_sum_after_the_upgrade_gets_one_at_its_next_write(
+    v1_namespace: str,
+) -> None:
+    """A replica still running schema-1 code writes items without ``usum``: reads say None,
+    and the next write by this code computes it from the item's embeddings."""
+    s = RedisStore(redis_server.REDIS_URL, namespace=v1_namespace)
+    s.ping()
+    client = redis.Redis.from_url(redis_server.REDIS_URL)
+    client.hdel(f"{v1_namespace}:meta:dog", "usum")
+    client.close()
+    state = s.get_item_state("dog")
+    assert state is not None and state.unit_sum is None
+    written = s.patch_attributes("dog", {"k": 1})
+    images = list(s.iter_images())
+    assert written.unit_sum is not None
+    np.testing.assert_allclose(written.unit_sum, brute_unit_sum(images, "dog"), rtol=1e-12)
+    state = s.get_item_state("dog")
+    assert state is not None and state.unit_sum is not None
+    s.close()
