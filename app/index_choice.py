@@ -80,12 +80,18 @@ def _milvus(settings: Settings, dim: int) -> CentroidIndex:
         settings.milvus_collection_name,
         dim,
         timeout=settings.milvus_timeout_s,
+        admin_timeout=settings.milvus_admin_timeout_s,
     )
 
 
 def _milvus_client(settings: Settings) -> MilvusClient:
     """A client on ``milvus_uri`` with the token; built here because the index's own
-    connect takes no token. Imported only for this kind."""
+    connect takes no token. Imported only for this kind.
+
+    Made with the request-path timeout: pymilvus bounds both this first connection and every
+    reconnect it makes inside a later call (a search that met a restarted Milvus) by it, and a
+    request must not wait for a long one. A Milvus not up yet at start-up is retried by the
+    loader (``app/service_state.py``), not waited for here."""
     from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
 
@@ -106,6 +112,7 @@ def _milvus_parameters(settings: Settings) -> dict[str, Any]:
         "collection": settings.milvus_collection_name,
         "lite": uri.endswith(".db"),
         "timeout_s": settings.milvus_timeout_s,
+        "admin_timeout_s": settings.milvus_admin_timeout_s,
     }
 
 

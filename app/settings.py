@@ -270,7 +270,22 @@ class Settings(BaseSettings):
         ),
     )
     milvus_timeout_s: float = Field(
-        10.0, gt=0, description="milvus: longest any one Milvus call may take (seconds)."
+        1.0,
+        gt=0,
+        description=(
+            "milvus: longest a request-path Milvus call may take (a search, a write's upsert, "
+            "delete and read-backs; the client's reconnects), in seconds: within "
+            "store_deadline_ms, so a Milvus that does not answer fails a request in time."
+        ),
+    )
+    milvus_admin_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "milvus: longest a set-up or bulk Milvus call may take (create, describe and load "
+            "the collection, create its index, flush, alias changes, rebuild batches, paged "
+            "reads of every row), in seconds."
+        ),
     )
     recall_sample_rate: float = Field(
         0.01,

@@ -25,9 +25,22 @@ answering from the old content meanwhile and a bad input leaves it untouched.
 
 ``pymilvus`` is imported only when an index is built, so a service not configured for Milvus
 pays nothing for it. Every Milvus failure surfaces as ``IndexUnavailableError``: the client's
-own errors, and gRPC's (a call past ``timeout`` ends in DEADLINE_EXCEEDED, which pymilvus lets
+own errors, and gRPC's (a call past its timeout ends in DEADLINE_EXCEEDED, which pymilvus lets
 through unwrapped). A collection found released (a restarted Milvus Lite server does not load
 what it loaded before) is loaded again and the call retried once.
+
+Two timeouts, because the service's requests must fail within the store's deadline while a
+set-up or bulk call legitimately takes long:
+
+* ``timeout`` (request path, short): ``search``, ``upsert``, ``remove``, ``get``, ``len``,
+  ``in``, ``stored_version`` and a ``upsert_versioned``/``upsert_many`` call of one row (a
+  write's settle); also the client's connection, made with it when ``client`` is a URI:
+  pymilvus reconnects *inside* a call that met an unavailable server, bounded by the timeout
+  the client was made with, so a longer one would let a request wait for it;
+* ``admin_timeout`` (set-up and bulk, long): attaching or creating the collection (list and
+  describe aliases and collections, create collection and index, load), a reload after a
+  restart, ``flush``, alias moves, ``drop``, the batches of ``rebuild`` and of a
+  several-row ``upsert_versioned``, and the paged reads ``stored_versions`` and ``item_ids``.
 """
 
 from __future__ import annotations
@@ -77,7 +90,8 @@ class MilvusCentroidIndex:
     ``client`` is a ``pymilvus.MilvusClient`` or a URI for one (a Milvus Lite ``.db`` path or
     ``http://host:19530``). ``collection`` is the namespace's name: an existing alias of that
     name is attached to (its dimension must be ``dim``), otherwise a collection is created.
-    ``timeout`` (seconds) bounds every Milvus call.
+    ``timeout`` bounds each request-path call, ``admin_timeout`` each set-up or bulk call
+    (seconds; the module docstring says which call is which).
     """
 
     def __init__(
@@ -86,13 +100,17 @@ class MilvusCentroidIndex:
         collection: str,
         dim: int,
         *,
-        timeout: float = 10.0,
+        timeout: float = 1.0,
+        admin_timeout: float = 30.0,
     ) -> None:
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
+        if timeout <= 0 or admin_timeout <= 0:
+            raise ValueError(f"timeouts must be positive, got {timeout} and {admin_timeout}")
         self._dim = dim
         self._alias = collection
         self._timeout = timeout
+        self._admin_timeout = admin_timeout
         self._slack = float32_dot_slack(dim)
         self._version = 0
         self._client: MilvusClient = self._call(lambda: _connect(client, timeout))
@@ -150,7 +168,9 @@ class MilvusCentroidIndex:
             return
         for start in range(0, len(entities), REBUILD_BATCH_ROWS):
             batch = entities[start : start + REBUILD_BATCH_ROWS]
-            self._write(self._client.upsert, self._alias, batch)
+            # One row is a write's settle (request path); more are a rebuild's batch.
+            timeout = self._timeout if len(batch) == 1 else self._admin_timeout
+            self._write(self._client.upsert, self._alias, batch, timeout)
         self._version += 1
 
     def remove(self, item_id: str) -> bool:
@@ -185,14 +205,16 @@ class MilvusCentroidIndex:
                         raise ValueError(f"item id {item_id!r} appears twice in rebuild input")
                     seen.add(item_id)
                     rows.append(self._entity(item_id, centroid))
-                self._write(self._client.insert, fresh, rows)
+                self._write(self._client.insert, fresh, rows, self._admin_timeout)
         except BaseException:
             self._call(lambda: self._drop_if_exists(fresh))
             raise
         if len(seen) >= FLUSH_AFTER_ROWS:
-            self._call(lambda: self._client.flush(fresh, timeout=self._timeout))
+            self._call(lambda: self._client.flush(fresh, timeout=self._admin_timeout))
         old = _physical_name(self._alias, self._generation)
-        self._call(lambda: self._client.alter_alias(fresh, self._alias, timeout=self._timeout))
+        self._call(
+            lambda: self._client.alter_alias(fresh, self._alias, timeout=self._admin_timeout)
+        )
         self._generation = generation
         self._version += 1
         self._call(lambda: self._drop_if_exists(old))
@@ -308,7 +330,7 @@ class MilvusCentroidIndex:
                 batch_size=ITEM_ID_PAGE_ROWS,
                 filter="",
                 output_fields=fields,
-                timeout=self._timeout,
+                timeout=self._admin_timeout,
                 consistency_level=_STRONG,
             )
             out: list[dict[str, Any]] = []
@@ -334,7 +356,7 @@ class MilvusCentroidIndex:
 
         def drop_all() -> None:
             physical = _physical_name(self._alias, self._generation)
-            self._client.drop_alias(self._alias, timeout=self._timeout)
+            self._client.drop_alias(self._alias, timeout=self._admin_timeout)
             self._drop_if_exists(physical)
 
         self._call(drop_all)
@@ -368,29 +390,31 @@ class MilvusCentroidIndex:
 
     def _reload(self) -> None:
         """Load the collection the alias points at (after a Milvus restart released it)."""
-        target = self._client.describe_alias(self._alias, timeout=self._timeout)
-        self._client.load_collection(str(target["collection_name"]), timeout=self._timeout)
+        target = self._client.describe_alias(self._alias, timeout=self._admin_timeout)
+        self._client.load_collection(str(target["collection_name"]), timeout=self._admin_timeout)
 
     def _attach_or_create(self) -> int:
         """The generation of the alias's collection, creating generation 1 if there is none."""
-        if self._alias in self._client.list_aliases(timeout=self._timeout)["aliases"]:
+        if self._alias in self._client.list_aliases(timeout=self._admin_timeout)["aliases"]:
             target = str(
-                self._client.describe_alias(self._alias, timeout=self._timeout)["collection_name"]
+                self._client.describe_alias(self._alias, timeout=self._admin_timeout)[
+                    "collection_name"
+                ]
             )
             prefix = f"{self._alias}__g"
             if not target.startswith(prefix) or not target[len(prefix) :].isdigit():
                 raise ValueError(f"alias {self._alias!r} points at {target!r}, not one of ours")
             self._check_schema(target)
-            self._client.load_collection(target, timeout=self._timeout)
+            self._client.load_collection(target, timeout=self._admin_timeout)
             return int(target[len(prefix) :])
         first = _physical_name(self._alias, 1)
         self._drop_if_exists(first)
         self._create(first)
-        self._client.create_alias(first, self._alias, timeout=self._timeout)
+        self._client.create_alias(first, self._alias, timeout=self._admin_timeout)
         return 1
 
     def _check_schema(self, physical: str) -> None:
-        described = self._client.describe_collection(physical, timeout=self._timeout)
+        described = self._client.describe_collection(physical, timeout=self._admin_timeout)
         fields = {field["name"]: field for field in described["fields"]}
         if _ITEM_VERSION not in fields:
             raise ValueError(
@@ -410,19 +434,19 @@ class MilvusCentroidIndex:
         schema.add_field(_ATTRIBUTES, DataType.JSON)
         schema.add_field(_ITEM_VERSION, DataType.INT64)
         self._client.create_collection(
-            physical, schema=schema, consistency_level=_STRONG, timeout=self._timeout
+            physical, schema=schema, consistency_level=_STRONG, timeout=self._admin_timeout
         )
         index_params = self._client.prepare_index_params()
         index_params.add_index(field_name=_VECTOR, index_type="FLAT", metric_type="IP")
         # pymilvus's synchronous index creation sleeps 0.5 s before its first poll; on an
         # empty collection there is nothing to build, and load_collection waits until the
         # collection is searchable anyway.
-        self._client.create_index(physical, index_params, sync=False, timeout=self._timeout)
-        self._client.load_collection(physical, timeout=self._timeout)
+        self._client.create_index(physical, index_params, sync=False, timeout=self._admin_timeout)
+        self._client.load_collection(physical, timeout=self._admin_timeout)
 
     def _drop_if_exists(self, physical: str) -> None:
-        if self._client.has_collection(physical, timeout=self._timeout):
-            self._client.drop_collection(physical, timeout=self._timeout)
+        if self._client.has_collection(physical, timeout=self._admin_timeout):
+            self._client.drop_collection(physical, timeout=self._admin_timeout)
 
     def _entity(
         self, item_id: str, centroid: npt.NDArray[np.floating], version: int = 0
@@ -442,10 +466,14 @@ class MilvusCentroidIndex:
         }
 
     def _write(
-        self, op: Callable[..., object], collection: str, rows: list[dict[str, Any]]
+        self,
+        op: Callable[..., object],
+        collection: str,
+        rows: list[dict[str, Any]],
+        timeout: float,
     ) -> None:
         """``op`` (the client's insert or upsert) of ``rows`` into ``collection``."""
-        self._call(lambda: op(collection, rows, timeout=self._timeout))
+        self._call(lambda: op(collection, rows, timeout=timeout))
 
     def _search_milvus(self, q: npt.NDArray[np.float32], want: int) -> list[list[dict[str, Any]]]:
         """Per query, up to ``want`` hits ``{"item_id", "distance" (float32 IP), "entity"}``."""

@@ -288,7 +288,8 @@ def test_milvus_lite_enrolls_searches_and_deletes_like_flat(
         "kind": "milvus",
         "collection": "centroids",
         "lite": True,
-        "timeout_s": 10.0,
+        "timeout_s": 1.0,
+        "admin_timeout_s": 30.0,
     }
     assert info.json()["index_items"] == RANDOM_ITEMS + len(photo_views)
     for path in ("/info", "/readyz", "/metrics"):

@@ -264,3 +264,67 @@ def test_rows_keep_the_version_they_were_written_with(make_index: MakeIndex) -> 
     with pytest.raises(ValueError):
         index.upsert_versioned([("c", np.ones(3), 1), ("c", np.ones(3), 2)])
     assert index.remove("a") and index.stored_versions() == {"plain": 0, "b": 9}
+
+
+class TimeoutRecordingClient:
+    """The real client; every call's name and ``timeout`` keyword are recorded (but
+    ``prepare_index_params``'s, which builds a local object and calls no one)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.calls: list[tuple[str, float | None]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((name, kwargs.get("timeout")))
+            return attr(*args, **kwargs)
+
+        return attr if name == "prepare_index_params" else call
+
+    def taken(self) -> dict[str, set[float | None]]:
+        """Call name -> the timeouts it was given, since the last ``taken``."""
+        out: dict[str, set[float | None]] = {}
+        for name, timeout in self.calls:
+            out.setdefault(name, set()).add(timeout)
+        self.calls.clear()
+        return out
+
+
+def test_request_path_calls_take_the_short_timeout_set_up_and_bulk_ones_the_long(
+    milvus: Any,
+) -> None:
+    short, long = 0.75, 7.5
+    client = TimeoutRecordingClient(milvus)
+    index = MilvusCentroidIndex(client, fresh_name(), 2, timeout=short, admin_timeout=long)
+    set_up = client.taken()
+    assert {"list_aliases", "create_collection", "create_index", "load_collection"} <= set(set_up)
+    assert set_up == {n: {long} for n in set_up}
+
+    index.upsert("a", np.array([1.0, 0.0]))
+    index.upsert_versioned([("b", np.array([0.0, 1.0]), 3)])  # a write's settle: one row
+    index.search(np.array([[1.0, 0.0]], np.float32), 1)
+    index.get("a")
+    assert "a" in index and len(index) == 2 and index.stored_version("b") == 3
+    assert index.remove("a")
+    request_path = client.taken()
+    assert {"upsert", "search", "get", "query", "delete"} <= set(request_path)
+    assert request_path == {n: {short} for n in request_path}
+
+    index.upsert_versioned([("c", np.array([1.0, 1.0]), 4), ("d", np.array([1.0, 2.0]), 5)])
+    assert index.stored_versions() == {"b": 3, "c": 4, "d": 5}
+    assert sorted(index.item_ids()) == ["b", "c", "d"]
+    index.rebuild([("e", np.array([2.0, 1.0]))])
+    bulk = client.taken()
+    assert {"upsert", "query_iterator", "insert", "alter_alias", "drop_collection"} <= set(bulk)
+    assert bulk == {n: {long} for n in bulk}
+    index.drop()
+
+
+def test_timeouts_must_be_positive(milvus: Any) -> None:
+    for timeouts in ({"timeout": 0.0}, {"admin_timeout": -1.0}):
+        with pytest.raises(ValueError, match="timeouts must be positive"):
+            MilvusCentroidIndex(milvus, fresh_name(), 2, **timeouts)
