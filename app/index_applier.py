@@ -76,6 +76,15 @@ class IndexApplier:
         self._shared = index if isinstance(index, SharedCentroidIndex) else None
         self.breaker = IndexBreaker() if self._shared is not None else None
 
+    def configure_breaker(self, failures: int, cooldown_s: float) -> None:
+        """Before the index is used: the shared index's breaker opens after ``failures`` failed
+        calls in a row, for ``cooldown_s`` (the settings'); nothing for an own index.
+
+        A method rather than a constructor argument because the retriever builds the applier
+        and the settings reach it only through ``build_retriever``."""
+        if self._shared is not None:
+            self.breaker = IndexBreaker(failures, cooldown_s)
+
     @property
     def shared(self) -> bool:
         """Other processes write this index too (Milvus): states are settled, not applied."""

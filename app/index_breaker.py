@@ -1,12 +1,14 @@
 """The store's circuit breaker (``app/circuit_breaker.py``) in front of a shared index (Milvus).
 
 Why: the index of a replica's own memory cannot be down, Milvus can. Once it has failed
-``INDEX_BREAKER_FAILURES`` calls in a row, the service *knows* it is down: a write is then
-refused with 503 before its store commit (``refuse_writes_if_open``), instead of committing
-and answering ``index_pending``, and the index's own calls are refused at once rather than
-each waiting for Milvus's timeout. After ``INDEX_BREAKER_COOLDOWN_S`` one call is let through
-as the probe (a write's index update, or the reconciler's retry of a pending item); its
-success closes the breaker.
+``failures`` calls in a row (``RETRIEVAL_MILVUS_BREAKER_FAILURES``, default
+``INDEX_BREAKER_FAILURES``; searches, writes' index updates and the reconciler's retries all
+count), the service *knows* it is down: a write is then refused with 503 before its store
+commit (``refuse_writes_if_open``), instead of committing and answering ``index_pending``, and
+searches and the index's other calls are refused at once rather than each waiting for Milvus's
+timeout. After ``cooldown_s`` (``RETRIEVAL_MILVUS_BREAKER_COOLDOWN_S``) one call is let through
+as the probe (a search, a write's index update, or the reconciler's retry of a pending item);
+its success closes the breaker.
 
 Every refusal and every Milvus failure is an ``IndexUnavailableError``: 503 problem+json with
 ``Retry-After`` (the cooldown left for a refusal), never the store's text.

@@ -433,7 +433,11 @@ class Retriever:
             mirror.refresh()
             if mirror.version == self.index.version:
                 return mirror.search(query, k)
-        return self.index.search(query, k)
+        # A shared index (Milvus) through its breaker: refused at once (503, Retry-After) while
+        # Milvus is known down instead of each search waiting for its timeout; a failure here
+        # counts toward opening it as a write's does. Nothing for an index in this process.
+        with self.applier.guarded():
+            return self.index.search(query, k)
 
     def _apply_committed(self, state: ItemState) -> bool:
         """Bring the index to the state a write just committed; True (``index_pending``) if a

@@ -5,7 +5,11 @@ background thread started by the lifespan: ``/healthz`` answers at once, ``/read
 (with the reason) until the retriever is ready, and forever if start-up failed for good (a bad
 model file, or a store holding embeddings of another model). An unreachable store is not for
 good: it is usually one that has not started yet, so the loader keeps retrying it with capped
-exponential backoff, and ``/readyz`` says what it is waiting for.
+exponential backoff, and ``/readyz`` says what it is waiting for. So is a Milvus index that does
+not answer (``IndexUnavailableError`` while connecting, attaching to its collection or bringing
+it in step with the store): the process keeps serving ``/healthz``, ``/readyz`` names Milvus,
+and each attempt builds everything afresh (the store opened by a failed attempt is closed), so
+the one that succeeds rebuilds the index from the store as any start does.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from app.store_lane import StoreLane
 from artifact.onnx_embedder import OnnxEmbedder
 from index.flat_centroid_index import FlatCentroidIndex
 from index.gpu_search_mirror import GpuSearchMirror, gpu_available
+from index.index_errors import IndexUnavailableError
 from store.blob_sweep import log_sweep
 from store.change_feed import FeedCursor, RedisChangeFeed
 from store.change_log import ChangeLog, ChangeLogGapError
@@ -42,7 +47,8 @@ from store.store import Store
 
 log = logging.getLogger(__name__)
 
-# Waits between attempts to reach the store at start-up: 0.5 s, doubling, at most 10 s.
+# Waits between attempts to reach the store (or a Milvus index) at start-up: 0.5 s, doubling,
+# at most 10 s.
 STORE_RETRY_FIRST_S = 0.5
 STORE_RETRY_MAX_S = 10.0
 
@@ -89,8 +95,14 @@ def build_retriever(
 ) -> Retriever:
     embedder = embedder if embedder is not None else load_embedder(settings)
     store = open_store(settings)
-    blobs = build_blob_backend(settings)
-    index = build_centroid_index(settings, embedder.embedding_dim)
+    try:
+        blobs = build_blob_backend(settings)
+        index = build_centroid_index(settings, embedder.embedding_dim)
+    except BaseException:
+        # Milvus not answering yet is retried by the loader: each attempt opens the store
+        # again, so this one's connections are closed rather than left behind.
+        store.close()
+        raise
     # faiss-gpu (requirements/serve-gpu.txt) on a GPU machine: the CPU index takes the writes,
     # a GPU copy kept in step serves searches. Never the case with faiss-cpu. The mirror copies
     # a FlatCentroidIndex only: ivf and milvus search on their own (CPU, Milvus).
@@ -112,7 +124,7 @@ def build_retriever(
         if settings.batching
         else None
     )
-    return Retriever(
+    retriever = Retriever(
         embedder=embedder,
         store=store,
         index=index,
@@ -131,6 +143,10 @@ def build_retriever(
         ),
         index_info=describe_index(settings),
     )
+    retriever.applier.configure_breaker(
+        settings.milvus_breaker_failures, settings.milvus_breaker_cooldown_s
+    )
+    return retriever
 
 
 @dataclass
@@ -188,22 +204,28 @@ class ServiceState:
             return
         delay = STORE_RETRY_FIRST_S
         attempt = 1
-        self.phase = "opening the store"
+        self.phase = (
+            "opening the store and Milvus"
+            if self.settings.index == "milvus"
+            else "opening the store"
+        )
         while True:
             try:
                 retriever, items = self._open_and_rebuild(embedder)
                 break
-            # The one failure worth retrying: the store did not answer (the stores wrap their
-            # clients' connection errors in StoreUnavailableError).
-            except StoreUnavailableError as exc:
+            # The failures worth retrying: the store or the Milvus index did not answer (the
+            # stores wrap their clients' connection errors in StoreUnavailableError, the Milvus
+            # index its client's and gRPC's in IndexUnavailableError).
+            except (StoreUnavailableError, IndexUnavailableError) as exc:
+                what = "Milvus" if isinstance(exc, IndexUnavailableError) else "the store"
                 reason = f"{type(exc).__name__}: {exc}"
                 log.warning(
-                    "store unreachable (attempt %d), next in %g s: %s", attempt, delay, reason
+                    "%s unreachable (attempt %d), next in %g s: %s", what, attempt, delay, reason
                 )
                 # Kept while the next attempt connects, so /readyz keeps saying why (without
-                # the store's address, which the log line above has).
+                # the store's or Milvus's address, which the log line above has).
                 self.phase = (
-                    f"waiting for the store (attempt {attempt}: {self._redact(reason)}; "
+                    f"waiting for {what} (attempt {attempt}: {self._redact(reason)}; "
                     f"next attempt in {delay:g} s)"
                 )
                 if self._stop.wait(delay):

@@ -287,6 +287,23 @@ class Settings(BaseSettings):
             "reads of every row), in seconds."
         ),
     )
+    milvus_breaker_failures: int = Field(
+        3,
+        ge=1,
+        description=(
+            "milvus: failed Milvus calls in a row (searches, writes, the reconciler's retries) "
+            "after which the index's breaker opens: searches and writes are refused 503 at "
+            "once, writes before their store commit."
+        ),
+    )
+    milvus_breaker_cooldown_s: float = Field(
+        2.0,
+        gt=0,
+        description=(
+            "milvus: how long the open breaker refuses before one call is let through to try "
+            "Milvus again (seconds)."
+        ),
+    )
     recall_sample_rate: float = Field(
         0.01,
         ge=0,

@@ -229,4 +229,38 @@ def test_the_loader_sweeps_old_orphan_blobs_once_ready(
         state = loaded(make_state())
     assert state.phase == "ready"
     assert not path.exists() and young.exists()  # the young temporary file is kept
-    assert "1 orphan blobs and 0 temporary files removed, 1 younger" in caplog.text
+    # (Two parts: the sweep may name further kinds of orphans between them.)
+    assert "1 orphan blobs" in caplog.text
+    assert "0 temporary files removed, 1 younger" in caplog.text
+
+
+def _open_store_files(data_dir: Path) -> int:
+    """File descriptors of this process open on the SQLite store (database, WAL, shared memory)."""
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        count += target.startswith(str(data_dir / "store.sqlite3"))
+    return count
+
+
+def test_an_unreachable_milvus_is_retried_and_each_attempt_closes_its_store(
+    make_state: StateFactory, tmp_path: Path
+) -> None:
+    pytest.importorskip("pymilvus")
+    # Nothing listens there: every connection is refused at once.
+    state = make_state(index="milvus", milvus_uri=f"http://127.0.0.1:{free_port()}")
+    state.start_loading()
+    phase = wait_for_phase(state, "attempt 2")
+    assert phase.startswith("waiting for Milvus") and "IndexUnavailableError" in phase, phase
+    assert "next attempt in 1 s" in phase and "127.0.0.1" not in phase, phase
+    assert state.failure is None
+    with pytest.raises(NotReadyError, match="still waiting for Milvus"):
+        state.require_retriever()
+    # Each attempt opens the store again: the failed ones' files must not stay open.
+    open_after_two = _open_store_files(tmp_path / "data")
+    wait_for_phase(state, "attempt 3")
+    assert _open_store_files(tmp_path / "data") <= open_after_two
