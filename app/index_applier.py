@@ -186,13 +186,16 @@ class IndexApplier:
         ids: Sequence[str],
         versions: npt.NDArray[np.int64],
         rows: npt.NDArray[np.float32],
+        terms: Sequence[frozenset[str]] | None = None,
     ) -> None:
-        """Replace everything with an index snapshot: ``ids``, their ``(n,)`` versions and
-        ``(n, dim)`` unit-norm float32 rows (app/index_snapshots.py)."""
+        """Replace everything with an index snapshot: ``ids``, their ``(n,)`` versions,
+        ``(n, dim)`` unit-norm float32 rows and filter terms (app/index_snapshots.py)."""
         if isinstance(self.index, RowExport):
-            self.index.load_rows(ids, rows)
-        else:
+            self.index.load_rows(ids, rows, terms)
+        elif terms is None:
             self.index.rebuild(zip(ids, rows, strict=True))
+        else:
+            self.index.rebuild(zip(ids, rows, terms, strict=True))
         with self._lock:
             self._versions = dict(zip(ids, versions.tolist(), strict=True))
 

@@ -1,15 +1,23 @@
-"""The on-disk form of an index snapshot: every item's id, version and unit-norm row.
+"""The on-disk form of an index snapshot: every item's id, version, unit-norm row and filter
+terms.
 
 One file, written in one pass while the rows stream out of the index, with its table of
 contents at the end (so nothing has to be known before the first row is written)::
 
-    rows       count x dim float32, little-endian (from offset 0, so they map in place)
-    versions   count int64
-    offsets    count + 1 int64: item i's id is ids[offsets[i]:offsets[i + 1]]
-    ids        UTF-8 bytes
-    footer     JSON: sizes, offsets, CRC-32 of versions + offsets + ids, and the caller's meta
-    length     8 bytes, little-endian: the footer's size
-    magic      8 bytes
+    rows          count x dim float32, little-endian (from offset 0, so they map in place)
+    versions      count int64
+    offsets       count + 1 int64: item i's id is ids[offsets[i]:offsets[i + 1]]
+    ids           UTF-8 bytes
+    term_offsets  count + 1 int64: item i's terms are term_ids[term_offsets[i]:...[i + 1]]
+    term_ids      int32 indices into the term dictionary
+    dict_offsets  terms + 1 int64: term j is dict[dict_offsets[j]:dict_offsets[j + 1]]
+    dict          UTF-8 bytes of the distinct terms (each stored once: items share terms)
+    footer        JSON: sizes, offsets, CRC-32 of everything after the rows, the caller's meta
+    length        8 bytes, little-endian: the footer's size
+    magic         8 bytes
+
+Format 2 (magic ``CRIDXSN2``) added the terms; a format-1 file (``CRIDXSN1``) is refused like
+any unreadable one, so the service rebuilds from the store and writes a format-2 snapshot.
 
 It is written to a temporary file beside the target, fsynced and renamed over it, the directory
 fsynced: a reader sees the previous snapshot or this one, whole. The rows carry no checksum
@@ -36,8 +44,9 @@ import numpy.typing as npt
 
 from store.fsync_dir import fsync_dir
 
-MAGIC = b"CRIDXSN1"
-FORMAT = 1
+MAGIC = b"CRIDXSN2"
+FORMAT = 2
+_OLD_MAGICS = {b"CRIDXSN1": 1}  # formats before item terms
 _TAIL = struct.Struct("<Q8s")  # footer length, magic
 
 
@@ -51,6 +60,7 @@ class SnapshotFile:
     ids: list[str]
     versions: npt.NDArray[np.int64]  # (count,)
     rows: npt.NDArray[np.float32]  # (count, dim), a read-only map of the file
+    terms: list[frozenset[str]]  # (count,): each item's filter terms (equal sets shared)
 
 
 class SnapshotWriter:
@@ -66,17 +76,34 @@ class SnapshotWriter:
         self._file: BinaryIO = os.fdopen(fd, "wb")
         self._ids: list[bytes] = []
         self._versions: list[int] = []
+        self._term_index: dict[str, int] = {}  # term -> its index in the dictionary
+        self._term_ids: list[int] = []
+        self._term_counts: list[int] = []
         self._done = False
 
     def add(
-        self, ids: Sequence[str], rows: npt.NDArray[np.float32], versions: Sequence[int]
+        self,
+        ids: Sequence[str],
+        rows: npt.NDArray[np.float32],
+        versions: Sequence[int],
+        terms: Sequence[frozenset[str]] | None = None,
     ) -> None:
-        """Append ``ids`` with their ``(len(ids), dim)`` float32 rows and versions."""
+        """Append ``ids`` with their ``(len(ids), dim)`` float32 rows, versions and term sets
+        (None: no terms)."""
         if rows.shape != (len(ids), self.dim) or len(versions) != len(ids):
             raise ValueError(f"{len(ids)} ids, rows {rows.shape}, {len(versions)} versions")
+        if terms is not None and len(terms) != len(ids):
+            raise ValueError(f"{len(ids)} ids, {len(terms)} term sets")
         self._file.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
         self._ids.extend(i.encode() for i in ids)
         self._versions.extend(versions)
+        if terms is None:
+            self._term_counts.extend([0] * len(ids))
+            return
+        for item_terms in terms:
+            for term in sorted(item_terms):
+                self._term_ids.append(self._term_index.setdefault(term, len(self._term_index)))
+            self._term_counts.append(len(item_terms))
 
     def commit(self, meta: dict[str, Any]) -> int:
         """Finish the file and move it into place; returns the number of items."""
@@ -85,20 +112,33 @@ class SnapshotWriter:
         offsets = np.zeros(count + 1, dtype="<i8")
         np.cumsum([len(i) for i in self._ids], out=offsets[1:])
         offsets_bytes, ids_bytes = offsets.tobytes(), b"".join(self._ids)
-        rows_end = count * self.dim * 4
+        term_offsets = np.zeros(count + 1, dtype="<i8")
+        np.cumsum(self._term_counts, out=term_offsets[1:])
+        dictionary = [t.encode() for t in self._term_index]  # in index order (dicts keep it)
+        dict_offsets = np.zeros(len(dictionary) + 1, dtype="<i8")
+        np.cumsum([len(t) for t in dictionary], out=dict_offsets[1:])
+        parts = [
+            versions,
+            offsets_bytes,
+            ids_bytes,
+            term_offsets.tobytes(),
+            np.asarray(self._term_ids, dtype="<i4").tobytes(),
+            dict_offsets.tobytes(),
+            b"".join(dictionary),
+        ]
+        crc = 0
+        for part in parts:
+            crc = zlib.crc32(part, crc)
         footer = {
             "format": FORMAT,
             "count": count,
             "dim": self.dim,
-            "versions_offset": rows_end,
-            "offsets_offset": rows_end + len(versions),
-            "ids_offset": rows_end + len(versions) + len(offsets_bytes),
-            "ids_bytes": len(ids_bytes),
-            "crc32": zlib.crc32(ids_bytes, zlib.crc32(offsets_bytes, zlib.crc32(versions))),
+            "sizes": [len(part) for part in parts],
+            "crc32": crc,
             "meta": meta,
         }
         raw = json.dumps(footer).encode()
-        for part in (versions, offsets_bytes, ids_bytes, raw, _TAIL.pack(len(raw), MAGIC)):
+        for part in (*parts, raw, _TAIL.pack(len(raw), MAGIC)):
             self._file.write(part)
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -123,7 +163,8 @@ class SnapshotWriter:
 
 
 def read_snapshot(path: Path) -> SnapshotFile:
-    """The snapshot at ``path``; ``SnapshotFileError`` if absent or not whole."""
+    """The snapshot at ``path``; ``SnapshotFileError`` if absent, not whole or of an older
+    format."""
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
@@ -131,6 +172,10 @@ def read_snapshot(path: Path) -> SnapshotFile:
                 raise SnapshotFileError(f"{path}: {size} bytes, too short")
             f.seek(size - _TAIL.size)
             length, magic = _TAIL.unpack(f.read(_TAIL.size))
+            if magic in _OLD_MAGICS:
+                raise SnapshotFileError(
+                    f"{path}: format {_OLD_MAGICS[magic]} (before item terms), not {FORMAT}"
+                )
             if magic != MAGIC or length > size - _TAIL.size:
                 raise SnapshotFileError(f"{path}: not an index snapshot")
             f.seek(size - _TAIL.size - length)
@@ -138,24 +183,57 @@ def read_snapshot(path: Path) -> SnapshotFile:
             if footer.get("format") != FORMAT:
                 raise SnapshotFileError(f"{path}: format {footer.get('format')}, not {FORMAT}")
             count, dim = int(footer["count"]), int(footer["dim"])
-            if footer["ids_offset"] + footer["ids_bytes"] + length + _TAIL.size != size:
+            sizes = [int(n) for n in footer["sizes"]]
+            if len(sizes) != 7 or count * dim * 4 + sum(sizes) + length + _TAIL.size != size:
                 raise SnapshotFileError(f"{path}: size {size} does not match its footer")
-            f.seek(footer["versions_offset"])
-            versions = f.read(count * 8)
-            offsets_bytes = f.read((count + 1) * 8)
-            ids_bytes = f.read(footer["ids_bytes"])
+            f.seek(count * dim * 4)
+            parts = [f.read(n) for n in sizes]
     except FileNotFoundError as exc:
         raise SnapshotFileError(f"{path}: no snapshot") from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SnapshotFileError(f"{path}: unreadable ({exc})") from exc
-    crc = zlib.crc32(ids_bytes, zlib.crc32(offsets_bytes, zlib.crc32(versions)))
+    crc = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
     if crc != footer["crc32"]:
         raise SnapshotFileError(f"{path}: checksum mismatch")
+    versions, offsets_bytes, ids_bytes, term_offsets, term_ids, dict_offsets, dictionary = parts
     bounds: list[int] = np.frombuffer(offsets_bytes, dtype="<i8").tolist()
     ids = [ids_bytes[bounds[i] : bounds[i + 1]].decode() for i in range(count)]
+    try:
+        terms = _decode_terms(count, term_offsets, term_ids, dict_offsets, dictionary)
+    except (ValueError, IndexError) as exc:
+        raise SnapshotFileError(f"{path}: bad terms ({exc})") from exc
     return SnapshotFile(
-        footer["meta"], ids, np.frombuffer(versions, dtype="<i8"), _map_rows(path, count, dim)
+        footer["meta"],
+        ids,
+        np.frombuffer(versions, dtype="<i8"),
+        _map_rows(path, count, dim),
+        terms,
     )
+
+
+def _decode_terms(
+    count: int, term_offsets: bytes, term_ids: bytes, dict_offsets: bytes, dictionary: bytes
+) -> list[frozenset[str]]:
+    """Each item's term set; items with the same term ids share one frozenset (and a file
+    without terms costs one list, not a set per item)."""
+    none: frozenset[str] = frozenset()
+    ids = np.frombuffer(term_ids, dtype="<i4")
+    if ids.size == 0:
+        return [none] * count
+    starts: list[int] = np.frombuffer(term_offsets, dtype="<i8").tolist()
+    at: list[int] = np.frombuffer(dict_offsets, dtype="<i8").tolist()
+    words = [dictionary[at[j] : at[j + 1]].decode() for j in range(len(at) - 1)]
+    shared: dict[bytes, frozenset[str]] = {b"": none}
+    out: list[frozenset[str]] = []
+    for i in range(count):
+        key = term_ids[4 * starts[i] : 4 * starts[i + 1]]
+        found = shared.get(key)
+        if found is None:
+            found = shared[key] = frozenset(words[j] for j in ids[starts[i] : starts[i + 1]])
+        out.append(found)
+    return out
 
 
 def _map_rows(path: Path, count: int, dim: int) -> npt.NDArray[np.float32]:

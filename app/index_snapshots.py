@@ -108,8 +108,8 @@ class IndexSnapshots:
                 position = SnapshotPosition(self._store.last_version(), self.feed_cursor())
             versions = self._applier.version_map()
             with SnapshotWriter(self.path, self._identity.dim) as writer:
-                for ids, rows in _unique_rows(index):
-                    writer.add(ids, rows, [versions.get(i, 0) for i in ids])
+                for ids, rows, terms in _unique_rows(index):
+                    writer.add(ids, rows, [versions.get(i, 0) for i in ids], terms)
                 items = writer.commit(self._meta(position))
             elapsed = time.monotonic() - started
             self._taken = (position.version, index_version, time.monotonic())
@@ -200,7 +200,7 @@ class IndexSnapshots:
         except SnapshotFileError as exc:
             log.info("no index snapshot loaded: %s", exc)
             return None
-        self._applier.load(snap.ids, snap.versions, snap.rows)
+        self._applier.load(snap.ids, snap.versions, snap.rows, snap.terms)
         self._metrics.index_items.set(len(snap.ids))
         log.info(
             "index snapshot of %d items loaded in %.2f s", len(snap.ids), time.monotonic() - started
@@ -228,25 +228,34 @@ class IndexSnapshots:
         return SnapshotPosition(version, cursor)
 
 
-def _unique_rows(index: CentroidIndex) -> Iterator[tuple[list[str], npt.NDArray[np.float32]]]:
-    """Every item of ``index`` once with its row: in chunks from a ``RowExport`` index (then
-    any item a concurrent removal moved past the copy, one by one), else item by item."""
+def _unique_rows(
+    index: CentroidIndex,
+) -> Iterator[tuple[list[str], npt.NDArray[np.float32], list[frozenset[str]]]]:
+    """Every item of ``index`` once with its row and terms: in chunks from a ``RowExport``
+    index (then any item a concurrent removal moved past the copy, one by one), else item by
+    item."""
     seen: set[str] = set()
     if isinstance(index, RowExport):
-        for ids, rows in index.iter_row_chunks(CHUNK_ROWS):
+        for ids, rows, terms in index.iter_row_chunks(CHUNK_ROWS):
             keep = [j for j, i in enumerate(ids) if i not in seen]
             seen.update(ids)
             if len(keep) == len(ids):
-                yield ids, rows
+                yield ids, rows, terms
             elif keep:
-                yield [ids[j] for j in keep], rows[keep]
+                yield [ids[j] for j in keep], rows[keep], [terms[j] for j in keep]
     missing = [i for i in index.item_ids() if i not in seen]
     for start in range(0, len(missing), CHUNK_ROWS):
         found = [
-            (i, r) for i in missing[start : start + CHUNK_ROWS] if (r := index.get(i)) is not None
+            (i, r, index.terms_of(i) or frozenset())
+            for i in missing[start : start + CHUNK_ROWS]
+            if (r := index.get(i)) is not None
         ]
         if found:
-            yield [i for i, _ in found], np.stack([r for _, r in found])
+            yield (
+                [i for i, _, _ in found],
+                np.stack([r for _, r, _ in found]),
+                [t for _, _, t in found],
+            )
 
 
 def replay_change_log(

@@ -7,6 +7,11 @@ once per ``refresh_interval_ms`` (a burst of enrollments costs one copy, not one
 a search can therefore miss writes of the last ``refresh_interval_ms``. Searches are
 serialised by a lock. Slots are mapped back to item ids with the id list taken with the
 snapshot, so a result never names the wrong item even while the CPU index moves rows.
+
+The copy holds no filter terms, so a filtered search (``where`` given) bypasses it and is
+answered by the CPU index (exact, and current: no refresh lag). A filter that matches few items
+is cheap there anyway (it scores the matching rows only); one that matches most items costs a
+CPU scan.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from index.flat_centroid_index import FlatCentroidIndex
+from index.item_terms import check_where
 from index.tie_aware_top_k import (
     candidates_covering_ties,
     float32_dot_slack,
@@ -91,13 +97,21 @@ class GpuSearchMirror:
             self._last_refresh = now
             return True
 
-    def search(self, queries: npt.NDArray[np.floating], k: int) -> list[list[tuple[str, float]]]:
-        """Like ``FlatCentroidIndex.search`` on the last copy (scores are FAISS's float32)."""
+    def search(
+        self,
+        queries: npt.NDArray[np.floating],
+        k: int,
+        where: frozenset[str] | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """Like ``FlatCentroidIndex.search`` on the last copy (scores are FAISS's float32);
+        with a filter (``where`` non-empty), the CPU index's answer (module docstring)."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self._cpu.dim:
             raise ValueError(f"queries must be (Q, {self._cpu.dim}), got {q.shape}")
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
+        if check_where(where) is not None:
+            return self._cpu.search(q, k, where)
         self.refresh()
         if k == 0:
             return [[] for _ in range(q.shape[0])]

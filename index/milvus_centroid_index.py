@@ -5,8 +5,13 @@ One collection per namespace, reached through an alias named after the namespace
 * ``item_id`` VARCHAR primary key of ``MAX_ITEM_ID_LENGTH`` (the service's item-id limit);
 * ``vector`` FLOAT_VECTOR ``(dim,)``, unit-norm float32, FLAT index with the IP metric, so
   Milvus's candidates are exact;
-* ``attributes`` JSON, written ``{}`` today and reserved so that attribute filters can become
-  Milvus expressions without a schema change;
+* ``terms`` ARRAY<VARCHAR> (``MILVUS_MAX_TERMS`` elements of at most ``MILVUS_MAX_TERM_BYTES``
+  UTF-8 bytes each; more is refused with ValueError before anything is sent), the item's
+  filter terms (``index/item_terms.py``). A filtered search passes
+  ``array_contains_all(terms, [...])`` as Milvus's search ``filter``, so Milvus returns the
+  top candidates among the matching rows only (FLAT: exact), and the widen-and-sort below
+  orders their ties; the terms are written into the expression as double-quoted literals
+  with backslash, quote, newline, carriage return and tab escaped;
 * ``version`` INT64, the store version of the item state a row was written from (0 when the
   writer gave none): several replicas write one collection, and this is how they tell what it
   holds (``index/shared_centroid_index.py``).
@@ -54,6 +59,9 @@ import numpy.typing as npt
 
 from index.centroid_math import l2_normalize
 from index.index_errors import IndexUnavailableError
+from index.item_terms import NO_TERMS, check_terms, check_where
+from index.rebuild_item import RebuildItem, split_rebuild_item
+from index.shared_centroid_index import VersionedRow, split_versioned_row
 from index.tie_aware_top_k import FIRST_EXTRA, WIDEN_FACTOR, float32_dot_slack
 
 if TYPE_CHECKING:
@@ -74,10 +82,17 @@ REBUILD_BATCH_ROWS = 1024
 FLUSH_AFTER_ROWS = 1024
 # Rows per page when listing item ids.
 ITEM_ID_PAGE_ROWS = 4096
+# The ``terms`` field's ``max_capacity`` and element ``max_length`` (Milvus allows up to 4096
+# elements and 65535 bytes). Attributes of the default 4 KiB render into at most ~680 terms
+# (each key/value pair takes at least 6 bytes of JSON) of at most ~4 KiB each, so these leave
+# room for a larger attribute limit; Milvus Lite does not enforce the length, so it is checked
+# here for both.
+MILVUS_MAX_TERMS = 1024
+MILVUS_MAX_TERM_BYTES = 8192
 
 _STRONG = "Strong"
 _FLOAT32_BYTES = 4
-_ID, _VECTOR, _ATTRIBUTES, _ITEM_VERSION = "item_id", "vector", "attributes", "version"
+_ID, _VECTOR, _TERMS, _ITEM_VERSION = "item_id", "vector", "terms", "version"
 # Milvus's error code for a collection that is not loaded (``merr.ErrCollectionNotLoaded``;
 # Milvus Lite answers the same).
 _NOT_LOADED = 101
@@ -135,35 +150,46 @@ class MilvusCentroidIndex:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def upsert(self, item_id: str, centroid: npt.NDArray[np.floating]) -> None:
-        """Insert or replace ``item_id``'s row with ``centroid`` ``(dim,)``, L2-normalised.
+    def upsert(
+        self,
+        item_id: str,
+        centroid: npt.NDArray[np.floating],
+        terms: frozenset[str] = NO_TERMS,
+    ) -> None:
+        """Insert or replace ``item_id``'s row with ``centroid`` ``(dim,)``, L2-normalised,
+        and its filter ``terms``.
 
-        Raises ValueError on a wrong shape, a non-finite value or an id Milvus cannot hold.
+        Raises ValueError on a wrong shape, a non-finite value, an id Milvus cannot hold or
+        terms over the field's limits (``MILVUS_MAX_TERMS``, ``MILVUS_MAX_TERM_BYTES``).
         """
-        row = self._entity(item_id, centroid)
+        row = self._entity(item_id, centroid, 0, terms)
         self._call(lambda: self._client.upsert(self._alias, [row], timeout=self._timeout))
         self._version += 1
 
-    def upsert_many(self, items: Iterable[tuple[str, npt.NDArray[np.floating]]]) -> None:
-        """``upsert`` of every ``(item_id, centroid (dim,))`` in one Milvus call per
+    def upsert_many(self, items: Iterable[RebuildItem]) -> None:
+        """``upsert`` of every ``(item_id, centroid (dim,)[, terms])`` in one Milvus call per
         ``REBUILD_BATCH_ROWS`` rows (a round trip per row dominates single upserts).
 
         Every row is checked before anything is sent; a repeated item id is refused
         (ValueError), since Milvus would keep an arbitrary one of the two. Not atomic across
         batches.
         """
-        self.upsert_versioned((item_id, centroid, 0) for item_id, centroid in items)
+        self.upsert_versioned(
+            (item_id, centroid, 0, terms)
+            for item_id, centroid, terms in map(split_rebuild_item, items)
+        )
 
-    def upsert_versioned(self, rows: Iterable[tuple[str, npt.NDArray[np.floating], int]]) -> None:
-        """``upsert_many`` of ``(item_id, centroid (dim,), version)``, each row keeping the store
-        version it was written from (see ``stored_version``)."""
+    def upsert_versioned(self, rows: Iterable[VersionedRow]) -> None:
+        """``upsert_many`` of ``(item_id, centroid (dim,), version[, terms])``, each row keeping
+        the store version it was written from (see ``stored_version``)."""
         entities = []
         seen: set[str] = set()
-        for item_id, centroid, version in rows:
+        for row in rows:
+            item_id, centroid, version, terms = split_versioned_row(row)
             if item_id in seen:
                 raise ValueError(f"item id {item_id!r} appears twice in one upsert")
             seen.add(item_id)
-            entities.append(self._entity(item_id, centroid, version))
+            entities.append(self._entity(item_id, centroid, version, terms))
         if not entities:
             return
         for start in range(0, len(entities), REBUILD_BATCH_ROWS):
@@ -184,8 +210,9 @@ class MilvusCentroidIndex:
         self._version += 1
         return True
 
-    def rebuild(self, items: Iterable[tuple[str, npt.NDArray[np.floating]]]) -> None:
-        """Replace the whole content with ``items`` (each centroid ``(dim,)``, normalised here).
+    def rebuild(self, items: Iterable[RebuildItem]) -> None:
+        """Replace the whole content with ``items``: ``(item_id, centroid (dim,))`` or
+        ``(item_id, centroid, terms)`` (centroids normalised here).
 
         Loaded into a new collection in batches of ``REBUILD_BATCH_ROWS`` (flushed from
         ``FLUSH_AFTER_ROWS`` rows on), then the alias is moved onto it and the old collection
@@ -200,11 +227,12 @@ class MilvusCentroidIndex:
             seen: set[str] = set()
             for batch in _batched(iter(items), REBUILD_BATCH_ROWS):
                 rows = []
-                for item_id, centroid in batch:
+                for item in batch:
+                    item_id, centroid, terms = split_rebuild_item(item)
                     if item_id in seen:
                         raise ValueError(f"item id {item_id!r} appears twice in rebuild input")
                     seen.add(item_id)
-                    rows.append(self._entity(item_id, centroid))
+                    rows.append(self._entity(item_id, centroid, 0, terms))
                 self._write(self._client.insert, fresh, rows, self._admin_timeout)
         except BaseException:
             self._call(lambda: self._drop_if_exists(fresh))
@@ -221,20 +249,28 @@ class MilvusCentroidIndex:
 
     # -- reads --------------------------------------------------------------------------------
 
-    def search(self, queries: npt.NDArray[np.floating], k: int) -> list[list[tuple[str, float]]]:
-        """Best ``min(k, MILVUS_MAX_TOP_K)`` items per query by inner product.
+    def search(
+        self,
+        queries: npt.NDArray[np.floating],
+        k: int,
+        where: frozenset[str] | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """Best ``min(k, MILVUS_MAX_TOP_K)`` items per query by inner product, among the items
+        whose terms contain every term of ``where`` (None or empty: all items).
 
         ``queries`` is ``(Q, dim)`` and should be unit-norm (then scores are cosines in
         ``[-1, 1]``); it is not normalised here. Returns Q lists of distinct
         ``(item_id, score)``, best first, equal scores by item id ascending, scores recomputed
-        in float64 from the stored float32 rows. An empty index gives Q empty lists; ``k = 0``
-        too.
+        in float64 from the stored float32 rows; fewer than ``k`` only if fewer items match.
+        An empty index gives Q empty lists; ``k = 0`` too.
         """
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self._dim:
             raise ValueError(f"queries must be (Q, {self._dim}), got {q.shape}")
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
+        required = check_where(where)
+        expr = "" if required is None else _contains_all(required)
         k = min(k, MILVUS_MAX_TOP_K)
         if k == 0 or q.shape[0] == 0:
             return [[] for _ in range(q.shape[0])]
@@ -243,7 +279,7 @@ class MilvusCentroidIndex:
         pending = list(range(q.shape[0]))
         want = min(MILVUS_MAX_TOP_K, k + FIRST_EXTRA)
         while pending:
-            hits = self._search_milvus(q[pending], want)
+            hits = self._search_milvus(q[pending], want, expr)
             still: list[int] = []
             for qi, found in zip(pending, hits, strict=True):
                 # Milvus's float32 scores, best first (sorted here rather than trusted); once
@@ -272,6 +308,19 @@ class MilvusCentroidIndex:
         if not rows:
             return None
         return np.asarray(rows[0][_VECTOR], dtype=np.float32)
+
+    def terms_of(self, item_id: str) -> frozenset[str] | None:
+        """``item_id``'s filter terms, or None if absent."""
+        rows = self._call(
+            lambda: self._client.get(
+                self._alias,
+                ids=[item_id],
+                output_fields=[_TERMS],
+                timeout=self._timeout,
+                consistency_level=_STRONG,
+            )
+        )
+        return frozenset(str(t) for t in rows[0][_TERMS]) if rows else None
 
     def __len__(self) -> int:
         rows = self._call(
@@ -416,11 +465,12 @@ class MilvusCentroidIndex:
     def _check_schema(self, physical: str) -> None:
         described = self._client.describe_collection(physical, timeout=self._admin_timeout)
         fields = {field["name"]: field for field in described["fields"]}
-        if _ITEM_VERSION not in fields:
-            raise ValueError(
-                f"collection {physical!r} has no {_ITEM_VERSION!r} field (made by an older "
-                "version of the service): drop it, the next start repopulates it from the store"
-            )
+        for needed in (_ITEM_VERSION, _TERMS):
+            if needed not in fields:
+                raise ValueError(
+                    f"collection {physical!r} has no {needed!r} field (made by an older version "
+                    "of the service): drop it, the next start repopulates it from the store"
+                )
         dim = int(fields[_VECTOR]["params"]["dim"])
         if dim != self._dim:
             raise ValueError(f"collection {physical!r} holds dim {dim}, not {self._dim}")
@@ -431,7 +481,13 @@ class MilvusCentroidIndex:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field(_ID, DataType.VARCHAR, is_primary=True, max_length=MAX_ITEM_ID_LENGTH)
         schema.add_field(_VECTOR, DataType.FLOAT_VECTOR, dim=self._dim)
-        schema.add_field(_ATTRIBUTES, DataType.JSON)
+        schema.add_field(
+            _TERMS,
+            DataType.ARRAY,
+            element_type=DataType.VARCHAR,
+            max_capacity=MILVUS_MAX_TERMS,
+            max_length=MILVUS_MAX_TERM_BYTES,
+        )
         schema.add_field(_ITEM_VERSION, DataType.INT64)
         self._client.create_collection(
             physical, schema=schema, consistency_level=_STRONG, timeout=self._admin_timeout
@@ -449,7 +505,11 @@ class MilvusCentroidIndex:
             self._client.drop_collection(physical, timeout=self._admin_timeout)
 
     def _entity(
-        self, item_id: str, centroid: npt.NDArray[np.floating], version: int = 0
+        self,
+        item_id: str,
+        centroid: npt.NDArray[np.floating],
+        version: int = 0,
+        terms: frozenset[str] = NO_TERMS,
     ) -> dict[str, Any]:
         if not isinstance(item_id, str) or not 0 < len(item_id) <= MAX_ITEM_ID_LENGTH:
             raise ValueError(f"item id must be 1 to {MAX_ITEM_ID_LENGTH} characters")
@@ -461,7 +521,7 @@ class MilvusCentroidIndex:
         return {
             _ID: item_id,
             _VECTOR: l2_normalize(arr),
-            _ATTRIBUTES: {},
+            _TERMS: _checked_terms(terms),
             _ITEM_VERSION: int(version),
         }
 
@@ -475,12 +535,16 @@ class MilvusCentroidIndex:
         """``op`` (the client's insert or upsert) of ``rows`` into ``collection``."""
         self._call(lambda: op(collection, rows, timeout=timeout))
 
-    def _search_milvus(self, q: npt.NDArray[np.float32], want: int) -> list[list[dict[str, Any]]]:
-        """Per query, up to ``want`` hits ``{"item_id", "distance" (float32 IP), "entity"}``."""
+    def _search_milvus(
+        self, q: npt.NDArray[np.float32], want: int, expr: str
+    ) -> list[list[dict[str, Any]]]:
+        """Per query, up to ``want`` hits ``{"item_id", "distance" (float32 IP), "entity"}``
+        among the rows ``expr`` (a Milvus boolean expression; "" for all) selects."""
         result = self._call(
             lambda: self._client.search(
                 self._alias,
                 data=list(q),
+                filter=expr,
                 limit=want,
                 output_fields=[_VECTOR],
                 search_params={"metric_type": "IP"},
@@ -497,6 +561,31 @@ def _connect(client: MilvusClient | str, timeout: float) -> MilvusClient:
     from pymilvus import MilvusClient
 
     return MilvusClient(uri=client, timeout=timeout)
+
+
+def _checked_terms(terms: frozenset[str]) -> list[str]:
+    """``terms`` as the ``terms`` field's value (sorted), ValueError over its limits."""
+    checked = check_terms(terms)
+    if len(checked) > MILVUS_MAX_TERMS:
+        raise ValueError(f"{len(checked)} terms, Milvus holds at most {MILVUS_MAX_TERMS}")
+    for term in checked:
+        size = len(term.encode())
+        if size > MILVUS_MAX_TERM_BYTES:
+            raise ValueError(
+                f"a term of {size} bytes, Milvus holds at most {MILVUS_MAX_TERM_BYTES}"
+            )
+    return sorted(checked)
+
+
+# Characters a Milvus string literal cannot hold as themselves; everything else is written
+# as is (Milvus's parser knows no \x or \u escapes; other control characters pass raw).
+_LITERAL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _contains_all(required: frozenset[str]) -> str:
+    """The Milvus filter for rows whose ``terms`` hold every one of ``required``."""
+    literals = ", ".join(f'"{term.translate(_LITERAL_ESCAPES)}"' for term in sorted(required))
+    return f"array_contains_all({_TERMS}, [{literals}])"
 
 
 def _physical_name(alias: str, generation: int) -> str:

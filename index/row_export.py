@@ -18,14 +18,21 @@ import numpy.typing as npt
 class RowExport(Protocol):
     def iter_row_chunks(
         self, rows_per_chunk: int
-    ) -> Iterator[tuple[list[str], npt.NDArray[np.float32]]]:
-        """The index's ``(item ids, (n, dim) float32 unit-norm rows)`` in chunks, each chunk a
-        consistent copy taken under the index's lock; writes go on between chunks, so an item
-        moved meanwhile may appear twice or not at all (the caller reconciles by id)."""
+    ) -> Iterator[tuple[list[str], npt.NDArray[np.float32], list[frozenset[str]]]]:
+        """The index's ``(item ids, (n, dim) float32 unit-norm rows, n term sets)`` in chunks,
+        each chunk a consistent copy taken under the index's lock; writes go on between
+        chunks, so an item moved meanwhile may appear twice or not at all (the caller
+        reconciles by id)."""
         ...
 
-    def load_rows(self, ids: Sequence[str], rows: npt.NDArray[np.float32]) -> None:
-        """Replace the whole content by ``ids`` and their ``(len(ids), dim)`` float32 rows,
-        unit-norm already (rows this index exported; they are not normalised again). ``rows``
-        may be a read-only memory map: it is copied in."""
+    def load_rows(
+        self,
+        ids: Sequence[str],
+        rows: npt.NDArray[np.float32],
+        terms: Sequence[frozenset[str]] | None = None,
+    ) -> None:
+        """Replace the whole content by ``ids``, their ``(len(ids), dim)`` float32 rows,
+        unit-norm already (rows this index exported; they are not normalised again), and their
+        filter terms (one set per id; None: none). ``rows`` may be a read-only memory map: it
+        is copied in."""
         ...

@@ -18,12 +18,33 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from index.item_terms import NO_TERMS, check_terms
+
+# ``(item_id, centroid (D,), version)``, or with the item's filter terms as a fourth element
+# (the three-element form means no terms).
+VersionedRow = (
+    tuple[str, npt.NDArray[np.floating], int]
+    | tuple[str, npt.NDArray[np.floating], int, frozenset[str]]
+)
+
+
+def split_versioned_row(
+    row: VersionedRow,
+) -> tuple[str, npt.NDArray[np.floating], int, frozenset[str]]:
+    """``(item_id, centroid, version, terms)`` of either form; terms checked."""
+    if len(row) == 3:
+        item_id, centroid, version = row
+        return item_id, centroid, version, NO_TERMS
+    item_id, centroid, version, terms = row
+    return item_id, centroid, version, check_terms(terms)
+
 
 @runtime_checkable
 class SharedCentroidIndex(Protocol):
-    def upsert_versioned(self, rows: Iterable[tuple[str, npt.NDArray[np.floating], int]]) -> None:
-        """Write each ``(item_id, centroid (D,), version)`` (normalised here), replacing the
-        item's row; ``version`` is the store's ``ItemState.version`` it came from."""
+    def upsert_versioned(self, rows: Iterable[VersionedRow]) -> None:
+        """Write each ``(item_id, centroid (D,), version[, terms])`` (normalised here),
+        replacing the item's row and terms; ``version`` is the store's ``ItemState.version``
+        it came from."""
         ...
 
     def remove(self, item_id: str) -> bool:

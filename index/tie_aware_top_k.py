@@ -17,6 +17,8 @@ import numpy.typing as npt
 SearchFn = Callable[
     [npt.NDArray[np.float32], int], tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
 ]
+# A filter over slots: ``(C,) int64 -> (C,) bool``, True for the slots that match.
+KeepFn = Callable[[npt.NDArray[np.int64]], npt.NDArray[np.bool_]]
 
 # The first search asks for this many extra rows beyond k, so that most queries need no second
 # pass; each further pass multiplies the request by WIDEN_FACTOR (few passes even when many
@@ -41,12 +43,22 @@ def candidates_covering_ties(
     k: int,
     ntotal: int,
     slack: float,
+    *,
+    keep: KeepFn | None = None,
+    first_want: int | None = None,
 ) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
     """Per query, ``(slots (C,) int64, scores (C,) float32)`` with ``C >= min(k, ntotal)``.
 
     ``search(q (Q, D) float32, want) -> (scores (Q, want), slots (Q, want))`` is a FAISS-style
     search, best first, slot ``-1`` padding absent results. The candidates of each query hold
     every slot whose score is at least ``kth_score - slack``. Requires ``k >= 1``.
+
+    With ``keep`` (``slots (C,) int64 -> (C,) bool``, a filter), only the slots it keeps are
+    candidates, and "the k-th" is the k-th kept one: the search widens until ``k`` kept slots
+    are found and the lowest slot returned (kept or not) scores clearly below the k-th kept
+    one, so no kept slot left out can tie with it; fewer than ``k`` when the search ran out
+    (every slot returned, or fewer than asked for). ``first_want`` sizes the first request
+    (default ``k + FIRST_EXTRA``): a filter keeping a fraction ``f`` needs about ``k / f``.
     """
     nq = queries.shape[0]
     out: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None] = [None] * nq
@@ -54,17 +66,21 @@ def candidates_covering_ties(
         empty = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))
         return [empty for _ in range(nq)]
     pending = np.arange(nq)
-    want = min(ntotal, k + FIRST_EXTRA)
+    want = min(ntotal, k + FIRST_EXTRA if first_want is None else max(k, first_want))
     while pending.size:
         scores, slots = search(np.ascontiguousarray(queries[pending]), want)
         still: list[int] = []
         for row, qi in enumerate(pending.tolist()):
             s, i = scores[row], slots[row]
-            keep = i >= 0
-            s, i = s[keep], i[keep]
+            present = i >= 0
+            s, i = s[present], i[present]
             complete = want >= ntotal or i.size < want
-            if complete or s[-1] < s[min(k, i.size) - 1] - slack:
-                out[qi] = (i.astype(np.int64), s.astype(np.float32))
+            ks, ki = s, i
+            if keep is not None and i.size:
+                kept = keep(i)
+                ks, ki = s[kept], i[kept]
+            if complete or (ki.size >= k and s[-1] < ks[k - 1] - slack):
+                out[qi] = (ki.astype(np.int64), ks.astype(np.float32))
             else:
                 still.append(qi)
         pending = np.asarray(still, dtype=np.int64)

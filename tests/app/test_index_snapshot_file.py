@@ -1,7 +1,9 @@
-"""The snapshot file: what is written is read back; anything not whole is refused."""
+"""The snapshot file: what is written is read back (terms included); anything not whole, or of
+the format before terms, is refused."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +12,29 @@ import pytest
 from app.index_snapshot_file import SnapshotFileError, SnapshotWriter, read_snapshot
 
 
-def write(path: Path, n: int, dim: int = 4) -> tuple[list[str], np.ndarray, list[int]]:
+def item_terms(i: int) -> frozenset[str]:
+    """Terms shared between items, unique ones, non-ASCII ones and none at all."""
+    if i % 4 == 0:
+        return frozenset()
+    return frozenset({f"cat={'shoe' if i % 2 else 'bag'}", f"sku={i}", "city=Zürich 東京"})
+
+
+def write(
+    path: Path, n: int, dim: int = 4, with_terms: bool = True
+) -> tuple[list[str], np.ndarray, list[int]]:
     rng = np.random.default_rng(n)
     ids = [f"item-{i}-é" for i in range(n)]  # non-ASCII ids keep their bytes
     rows = rng.normal(size=(n, dim)).astype(np.float32)
     versions = [int(v) for v in rng.integers(0, 2**40, size=n)]
+    terms = [item_terms(i) for i in range(n)]
     with SnapshotWriter(path, dim) as w:
         for start in range(0, n, 3):  # several chunks
-            w.add(ids[start : start + 3], rows[start : start + 3], versions[start : start + 3])
+            w.add(
+                ids[start : start + 3],
+                rows[start : start + 3],
+                versions[start : start + 3],
+                terms[start : start + 3] if with_terms else None,
+            )
         assert w.commit({"version": 7, "note": "x"}) == n
     return ids, rows, versions
 
@@ -31,7 +48,37 @@ def test_round_trip(tmp_path: Path, n: int) -> None:
     assert snap.ids == ids
     assert snap.versions.tolist() == versions
     assert snap.rows.shape == (n, 4) and np.array_equal(snap.rows, rows)
+    assert snap.terms == [item_terms(i) for i in range(n)]
     assert [p.name for p in tmp_path.iterdir()] == ["snap.bin"]  # no temporary file left
+
+
+def test_items_without_terms_read_back_empty(tmp_path: Path) -> None:
+    path = tmp_path / "snap.bin"
+    ids, _, _ = write(path, 7, with_terms=False)
+    assert read_snapshot(path).terms == [frozenset()] * len(ids)
+
+
+def test_a_format_1_file_is_refused_so_the_service_rebuilds(tmp_path: Path) -> None:
+    """A file the previous version wrote (same layout up to the ids, magic ``CRIDXSN1``)."""
+    path = tmp_path / "snap.bin"
+    rows = np.zeros((1, 4), dtype="<f4").tobytes()
+    versions, offsets, ids = struct.pack("<q", 3), struct.pack("<2q", 0, 1), b"a"
+    footer = b'{"format": 1, "count": 1, "dim": 4}'
+    tail = struct.pack("<Q8s", len(footer), b"CRIDXSN1")
+    path.write_bytes(rows + versions + offsets + ids + footer + tail)
+    with pytest.raises(SnapshotFileError, match="format 1"):
+        read_snapshot(path)
+
+
+def test_a_flipped_term_byte_fails_the_checksum(tmp_path: Path) -> None:
+    path = tmp_path / "snap.bin"
+    write(path, 10)
+    raw = bytearray(path.read_bytes())
+    at = raw.index("Zürich".encode())
+    raw[at] ^= 1
+    path.write_bytes(bytes(raw))
+    with pytest.raises(SnapshotFileError, match="checksum"):
+        read_snapshot(path)
 
 
 def test_an_unfinished_writer_leaves_the_previous_snapshot(tmp_path: Path) -> None:
@@ -47,6 +94,8 @@ def test_an_unfinished_writer_leaves_the_previous_snapshot(tmp_path: Path) -> No
 def test_a_bad_chunk_is_refused(tmp_path: Path) -> None:
     with SnapshotWriter(tmp_path / "s.bin", 4) as w, pytest.raises(ValueError):
         w.add(["a", "b"], np.zeros((1, 4), np.float32), [1, 2])
+    with SnapshotWriter(tmp_path / "s.bin", 4) as w, pytest.raises(ValueError, match="term"):
+        w.add(["a"], np.zeros((1, 4), np.float32), [1], [frozenset(), frozenset()])
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,11 @@ meets that by construction if it re-ranks its candidates exactly and its candida
 whole gallery at this size (it probes every list, or serves exactly below its training
 threshold); its recall on large galleries is tested in its own module, not here.
 
+Filtered search (``FilteredSearchCongruence``, inherited by ``CentroidIndexCongruence``; an
+index with several filter paths may also run it alone, once per forced path) is checked
+against the same oracle over the items whose terms contain the filter's, on clustered data
+with groups of identical rows (ties at the cut), at selectivities from 0.1 % to 100 %.
+
 Scores are compared with ``score_atol`` (class attribute): the oracle computes each score in
 float64 from the float32 unit rows, as the contract promises (exact cosines of the stored
 rows, so that equal rows tie exactly). A subclass whose backend cannot meet that may loosen it
@@ -46,8 +51,57 @@ def brute_force(rows: dict[str, npt.NDArray[np.float32]], query: npt.ArrayLike, 
     return scored[:k]
 
 
-class CentroidIndexCongruence:
-    """Contract tests; subclasses provide ``make_index`` (see the module docstring)."""
+def brute_force_where(
+    rows: dict[str, npt.NDArray[np.float32]],
+    terms: dict[str, frozenset[str]],
+    query: npt.ArrayLike,
+    k: int,
+    where: frozenset[str],
+) -> Hits:
+    """``brute_force`` over the items whose terms hold every term of ``where``."""
+    return brute_force({i: r for i, r in rows.items() if where <= terms[i]}, query, k)
+
+
+# Filter terms of the clustered gallery: the share of items each one is given.
+SELECTIVITY_TERMS = {
+    "sel=0.1%": 0.001,
+    "sel=1%": 0.01,
+    "sel=10%": 0.1,
+    "sel=50%": 0.5,
+    "sel=100%": 1.0,
+}
+
+
+def clustered_gallery(
+    rng: np.random.Generator, n: int, dim: int
+) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, frozenset[str]]]:
+    """``n`` items in 20 tight clusters (raw ``(dim,)`` vectors, not normalised), every fifth
+    one an exact copy of the one before it (ties), each given the terms of
+    ``SELECTIVITY_TERMS`` on a random subset of exactly that share (at least one item), plus
+    ``"mod=<i % 3>"``.
+
+    I.i.d. random vectors would have no neighbours: a filter would then pick among items
+    scoring about the same, and a search that ignored the order would pass."""
+    centres = rng.normal(size=(20, dim))
+    vectors: dict[str, npt.NDArray[np.float64]] = {}
+    names = [f"g{i:04d}" for i in range(n)]
+    previous = None
+    for i, name in enumerate(names):
+        if i % 5 == 4 and previous is not None:
+            vectors[name] = previous.copy()
+        else:
+            vectors[name] = centres[rng.integers(20)] * 4 + rng.normal(size=dim)
+        previous = vectors[name]
+    terms: dict[str, set[str]] = {name: {f"mod={i % 3}"} for i, name in enumerate(names)}
+    for term, share in SELECTIVITY_TERMS.items():
+        chosen = rng.choice(n, size=max(1, round(share * n)), replace=False)
+        for i in chosen.tolist():
+            terms[names[i]].add(term)
+    return vectors, {name: frozenset(t) for name, t in terms.items()}
+
+
+class FilteredSearchCongruence:
+    """Filtered-search contract; subclasses provide ``make_index``."""
 
     score_atol = 1e-9
 
@@ -56,6 +110,153 @@ class CentroidIndexCongruence:
         np.testing.assert_allclose(
             [s for _, s in got], [s for _, s in want], rtol=0, atol=self.score_atol
         )
+
+    def assert_filtered_matches_oracle(
+        self,
+        index: CentroidIndex,
+        rows: dict[str, npt.NDArray[np.float32]],
+        terms: dict[str, frozenset[str]],
+        queries: npt.NDArray[np.float32],
+        ks: tuple[int, ...],
+        filters: list[frozenset[str]],
+    ) -> None:
+        for where in filters:
+            n_matching = sum(where <= t for t in terms.values())
+            for k in ks:
+                got = index.search(queries, k, where)
+                assert len(got) == queries.shape[0]
+                for q, hits in zip(queries, got, strict=True):
+                    assert len(hits) == min(k, n_matching), (where, k)
+                    self.assert_same_ranking(hits, brute_force_where(rows, terms, q, k, where))
+
+    # -- filtered search ------------------------------------------------------------------
+
+    def test_filtered_search_is_exact_at_every_selectivity(self, make_index: MakeIndex) -> None:
+        rng = np.random.default_rng(11)
+        d, n = 16, 1000
+        vectors, terms = clustered_gallery(rng, n, d)
+        index = make_index(d)
+        index.rebuild((name, v, terms[name]) for name, v in vectors.items())
+        rows = {name: unit_row(v) for name, v in vectors.items()}
+        # Queries near gallery items (so the neighbours that matter are in one cluster and most
+        # of them do not match a selective filter), and one exactly on a tied pair.
+        picks = [rows[f"g{i:04d}"] for i in (3, 4, 250, 517, 998)]
+        queries = np.stack([unit_row(r + 0.05 * rng.normal(size=d)) for r in picks] + [picks[1]])
+        filters = [frozenset({t}) for t in SELECTIVITY_TERMS]
+        filters += [frozenset({"sel=50%", "sel=10%"}), frozenset({"sel=50%", "mod=1"})]
+        # k beyond every matching set of the selective filters: all of them, in order.
+        self.assert_filtered_matches_oracle(index, rows, terms, queries, (1, 10, 25), filters)
+        self.assert_filtered_matches_oracle(
+            index, rows, terms, queries, (15, 40), [frozenset({"sel=1%"})]
+        )
+        assert index.search(queries[:2], 5, frozenset({"nobody=has this"})) == [[], []]
+        assert index.search(queries[:2], 5, frozenset({"sel=1%", "nobody=x"})) == [[], []]
+        # None and the empty set are no filter.
+        no_filters: tuple[frozenset[str] | None, ...] = (None, frozenset())
+        for no_filter in no_filters:
+            assert index.search(queries, 7, no_filter) == index.search(queries, 7)
+        assert index.terms_of("g0000") == terms["g0000"] and index.terms_of("absent") is None
+
+    def test_ties_straddling_a_filtered_cut_are_broken_by_item_id(
+        self, make_index: MakeIndex
+    ) -> None:
+        d = 8
+        rng = np.random.default_rng(4)
+        shared = rng.normal(size=d)
+        index = make_index(d)
+        rows: dict[str, npt.NDArray[np.float32]] = {}
+        terms: dict[str, frozenset[str]] = {}
+        # 200 identical rows, three in four carrying the filter term, written in reverse id
+        # order: more matching ties than a first widened request (k + 16 over the share
+        # matching, twice) holds, so a search that stopped at k matches would return an
+        # arbitrary subset of them.
+        tied_kept: list[str] = []
+        for i in reversed(range(200)):
+            name = f"t{i:03d}"
+            terms[name] = frozenset({"keep=no"} if i % 4 == 0 else {"keep=yes"})
+            index.upsert(name, shared, terms[name])
+            rows[name] = unit_row(shared)
+            if i % 4:
+                tied_kept.insert(0, name)
+        for i in range(100):
+            name = f"o{i:03d}"
+            v = rng.normal(size=d)
+            terms[name] = frozenset({"keep=yes"} if i % 2 else {"keep=no"})
+            index.upsert(name, v, terms[name])
+            rows[name] = unit_row(v)
+        q = unit_row(shared)[None, :]
+        where = frozenset({"keep=yes"})
+        for k in (1, 5, 149, 150, 151, 250):
+            (hits,) = index.search(q, k, where)
+            self.assert_same_ranking(hits, brute_force_where(rows, terms, q[0], k, where))
+            assert [i for i, _ in hits[:150]] == tied_kept[:k]
+
+    def test_changed_terms_and_removals_follow_through_random_writes(
+        self, make_index: MakeIndex
+    ) -> None:
+        rng = np.random.default_rng(6)
+        d = 8
+        index = make_index(d)
+        rows: dict[str, npt.NDArray[np.float32]] = {}
+        terms: dict[str, frozenset[str]] = {}
+        colours = ["red", "green", "blue"]
+
+        def write(name: str) -> None:
+            v = rng.normal(size=d)
+            t = frozenset(
+                {f"colour={colours[int(rng.integers(3))]}"}
+                | ({"sale=1"} if rng.random() < 0.3 else set())
+            )
+            index.upsert(name, v, t)
+            rows[name], terms[name] = unit_row(v), t
+
+        queries = np.stack([unit_row(rng.normal(size=d)) for _ in range(3)])
+        filters = [frozenset({"colour=red"}), frozenset({"colour=blue", "sale=1"})]
+        for step in range(3):
+            for i in range(30):
+                write(f"w{step}-{i:02d}")
+            for name in rng.choice(sorted(rows), size=8, replace=False).tolist():
+                write(name)  # new row and new terms
+            for name in rng.choice(sorted(rows), size=8, replace=False).tolist():
+                assert index.remove(name)
+                del rows[name], terms[name]
+            self.assert_filtered_matches_oracle(index, rows, terms, queries, (3, 100), filters)
+        for name in rows:
+            assert index.terms_of(name) == terms[name]
+        # Only the terms change: the item leaves one filter and joins another.
+        name = sorted(rows)[0]
+        index.upsert(name, rows[name], frozenset({"colour=violet"}))
+        terms[name] = frozenset({"colour=violet"})
+        (hits,) = index.search(rows[name][None, :], 100, frozenset({"colour=violet"}))
+        assert [i for i, _ in hits] == [name]
+        self.assert_filtered_matches_oracle(index, rows, terms, queries, (100,), filters)
+        # An upsert without terms clears them.
+        index.upsert(name, rows[name])
+        assert index.terms_of(name) == frozenset()
+        assert index.search(queries, 5, frozenset({"colour=violet"})) == [[], [], []]
+        assert index.remove(name)
+        assert index.terms_of(name) is None
+
+    def test_bad_terms_are_refused_and_change_nothing(self, make_index: MakeIndex) -> None:
+        index = make_index(2)
+        index.upsert("a", np.array([1.0, 0]), frozenset({"k=v"}))
+        version = index.version
+        with pytest.raises(TypeError):
+            index.upsert("b", np.array([0, 1.0]), "k=v")  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            index.upsert("b", np.array([0, 1.0]), frozenset({""}))
+        with pytest.raises(TypeError):
+            index.search(np.array([[1.0, 0]], np.float32), 1, "k=v")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            index.rebuild([("c", np.ones(2), "k=v")])  # type: ignore[list-item]
+        assert "b" not in index and "c" not in index and index.version == version
+        assert index.search(np.array([[1.0, 0]], np.float32), 3, frozenset({"k=v"})) == [
+            [("a", pytest.approx(1.0, abs=self.score_atol))]
+        ]
+
+
+class CentroidIndexCongruence(FilteredSearchCongruence):
+    """Contract tests; subclasses provide ``make_index`` (see the module docstring)."""
 
     def assert_matches_oracle(
         self,

@@ -3,6 +3,7 @@ concurrent readers and writers."""
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import faiss
@@ -11,13 +12,34 @@ import pytest
 
 from index.centroid_math import l2_normalize
 from index.flat_centroid_index import REBUILD_CHUNK_ROWS, FlatCentroidIndex
-from tests.index.centroid_index_congruence import CentroidIndexCongruence, MakeIndex, brute_force
+from tests.index.centroid_index_congruence import (
+    CentroidIndexCongruence,
+    FilteredSearchCongruence,
+    MakeIndex,
+    brute_force,
+)
 
 
 class TestFlatCentroidIndexCongruence(CentroidIndexCongruence):
     @pytest.fixture
     def make_index(self) -> MakeIndex:
         return FlatCentroidIndex
+
+
+class TestFlatPrefilterOnlyCongruence(FilteredSearchCongruence):
+    """Every filtered search scores the matching rows only, whatever their share."""
+
+    @pytest.fixture
+    def make_index(self) -> MakeIndex:
+        return functools.partial(FlatCentroidIndex, prefilter_fraction=1.0)
+
+
+class TestFlatWidenedOnlyCongruence(FilteredSearchCongruence):
+    """Every filtered search widens the FAISS scan, even for one matching item."""
+
+    @pytest.fixture
+    def make_index(self) -> MakeIndex:
+        return functools.partial(FlatCentroidIndex, prefilter_fraction=0.0, prefilter_min_rows=0)
 
 
 def assert_same_ranking(got: list[tuple[str, float]], want: list[tuple[str, float]]) -> None:
@@ -147,26 +169,36 @@ def test_row_chunks_and_load_rows_round_trip() -> None:
     rng = np.random.default_rng(3)
     index = FlatCentroidIndex(4)
     for i in range(10):
-        index.upsert(f"i{i}", rng.normal(size=4))
-    index.remove("i3")  # the last row moved into slot 3
+        index.upsert(f"i{i}", rng.normal(size=4), frozenset({f"mod={i % 3}", f"id={i}"}))
+    index.remove("i3")  # the last row moved into slot 3, its terms with it
     chunks = list(index.iter_row_chunks(4))
-    assert [len(ids) for ids, _ in chunks] == [4, 4, 1]
-    ids = [i for c, _ in chunks for i in c]
-    rows = np.concatenate([r for _, r in chunks])
+    assert [len(ids) for ids, _, _ in chunks] == [4, 4, 1]
+    ids = [i for c, _, _ in chunks for i in c]
+    rows = np.concatenate([r for _, r, _ in chunks])
+    terms = [t for _, _, c in chunks for t in c]
     assert sorted(ids) == sorted(index.item_ids())
-    for item_id, row in zip(ids, rows, strict=True):
+    for item_id, row, item_terms in zip(ids, rows, terms, strict=True):
         assert np.array_equal(row, index.get(item_id))  # type: ignore[arg-type]
+        assert item_terms == frozenset({f"mod={int(item_id[1:]) % 3}", f"id={item_id[1:]}"})
     rows[0] = 0  # a copy: the index is not aliased
     assert np.any(index.get(ids[0]) != 0)  # type: ignore[operator]
 
     loaded = FlatCentroidIndex(4)
-    loaded.upsert("gone", np.ones(4))
-    loaded.load_rows(ids, np.concatenate([r for _, r in index.iter_row_chunks(100)]))
+    loaded.upsert("gone", np.ones(4), frozenset({"mod=0"}))
+    loaded.load_rows(ids, np.concatenate([r for _, r, _ in index.iter_row_chunks(100)]), terms)
     assert "gone" not in loaded and len(loaded) == 9
     q = l2_normalize(rng.normal(size=(1, 4)))
     assert loaded.search(q, 9) == index.search(q, 9)
+    for where in (frozenset({"mod=0"}), frozenset({"mod=1", "id=7"}), frozenset({"id=3"})):
+        assert loaded.search(q, 9, where) == index.search(q, 9, where)
+    assert [i for i, _ in loaded.search(q, 9, frozenset({"mod=0"}))[0]] != []
+    assert loaded.terms_of("i9") == index.terms_of("i9") and loaded.terms_of("gone") is None
     loaded.upsert("new", np.ones(4))  # writable after a load
     assert loaded.remove("i0") and len(loaded) == 9
+    untermed = FlatCentroidIndex(4)
+    untermed.load_rows(ids, rows)  # no terms given: none held
+    assert untermed.terms_of("i1") == frozenset()
+    assert untermed.search(q, 9, frozenset({"mod=1"})) == [[]]
 
 
 def test_load_rows_refuses_bad_input() -> None:
@@ -177,5 +209,7 @@ def test_load_rows_refuses_bad_input() -> None:
         index.load_rows(["a"], np.zeros((1, 3), np.float64))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="twice"):
         index.load_rows(["a", "a"], np.eye(2, 3, dtype=np.float32))
+    with pytest.raises(ValueError, match="term sets"):
+        index.load_rows(["a"], np.eye(1, 3, dtype=np.float32), [frozenset(), frozenset()])
     with pytest.raises(ValueError):
         list(index.iter_row_chunks(0))

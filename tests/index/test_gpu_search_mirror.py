@@ -86,3 +86,19 @@ def test_very_wide_searches_fall_back_to_the_cpu_index(fake_gpu: FakeGpu) -> Non
     mirror = GpuSearchMirror(cpu)
     got = mirror.search(unit(1, 0)[None, :], 2100)
     assert got == cpu.search(unit(1, 0)[None, :], 2100)
+
+
+def test_filtered_searches_bypass_the_copy_and_see_the_latest_writes(fake_gpu: FakeGpu) -> None:
+    """The GPU copy holds no terms: a filtered search is the CPU index's, current even while
+    the copy is stale, and costs no copy; an empty filter is the mirror's unfiltered search."""
+    cpu = FlatCentroidIndex(2)
+    cpu.upsert("a", unit(1, 0), frozenset({"c=x"}))
+    cpu.upsert("b", unit(1, 0.1), frozenset({"c=y"}))
+    mirror = GpuSearchMirror(cpu, refresh_interval_ms=60_000)
+    cpu.upsert("c", unit(1, 0.05), frozenset({"c=y"}))  # after the copy, within the interval
+    q = unit(1, 0)[None, :]
+    got = mirror.search(q, 5, frozenset({"c=y"}))
+    assert got == cpu.search(q, 5, frozenset({"c=y"}))
+    assert [i for i, _ in got[0]] == ["c", "b"]
+    assert len(fake_gpu.copies) == 1
+    assert [i for i, _ in mirror.search(q, 5, frozenset())[0]] == ["a", "b"]  # the stale copy

@@ -1,4 +1,5 @@
-"""MilvusCentroidIndex on a real Milvus Lite: the congruence suite, ties sorted by item id
+"""MilvusCentroidIndex on a real Milvus Lite: the congruence suite (filtered search included),
+terms escaped into filter expressions and held within the field's limits, ties sorted by item id
 whatever order Milvus returns them in, k above Milvus's cap, upsert replacing, the longest and
 oddest item ids the service accepts, rebuild keeping the old content on bad input, attaching
 to an existing namespace, and a typed error when Milvus is unreachable.
@@ -21,6 +22,8 @@ from app.dependencies import ITEM_ID_PATTERN
 from index.index_errors import IndexUnavailableError
 from index.milvus_centroid_index import (
     MAX_ITEM_ID_LENGTH,
+    MILVUS_MAX_TERM_BYTES,
+    MILVUS_MAX_TERMS,
     MILVUS_MAX_TOP_K,
     MilvusCentroidIndex,
 )
@@ -328,3 +331,75 @@ def test_timeouts_must_be_positive(milvus: Any) -> None:
     for timeouts in ({"timeout": 0.0}, {"admin_timeout": -1.0}):
         with pytest.raises(ValueError, match="timeouts must be positive"):
             MilvusCentroidIndex(milvus, fresh_name(), 2, **timeouts)
+
+
+def test_versioned_rows_and_upsert_many_carry_terms(make_index: MakeIndex) -> None:
+    index = make_index(2)
+    index.upsert_versioned(
+        [("a", np.array([1.0, 0]), 3, frozenset({"c=1"})), ("b", np.array([0, 1.0]), 4)]
+    )
+    index.upsert_many([("c", np.array([1.0, 1.0]), frozenset({"c=1", "d=2"}))])
+    assert index.terms_of("a") == frozenset({"c=1"}) and index.terms_of("b") == frozenset()
+    assert index.stored_version("a") == 3
+    q = np.array([[1.0, 0]], np.float32)
+    assert [i for i, _ in index.search(q, 5, frozenset({"c=1"}))[0]] == ["a", "c"]
+    assert [i for i, _ in index.search(q, 5, frozenset({"d=2", "c=1"}))[0]] == ["c"]
+
+
+def test_terms_milvus_expressions_cannot_hold_raw_are_escaped(make_index: MakeIndex) -> None:
+    """Quotes, backslashes, newlines, tabs, a closing bracket and non-ASCII: each term finds
+    exactly its item (an unescaped quote would end the literal early; a term looking like
+    expression syntax must stay a string)."""
+    odd = [
+        'name="quoted"',
+        "path=C:\\dir\\",
+        "note=line1\nline2",
+        "tab=a\tb\rc",
+        'inject=x"]) or array_contains_all(terms, ["',
+        "bracket=]",
+        "city=Zürich 東京",
+        "apostrophe=it's",
+    ]
+    index = make_index(2)
+    for i, term in enumerate(odd):
+        index.upsert(f"i{i}", np.array([1.0, i]), frozenset({term, "all=1"}))
+    q = np.array([[1.0, 0]], np.float32)
+    for i, term in enumerate(odd):
+        (hits,) = index.search(q, 10, frozenset({term}))
+        assert [h for h, _ in hits] == [f"i{i}"], term
+        assert index.terms_of(f"i{i}") == frozenset({term, "all=1"})
+    assert len(index.search(q, 10, frozenset({"all=1"}))[0]) == len(odd)
+    assert index.search(q, 10, frozenset({odd[0], odd[1]})) == [[]]
+
+
+def test_terms_over_the_field_limits_are_refused(make_index: MakeIndex) -> None:
+    index = make_index(2)
+    longest = "k=" + "é" * ((MILVUS_MAX_TERM_BYTES - 2) // 2)  # 2 bytes a character
+    index.upsert("fits", np.ones(2), frozenset({f"t={i}" for i in range(MILVUS_MAX_TERMS - 1)}))
+    index.upsert("long", np.ones(2), frozenset({longest}))
+    assert index.terms_of("long") == frozenset({longest})
+    with pytest.raises(ValueError, match="at most"):
+        index.upsert("many", np.ones(2), frozenset({f"t={i}" for i in range(MILVUS_MAX_TERMS + 1)}))
+    with pytest.raises(ValueError, match="bytes"):
+        index.upsert("too-long", np.ones(2), frozenset({longest + "é"}))
+    assert "many" not in index and "too-long" not in index
+
+
+def test_a_collection_without_terms_is_refused_clearly(milvus: Any) -> None:
+    """A collection made before terms existed (its schema had a JSON ``attributes`` field
+    instead) is not silently used: filters could not work on it."""
+    from pymilvus import DataType
+
+    name = fresh_name()
+    physical = f"{name}__g1"
+    schema = pymilvus.MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=MAX_ITEM_ID_LENGTH)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=4)
+    schema.add_field("attributes", DataType.JSON)
+    schema.add_field("version", DataType.INT64)
+    milvus.create_collection(physical, schema=schema)
+    milvus.create_alias(physical, name)
+    with pytest.raises(ValueError, match="no 'terms' field"):
+        MilvusCentroidIndex(milvus, name, 4)
+    milvus.drop_alias(name)
+    milvus.drop_collection(physical)
