@@ -22,6 +22,7 @@ import redis
 
 from store.change_feed import START, FeedCursor, RedisChangeFeed
 from store.embedding_codec import f64_from
+from store.errors import StoreError
 from store.records import ImageRecord, ItemState, ModelIdentity
 from store.redis_store import RedisStore
 from store.sqlite_store import SqliteStore
@@ -185,4 +186,20 @@ def test_a_redis_item_written_without_a_unit_sum_after_the_upgrade_gets_one_at_i
     np.testing.assert_allclose(written.unit_sum, brute_unit_sum(images, "dog"), rtol=1e-12)
     state = s.get_item_state("dog")
     assert state is not None and state.unit_sum is not None
+    s.close()
+
+
+def test_a_store_of_a_newer_schema_is_refused(v1_sqlite: Path, v1_namespace: str) -> None:
+    conn = sqlite3.connect(v1_sqlite)
+    conn.execute("UPDATE schema_version SET version = 3")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="schema version 3"):
+        SqliteStore(v1_sqlite)
+    client = redis.Redis.from_url(redis_server.REDIS_URL)
+    client.set(f"{v1_namespace}:schema", 3)
+    client.close()
+    s = RedisStore(redis_server.REDIS_URL, namespace=v1_namespace)
+    with pytest.raises(StoreError, match="schema version 3"):
+        s.counts()
     s.close()
