@@ -11,8 +11,9 @@ meets that by construction if it re-ranks its candidates exactly and its candida
 whole gallery at this size (it probes every list, or serves exactly below its training
 threshold); its recall on large galleries is tested in its own module, not here.
 
-Filtered search (``FilteredSearchCongruence``, inherited by ``CentroidIndexCongruence``; an
-index with several filter paths may also run it alone, once per forced path) is checked
+Filtered search (``FilteredSearchCongruence``; ``CentroidIndexCongruence`` is it plus
+``UnfilteredCongruence``, and an index with several filter paths may run either part alone,
+e.g. once per forced path) is checked
 against the same oracle over the items whose terms contain the filter's, on clustered data
 with groups of identical rows (ties at the cut), at selectivities from 0.1 % to 100 %.
 
@@ -100,9 +101,7 @@ def clustered_gallery(
     return vectors, {name: frozenset(t) for name, t in terms.items()}
 
 
-class FilteredSearchCongruence:
-    """Filtered-search contract; subclasses provide ``make_index``."""
-
+class CongruenceBase:
     score_atol = 1e-9
 
     def assert_same_ranking(self, got: Hits, want: Hits) -> None:
@@ -110,6 +109,10 @@ class FilteredSearchCongruence:
         np.testing.assert_allclose(
             [s for _, s in got], [s for _, s in want], rtol=0, atol=self.score_atol
         )
+
+
+class FilteredSearchCongruence(CongruenceBase):
+    """Filtered-search contract; subclasses provide ``make_index``."""
 
     def assert_filtered_matches_oracle(
         self,
@@ -255,8 +258,8 @@ class FilteredSearchCongruence:
         ]
 
 
-class CentroidIndexCongruence(FilteredSearchCongruence):
-    """Contract tests; subclasses provide ``make_index`` (see the module docstring)."""
+class UnfilteredCongruence(CongruenceBase):
+    """The contract without filters; subclasses provide ``make_index``."""
 
     def assert_matches_oracle(
         self,
@@ -464,3 +467,7 @@ class CentroidIndexCongruence(FilteredSearchCongruence):
         assert [[i for i, _ in hits] for hits in got] == [["x", "w", "y"], ["y", "w", "x"]]
         self.assert_same_ranking(got[0], brute_force(rows, [1.0, 0, 0], 10))
         self.assert_same_ranking(got[1], brute_force(rows, [0, 1.0, 0], 10))
+
+
+class CentroidIndexCongruence(UnfilteredCongruence, FilteredSearchCongruence):
+    """Contract tests; subclasses provide ``make_index`` (see the module docstring)."""
