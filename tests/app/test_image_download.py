@@ -88,6 +88,9 @@ def test_no_kept_originals_is_404(service_factory: ServiceFactory, photos: list[
         r = enroll(client, "cam", photos[:1])
         (image_id,) = r.json()["image_ids"]
         assert client.get(f"/items/cam/images/{image_id}").status_code == 404
+        thumb = client.get(f"/items/cam/images/{image_id}", params={"size": "thumb"})
+        assert thumb.status_code == 404
+        assert thumb.headers["content-type"] == "application/problem+json"
 
 
 @pytest.fixture

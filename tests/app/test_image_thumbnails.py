@@ -1,8 +1,8 @@
 """``GET /items/{item_id}/images/{image_id}?size=thumb`` over real HTTP on real photos: a small
 JPEG of the picture as the decoder shows it (checked against the decoder's full image scaled
 down), made once and then served from its stored blob, 304 on a matching ``If-None-Match``
-(both sizes), gone with its original, swept as an orphan, copied by a backup; 404 without
-blobs."""
+(both sizes), gone with its original, swept as an orphan, copied by a backup (404 without
+blobs: tests/app/test_image_download.py)."""
 
 from __future__ import annotations
 
@@ -192,12 +192,3 @@ def test_sweep_removes_orphan_thumbnails_and_backup_copies_the_rest(
     assert (r.json()["blobs_copied"], r.json()["thumbnails_copied"]) == (1, 1)
     copy = thumbnail_path(tmp_path / "backups" / "b1" / "blobs", sha(rotated_jpeg))
     assert copy.read_bytes() == made
-
-
-def test_no_kept_originals_is_404_for_thumbnails(
-    service_factory: ServiceFactory, small_png: bytes
-) -> None:
-    with service_factory(keep_blobs=False) as client:
-        (image_id,) = enroll(client, "cup", [small_png])
-        r = thumb(client, "cup", image_id)
-        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
