@@ -214,7 +214,7 @@ def test_a_milvus_that_stops_answering_bounds_searches_by_its_timeout_then_the_b
         assert_index_unavailable(r)
         assert MILVUS_TIMEOUT_S * 0.9 < elapsed < MILVUS_TIMEOUT_S + 1.0
     assert_index_unavailable(refused)
-    assert refused_in < MILVUS_TIMEOUT_S * 0.3
+    assert refused_in < MILVUS_TIMEOUT_S * 0.5  # a search is ~10 ms here; slack for a busy CI
     # After the cooldown a search is the probe; Milvus answers it and the breaker closes.
     deadline = time.monotonic() + BREAKER_COOLDOWN_S + 5
     while (r := search(client, view)).status_code != 200:
