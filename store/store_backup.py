@@ -29,7 +29,7 @@ from store.backup_manifest import (
     SQLITE_NAME,
     BackupManifest,
 )
-from store.blob_backend import BlobBackend
+from store.blob_backend import SHA256_HEX, BlobBackend
 from store.blob_sweep import BLOB_SWEEP_GRACE_S, remove_unreferenced
 from store.directory_blob_store import DirectoryBlobStore
 from store.errors import StoreError
@@ -70,12 +70,12 @@ def back_up(
         if blobs is not None:
             target = DirectoryBlobStore(out / BLOBS_NAME)
             copied, missing = _copy_blobs(blobs, referenced, target)
-            # A thumbnail not made yet is no loss (made again on request): only counted.
-            thumbnails = _copy_blobs(
-                thumbnail_blobs(blobs),
-                [thumbnail_key(h) for h in referenced],
-                target.derived(THUMBNAILS),
-            )[0]
+            # Only the thumbnails made so far, listed once (a bucket would otherwise answer a
+            # GET per image for the many never requested); one not made is no loss.
+            made = thumbnail_blobs(blobs)
+            keys = {thumbnail_key(h) for h in referenced if SHA256_HEX.fullmatch(h)}
+            wanted = sorted(set(made.iter_hashes()) & keys)
+            thumbnails = _copy_blobs(made, wanted, target.derived(THUMBNAILS))[0]
     finally:
         if blobs is not None:
             pending = blobs.deletion_hold.release()
