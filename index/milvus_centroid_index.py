@@ -396,7 +396,7 @@ class MilvusCentroidIndex:
         """Approximate size of the rows Milvus holds (server side, not this process).
 
         Per row: the float32 vector plus the primary key at its maximum length; Milvus's own
-        overheads (segment metadata, delete logs, the JSON field) are not counted.
+        overheads (segment metadata, delete logs) and the terms are not counted.
         """
         return len(self) * (self._dim * _FLOAT32_BYTES + MAX_ITEM_ID_LENGTH)
 

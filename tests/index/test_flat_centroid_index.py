@@ -155,6 +155,67 @@ def test_concurrent_searches_and_writes_stay_consistent() -> None:
         assert_same_ranking(index.search(q[None, :], 15)[0], brute_force(rows, q, 15))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "make_index",
+    [
+        FlatCentroidIndex,
+        functools.partial(FlatCentroidIndex, prefilter_fraction=0.0, prefilter_min_rows=0),
+    ],
+    ids=["prefilter", "widened"],
+)
+def test_filtered_searches_stay_exact_while_writes_move_rows(make_index: MakeIndex) -> None:
+    """Writers add, re-term and remove their own items (each remove moves the last row, often a
+    base item's, and its postings); readers filter on the base items' term, whose answer never
+    changes, and on a term the writers flip, whose hits must all carry it."""
+    d, rng = 16, np.random.default_rng(5)
+    index = make_index(d)
+    base = {f"b{i:03d}": rng.normal(size=d) for i in range(200)}
+    index.rebuild((name, v, frozenset({"base=1"})) for name, v in base.items())
+    queries = l2_normalize(rng.normal(size=(3, d)))
+    rows = {name: l2_normalize(v) for name, v in base.items()}
+    want = [brute_force(rows, q, 10) for q in queries]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                for hits, expected in zip(
+                    index.search(queries, 10, frozenset({"base=1"})), want, strict=True
+                ):
+                    assert_same_ranking(hits, expected)
+                for hits in index.search(queries, 10, frozenset({"flip=on"})):
+                    for item_id, _ in hits:
+                        assert item_id.startswith("w")
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+
+    def writer(w: int) -> None:
+        r = np.random.default_rng(w)
+        for j in range(300):
+            terms = frozenset({"flip=on"} if j % 2 else {"flip=off"})
+            index.upsert(f"w{w}-{j % 20}", r.normal(size=d), terms)
+            if j % 3 == 0:
+                index.remove(f"w{w}-{(j + 7) % 20}")
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    writers = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert not errors
+    for item_id in index.item_ids():
+        terms = index.terms_of(item_id)
+        assert terms is not None
+        hits = index.search(index.get(item_id)[None, :], 500, terms)[0]  # type: ignore[index]
+        assert item_id in {i for i, _ in hits}
+
+
 def test_faiss_search_sees_only_live_rows_after_removes() -> None:
     index = FlatCentroidIndex(2)
     index.upsert("a", np.array([1.0, 0]))
