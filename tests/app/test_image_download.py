@@ -124,6 +124,12 @@ def test_s3_backend(service_factory: ServiceFactory, photos: list[bytes], s3: S3
             access_key=ACCESS_KEY, secret_key=SECRET_KEY,
         )  # fmt: skip
         assert set(direct.iter_hashes()) == {hashlib.sha256(p).hexdigest() for p in photos[:2]}
+        # A thumbnail is an object too, beside them under thumbnails/, keyed by the original.
+        thumb = client.get(f"/items/cam/images/{first}", params={"size": "thumb"})
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+        thumbnails = direct.derived("thumbnails")
+        assert thumbnails.get(hashlib.sha256(photos[0]).hexdigest()) == thumb.content
+        assert direct.count() == 2 and thumbnails.count() == 1
         info = client.get("/info").text
         assert SECRET_KEY not in info and ACCESS_KEY not in info
 
