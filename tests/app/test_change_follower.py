@@ -136,7 +136,7 @@ def test_concurrent_writers_on_three_replicas_and_one_started_mid_load_converge(
                     ok = r.status_code in (204, 404)
                 else:
                     r = client.post(f"/items/{item}/images", files=files(view))
-                    ok = r.status_code == 201
+                    ok = r.status_code in (200, 201)  # 200: the item held the view already
                 if not ok:
                     failures.append(f"{tag}: {r.status_code} {r.text}")
                 i += 1
