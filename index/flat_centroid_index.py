@@ -18,11 +18,12 @@ postings). A search intersects the required terms' slot sets (from the smallest 
 * when at most ``max(prefilter_min_rows, prefilter_fraction x len(self))`` slots match, scores
   exactly those rows (gathered in blocks, ``index/filtered_top_k.py``): its cost is the
   matching set's, where a scan reads every row. A gathered row costs about three scanned ones
-  (random reads, a copy, the slot set turned into an array); measured at 50k x 1280, one
-  query, one thread, k = 10: 1 % matching 0.5 ms against 50 ms for the widened scan, 10 %
-  17 vs 39 ms, 25 % 41 vs 39 ms, 50 % 79 vs 46 ms. ``PREFILTER_FRACTION`` (0.2) sits below
-  that crossover near a quarter. ``PREFILTER_MIN_ROWS`` (1024) matching rows or fewer are
-  pre-filtered whatever the fraction (about a millisecond), for small indexes;
+  (random reads, a copy, the slot set turned into an array); ``bench/filtered_index_search.py``
+  at 50k x 1280 clustered rows, one query, one thread, k = 10 (median ms, pre-filter vs
+  widened scan; unfiltered 42): 1 % matching 0.4 vs 54, 10 % 16 vs 41, 25 % 67 vs 67, 50 %
+  113 vs 54. ``PREFILTER_FRACTION`` (0.2) sits below that crossover near a quarter.
+  ``PREFILTER_MIN_ROWS`` (1024) matching rows or fewer are pre-filtered whatever the fraction
+  (about a millisecond), for small indexes;
 * otherwise runs the FAISS scan for about ``k / selectivity`` candidates and widens it (x4)
   until ``k`` matching ones cover the ties at the cut (or everything was scanned).
 

@@ -29,7 +29,10 @@ first; then
 
 * untrained, or at most ``max(prefilter_min_rows, prefilter_fraction x len(self))`` matching
   (the fraction defaults to ``nprobe / nlist``, the share of the gallery one IVF search scans
-  anyway): the matching rows alone are scored, exactly (``index/filtered_top_k.py``);
+  anyway): the matching rows alone are scored, exactly (``index/filtered_top_k.py``).
+  ``bench/filtered_index_search.py`` (50k x 1280, 32 of 256 lists, one thread; median ms and
+  recall@10, pre-filter vs widened IVF): 5 % matching 9 ms exact vs 24 ms at 0.935, 10 % (near
+  the 12.5 % cut) 23 ms exact vs 16 ms at 0.915, 20 % widened 6 ms at 0.975;
 * otherwise the IVF search is widened: ``k x refine / selectivity`` candidates, x4 per pass,
   until ``k x refine`` matching ones cover the ties at the cut, then re-ranked exactly; it
   probes ``nprobe / sqrt(selectivity)`` lists (at most all), since each list holds fewer
