@@ -72,9 +72,11 @@ class ShufflingClient:
         self._inner = inner
         self._rng = np.random.default_rng(seed)
         self.limits: list[int] = []
+        self.filters: list[str] = []
 
     def search(self, *args: Any, **kwargs: Any) -> list[list[dict[str, Any]]]:
         self.limits.append(int(kwargs["limit"]))
+        self.filters.append(str(kwargs.get("filter", "")))
         out = []
         for hits in self._inner.search(*args, **kwargs):
             hits = list(hits)
@@ -106,6 +108,29 @@ def test_ties_are_sorted_by_item_id_whatever_order_milvus_returns(milvus: Any) -
         assert hits[: min(k, 60)] == [(name, hits[0][1]) for name in tied[: min(k, 60)]]
     # 60 ties cannot fit in the first request (k + 16); the search must have widened.
     assert max(client.limits) > 1 + 16
+
+
+def test_filtered_ties_are_sorted_by_item_id_whatever_order_milvus_returns(milvus: Any) -> None:
+    """Milvus filters by expression and returns the matching rows in any order: the index still
+    widens past the tied matching rows and sorts them by id; the expression names every
+    required term once, quoted."""
+    d = 8
+    rng = np.random.default_rng(8)
+    shared = rng.normal(size=d)
+    client = ShufflingClient(milvus, seed=5)
+    index = MilvusCentroidIndex(client, fresh_name(), d)  # type: ignore[arg-type]
+    items = [(f"t{i:03d}", shared, frozenset({f"keep={i % 2}", 'q="x"'})) for i in range(80)]
+    items += [(f"o{i:03d}", rng.normal(size=d), frozenset({"keep=1"})) for i in range(40)]
+    index.rebuild(reversed(items))
+    where = frozenset({"keep=1", 'q="x"'})
+    q = unit_row(shared)[None, :]
+    for k in (1, 10, 40, 41):
+        (hits,) = index.search(q, k, where)
+        assert [i for i, _ in hits] == [f"t{i:03d}" for i in range(1, 80, 2)][:k]
+    assert client.filters[-1] == 'array_contains_all(terms, ["keep=1", "q=\\"x\\""])'
+    assert max(client.limits) > 1 + 16  # 40 matching ties: the first request could not hold them
+    index.search(q, 3)
+    assert client.filters[-1] == ""
 
 
 def test_k_above_the_cap_is_capped(make_index: MakeIndex) -> None:
