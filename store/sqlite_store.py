@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, assert_never
 
@@ -187,7 +188,7 @@ class SqliteStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._conn.execute("PRAGMA foreign_keys=ON")
-            self._write(self._create_schema)
+            self._open_schema()
         except (sqlite3.OperationalError, OSError) as exc:
             raise StoreUnavailableError(f"cannot open SQLite store {self.path}: {exc}") from exc
 
@@ -528,7 +529,7 @@ class SqliteStore:
         finally:
             src.close()
         self._identity = None
-        self._write(self._create_schema)  # refuses another schema version
+        self._open_schema()  # refuses another schema version
         self._write(self._new_instance)
 
     def close(self) -> None:
@@ -537,7 +538,20 @@ class SqliteStore:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _create_schema(self, c: sqlite3.Connection) -> None:
+    def _open_schema(self) -> None:
+        """Create or upgrade the schema. A schema-1 file gains the new columns in one
+        transaction, then its unit sums are filled a page per transaction (so the WAL stays
+        small and an interrupted upgrade resumes where it stopped on the next open), and only
+        then is the schema version raised."""
+        if self._write(self._create_schema):
+            self._fill_unit_sums()
+            self._write(
+                lambda c: c.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            )
+
+    def _create_schema(self, c: sqlite3.Connection) -> bool:
+        """The tables and columns, in one transaction; True when unit sums are still to be
+        filled (the schema version then stays below ``SCHEMA_VERSION`` until they are)."""
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 c.execute(statement)
@@ -554,8 +568,7 @@ class SqliteStore:
             c.execute("ALTER TABLE items ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}'")
         if "unit_sum" not in columns:  # schema 1
             c.execute("ALTER TABLE items ADD COLUMN unit_sum BLOB")
-        if "unit_sum" not in columns or (row is not None and int(row[0]) < 2):
-            self._fill_unit_sums(c)
+        upgrading = "unit_sum" not in columns or (row is not None and int(row[0]) < 2)
         columns = {str(r[1]) for r in c.execute("PRAGMA table_info(idempotency)")}
         if "headers" not in columns:
             c.execute("ALTER TABLE idempotency ADD COLUMN headers TEXT NOT NULL DEFAULT '[]'")
@@ -567,37 +580,47 @@ class SqliteStore:
         c.execute("INSERT OR IGNORE INTO store_meta VALUES ('instance', ?)", (uuid.uuid4().hex,))
         if row is None:
             c.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-        elif int(row[0]) != SCHEMA_VERSION:
+        elif int(row[0]) != SCHEMA_VERSION and not upgrading:
             c.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+        return upgrading
+
+    def _fill_unit_sums(self) -> int:
+        """Compute the unit sum of every item that has none (a schema-1 store) from its stored
+        embeddings in enrollment order, ``PAGE_ROWS`` items per transaction in item-id order
+        (a keyset walk of the primary key: each page starts where the last ended, so the whole
+        fill reads the table once): once, on the first open, reading every embedding
+        (O(images x D)). Versions stay: the items' centroids and images are unchanged. Returns
+        the items filled."""
+        filled, after = 0, ""
+        while True:
+            last, count = self._write(partial(self._fill_unit_sum_page, after=after))
+            filled += count
+            if last is None:
+                return filled
+            after = last
 
     @staticmethod
-    def _fill_unit_sums(c: sqlite3.Connection) -> int:
-        """Compute the unit sum of every item that has none (a schema-1 store) from its stored
-        embeddings in enrollment order, ``PAGE_ROWS`` items at a time: once, on the first
-        open, reading every embedding (O(images x D)). Versions stay: the items' centroids
-        and images are unchanged. Returns the items filled."""
-        filled = 0
-        while True:
-            rows = c.execute(
-                "SELECT item_id, embedding_sum FROM items WHERE unit_sum IS NULL"
-                " ORDER BY item_id LIMIT ?",
-                (PAGE_ROWS,),
-            ).fetchall()
-            for item_id, blob in rows:
-                embeddings = [
-                    f32_from(r[0])
-                    for r in c.execute(
-                        "SELECT embedding FROM images WHERE item_id = ? ORDER BY seq", (item_id,)
-                    )
-                ]
-                unit_sum = unit_sum_in_order(embeddings, f64_from(blob).shape[0])
-                c.execute(
-                    "UPDATE items SET unit_sum = ? WHERE item_id = ?",
-                    (f64_bytes(unit_sum), item_id),
+    def _fill_unit_sum_page(c: sqlite3.Connection, after: str) -> tuple[str | None, int]:
+        """Fill the next page after item id ``after``: (the page's last item id, or None when
+        nothing was left; items filled)."""
+        rows = c.execute(
+            "SELECT item_id, embedding_sum FROM items WHERE item_id > ? AND unit_sum IS NULL"
+            " ORDER BY item_id LIMIT ?",
+            (after, PAGE_ROWS),
+        ).fetchall()
+        for item_id, blob in rows:
+            embeddings = [
+                f32_from(r[0])
+                for r in c.execute(
+                    "SELECT embedding FROM images WHERE item_id = ? ORDER BY seq", (item_id,)
                 )
-            filled += len(rows)
-            if len(rows) < PAGE_ROWS:
-                return filled
+            ]
+            unit_sum = unit_sum_in_order(embeddings, f64_from(blob).shape[0])
+            c.execute(
+                "UPDATE items SET unit_sum = ? WHERE item_id = ?",
+                (f64_bytes(unit_sum), item_id),
+            )
+        return (str(rows[-1][0]) if rows else None), len(rows)
 
     @staticmethod
     def _new_instance(c: sqlite3.Connection) -> None:

@@ -20,6 +20,7 @@ import numpy.typing as npt
 import pytest
 import redis
 
+from store import sqlite_store
 from store.change_feed import START, FeedCursor, RedisChangeFeed
 from store.embedding_codec import f64_from
 from store.errors import StoreError
@@ -124,6 +125,45 @@ def test_a_schema_1_sqlite_file_is_upgraded_on_open(v1_sqlite: Path) -> None:
         np.testing.assert_array_equal(again[item_id].unit_sum, state.unit_sum)
     check_writable(reopened)
     reopened.close()
+
+
+def test_an_interrupted_sqlite_upgrade_resumes_on_the_next_open(
+    v1_sqlite: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = sqlite3.connect(v1_sqlite)
+    before = {
+        str(r[0]): (int(r[1]), bytes(r[2]), int(r[3]))
+        for r in conn.execute("SELECT item_id, image_count, embedding_sum, version FROM items")
+    }
+    conn.close()
+    # One item per transaction; the open dies after the first page is committed.
+    monkeypatch.setattr(sqlite_store, "PAGE_ROWS", 1)
+    pages = 0
+    fill_page = SqliteStore._fill_unit_sum_page
+
+    def dying_page(c: sqlite3.Connection, after: str) -> tuple[str | None, int]:
+        nonlocal pages
+        pages += 1
+        if pages == 2:
+            raise sqlite3.OperationalError("disk I/O error (planted)")
+        return fill_page(c, after)
+
+    monkeypatch.setattr(SqliteStore, "_fill_unit_sum_page", staticmethod(dying_page))
+    with pytest.raises(StoreError):
+        SqliteStore(v1_sqlite)
+    conn = sqlite3.connect(v1_sqlite)
+    try:
+        # Still schema 1, the first page's item filled, the rest not.
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        filled = conn.execute("SELECT item_id FROM items WHERE unit_sum IS NOT NULL").fetchall()
+        assert filled == [(min(IMAGES_PER_ITEM),)]
+    finally:
+        conn.close()
+    monkeypatch.setattr(SqliteStore, "_fill_unit_sum_page", staticmethod(fill_page))
+    s = SqliteStore(v1_sqlite)
+    check_upgraded(s, before)
+    check_writable(s)
+    s.close()
 
 
 def test_a_schema_1_redis_namespace_is_upgraded_on_first_use(v1_namespace: str) -> None:
