@@ -223,7 +223,8 @@ class FlatCentroidIndex:
         all_terms = [NO_TERMS] * len(ids) if terms is None else [check_terms(t) for t in terms]
         postings = TermPostings()
         for slot, item_terms in enumerate(all_terms):
-            postings.add(slot, item_terms)
+            if item_terms:  # most items of a store without attributes: no call per item
+                postings.add(slot, item_terms)
         fresh = faiss.IndexFlatIP(self._dim)
         n = len(ids)
         if n:

@@ -16,20 +16,24 @@ NO_TERMS: frozenset[str] = frozenset()
 
 # ``memory_bytes`` estimate of one (term, slot) posting: a set entry (16 B at CPython's load
 # factor of at most 3/5, ~27 B) plus the int object of the slot (28 B; slots above 256 are not
-# cached small ints); and of one distinct term, its empty set (growth is in the postings).
+# cached small ints); and of one distinct term, its empty set (growth is in the postings), its
+# dict entry and its string (a compact ASCII str: 49 bytes plus one per character).
 _POSTING_BYTES = 56
-_SET_BYTES = sys.getsizeof(set())
+_TERM_BYTES = sys.getsizeof(set()) + 24 + 49
 
 
 def check_terms(terms: object) -> frozenset[str]:
     """``terms`` as a frozenset of non-empty strings; TypeError for a bare string (a classic
     slip: ``"cat=shoe"`` would become its characters) or anything not a collection of str,
     ValueError for an empty term."""
-    if isinstance(terms, str | bytes) or not isinstance(terms, frozenset | set | list | tuple):
+    if type(terms) is frozenset:
+        out: frozenset[str] = terms  # the common case: no copy
+    elif isinstance(terms, str | bytes) or not isinstance(terms, frozenset | set | list | tuple):
         raise TypeError(f"terms must be a frozenset of str, got {type(terms).__name__}")
-    out = frozenset(terms)
+    else:
+        out = frozenset(terms)
     for term in out:
-        if not isinstance(term, str):
+        if type(term) is not str:
             raise TypeError(f"a term must be a str, got {type(term).__name__}")
         if not term:
             raise ValueError("a term must not be empty")
@@ -61,12 +65,14 @@ class TermPostings:
         return len(self._slots)
 
     def add(self, slot: int, terms: Iterable[str]) -> None:
+        by_term = self._slots
         for term in terms:
-            holders = self._slots.get(term)
+            holders = by_term.get(term)
             if holders is None:
-                holders = self._slots[term] = set()
-                self._term_bytes += sys.getsizeof(term) + _SET_BYTES
-            if slot not in holders:
+                by_term[term] = {slot}
+                self._term_bytes += _TERM_BYTES + len(term)
+                self._postings += 1
+            elif slot not in holders:
                 holders.add(slot)
                 self._postings += 1
 
@@ -79,7 +85,7 @@ class TermPostings:
             self._postings -= 1
             if not holders:
                 del self._slots[term]
-                self._term_bytes -= sys.getsizeof(term) + _SET_BYTES
+                self._term_bytes -= _TERM_BYTES + len(term)
 
     def move(self, old: int, new: int, terms: Iterable[str]) -> None:
         """The item holding ``terms`` moved from slot ``old`` to slot ``new``."""
