@@ -14,12 +14,13 @@ from collections.abc import Iterable
 
 NO_TERMS: frozenset[str] = frozenset()
 
-# ``memory_bytes`` estimate of one (term, slot) posting: a set entry (16 B at CPython's load
-# factor of at most 3/5, ~27 B) plus the int object of the slot (28 B; slots above 256 are not
-# cached small ints); and of one distinct term, its empty set (growth is in the postings), its
-# dict entry and its string (a compact ASCII str: 49 bytes plus one per character).
+# ``memory_bytes`` estimates: a posting is a set entry (16 B at CPython's load factor of at
+# most 3/5, ~27 B) plus the int object of the slot (28 B; slots above 256 are not cached small
+# ints); a distinct term is its dict entry and its string (a compact ASCII str: 49 bytes plus
+# one per character), and, once two or more slots hold it, its set.
 _POSTING_BYTES = 56
-_TERM_BYTES = sys.getsizeof(set()) + 24 + 49
+_TERM_BYTES = 24 + 49
+_SET_BYTES = sys.getsizeof(set())
 
 
 def check_terms(terms: object) -> frozenset[str]:
@@ -49,15 +50,20 @@ def check_where(where: object) -> frozenset[str] | None:
 
 
 class TermPostings:
-    """Term -> set of slots holding it (an inverted map), updated in O(terms of the item).
+    """Term -> the slots holding it (an inverted map), updated in O(terms of the item).
+
+    A term one slot holds (a SKU, a serial number: often most terms) maps to that slot, an
+    int; a set is made only when a second slot holds it (a set costs ~216 B, a third of a
+    million unique terms would cost 70 MB more as sets).
 
     Not locked: the owning index holds its own lock around every call, and the sets
     ``matching`` returns must not outlive that hold.
     """
 
     def __init__(self) -> None:
-        self._slots: dict[str, set[int]] = {}
+        self._slots: dict[str, int | set[int]] = {}
         self._postings = 0
+        self._sets = 0
         self._term_bytes = 0
 
     def __len__(self) -> int:
@@ -69,46 +75,77 @@ class TermPostings:
         for term in terms:
             holders = by_term.get(term)
             if holders is None:
-                by_term[term] = {slot}
+                by_term[term] = slot
                 self._term_bytes += _TERM_BYTES + len(term)
                 self._postings += 1
+            elif isinstance(holders, int):
+                if holders != slot:
+                    by_term[term] = {holders, slot}
+                    self._sets += 1
+                    self._postings += 1
             elif slot not in holders:
                 holders.add(slot)
                 self._postings += 1
 
     def discard(self, slot: int, terms: Iterable[str]) -> None:
+        by_term = self._slots
         for term in terms:
-            holders = self._slots.get(term)
-            if holders is None or slot not in holders:
+            holders = by_term.get(term)
+            if holders is None:
+                continue
+            if isinstance(holders, int):
+                if holders == slot:
+                    del by_term[term]
+                    self._term_bytes -= _TERM_BYTES + len(term)
+                    self._postings -= 1
+                continue
+            if slot not in holders:
                 continue
             holders.remove(slot)
             self._postings -= 1
-            if not holders:
-                del self._slots[term]
-                self._term_bytes -= _TERM_BYTES + len(term)
+            if len(holders) == 1:  # back to a lone slot
+                by_term[term] = next(iter(holders))
+                self._sets -= 1
 
     def move(self, old: int, new: int, terms: Iterable[str]) -> None:
         """The item holding ``terms`` moved from slot ``old`` to slot ``new``."""
+        by_term = self._slots
         for term in terms:
-            holders = self._slots[term]
-            holders.discard(old)
-            holders.add(new)
+            holders = by_term[term]
+            if isinstance(holders, int):
+                by_term[term] = new
+            else:
+                holders.discard(old)
+                holders.add(new)
 
     def matching(self, required: frozenset[str]) -> set[int]:
-        """The slots holding every term of ``required`` (non-empty). One term: its own set,
-        not a copy (read it only while the index's lock is held); several: their
-        intersection, computed from the smallest set up (cost: that set's size)."""
-        sets = []
+        """The slots holding every term of ``required`` (non-empty). One term held by several
+        slots: its own set, not a copy (read it only while the index's lock is held); several
+        terms: their intersection, from the smallest set up (cost: that set's size)."""
+        sets: list[set[int]] = []
+        lone: int | None = None
         for term in required:
             holders = self._slots.get(term)
             if holders is None:
                 return set()
-            sets.append(holders)
+            if isinstance(holders, int):
+                if lone is not None and lone != holders:
+                    return set()
+                lone = holders
+            else:
+                sets.append(holders)
+        if lone is not None:
+            return {lone} if all(lone in s for s in sets) else set()
         if len(sets) == 1:
             return sets[0]
         sets.sort(key=len)
         return sets[0].intersection(*sets[1:])
 
     def memory_bytes(self) -> int:
-        """Approximate: the per-term sets and strings, and ``_POSTING_BYTES`` per posting."""
-        return sys.getsizeof(self._slots) + self._term_bytes + self._postings * _POSTING_BYTES
+        """Approximate: the map, each term's string and set, ``_POSTING_BYTES`` per posting."""
+        return (
+            sys.getsizeof(self._slots)
+            + self._term_bytes
+            + self._sets * _SET_BYTES
+            + self._postings * _POSTING_BYTES
+        )
