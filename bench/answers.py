@@ -590,7 +590,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"default {DEFAULT_MODEL}")
     p.add_argument("--seed", type=int, default=1, help="view seed of the evaluation (default 1)")
     p.add_argument("--query-views", type=int, default=4, help="query views per item (default 4)")
-    p.add_argument("--photos", nargs="+", default=None, help="only these shipped photos")
+    p.add_argument(
+        "--photos", nargs="+", default=None, help="only these shipped photos (default all 20)"
+    )
     p.add_argument(
         "--folders",
         nargs="+",
@@ -598,14 +600,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=list(DEFAULT_FOLDERS),
         help=f"default {' '.join(DEFAULT_FOLDERS)}",
     )
-    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="fusion weight")
-    p.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help="M")
-    p.add_argument("--no-sweep", action="store_true", help="skip the alpha x M sweep")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=DEFAULT_ALPHA,
+        help=f"fusion weight of the centroid score (default {DEFAULT_ALPHA})",
+    )
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=DEFAULT_CANDIDATES,
+        help=f"M, candidates re-ranked (default {DEFAULT_CANDIDATES})",
+    )
+    p.add_argument(
+        "--no-sweep", action="store_true", help="skip the alpha x M sweep (default: run it)"
+    )
     p.add_argument("--splits", type=int, default=5, help="open-set splits (default 5)")
     p.add_argument("--holdout", type=float, default=0.3, help="items held out (default 0.3)")
-    p.add_argument("--fit", action="store_true", help="fit the match rule on --fit-seed first")
+    p.add_argument(
+        "--fit",
+        action="store_true",
+        help="fit the match rule on --fit-seed first (default: the module's constants)",
+    )
     p.add_argument("--fit-seed", type=int, default=0, help="view seed of the fit (default 0)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object instead (default: tables)"
+    )
     return p.parse_args(argv)
 
 
@@ -698,10 +718,12 @@ def print_report(r: Report) -> None:
               f"{row.r1_gain:+9.4f}")  # fmt: skip
     not_lost = all(x.two_stage.r1 >= x.centroid.r1 and x.two_stage.mrr >= x.centroid.mrr
                    for x in r.ranking)  # fmt: skip
-    hard = max((x.r1_gain for x in r.ranking if "quarters" in x.folder), default=math.nan)
-    hard_ok = _verdict(hard >= TARGET_R1_GAIN_HARD)
-    print(f"  never below centroid: {_verdict(not_lost)};  best gain on a 2x2 folder "
-          f"{hard:+.4f} (target >= +{TARGET_R1_GAIN_HARD}): {hard_ok}")  # fmt: skip
+    print(f"  never below centroid on any folder: {_verdict(not_lost)}")
+    for x in r.ranking:
+        if "quarters" in x.folder:
+            ok = _verdict(x.r1_gain >= TARGET_R1_GAIN_HARD)
+            print(f"  {x.folder}: R@1 gain {x.r1_gain:+.4f} (target >= "
+                  f"+{TARGET_R1_GAIN_HARD}): {ok}")  # fmt: skip
     if r.ranking and r.ranking[0].sweep:
         print("  sweep, R@1 per folder (alpha/M):")
         print(f"{'alpha/M':>10} " + " ".join(f"{x.folder:>15}" for x in r.ranking))

@@ -5,6 +5,7 @@ twin (tests/tiny_artifact.py) and ranked by brute force."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 from pathlib import Path
@@ -51,17 +52,33 @@ def oracle_rank(
 
 
 @pytest.fixture(scope="module")
-def bench_json(tiny_model_path: Path) -> dict[str, Any]:
-    out = io.StringIO()
+def bench_report(tiny_model_path: Path) -> tool.Report:
     argv = ["--model", str(tiny_model_path), "--photos", *PHOTOS, "--query-views", "2",
             "--splits", str(SPLITS), "--alpha", str(ALPHA), "--candidates", str(M),
-            "--no-sweep", "--json"]  # fmt: skip
-    with contextlib.redirect_stdout(out):
-        assert tool.main(argv) == 0
-    data: dict[str, Any] = json.loads(out.getvalue())
+            "--no-sweep"]  # fmt: skip
+    return tool.run(tool.parse_args(argv))
+
+
+@pytest.fixture(scope="module")
+def bench_json(bench_report: tool.Report) -> dict[str, Any]:
+    # Through json, as --json prints it.
+    data: dict[str, Any] = json.loads(json.dumps(tool.report_json(bench_report), default=float))
     return data
 
 
+def test_the_text_report_has_every_section(bench_report: tool.Report) -> None:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        tool.print_report(bench_report)
+    text = out.getvalue()
+    for heading in ("1. ranking", "2. set queries", "3. open set", "4. degenerate", "5. service"):
+        assert heading in text
+    for folder in tool.DEFAULT_FOLDERS:
+        assert f"{folder} 1-4 img" in text
+    assert "not measured here yet" in text  # no service section registered
+
+
+@functools.cache  # one embedding per folder for the whole module
 def folder_oracle(name: str) -> tuple[list[str], list[npt.NDArray[np.float64]], Any]:
     (recipe,) = tool.recipes([name], 1, 2, PHOTOS)
     files = folder_files(recipe)
