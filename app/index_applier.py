@@ -43,11 +43,13 @@ import numpy as np
 import numpy.typing as npt
 
 from app.index_breaker import IndexBreaker
+from app.item_attribute_map import ItemAttributeMap
 from app.metrics import ServiceMetrics
 from index.centroid_index import CentroidIndex
 from index.centroid_math import centroid_from_sum
 from index.row_export import RowExport
 from index.shared_centroid_index import SharedCentroidIndex
+from store.item_attributes import Attributes, attribute_terms
 from store.records import ItemState
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,9 @@ class IndexApplier:
         self._lock = threading.Lock()  # the dict: different items are applied concurrently
         self._shared = index if isinstance(index, SharedCentroidIndex) else None
         self.breaker = IndexBreaker() if self._shared is not None else None
+        # Each item's attributes, returned with search results; kept in step with the index's
+        # rows (and their filter terms) by every method below that changes them.
+        self.attributes = ItemAttributeMap()
 
     def configure_breaker(self, failures: int, cooldown_s: float) -> None:
         """Before the index is used: the shared index's breaker opens after ``failures`` failed
@@ -142,8 +147,14 @@ class IndexApplier:
         with self._metrics.stage("index_update"):
             if state.count == 0:
                 self.index.remove(state.item_id)
+                self.attributes.drop(state.item_id)
             else:
-                self.index.upsert(state.item_id, centroid_from_sum(state.embedding_sum))
+                self.index.upsert(
+                    state.item_id,
+                    centroid_from_sum(state.embedding_sum),
+                    attribute_terms(state.attributes),
+                )
+                self.attributes.set(state.item_id, state.attributes)
         return True
 
     def apply_replicated(self, state: ItemState) -> bool:
@@ -156,6 +167,8 @@ class IndexApplier:
             if state.version < self._versions.get(state.item_id, 0):
                 return False
             self._versions[state.item_id] = state.version
+        # The row (and its terms) is in Milvus already; the attributes results return are not.
+        self.attributes.set(state.item_id, state.attributes if state.count else {})
         return True
 
     def reconcile(self, item_id: str, reread: Reread) -> bool:
@@ -175,6 +188,7 @@ class IndexApplier:
         """The store holds no ``item_id`` (it read nothing, so it has no version to compare):
         remove it, keeping the version of its deletion if one was seen. Item lock held."""
         self.index.remove(item_id)
+        self.attributes.drop(item_id)
 
     def version_map(self) -> dict[str, int]:
         """A copy of the remembered versions (item id -> version; deleted items included)."""
@@ -209,13 +223,18 @@ class IndexApplier:
                 raise TypeError("a shared index settles states: pass reread")
             return self._sync(self._shared, states, reread)
         versions: dict[str, int] = {}
+        attributes: list[tuple[str, Attributes]] = []
 
-        def rows() -> Iterator[tuple[str, npt.NDArray[np.float32]]]:
+        def rows() -> Iterator[tuple[str, npt.NDArray[np.float32], frozenset[str]]]:
             for state in states:
                 versions[state.item_id] = state.version
-                yield state.item_id, centroid_from_sum(state.embedding_sum)
+                if state.attributes:
+                    attributes.append((state.item_id, state.attributes))
+                terms = attribute_terms(state.attributes)
+                yield state.item_id, centroid_from_sum(state.embedding_sum), terms
 
         self.index.rebuild(rows())
+        self.attributes.replace(attributes)
         with self._lock:
             self._versions = versions
         return len(versions)
@@ -245,12 +264,22 @@ class IndexApplier:
         )
 
     def _note(self, item_id: str, state: ItemState | None) -> None:
-        """The index holds the store's state of ``item_id``: remember its version."""
+        """The index holds the store's state of ``item_id``: remember its version (and the
+        attributes results return)."""
         if state is None:
+            self.attributes.drop(item_id)
             return  # deleted: its deletion's version, if seen, stays
         with self._lock:
-            if state.version > self._versions.get(item_id, 0):
+            if state.version >= self._versions.get(item_id, 0):
                 self._versions[item_id] = state.version
+                self.attributes.set(item_id, state.attributes if state.count else {})
+
+    def _note_attributes(self, state: ItemState) -> None:
+        """A rebuild of a shared index read ``state``: keep its attributes unless a newer
+        state of the item was noted meanwhile (the change feed's)."""
+        with self._lock:
+            if state.version >= self._versions.get(state.item_id, 0):
+                self.attributes.set(state.item_id, state.attributes)
 
     def _sync(
         self, shared: SharedCentroidIndex, states: Iterable[ItemState], reread: Reread
@@ -262,7 +291,13 @@ class IndexApplier:
 
         def flush() -> None:
             shared.upsert_versioned(
-                (s.item_id, centroid_from_sum(s.embedding_sum), s.version) for s in batch
+                (
+                    s.item_id,
+                    centroid_from_sum(s.embedding_sum),
+                    s.version,
+                    attribute_terms(s.attributes),
+                )
+                for s in batch
             )
             for s in batch:  # a replica may have committed a newer state meanwhile
                 now = reread(s.item_id)
@@ -272,6 +307,7 @@ class IndexApplier:
 
         for state in states:
             versions[state.item_id] = state.version
+            self._note_attributes(state)
             if held.pop(state.item_id, None) != state.version:
                 batch.append(state)
                 written += 1
@@ -299,7 +335,10 @@ def _write(shared: SharedCentroidIndex, item_id: str, state: ItemState | None) -
     if state is None or state.count == 0:
         shared.remove(item_id)
     else:
-        shared.upsert_versioned([(item_id, centroid_from_sum(state.embedding_sum), state.version)])
+        centroid = centroid_from_sum(state.embedding_sum)
+        shared.upsert_versioned(
+            [(item_id, centroid, state.version, attribute_terms(state.attributes))]
+        )
 
 
 def _settled(store_state: ItemState | None, held_version: int | None) -> bool:

@@ -32,6 +32,7 @@ from app.striped_lock import StripedLock
 from index.centroid_math import centroid_from_sum
 from index.index_errors import IndexUnavailableError
 from store.errors import StoreError
+from store.records import ItemState
 from store.store import Store
 
 log = logging.getLogger(__name__)
@@ -123,9 +124,7 @@ class IndexReconciler:
             if self._stop.is_set():  # closing: the store is about to be closed under us
                 return changed
             extra.discard(state.item_id)
-            row = self._index.get(state.item_id)
-            centroid = centroid_from_sum(state.embedding_sum)
-            if row is None or not np.allclose(row, centroid, rtol=0, atol=_CENTROID_ATOL):
+            if not self._holds(state):
                 changed += self._fix(state.item_id, "periodic")
         for item_id in sorted(extra):
             changed += self._fix(item_id, "periodic")
@@ -149,8 +148,7 @@ class IndexReconciler:
                     return False
                 self._applier.drop(item_id)
             else:
-                centroid = centroid_from_sum(state.embedding_sum)
-                if row is not None and np.allclose(row, centroid, rtol=0, atol=_CENTROID_ATOL):
+                if self._holds(state):
                     return False
                 if not self._applier.apply(state):
                     return False  # the index already holds a newer state (the change feed's)
@@ -158,6 +156,17 @@ class IndexReconciler:
         self._metrics.reconciled_items.labels(source=source).inc()
         self._metrics.index_items.set(len(self._index))
         return True
+
+    def _holds(self, state: ItemState) -> bool:
+        """Does the index show ``state`` (an existing item): its centroid, and its attributes
+        (the filter terms and what results return, changed together by the applier)?"""
+        row = self._index.get(state.item_id)
+        centroid = centroid_from_sum(state.embedding_sum)
+        return (
+            row is not None
+            and np.allclose(row, centroid, rtol=0, atol=_CENTROID_ATOL)
+            and self._applier.attributes.get(state.item_id) == state.attributes
+        )
 
     def _run(self) -> None:
         next_full = time.monotonic() + self._interval_s

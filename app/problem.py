@@ -28,6 +28,8 @@ from app.retriever_errors import (
 from artifact.image_decode import ImageDecodeError, ImageTooLargeError
 from store.blob_backend import BlobUnavailableError
 from store.errors import (
+    AttributeFilterError,
+    AttributesError,
     ImageNotFoundError,
     ItemNotFoundError,
     ModelMismatchError,
@@ -59,6 +61,8 @@ _STATUS_OF: Mapping[type[Exception], int] = {
     InvalidCursorError: 422,
     InvalidPositionError: 422,
     IdempotencyKeyReusedError: 422,
+    AttributesError: 422,
+    AttributeFilterError: 422,
     QueueFullError: 503,
     QueueTimeoutError: 503,
     PositionNotAppliedError: 503,

@@ -27,6 +27,7 @@ from app.inference_executor import InferenceExecutor, Priority
 from app.retriever import EnrollResult, Retriever, SearchHit, Upload
 from app.store_lane import StoreLane
 from store.idempotency import IdempotencyClaim
+from store.item_attributes import DEFAULT_MAX_ATTRIBUTES_BYTES, AttributeFilter, Attributes
 from store.records import EnrollOutcome
 
 T = TypeVar("T")
@@ -45,6 +46,7 @@ class RequestPipeline:
         min_score: float | None,
         receive: Receive,
         weights: Sequence[float] | None = None,
+        where: AttributeFilter | None = None,
     ) -> list[SearchHit]:
         """A query of one or more photos (a set query), embedded as one batch at search
         priority."""
@@ -52,7 +54,7 @@ class RequestPipeline:
             executor = retriever.executor
             if executor is None:
                 work = run_in_threadpool(
-                    retriever.search_set, uploads, k, min_score, weights, ticket
+                    retriever.search_set, uploads, k, min_score, weights, ticket, where
                 )
                 return await _unless_client_leaves(work, ticket, receive)
             decode = partial(retriever.decode_query, uploads, ticket)
@@ -60,7 +62,7 @@ class RequestPipeline:
                 _embedded(executor, Priority.SEARCH, ticket, decode), ticket, receive
             )
         return await run_in_threadpool(
-            retriever.search_by_embedding, embeddings, k, min_score, weights
+            retriever.search_by_embedding, embeddings, k, min_score, weights, where
         )
 
     async def enroll(
@@ -70,11 +72,21 @@ class RequestPipeline:
         uploads: Sequence[Upload],
         receive: Receive,
         idempotency: IdempotencyClaim[EnrollOutcome] | None = None,
+        attributes_patch: Attributes | None = None,
+        max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
     ) -> EnrollResult:
         with self.admission.admit() as ticket:
             executor = retriever.executor
             if executor is None:
-                work = run_in_threadpool(retriever.enroll, item_id, uploads, ticket, idempotency)
+                work = run_in_threadpool(
+                    retriever.enroll,
+                    item_id,
+                    uploads,
+                    ticket,
+                    idempotency,
+                    attributes_patch,
+                    max_attributes_bytes,
+                )
                 return await _unless_client_leaves(work, ticket, receive)
             decode = partial(retriever.decode_enrollment, uploads, ticket)
             embeddings = await _unless_client_leaves(
@@ -90,6 +102,8 @@ class RequestPipeline:
             uploads,
             embeddings,
             idempotency,
+            attributes_patch,
+            max_attributes_bytes,
         )
 
 

@@ -30,7 +30,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -59,6 +59,7 @@ from index.index_errors import IndexUnavailableError
 from store.blob_backend import BlobBackend, BlobUnavailableError
 from store.errors import ItemNotFoundError, StoreError, StoreOutcomeUnknownError
 from store.idempotency import IdempotencyClaim, replay_if_recorded
+from store.item_attributes import DEFAULT_MAX_ATTRIBUTES_BYTES, AttributeFilter, Attributes
 from store.records import (
     DeleteOutcome,
     EnrollOutcome,
@@ -67,6 +68,7 @@ from store.records import (
     ItemSummary,
     ModelIdentity,
     NewImage,
+    PatchOutcome,
 )
 from store.store import Store
 from store.thumbnail_blobs import delete_original
@@ -117,9 +119,17 @@ class DeleteResult:
 
 
 @dataclass(frozen=True)
+class PatchResult:
+    outcome: PatchOutcome
+    index_pending: bool = False  # as EnrollResult's
+
+
+@dataclass(frozen=True)
 class SearchHit:
     item_id: str
     score: float
+    # The item's attributes as this replica's index reflects them (app/item_attribute_map.py).
+    attributes: Attributes = field(default_factory=dict)
 
 
 def model_identity(embedder: OnnxEmbedder) -> ModelIdentity:
@@ -177,6 +187,8 @@ class Retriever:
         self.store.claim_model_identity(self.identity)
         if restore is None or not restore():
             self.rebuild_from_store()
+        else:
+            self._load_attributes()
         self._refresh_gauges()
         self.reconciler.start()
         return len(self.index)
@@ -186,6 +198,21 @@ class Retriever:
         lost track)."""
         self.applier.rebuild(self.store.iter_item_states(), reread=self.store.get_item_state)
         self._refresh_gauges()
+
+    def _load_attributes(self) -> None:
+        """After a snapshot load (and its replay): every item's attributes from the store's
+        listing, which reads ids, counts and attributes only (no sums), a page of 1000 per
+        round trip. The snapshot holds each item's filter terms, not the JSON results return.
+        Before the service is ready, so no write of this replica races it; a replica's write
+        replayed from the change feed later is applied over it (newest wins)."""
+        pairs: list[tuple[str, Attributes]] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = self.store.list_items(1000, cursor)
+            pairs += [(s.item_id, s.attributes) for s in page if s.attributes]
+            if cursor is None:
+                break
+        self.applier.attributes.replace(pairs)
 
     @property
     def item_locks(self) -> StripedLock:
@@ -200,8 +227,11 @@ class Retriever:
         uploads: Sequence[Upload],
         ticket: AdmissionTicket | None = None,
         idempotency: IdempotencyClaim[EnrollOutcome] | None = None,
+        attributes_patch: Attributes | None = None,
+        max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
     ) -> EnrollResult:
-        """Embed ``uploads`` as one batch and add them to ``item_id`` (all or nothing).
+        """Embed ``uploads`` as one batch and add them to ``item_id`` (all or nothing), merging
+        ``attributes_patch`` (RFC 7396) into its attributes in the same store transaction.
 
         Re-sent bytes (in this call or an earlier one) are not counted twice: their existing
         image id comes back. Raises ImageDecodeError / ImageTooLargeError before anything is
@@ -210,7 +240,9 @@ class Retriever:
         """
         batch = self.decode_enrollment(uploads, ticket)
         embeddings = self._embed(batch, Priority.ENROLL, ticket)
-        return self.commit_enrollment(item_id, uploads, embeddings, idempotency)
+        return self.commit_enrollment(
+            item_id, uploads, embeddings, idempotency, attributes_patch, max_attributes_bytes
+        )
 
     def decode_enrollment(
         self, uploads: Sequence[Upload], ticket: AdmissionTicket | None = None
@@ -230,8 +262,13 @@ class Retriever:
         uploads: Sequence[Upload],
         embeddings: npt.NDArray[np.float32],
         idempotency: IdempotencyClaim[EnrollOutcome] | None = None,
+        attributes_patch: Attributes | None = None,
+        max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
     ) -> EnrollResult:
-        """Store ``uploads`` with their ``(N, D)`` embeddings (as the model output them)."""
+        """Store ``uploads`` with their ``(N, D)`` embeddings (as the model output them); see
+        :meth:`enroll`. Attributes the store refuses (``AttributesError``: invalid, or over
+        ``max_attributes_bytes`` merged) store nothing, and the blobs this call wrote are
+        deleted again."""
         hashes = [u.content_hash for u in uploads]
         new_images = [NewImage(h, e) for h, e in zip(hashes, embeddings, strict=True)]
         self.applier.refuse_writes_if_index_down()
@@ -239,7 +276,13 @@ class Retriever:
             written = self._put_blobs(hashes, uploads)
             try:
                 with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
-                    outcome = self.store.enroll(item_id, new_images, idempotency)
+                    outcome = self.store.enroll(
+                        item_id,
+                        new_images,
+                        idempotency,
+                        attributes_patch=attributes_patch,
+                        max_attributes_bytes=max_attributes_bytes,
+                    )
             except StoreOutcomeUnknownError:
                 raise  # the blobs stay: the store may hold the images now
             except BaseException:  # a replayed answer too: it wrote nothing
@@ -248,6 +291,26 @@ class Retriever:
             pending = self._apply_committed(outcome.item)
         self._refresh_gauges()
         return EnrollResult(outcome, index_pending=pending)
+
+    def patch_attributes(
+        self,
+        item_id: str,
+        patch: Attributes,
+        max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
+        idempotency: IdempotencyClaim[PatchOutcome] | None = None,
+    ) -> PatchResult:
+        """Merge ``patch`` (RFC 7396) into ``item_id``'s attributes; the index's filter terms
+        and the attributes results return follow. A write like the others (item lock, the
+        shared index's breaker, reconciled if its outcome is unknown). ``ItemNotFoundError``,
+        ``AttributesError``: nothing written."""
+        self.applier.refuse_writes_if_index_down()
+        with self._item_locks.hold([item_id]):
+            with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
+                state = self.store.patch_attributes(
+                    item_id, patch, max_attributes_bytes, idempotency
+                )
+            pending = self._apply_committed(state)
+        return PatchResult(PatchOutcome(state), index_pending=pending)
 
     def delete_image(
         self,
@@ -285,12 +348,14 @@ class Retriever:
         min_score: float | None = None,
         filename: str = "image",
         ticket: AdmissionTicket | None = None,
+        where: AttributeFilter | None = None,
     ) -> list[SearchHit]:
-        """Top ``k`` items by cosine between the query and item centroids, best first.
+        """Top ``k`` items by cosine between the query and item centroids, best first; with
+        ``where``, the top ``k`` of the items whose attributes match it.
 
         Served from memory only, so searches keep working while the store is unreachable.
         """
-        return self.search_set([Upload(filename, data)], k, min_score, ticket=ticket)
+        return self.search_set([Upload(filename, data)], k, min_score, ticket=ticket, where=where)
 
     def search_set(
         self,
@@ -299,12 +364,13 @@ class Retriever:
         min_score: float | None = None,
         weights: Sequence[float] | None = None,
         ticket: AdmissionTicket | None = None,
+        where: AttributeFilter | None = None,
     ) -> list[SearchHit]:
         """:meth:`search` by several photos of one thing, embedded as one batch: items ranked by
         the query centroid ``normalize(sum_i w_i * e_i)`` (:func:`set_query`)."""
         batch = self.decode_query(uploads, ticket)
         embeddings = self._embed(batch, Priority.SEARCH, ticket)
-        return self.search_by_embedding(embeddings, k, min_score, weights)
+        return self.search_by_embedding(embeddings, k, min_score, weights, where)
 
     def decode_query(
         self, uploads: Sequence[Upload], ticket: AdmissionTicket | None = None
@@ -325,36 +391,53 @@ class Retriever:
         k: int,
         min_score: float | None = None,
         weights: Sequence[float] | None = None,
+        where: AttributeFilter | None = None,
     ) -> list[SearchHit]:
         """:meth:`search_set` from the query's ``(N, D)`` embeddings as the model output them
         (``(1, D)``: a one-photo search)."""
-        return self._ranked(set_query(embeddings, weights), k, min_score)
+        return self._ranked(set_query(embeddings, weights), k, min_score, where)
 
-    def neighbours(self, item_id: str, k: int, min_score: float | None = None) -> list[SearchHit]:
+    def neighbours(
+        self,
+        item_id: str,
+        k: int,
+        min_score: float | None = None,
+        where: AttributeFilter | None = None,
+    ) -> list[SearchHit]:
         """The ``k`` other items whose centroids are most similar to ``item_id``'s, best first
         (ties by item id, as every search); ``ItemNotFoundError`` if the index does not hold it.
 
         The index is searched for ``k + 1`` and the item itself dropped: the top ``k + 1`` of
         all items hold the top ``k`` of the others, whatever the ties (an identical item may
-        rank before the item itself), so exactly ``k`` others remain when there are that many.
+        rank before the item itself), so exactly ``k`` others remain when there are that many;
+        with ``where`` too (the item itself may or may not match it).
         """
         centroid = self.index.get(item_id)
         if centroid is None:
             raise ItemNotFoundError(f"item {item_id!r} not found")
         query = centroid.reshape(1, -1)  # (1, D) float32, unit norm as stored
-        hits = self._ranked(query, k + 1, min_score)
+        hits = self._ranked(query, k + 1, min_score, where)
         return [h for h in hits if h.item_id != item_id][:k]
 
     def _ranked(
-        self, query: npt.NDArray[np.float32], k: int, min_score: float | None
+        self,
+        query: npt.NDArray[np.float32],
+        k: int,
+        min_score: float | None,
+        where: AttributeFilter | None = None,
     ) -> list[SearchHit]:
-        """The top ``k`` items for one ``(1, D)`` unit-norm query, above ``min_score``."""
+        """The top ``k`` items for one ``(1, D)`` unit-norm query, above ``min_score``, among
+        those matching ``where`` (the index's filter terms: ``store/item_attributes.py``)."""
+        terms = where.terms if where is not None and where.terms else None
         with self.metrics.stage("index_search"):
-            (hits,) = self._search_index(query, k)
-        if self.recall_sampler is not None:
+            (hits,) = self._search_index(query, k, terms)
+        # The sampler compares with an unfiltered brute force: filtered searches are not offered
+        # (their recall is the index's own, measured by its tests and the bench).
+        if self.recall_sampler is not None and terms is None:
             self.recall_sampler.offer(query, k, hits)
+        attributes = self.applier.attributes
         return [
-            SearchHit(item_id, score)
+            SearchHit(item_id, score, attributes.get(item_id))
             for item_id, score in hits
             if min_score is None or score >= min_score
         ]
@@ -367,8 +450,10 @@ class Retriever:
         ``IdempotencyKeyReusedError`` if it holds another request's under the key."""
         replay_if_recorded(self.store.get_idempotency_record(claim.key), claim.fingerprint)
 
-    def list_items(self, limit: int, cursor: str | None) -> tuple[list[ItemSummary], str | None]:
-        return self.store.list_items(limit, cursor)
+    def list_items(
+        self, limit: int, cursor: str | None, where: AttributeFilter | None = None
+    ) -> tuple[list[ItemSummary], str | None]:
+        return self.store.list_items(limit, cursor, where)
 
     def info(self) -> dict[str, Any]:
         spec = self.embedder.spec
@@ -385,6 +470,11 @@ class Retriever:
             "store_backend": self.store.backend,
             "keep_blobs": self.blobs is not None,
             "index": self.index_info,
+            # The attributes search results return, held in memory beside the index.
+            "attributes": {
+                "items": len(self.applier.attributes),
+                "bytes": self.applier.attributes.memory_bytes(),
+            },
         }
 
     def close(self) -> None:
@@ -425,19 +515,21 @@ class Retriever:
                     )
         return stack_batch(arrays)
 
-    def _search_index(self, query: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+    def _search_index(
+        self, query: np.ndarray, k: int, where: frozenset[str] | None = None
+    ) -> list[list[tuple[str, float]]]:
         # The GPU copy lags the CPU index by up to its refresh interval; while it does, the CPU
         # index answers, so an answered enrollment is always visible to the next search.
         mirror = self.gpu_mirror
         if mirror is not None:
             mirror.refresh()
             if mirror.version == self.index.version:
-                return mirror.search(query, k)
+                return mirror.search(query, k, where)
         # A shared index (Milvus) through its breaker: refused at once (503, Retry-After) while
         # Milvus is known down instead of each search waiting for its timeout; a failure here
         # counts toward opening it as a write's does. Nothing for an index in this process.
         with self.applier.guarded():
-            return self.index.search(query, k)
+            return self.index.search(query, k, where)
 
     def _apply_committed(self, state: ItemState) -> bool:
         """Bring the index to the state a write just committed; True (``index_pending``) if a

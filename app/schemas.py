@@ -41,9 +41,19 @@ class EnrollResponse(BaseModel):
     )
 
 
+ATTRIBUTES_DESCRIPTION = (
+    "The item's attributes: a JSON object ({} when none), set by the enrollment's `attributes` "
+    "field and by `PATCH /items/{item_id}` (RFC 7396 merge)."
+)
+
+
 class SearchResult(BaseModel):
     item_id: str
     score: float = Field(description="Cosine similarity between the query and the item centroid.")
+    attributes: dict[str, Any] = Field(
+        default_factory=dict,
+        description=ATTRIBUTES_DESCRIPTION + " As this replica's index reflects the item.",
+    )
 
 
 class SearchResponse(BaseModel):
@@ -54,11 +64,33 @@ class ItemResponse(BaseModel):
     item_id: str
     image_count: int
     image_ids: list[str]
+    attributes: dict[str, Any] = Field(default_factory=dict, description=ATTRIBUTES_DESCRIPTION)
+
+
+class PatchResponse(BaseModel):
+    """The item after a ``PATCH /items/{item_id}``: ``ItemResponse`` without the image ids (the
+    answer is recorded for idempotent replay in the write's transaction, which reads no
+    images), with the write's position."""
+
+    item_id: str
+    image_count: int
+    attributes: dict[str, Any] = Field(description="The item's attributes after the merge.")
+    position: str = Field(
+        description="This write's position (also in `X-Retrieval-Position`): a search with "
+        "`after=<position>` on any replica sees it. A patch that changed nothing leaves the "
+        "item's version, and so its position, as it was."
+    )
+    index_pending: bool = Field(
+        False,
+        description=f"Only present, `true`, as `{INDEX_PENDING_HEADER}` is: "
+        + INDEX_PENDING_DESCRIPTION,
+    )
 
 
 class ItemSummaryResponse(BaseModel):
     item_id: str
     image_count: int
+    attributes: dict[str, Any] = Field(default_factory=dict, description=ATTRIBUTES_DESCRIPTION)
 
 
 class ItemListResponse(BaseModel):
@@ -88,6 +120,10 @@ class InfoResponse(BaseModel):
     keep_blobs: bool
     index: dict[str, Any] = Field(
         description="The centroid index: `kind` (flat, ivf, milvus) and its parameters."
+    )
+    attributes: dict[str, int] = Field(
+        description="Item attributes held in memory for search results: `items` (with any "
+        "attributes) and `bytes` (approximate)."
     )
     limits: dict[str, int]
 

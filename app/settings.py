@@ -163,6 +163,14 @@ class Settings(BaseSettings):
         40_000_000, gt=0, description="Largest width*height accepted, checked before decoding."
     )
     max_images_per_request: int = Field(64, gt=0, description="Most files in one enrollment.")
+    max_attributes_bytes: int = Field(
+        4096,
+        gt=0,
+        description=(
+            "Largest item attributes, as compact JSON in bytes, after a merge (PATCH or the "
+            "enrollment's `attributes` field); over it 422 and nothing stored."
+        ),
+    )
     default_k: int = Field(10, gt=0, description="Results returned by /search when k is not given.")
     max_k: int = Field(100, gt=0, description="Largest k accepted by /search.")
     worker_threads: int = Field(

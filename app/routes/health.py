@@ -111,6 +111,7 @@ def health_router(settings: Settings) -> APIRouter:
             "max_request_bytes": s.max_request_bytes,
             "max_image_pixels": s.max_image_pixels,
             "max_images_per_request": s.max_images_per_request,
+            "max_attributes_bytes": s.max_attributes_bytes,
             "max_k": s.max_k,
             "default_k": s.default_k,
         }

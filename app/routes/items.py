@@ -1,4 +1,4 @@
-"""Enroll, browse and delete gallery items and their images."""
+"""Enroll, browse, annotate and delete gallery items and their images."""
 
 from __future__ import annotations
 
@@ -9,6 +9,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from app.attribute_requests import (
+    ATTRIBUTES_FIELD,
+    FILTER_DESCRIPTION,
+    MERGE_PATCH_JSON,
+    FilterQuery,
+    read_attributes_field,
+    read_filter,
+    read_merge_patch,
+)
 from app.authorization import ReadScope, WriteScope
 from app.dependencies import (
     ITEM_ID_PATTERN,
@@ -28,6 +37,7 @@ from app.schemas import (
     ItemListResponse,
     ItemResponse,
     ItemSummaryResponse,
+    PatchResponse,
     write_response,
 )
 from app.settings import Settings
@@ -36,7 +46,7 @@ from app.write_position import HEADER as POSITION_HEADER
 from app.write_position import position_token
 from store.errors import ItemNotFoundError
 from store.mutations import StoredResponse
-from store.records import DeleteOutcome, EnrollOutcome
+from store.records import DeleteOutcome, EnrollOutcome, PatchOutcome
 
 
 def enrolled(outcome: EnrollOutcome, index_pending: bool = False) -> StoredResponse:
@@ -59,6 +69,34 @@ def enrolled(outcome: EnrollOutcome, index_pending: bool = False) -> StoredRespo
     return StoredResponse(
         status, json.encode(), "application/json", _write_headers(position, index_pending)
     )
+
+
+def patched(outcome: PatchOutcome, index_pending: bool = False) -> StoredResponse:
+    """A PATCH's answer, for its first answer and its recorded replay (as ``enrolled``)."""
+    position = position_token(outcome.item)
+    body = PatchResponse(
+        item_id=outcome.item.item_id,
+        image_count=outcome.item.count,
+        attributes=outcome.item.attributes,
+        position=position,
+        index_pending=index_pending,
+    )
+    json = body.model_dump_json(exclude=None if index_pending else {"index_pending"})
+    return StoredResponse(
+        200, json.encode(), "application/json", _write_headers(position, index_pending)
+    )
+
+
+def _enroll_openapi() -> dict[str, object]:
+    """The multipart body of an enrollment: ``images`` and the optional ``attributes``."""
+    extra = multipart_openapi("images", many=True)
+    schema = extra["requestBody"]["content"]["multipart/form-data"]["schema"]  # type: ignore[index]
+    schema["properties"][ATTRIBUTES_FIELD] = {
+        "type": "string",
+        "description": "Optional: a JSON object merged into the item's attributes (RFC 7396: "
+        "null deletes a key, objects merge) in the same transaction as the images.",
+    }
+    return extra
 
 
 def deleted(outcome: DeleteOutcome, index_pending: bool = False) -> StoredResponse:
@@ -110,7 +148,7 @@ def items_router(settings: Settings) -> APIRouter:
                 "model": EnrollResponse,
             },
         },
-        openapi_extra=multipart_openapi("images", many=True),
+        openapi_extra=_enroll_openapi(),
         # The key first: a request without one is refused before it takes a queue place.
         dependencies=[WriteScope, Depends(admission_gate)],
         summary="Enroll gallery images of an item",
@@ -118,7 +156,10 @@ def items_router(settings: Settings) -> APIRouter:
             "Multipart form field `images`: one or more image files, embedded as one batch. "
             "All or nothing: one bad file rejects the request. Re-sending bytes the item "
             "already has is a no-op that returns the existing image id (`created: false`); "
-            "a request that adds nothing new is answered 200 instead of 201. " + limits
+            "a request that adds nothing new is answered 200 instead of 201. Optional field "
+            "`attributes`: a JSON object merged into the item's attributes (RFC 7396) in the "
+            "same transaction; invalid JSON, not an object, or attributes over "
+            f"{settings.max_attributes_bytes} bytes after the merge: 422, nothing stored. " + limits
         ),
     )
     async def enroll(
@@ -130,13 +171,25 @@ def items_router(settings: Settings) -> APIRouter:
         idempotent: IdempotencyDep,
     ) -> Response:
         uploads = await read_uploads(form, "images")
+        attributes = await read_attributes_field(form, settings.max_attributes_bytes)
+        patch = None if attributes is None else attributes[0]
         claim = None
         if idempotent is not None:
-            fingerprint = idempotent.fingerprint(upload_parts(uploads))
+            # The attributes' bytes only when sent: a key recorded without them still matches.
+            extra = [] if attributes is None else [ATTRIBUTES_FIELD.encode(), attributes[1]]
+            fingerprint = idempotent.fingerprint(upload_parts(uploads) + extra)
             claim = idempotent.claim(fingerprint, enrolled)
             # A retry whose answer is recorded costs one store read, not an inference.
             await state.store_lane.run(retriever.replay_if_recorded, claim)
-        result = await state.pipeline.enroll(retriever, item_id, uploads, request.receive, claim)
+        result = await state.pipeline.enroll(
+            retriever,
+            item_id,
+            uploads,
+            request.receive,
+            claim,
+            patch,
+            settings.max_attributes_bytes,
+        )
         return as_response(enrolled(result.outcome, result.index_pending))
 
     @router.get(
@@ -152,14 +205,76 @@ def items_router(settings: Settings) -> APIRouter:
         if record is None:
             raise ItemNotFoundError(f"item {item_id!r} not found")
         return ItemResponse(
-            item_id=record.item_id, image_count=len(record.image_ids), image_ids=record.image_ids
+            item_id=record.item_id,
+            image_count=len(record.image_ids),
+            image_ids=record.image_ids,
+            attributes=record.attributes,
         )
+
+    @router.patch(
+        "/items/{item_id}",
+        response_model=PatchResponse,
+        dependencies=[WriteScope],
+        responses={
+            **write_response(200, "Merged: the item after the patch."),
+            415: {
+                **PROBLEM_RESPONSES[415],
+                "description": f"The body is not `{MERGE_PATCH_JSON}`.",
+            },
+            422: {
+                **PROBLEM_RESPONSES[422],
+                "description": "Not JSON, not an object, or attributes over "
+                f"{settings.max_attributes_bytes} bytes after the merge: nothing written.",
+            },
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {MERGE_PATCH_JSON: {"schema": {"type": "object"}}},
+            }
+        },
+        summary="Change an item's attributes (JSON merge patch)",
+        description=(
+            f"Body `{MERGE_PATCH_JSON}` (RFC 7396): a JSON object merged into the item's "
+            "attributes: `null` deletes a key, an object merges into the key's object, any "
+            "other value replaces. At most "
+            f"{settings.max_attributes_bytes} bytes of compact JSON after the merge. A patch "
+            "that changes nothing writes nothing (same position). Filter terms and search "
+            "results follow on every replica (`after=` the answer's position)."
+        ),
+    )
+    async def patch_item(
+        request: Request,
+        item_id: ItemIdPath,
+        state: StateDep,
+        retriever: RetrieverDep,
+        idempotent: IdempotencyDep,
+    ) -> Response:
+        patch, raw = await read_merge_patch(request, settings.max_attributes_bytes)
+        claim = None
+        if idempotent is not None:
+            claim = idempotent.claim(idempotent.fingerprint([raw]), patched)
+        result = await state.store_lane.run_write(
+            item_id,
+            retriever.reconciler.mark,
+            retriever.patch_attributes,
+            item_id,
+            patch,
+            settings.max_attributes_bytes,
+            claim,
+        )
+        return as_response(patched(result.outcome, result.index_pending))
 
     @router.get(
         "/items",
         response_model=ItemListResponse,
         dependencies=[ReadScope],
         summary="Items, by item id",
+        description=(
+            "Pages of items in item id order with their attributes; `filter` keeps only the "
+            "items matching it (a page of a rare filter scans up to every item). "
+            + FILTER_DESCRIPTION
+        ),
     )
     async def list_items(
         state: StateDep,
@@ -168,12 +283,19 @@ def items_router(settings: Settings) -> APIRouter:
         cursor: Annotated[
             str | None, Query(description="`next_cursor` of the previous page")
         ] = None,
+        filters: FilterQuery = None,
     ) -> ItemListResponse:
+        where = read_filter(filters)
         page, next_cursor = await state.store_lane.run(
-            retriever.list_items, limit, decode_cursor(cursor)
+            retriever.list_items, limit, decode_cursor(cursor), where
         )
         return ItemListResponse(
-            items=[ItemSummaryResponse(item_id=s.item_id, image_count=s.image_count) for s in page],
+            items=[
+                ItemSummaryResponse(
+                    item_id=s.item_id, image_count=s.image_count, attributes=s.attributes
+                )
+                for s in page
+            ],
             next_cursor=encode_cursor(next_cursor),
         )
 

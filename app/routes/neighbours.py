@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
+from app.attribute_requests import FilterQuery, read_filter
 from app.authorization import ReadScope
 from app.dependencies import ItemIdPath, RetrieverDep, StateDep
 from app.read_your_writes import after_query, wait_for_position
@@ -28,8 +29,9 @@ def neighbours_router(settings: Settings) -> APIRouter:
         description=(
             "Other items ranked by cosine between their centroids and this item's centroid, "
             "best first (ties by item id); the item itself is never among them. Same answer "
-            "as `POST /search`. 404 if the item is not in this replica's index (send `after=` "
-            "with the enrollment's position to wait for it)."
+            "as `POST /search`, `filter` included (the k best others among the matching "
+            "items). 404 if the item is not in this replica's index (send `after=` with the "
+            "enrollment's position to wait for it)."
         ),
     )
     async def neighbours(
@@ -43,10 +45,12 @@ def neighbours_router(settings: Settings) -> APIRouter:
             float | None, Query(ge=-1.0, le=1.0, description="Only results with score >= this.")
         ] = None,
         after: Annotated[str | None, after_query(settings)] = None,
+        filters: FilterQuery = None,
     ) -> SearchResponse:
+        where = read_filter(filters)
         await wait_for_position(state, retriever, after)
         # Index work only (no model): a worker thread, not the admission queue.
-        hits = await run_in_threadpool(retriever.neighbours, item_id, k, min_score)
+        hits = await run_in_threadpool(retriever.neighbours, item_id, k, min_score, where)
         return search_response(hits)
 
     return router

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from app.attribute_requests import FilterQuery, read_filter
 from app.authorization import ReadScope
 from app.dependencies import FormDep, RetrieverDep, StateDep, admission_gate
 from app.query_weights import RULE as WEIGHTS_RULE
@@ -19,7 +20,11 @@ from app.uploads import query_openapi, read_query_uploads
 
 
 def search_response(hits: list[SearchHit]) -> SearchResponse:
-    return SearchResponse(results=[SearchResult(item_id=h.item_id, score=h.score) for h in hits])
+    return SearchResponse(
+        results=[
+            SearchResult(item_id=h.item_id, score=h.score, attributes=h.attributes) for h in hits
+        ]
+    )
 
 
 def search_router(settings: Settings) -> APIRouter:
@@ -39,7 +44,9 @@ def search_router(settings: Settings) -> APIRouter:
             "item's centroid is built from its images. Optional field `weights`: "
             f"{WEIGHTS_RULE}. The field `image` (one file) is a deprecated alias of `images`; "
             "send one of the two. Results are distinct items, best first (ties by item id); an "
-            "empty index gives an empty list. A bad file is a 422 naming it. Limits: "
+            "empty index gives an empty list; each result carries its item's `attributes`. "
+            "`filter=key:value` (repeatable, ANDed) ranks only the items whose attributes "
+            "match: still the k best of them. A bad file is a 422 naming it. Limits: "
             f"{settings.max_request_bytes} bytes per request, {settings.max_image_pixels} "
             "pixels per image."
         ),
@@ -56,14 +63,16 @@ def search_router(settings: Settings) -> APIRouter:
             float | None, Query(ge=-1.0, le=1.0, description="Only results with score >= this.")
         ] = None,
         after: Annotated[str | None, after_query(settings)] = None,
+        filters: FilterQuery = None,
     ) -> SearchResponse:
         # The form is checked before waiting for a position or a queue place: a malformed
         # request costs nothing.
+        where = read_filter(filters)
         uploads = await read_query_uploads(form)
         weights = read_weights(form, len(uploads))
         await wait_for_position(state, retriever, after)
         hits = await state.pipeline.search(
-            retriever, uploads, k, min_score, request.receive, weights
+            retriever, uploads, k, min_score, request.receive, weights, where
         )
         return search_response(hits)
 

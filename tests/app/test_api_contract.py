@@ -27,7 +27,12 @@ def test_enroll_response_and_item_views(
     assert body["item_id"] == "cat:1" and body["image_count"] == 2 and len(body["image_ids"]) == 2
     r = client.get("/items/cat:1")
     assert r.status_code == 200
-    assert r.json() == {"item_id": "cat:1", "image_count": 2, "image_ids": body["image_ids"]}
+    assert r.json() == {
+        "item_id": "cat:1",
+        "image_count": 2,
+        "image_ids": body["image_ids"],
+        "attributes": {},
+    }
 
 
 def test_enrollment_is_idempotent_by_content(

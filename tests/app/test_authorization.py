@@ -33,6 +33,7 @@ PROTECTED = [
     ("GET", "/items/x"),
     ("GET", "/items/x/neighbours"),
     ("POST", "/items/x/images"),
+    ("PATCH", "/items/x"),
     ("DELETE", "/items/x"),
     ("DELETE", "/items/x/images/abc"),
     ("GET", "/info"),
@@ -105,6 +106,12 @@ def test_read_key_reads_write_key_writes_and_neither_does_the_other(
         assert_problem(keyed.post("/search", files=search, headers=bearer(key)), 403)
         assert_problem(keyed.get("/items", headers=bearer(key)), 403)
         assert_problem(keyed.get("/items/cup/neighbours", headers=bearer(key)), 403)
+    merge = {"Content-Type": "application/merge-patch+json"}
+    for key in (READ_KEY, ADMIN_KEY):
+        refused = keyed.patch("/items/cup", content=b'{"a": 1}', headers={**merge, **bearer(key)})
+        assert assert_problem(refused, 403)["required_scope"] == "write"
+    patched = keyed.patch("/items/cup", content=b'{"a": 1}', headers={**merge, **bearer(WRITE_KEY)})
+    assert patched.status_code == 200 and patched.json()["attributes"] == {"a": 1}
     for path in (f"/items/cup/images/{image_id}", "/items/cup"):
         assert_problem(keyed.delete(path, headers=bearer(READ_KEY)), 403)
         assert_problem(keyed.delete(path, headers=bearer(ADMIN_KEY)), 403)

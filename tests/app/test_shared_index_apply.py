@@ -27,6 +27,7 @@ from app.retriever import Retriever, Upload
 from artifact.onnx_embedder import OnnxEmbedder
 from index.centroid_math import centroid_from_sum
 from index.milvus_centroid_index import MilvusCentroidIndex
+from index.shared_centroid_index import VersionedRow
 from store.change_feed import RedisChangeFeed
 from store.records import ModelIdentity, NewImage
 from store.redis_store import RedisStore
@@ -56,9 +57,9 @@ class CountingMilvusIndex(MilvusCentroidIndex):
         self.jitter_s = 0.0
         self._rng = np.random.default_rng()
 
-    def upsert_versioned(self, rows: Iterable[tuple[str, npt.NDArray[np.floating], int]]) -> None:
+    def upsert_versioned(self, rows: Iterable[VersionedRow]) -> None:
         rows = list(rows)
-        self.writes.extend((item_id, version) for item_id, _, version in rows)
+        self.writes.extend((row[0], row[2]) for row in rows)  # (item_id, version)
         if self.hold_next:
             self.hold_next = False
             self.held.set()
