@@ -410,6 +410,75 @@ def test_concurrent_searches_writes_and_a_background_retrain() -> None:
         CentroidIndexCongruence().assert_same_ranking(got, brute_force(rows, q, 15))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "forced",
+    [{}, {"prefilter_fraction": 0.0, "prefilter_min_rows": 0}],
+    ids=["prefilter", "widened"],
+)
+def test_filtered_searches_during_writes_and_a_background_retrain(
+    forced: dict[str, float],
+) -> None:
+    """Writers add, re-term and remove items while a growth retrain runs; readers filter on a
+    term the base items hold (never written: its answer is fixed, and with every list probed
+    exact), through the pre-filter or the widened IVF search, and on a term the writers flip,
+    whose hits must all be writers' items."""
+    dim = 16
+    rng = np.random.default_rng(3)
+    rows = clustered(rng, 400, dim, n_clusters=10, spread=0.1)
+    base = {f"b{i:03d}": rows[i] for i in range(400)}
+    index = IvfCentroidIndex(
+        dim,
+        nlist=8,
+        nprobe=8,
+        min_train_items=200,
+        retrain_growth=1.1,
+        **forced,  # type: ignore[arg-type]
+    )
+    index.rebuild((name, v, frozenset({"base=1"})) for name, v in base.items())
+    queries = np.stack([unit_row(np.random.default_rng(i).normal(size=dim)) for i in range(3)])
+    want = [brute_force(base, q, 10) for q in queries]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                got = index.search(queries, 10, frozenset({"base=1"}))
+                for hits, expected in zip(got, want, strict=True):
+                    CentroidIndexCongruence().assert_same_ranking(hits, expected)
+                for hits in index.search(queries, 10, frozenset({"flip=on"})):
+                    assert all(i.startswith("w") for i, _ in hits)
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+
+    def writer(w: int) -> None:
+        r = np.random.default_rng(w)
+        for j in range(120):
+            terms = frozenset({"flip=on"} if j % 2 else {"flip=off"})
+            index.upsert(f"w{w}-{j % 40}", r.normal(size=dim), terms)
+            if j % 3 == 0:
+                index.remove(f"w{w}-{(j + 7) % 40}")
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    writers = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join()
+    index.join_retrain()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert not errors
+    assert index.trainings >= 2  # 400 -> 476 items crossed 1.1 x 400
+    for item_id in index.item_ids():
+        terms = index.terms_of(item_id)
+        row = index.get(item_id)
+        assert terms is not None and row is not None
+        assert item_id in {i for i, _ in index.search(row[None, :], 600, terms)[0]}
+
+
 def test_free_slots_are_reused_and_never_returned() -> None:
     index = IvfCentroidIndex(4)
     for i in range(10):
