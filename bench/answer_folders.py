@@ -25,6 +25,7 @@ from PIL import Image
 
 from artifact.image_decode import preprocess_bytes, stack_batch
 from artifact.onnx_embedder import OnnxEmbedder
+from index.match_confidence import input_std
 from model.data.sample_photos import load_photo, photo_names, photo_regions, random_view
 
 MAX_SIDE = 320
@@ -68,6 +69,8 @@ class EmbeddedFolder:
     gallery_item: npt.NDArray[np.int64]
     queries: npt.NDArray[np.float32]
     query_item: npt.NDArray[np.int64]
+    # (Q,) float64: each query input's largest per-channel pixel standard deviation.
+    query_input_std: npt.NDArray[np.float64]
 
     @property
     def name(self) -> str:
@@ -89,9 +92,20 @@ def _view_jpegs(img: Image.Image, rng: random.Random, views: int, min_area: floa
     return out
 
 
+def model_inputs(embedder: OnnxEmbedder, blobs: Sequence[bytes]) -> list[npt.NDArray[np.uint8]]:
+    """Image files → their ``(3, H, W)`` uint8 model inputs, the service's decode."""
+    return [preprocess_bytes(b, embedder.spec) for b in blobs]
+
+
 def embed_blobs(embedder: OnnxEmbedder, blobs: Sequence[bytes]) -> npt.NDArray[np.float32]:
     """Image files → ``(N, D)`` float32 raw embeddings, through the service's decode."""
-    arrays = [preprocess_bytes(b, embedder.spec) for b in blobs]
+    return embed_inputs(embedder, model_inputs(embedder, blobs))
+
+
+def embed_inputs(
+    embedder: OnnxEmbedder, arrays: Sequence[npt.NDArray[np.uint8]]
+) -> npt.NDArray[np.float32]:
+    """``[(3, H, W)] * N`` uint8 model inputs → ``(N, D)`` float32 raw embeddings."""
     if not arrays:
         return np.zeros((0, embedder.embedding_dim), dtype=np.float32)
     chunks = [
@@ -137,14 +151,16 @@ def folder_files(recipe: FolderRecipe) -> FolderFiles:
 def build_folder(embedder: OnnxEmbedder, recipe: FolderRecipe) -> EmbeddedFolder:
     files = folder_files(recipe)
     n = len(files.items)
+    q_inputs = model_inputs(embedder, files.queries)
     return EmbeddedFolder(
         recipe=recipe,
         items=files.items,
         photo=files.photo,
         gallery=embed_blobs(embedder, files.gallery),
         gallery_item=np.repeat(np.arange(n, dtype=np.int64), recipe.gallery_views),
-        queries=embed_blobs(embedder, files.queries),
+        queries=embed_inputs(embedder, q_inputs),
         query_item=np.repeat(np.arange(n, dtype=np.int64), recipe.query_views),
+        query_input_std=np.array([input_std(x) for x in q_inputs], dtype=np.float64),
     )
 
 
@@ -154,9 +170,16 @@ def _png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def _jpeg(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=JPEG_QUALITY)
+    return buf.getvalue()
+
+
 def degenerate_images() -> dict[str, bytes]:
     """Queries no enrolled item should match: blank, uniform colour and tiny images, as PNG
-    (lossless, so 'uniform' stays uniform)."""
+    (lossless, so 'uniform' stays uniform), one blank page as JPEG; then noise and a gradient,
+    which have content, if little."""
     rng = np.random.default_rng(12)
     out = {
         "black 224": _png(Image.new("RGB", (224, 224), (0, 0, 0))),
@@ -168,6 +191,9 @@ def degenerate_images() -> dict[str, bytes]:
         "white 1x1": _png(Image.new("RGB", (1, 1), (255, 255, 255))),
         "grey 2x2": _png(Image.new("RGB", (2, 2), (90, 90, 90))),
         "grey 140 224": _png(Image.new("RGB", (224, 224), (140, 140, 140))),
+        # Near grey: its embedding is neither near a uniform image's nor short (default model).
+        "taupe 224": _png(Image.new("RGB", (224, 224), (135, 125, 122))),
+        "white jpeg": _jpeg(Image.new("RGB", (640, 480), (250, 250, 250))),
         "noise 4x4": _png(Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))),
         "noise 8x8": _png(Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))),
         "gradient 224": _png(

@@ -51,11 +51,13 @@ from bench.answer_folders import (
     FolderRecipe,
     build_folder,
     degenerate_images,
-    embed_blobs,
+    embed_inputs,
+    model_inputs,
 )
 from index.centroid_math import l2_normalize
 from index.match_confidence import (
     MatchRule,
+    input_std,
     is_degenerate,
     match_confidence,
     match_z,
@@ -488,6 +490,7 @@ def fit_rule(
 @dataclass(frozen=True)
 class DegenerateRow:
     image: str
+    input_std: float
     uniform_cosine: float
     norm_fraction: float
     degenerate: bool
@@ -504,15 +507,16 @@ def degenerate_rows(
     rule: MatchRule,
     alpha: float,
     m: int,
-) -> tuple[list[DegenerateRow], float, float, int]:
+) -> tuple[list[DegenerateRow], float, float, float, int]:
     """The degenerate images against ``folder``'s whole gallery; of the real queries, the
-    largest cosine to a uniform image, the smallest norm fraction and how many the gate
-    calls degenerate."""
+    largest cosine to a uniform image, the smallest norm fraction, the smallest input standard
+    deviation and how many the gate calls degenerate."""
     gallery = enrolled_gallery(folder, np.ones(len(folder.items), dtype=np.bool_))
     images = degenerate_images()
-    raw = embed_blobs(embedder, list(images.values()))
+    inputs = model_inputs(embedder, list(images.values()))
+    raw = embed_inputs(embedder, inputs)
     rows = []
-    for name, e in zip(images, raw, strict=True):
+    for name, e, x in zip(images, raw, inputs, strict=True):
         q = l2_normalize(e)
         a = answer(gallery, q, -1, mode=RankMode.TWO_STAGE, alpha=alpha, m=m)
         args = (
@@ -521,12 +525,13 @@ def degenerate_rows(
             gallery.count[[a.top]],
             gallery.spread[[a.top]],
         )
-        degenerate = is_degenerate(e, uniform, rule)
+        degenerate = is_degenerate(e, uniform, rule, model_input=x)
         ungated = match_confidence(*args, rule=rule)
         gated = match_confidence(*args, degenerate_query=degenerate, rule=rule)
         rows.append(
             DegenerateRow(
                 name,
+                input_std(x),
                 uniform_cosine(e, uniform),
                 norm_fraction(e, uniform),
                 degenerate,
@@ -538,8 +543,13 @@ def degenerate_rows(
         )
     real_cos = max(uniform_cosine(e, uniform) for e in folder.queries)
     real_norm = min(norm_fraction(e, uniform) for e in folder.queries)
-    flagged = sum(is_degenerate(e, uniform, rule) for e in folder.queries)
-    return rows, real_cos, real_norm, int(flagged)
+    # The pixel test needs the inputs; their flatness was kept when the folder was embedded.
+    flat = folder.query_input_std < rule.max_flat_std
+    flagged = sum(
+        bool(f) or is_degenerate(e, uniform, rule)
+        for e, f in zip(folder.queries, flat, strict=True)
+    )
+    return rows, real_cos, real_norm, float(folder.query_input_std.min()), int(flagged)
 
 
 @dataclass(frozen=True)
@@ -576,6 +586,7 @@ class Report:
     degenerate: list[DegenerateRow]
     real_max_uniform_cosine: float
     real_min_norm_fraction: float
+    real_min_input_std: float
     real_flagged_degenerate: int
     service: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -671,7 +682,7 @@ def run(args: argparse.Namespace) -> Report:
     uniform = embedder.embed(uniform_inputs(h, w))
     # Against the largest folder (the first of them): the most items to land on.
     target = max(folders, key=lambda f: len(f.items))
-    degenerate, real_max, real_norm, flagged = degenerate_rows(
+    degenerate, real_max, real_norm, real_std, flagged = degenerate_rows(
         embedder, target, uniform, rule, args.alpha, args.candidates
     )
     service = {}
@@ -696,6 +707,7 @@ def run(args: argparse.Namespace) -> Report:
         degenerate=degenerate,
         real_max_uniform_cosine=real_max,
         real_min_norm_fraction=real_norm,
+        real_min_input_std=real_std,
         real_flagged_degenerate=flagged,
         service=service,
         seconds=seconds,
@@ -765,15 +777,16 @@ def print_report(r: Report) -> None:
           f"0 % when both are 0); AUROC goal {TARGET_AUROC}; wrong = enrolled queries whose "
           "wrong top result matched")  # fmt: skip
     print(f"\n4. degenerate queries (against {r.degenerate_folder})")
-    print(f"{'image':>14} {'uniform cos':>11} {'norm frac':>9} {'gate':>5} {'top score':>9} "
-          f"{'conf (no gate)':>14} {'match':>6}  top item")  # fmt: skip
+    print(f"{'image':>14} {'pixel std':>9} {'uniform cos':>11} {'norm frac':>9} {'gate':>5} "
+          f"{'top score':>9} {'conf (no gate)':>14} {'match':>6}  top item")  # fmt: skip
     for d in r.degenerate:
-        print(f"{d.image:>14} {d.uniform_cosine:11.3f} {d.norm_fraction:9.3f} "
+        print(f"{d.image:>14} {d.input_std:9.2f} {d.uniform_cosine:11.3f} {d.norm_fraction:9.3f} "
               f"{d.degenerate!s:>5} {d.top_score:9.3f} {d.confidence:14.3f} {d.match!s:>6}  "
               f"{d.top_item}")  # fmt: skip
     print(f"  real queries: largest cosine to a uniform image {r.real_max_uniform_cosine:.3f} "
           f"(gate >= {rule.max_uniform_cosine}), smallest norm fraction "
-          f"{r.real_min_norm_fraction:.3f} (gate < {rule.min_norm_fraction}); "
+          f"{r.real_min_norm_fraction:.3f} (gate < {rule.min_norm_fraction}), smallest pixel "
+          f"std {r.real_min_input_std:.1f} (gate < {rule.max_flat_std}); "
           f"{r.real_flagged_degenerate} flagged")  # fmt: skip
     print("\n5. service-level figures")
     for title, (lines, _value) in r.service.items():

@@ -27,10 +27,12 @@ and ``OFFSET`` are a class-balanced logistic fit (``python -m bench.answers --fi
 enrolled against held-out items' queries on the shipped photos.
 
 **Degenerate queries.** Blank, uniform-colour and tiny images (which upscale to a near-uniform
-picture) carry no content, yet still land somewhere. The caller embeds the uniform-colour
-images of :func:`uniform_inputs` once with its model; a query is degenerate when its raw
-embedding (as the model outputs it)
+picture) carry no content, yet still land somewhere. A query is degenerate when
 
+* its model input (the ``(3, H, W)`` uint8 pixels after decode and resize) is flat: every
+  channel's standard deviation below ``MAX_FLAT_STD`` grey levels (a uniform image of any
+  colour, at any size), or, with the uniform-colour images of :func:`uniform_inputs`
+  embedded once by the caller's model, its raw embedding (as the model outputs it)
 * has cosine ``>= MAX_UNIFORM_COSINE`` with any of theirs, or
 * is shorter than ``MIN_NORM_FRACTION`` of their median length: images near mid-grey are the
   near-zero input of the usual ``(x - 0.5) / 0.5`` normalisation, and their near-zero
@@ -38,7 +40,8 @@ embedding (as the model outputs it)
   160, cosines to the uniform images anywhere from 0.07 to 1; real photos >= 9, the uniform
   images' median 10). A model that outputs unit vectors makes this test a no-op.
 
-A degenerate query's confidence is 0 and no result matches.
+The embedding tests catch what is nearly but not exactly flat (JPEG noise on a blank page,
+a slight gradient). A degenerate query's confidence is 0 and no result matches.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ MATCH_AT = 0.5
 # (of 320 on quarters-2x2); blank, uniform and tiny (1x1, 2x2) images at least 0.94.
 MAX_UNIFORM_COSINE = 0.85
 MIN_NORM_FRACTION = 0.25
+# Grey levels: a uniform image's input has 0 (its JPEG 1-2 at most), real photos far more.
+MAX_FLAT_STD = 2.0
 RHO_MIN, RHO_MAX = 0.05, 0.999
 # 0, 128, 255 per channel: 27 colours, the mid-grey (all-zero model input) among them.
 UNIFORM_LEVELS = (0, 128, 255)
@@ -76,6 +81,7 @@ class MatchRule:
     match_at: float = MATCH_AT
     max_uniform_cosine: float = MAX_UNIFORM_COSINE
     min_norm_fraction: float = MIN_NORM_FRACTION
+    max_flat_std: float = MAX_FLAT_STD
 
 
 @dataclass(frozen=True)
@@ -184,14 +190,27 @@ def norm_fraction(
     return float(np.linalg.norm(query.astype(np.float64))) / max(median, 1e-12)
 
 
+def input_std(model_input: npt.NDArray[np.uint8]) -> float:
+    """The largest per-channel standard deviation of a ``(3, H, W)`` uint8 model input."""
+    if model_input.ndim != 3:
+        raise ValueError(f"expected one (3, H, W) input, got {model_input.shape}")
+    channels = model_input.reshape(model_input.shape[0], -1).astype(np.float64)
+    return float(channels.std(axis=1).max())
+
+
 def is_degenerate(
     query: npt.NDArray[np.floating],
     uniform_embeddings: npt.NDArray[np.floating],
     rule: MatchRule | None = None,
+    *,
+    model_input: npt.NDArray[np.uint8] | None = None,
 ) -> bool:
-    """Whether the raw query embedding ``(D,)`` is as good as a uniform image's (the module's
-    two tests against the raw ``(R, D)`` uniform images' embeddings)."""
+    """Whether the query is as good as a uniform image (the module's three tests): its
+    ``model_input`` ``(3, H, W)`` uint8 flat (when given), or its raw embedding ``(D,)``
+    near or far shorter than the raw ``(R, D)`` uniform images' embeddings."""
     r = rule or MatchRule()
+    if model_input is not None and input_std(model_input) < r.max_flat_std:
+        return True
     return (
         uniform_cosine(query, uniform_embeddings) >= r.max_uniform_cosine
         or norm_fraction(query, uniform_embeddings) < r.min_norm_fraction

@@ -130,7 +130,8 @@ def test_open_set_counts_and_rates(bench_json: dict[str, Any]) -> None:
     rule = bench_json["rule"]
     for d in bench_json["degenerate"]:
         assert d["degenerate"] == (
-            d["uniform_cosine"] >= rule["max_uniform_cosine"]
+            d["input_std"] < rule["max_flat_std"]
+            or d["uniform_cosine"] >= rule["max_uniform_cosine"]
             or d["norm_fraction"] < rule["min_norm_fraction"]
         )
         assert not (d["degenerate"] and d["match"])

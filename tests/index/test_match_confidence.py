@@ -11,6 +11,7 @@ import pytest
 from index.match_confidence import (
     MatchRule,
     expected_view_cosine,
+    input_std,
     is_degenerate,
     item_spread,
     match_confidence,
@@ -154,3 +155,24 @@ def test_shapes_must_agree() -> None:
         match_confidence(np.ones(2), np.ones(3), np.ones(2, int), np.ones(2))
     with pytest.raises(ValueError, match="at least one image"):
         item_spread(np.ones(D), np.ones(D), 0)
+
+
+def test_a_flat_input_is_degenerate_whatever_its_embedding() -> None:
+    rng = np.random.default_rng(2)
+    refs = rng.normal(size=(5, D))
+    content = rng.normal(size=D) * float(np.median(np.linalg.norm(refs, axis=1)))
+    assert not is_degenerate(content, refs)
+    flat = np.full((3, 8, 8), 135, dtype=np.uint8)
+    flat[1] = 125
+    noisy = flat.copy()
+    noisy[2, ::2, ::2] += 4  # a quarter of the pixels 4 levels up: std sqrt(3) in channel 2
+    textured = rng.integers(0, 256, size=(3, 8, 8), dtype=np.uint8)
+    assert input_std(flat) == 0.0
+    assert input_std(noisy) == pytest.approx(np.sqrt(3.0))
+    assert input_std(textured) == pytest.approx(float(textured.reshape(3, -1).std(axis=1).max()))
+    assert is_degenerate(content, refs, model_input=flat)
+    assert is_degenerate(content, refs, model_input=noisy)  # sqrt(3) < 2 grey levels
+    assert not is_degenerate(content, refs, MatchRule(max_flat_std=1.5), model_input=noisy)
+    assert not is_degenerate(content, refs, model_input=textured)
+    with pytest.raises(ValueError, match="one"):
+        input_std(flat[None])
