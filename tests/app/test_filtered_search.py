@@ -37,7 +37,7 @@ from tests.live_server import live_server
 from tests.tiny_artifact import TINY_SPEC
 
 ITEMS = 1000
-QUERY_PHOTOS = ("coffee", "rocket", "chelsea")
+QUERY_PHOTOS = ("coffee", "rocket")
 
 
 def attributes_of(i: int) -> dict[str, Any]:
@@ -166,7 +166,7 @@ def test_every_filter_gives_the_k_best_matching_items(
 def test_neighbours_take_the_filter_too(
     service: httpx.Client, centroids: dict[str, Vector]
 ) -> None:
-    for item in ("item-0004", "item-0123", "item-0777"):
+    for item in ("item-0004", "item-0777"):
         for spec in FILTERS.values():
             allowed = matching(spec) - {item}
             every = rank({i: c for i, c in centroids.items() if i in allowed}, centroids[item])
