@@ -395,6 +395,31 @@ class RedisStore:
                 return
             after = ids[-1]
 
+    def item_images(self, item_ids: Sequence[str]) -> dict[str, list[ImageRecord]]:
+        wanted = list(dict.fromkeys(item_ids))
+        if not wanted:
+            return {}
+
+        def read() -> list[Any]:
+            # MULTI/EXEC: every item as of one moment, each read whole.
+            with self._client.pipeline(transaction=True) as pipe:
+                for item_id in wanted:
+                    pipe.lrange(self._key("order", item_id), 0, -1)
+                    pipe.hgetall(self._key("emb", item_id))
+                    pipe.hgetall(self._key("hashof", item_id))
+                result: list[Any] = pipe.execute()
+                return result
+
+        replies = self._call(read)
+        found: dict[str, list[ImageRecord]] = {}
+        for n, item_id in enumerate(wanted):
+            order, embs, hashes = replies[3 * n : 3 * n + 3]
+            found[item_id] = [
+                ImageRecord(i.decode(), item_id, hashes[i].decode(), f32_from(embs[i]))
+                for i in order
+            ]
+        return found
+
     def is_hash_referenced(self, content_hash: str) -> bool:
         return bool(self._call(lambda: self._client.exists(self._key("ref", content_hash))))
 

@@ -463,6 +463,23 @@ class SqliteStore:
                 return
             after = int(rows[-1][0])
 
+    def item_images(self, item_ids: Sequence[str]) -> dict[str, list[ImageRecord]]:
+        wanted = list(dict.fromkeys(item_ids))
+        found: dict[str, list[ImageRecord]] = {i: [] for i in wanted}
+        if not wanted:
+            return found
+        marks = ",".join("?" * len(wanted))
+        rows = self._fetch_all(
+            "SELECT image_id, item_id, content_hash, embedding FROM images"
+            f" WHERE item_id IN ({marks}) ORDER BY item_id, seq",
+            tuple(wanted),
+        )
+        for image_id, item_id, content_hash, blob in rows:
+            found[str(item_id)].append(
+                ImageRecord(str(image_id), str(item_id), str(content_hash), f32_from(blob))
+            )
+        return found
+
     def is_hash_referenced(self, content_hash: str) -> bool:
         row = self._read(
             lambda c: c.execute(

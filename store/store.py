@@ -159,6 +159,13 @@ class Store(Protocol):
         """Every image with its embedding, streamed (for re-embedding after a model change)."""
         ...
 
+    def item_images(self, item_ids: Sequence[str]) -> dict[str, list[ImageRecord]]:
+        """Each of ``item_ids``' images with its embedding, in enrollment order, in one round
+        trip (SQLite: one query; Redis: one pipeline): what a search re-ranks its candidates
+        with when the per-image embeddings are not in memory. An item the store does not hold
+        maps to ``[]``."""
+        ...
+
     def is_hash_referenced(self, content_hash: str) -> bool:
         """True if any image of any item has this content hash."""
         ...
