@@ -64,8 +64,10 @@ MATCH_AT = 0.5
 # (of 320 on quarters-2x2); blank, uniform and tiny (1x1, 2x2) images at least 0.94.
 MAX_UNIFORM_COSINE = 0.85
 MIN_NORM_FRACTION = 0.25
-# Grey levels: a uniform image's input has 0 (its JPEG 1-2 at most), real photos far more.
-MAX_FLAT_STD = 2.0
+# Grey levels. Uniform images' inputs measure 0 (PNG and JPEG alike); the flattest real query
+# of bench.answers 3.4 (a dark quarter of a photo). Near-flat photos (a camera's noise on a
+# blank page) are left to the embedding tests.
+MAX_FLAT_STD = 1.0
 RHO_MIN, RHO_MAX = 0.05, 0.999
 # 0, 128, 255 per channel: 27 colours, the mid-grey (all-zero model input) among them.
 UNIFORM_LEVELS = (0, 128, 255)
