@@ -34,6 +34,7 @@ from app.routes import (
 )
 from app.service_state import ServiceState
 from app.settings import Settings
+from app.web_page import install_web_page
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     install_offline_docs(app)
+    install_web_page(app)
     app.state.service = state
     app.state.access = access
     install_problem_handlers(app)

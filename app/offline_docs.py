@@ -8,7 +8,7 @@ MIT), mounted as static files under :data:`ASSETS_URL`; the pages are FastAPI's 
 ``get_swagger_ui_html`` / ``get_redoc_html`` pointed at them. Like the OpenAPI document, the
 pages and their assets need no API key: they describe the API and hold no data.
 
-``GET /`` redirects to :data:`DOCS_URL` until a web page replaces it.
+The web page at ``GET /`` (app/web_page.py) links to :data:`DOCS_URL`.
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 DOCS_URL = "/docs"
 REDOC_URL = "/redoc"
 OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
-# Where ``GET /`` sends a browser: the one place to change once a web page exists.
-ROOT_REDIRECT_TARGET = DOCS_URL
 ASSETS_URL = "/docs-assets"
 ASSETS_DIR = Path(str(files("fastapi_offline") / "static"))
 SWAGGER_JS = "swagger-ui-bundle.js"
@@ -55,10 +53,6 @@ def install_offline_docs(app: FastAPI) -> None:
     def asset(request: Request, name: str) -> str:
         # Behind a proxy that strips a path prefix, links must carry it (as FastAPI's do).
         return f"{request.scope.get('root_path', '')}{ASSETS_URL}/{name}"
-
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse(ROOT_REDIRECT_TARGET, status_code=307)
 
     @app.get(DOCS_URL, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:

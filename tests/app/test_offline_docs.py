@@ -1,5 +1,5 @@
-"""The API docs over real HTTP: ``GET /`` redirects to them, and Swagger UI and ReDoc load
-every asset from this service (no CDN), with no API key even where keys are required."""
+"""The API docs over real HTTP: Swagger UI and ReDoc load every asset from this service (no
+CDN), with no API key even where keys are required."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 
 from app.api_keys import Scope, make_key
 from app.main import create_app
-from app.offline_docs import ROOT_REDIRECT_TARGET
 from app.settings import Settings
 from tests.live_server import live_server
 
@@ -38,13 +37,6 @@ def keyed(
 
 def references(html: str) -> list[str]:
     return [a or b for a, b in REFERENCES.findall(html)]
-
-
-def test_root_redirects_to_the_docs(keyed: httpx.Client) -> None:
-    r = keyed.get("/")
-    assert r.status_code == 307
-    assert r.headers["location"] == ROOT_REDIRECT_TARGET == "/docs"
-    assert keyed.get("/", follow_redirects=True).url.path == "/docs"
 
 
 @pytest.mark.parametrize(("page", "expected"), [("/docs", 3), ("/redoc", 3)])
