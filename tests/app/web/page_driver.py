@@ -20,6 +20,7 @@ class UploadRow:
     name: str
     state: str  # added | duplicate | rejected
     text: str
+    progress: float  # the row's upload progress bar, 0..1 (from XMLHttpRequest.upload)
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,11 @@ class PageDriver:
             }""",
             arg=count,
         )
-        rows: list[dict[str, str]] = page.eval_on_selector_all(
+        rows: list[dict[str, Any]] = page.eval_on_selector_all(
             ".upload",
             "rs => rs.map(r => ({name: r.dataset.file, state: r.dataset.state,"
-            " text: r.querySelector('.upload-status').textContent}))",
+            " text: r.querySelector('.upload-status').textContent,"
+            " progress: r.querySelector('progress').value}))",
         )
         return [UploadRow(**r) for r in rows]
 

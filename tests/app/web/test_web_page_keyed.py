@@ -21,6 +21,7 @@ from tests.app.web.browser import (
     PHONE,
     OffHostGuard,
     PageProblems,
+    drop_files,
     screenshot,
     wait_images_loaded,
 )
@@ -117,6 +118,12 @@ def test_with_keys_required_the_page_asks_for_one_and_works_with_it(
     assert [r.state for r in rows] == ["added"] * 5
     shown = web.search([("q.jpg", coins[4])])
     assert shown[0].item_id == "coins"
+    # The same query dropped on the search view instead of chosen.
+    web.view("#/enroll")
+    web.view("#/search")
+    drop_files(browser_page, "[data-drop-for='search-files']", [("d.jpg", coins[4], "image/jpeg")])
+    browser_page.click("#search-submit")
+    assert web.read_results() == shown
     assert {c.item_id for c in shown} == {"coins", "rocket"}
     assert web.open_item("rocket") == 3
     screenshot(browser_page, "item-keyed-desktop")

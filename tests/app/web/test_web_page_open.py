@@ -152,6 +152,8 @@ def test_enroll_search_browse_and_delete(
     detail = probe.json()["detail"]
     held = service.get("/items/coffee").json()
     assert [r.state for r in rows] == ["added", "added", "added", "duplicate", "rejected"]
+    # Sent and answered files show a full bar, the rejected one an empty one.
+    assert [r.progress for r in rows] == [1, 1, 1, 1, 0]
     assert rows[2].name == "cup-2.jpg" and held["image_count"] == 3
     assert rows[3].text == f"duplicate: the item already holds it as image {held['image_ids'][0]}"
     assert rows[4].text == f"rejected: {detail} (HTTP 422)"
@@ -189,6 +191,15 @@ def test_enroll_search_browse_and_delete(
     screenshot(page, "item-desktop")
     held_ids = service.get("/items/chelsea").json()["image_ids"]
     web.delete_image(held_ids[0], confirm=False)  # cancelled: nothing deleted
+    assert web.item_count() == 3
+    # Attributes: a merge patch adds one key and deletes none that it does not name.
+    page.fill("#item-patch", '{"colour": "tabby"}')
+    page.click("#item-patch-form button[type='submit']")
+    page.wait_for_selector(".attributes .chips li:nth-child(2)")
+    attributes = service.get("/items/chelsea").json()["attributes"]
+    assert attributes == {"kind": "cat", "colour": "tabby"}
+    shown_chips = page.inner_text(".attributes .chips").splitlines()
+    assert shown_chips == [f"{key}: {value}" for key, value in attributes.items()]
     assert web.item_count() == 3
     web.delete_image(held_ids[1])
     after = service.get("/items/chelsea").json()
@@ -300,6 +311,12 @@ def test_every_view_fits_the_width_and_every_image_has_alt(
     web.open_item(long_id)
     page.click("#item-similar")
     page.wait_for_selector("[aria-label='similar items'] h2")
+    similar = web.read_results()
+    r = service.get(f"/items/{long_id}/neighbours", params={"k": 10})
+    assert [(c.item_id, c.score) for c in similar] == [
+        (hit["item_id"], f"{hit['score']:.3f}") for hit in r.json()["results"]
+    ]
+    assert similar and long_id not in {c.item_id for c in similar}
     check("item")
     web.view("#/status")
     page.wait_for_selector("#status-info dl")
