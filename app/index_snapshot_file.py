@@ -1,5 +1,5 @@
-"""The on-disk form of an index snapshot: every item's id, version, unit-norm row and filter
-terms.
+"""The on-disk form of an index snapshot: every item's id, version, unit-norm row, filter
+terms and attributes.
 
 One file, written in one pass while the rows stream out of the index, with its table of
 contents at the end (so nothing has to be known before the first row is written)::
@@ -12,12 +12,15 @@ contents at the end (so nothing has to be known before the first row is written)
     term_ids      int32 indices into the term dictionary
     dict_offsets  terms + 1 int64: term j is dict[dict_offsets[j]:dict_offsets[j + 1]]
     dict          UTF-8 bytes of the distinct terms (each stored once: items share terms)
+    attr_offsets  count + 1 int64: item i's attributes are attrs[attr_offsets[i]:...[i + 1]]
+    attrs         UTF-8 compact JSON of each item's attributes (empty: it has none)
     footer        JSON: sizes, offsets, CRC-32 of everything after the rows, the caller's meta
     length        8 bytes, little-endian: the footer's size
     magic         8 bytes
 
-Format 2 (magic ``CRIDXSN2``) added the terms; a format-1 file (``CRIDXSN1``) is refused like
-any unreadable one, so the service rebuilds from the store and writes a format-2 snapshot.
+Format 2 (magic ``CRIDXSN2``) added the terms, format 3 (``CRIDXSN3``) the attributes, so a
+restart needs no pass over the store to return them; an older file is refused like any
+unreadable one, so the service rebuilds from the store and writes a format-3 snapshot.
 
 It is written to a temporary file beside the target, fsynced and renamed over it, the directory
 fsynced: a reader sees the previous snapshot or this one, whole. The rows carry no checksum
@@ -44,9 +47,10 @@ import numpy.typing as npt
 
 from store.fsync_dir import fsync_dir
 
-MAGIC = b"CRIDXSN2"
-FORMAT = 2
-_OLD_MAGICS = {b"CRIDXSN1": 1}  # formats before item terms
+MAGIC = b"CRIDXSN3"
+FORMAT = 3
+_OLD_MAGICS = {b"CRIDXSN1": 1, b"CRIDXSN2": 2}  # formats before item terms, attributes
+_PARTS = 9
 _TAIL = struct.Struct("<Q8s")  # footer length, magic
 
 
@@ -61,6 +65,7 @@ class SnapshotFile:
     versions: npt.NDArray[np.int64]  # (count,)
     rows: npt.NDArray[np.float32]  # (count, dim), a read-only map of the file
     terms: list[frozenset[str]]  # (count,): each item's filter terms (equal sets shared)
+    attributes: list[str]  # (count,): each item's attributes as compact JSON, "" for none
 
 
 class SnapshotWriter:
@@ -79,6 +84,7 @@ class SnapshotWriter:
         self._term_index: dict[str, int] = {}  # term -> its index in the dictionary
         self._term_ids: list[int] = []
         self._term_counts: list[int] = []
+        self._attrs: list[bytes] = []
         self._done = False
 
     def add(
@@ -87,16 +93,23 @@ class SnapshotWriter:
         rows: npt.NDArray[np.float32],
         versions: Sequence[int],
         terms: Sequence[frozenset[str]] | None = None,
+        attributes: Sequence[str] | None = None,
     ) -> None:
-        """Append ``ids`` with their ``(len(ids), dim)`` float32 rows, versions and term sets
-        (None: no terms)."""
+        """Append ``ids`` with their ``(len(ids), dim)`` float32 rows, versions, term sets
+        (None: no terms) and attributes as compact JSON text ("" or None: none)."""
         if rows.shape != (len(ids), self.dim) or len(versions) != len(ids):
             raise ValueError(f"{len(ids)} ids, rows {rows.shape}, {len(versions)} versions")
         if terms is not None and len(terms) != len(ids):
             raise ValueError(f"{len(ids)} ids, {len(terms)} term sets")
+        if attributes is not None and len(attributes) != len(ids):
+            raise ValueError(f"{len(ids)} ids, {len(attributes)} attribute texts")
         self._file.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
         self._ids.extend(i.encode() for i in ids)
         self._versions.extend(versions)
+        if attributes is None:
+            self._attrs.extend([b""] * len(ids))
+        else:
+            self._attrs.extend(a.encode() for a in attributes)
         if terms is None:
             self._term_counts.extend([0] * len(ids))
             return
@@ -117,6 +130,8 @@ class SnapshotWriter:
         dictionary = [t.encode() for t in self._term_index]  # in index order (dicts keep it)
         dict_offsets = np.zeros(len(dictionary) + 1, dtype="<i8")
         np.cumsum([len(t) for t in dictionary], out=dict_offsets[1:])
+        attr_offsets = np.zeros(count + 1, dtype="<i8")
+        np.cumsum([len(a) for a in self._attrs], out=attr_offsets[1:])
         parts = [
             versions,
             offsets_bytes,
@@ -125,6 +140,8 @@ class SnapshotWriter:
             np.asarray(self._term_ids, dtype="<i4").tobytes(),
             dict_offsets.tobytes(),
             b"".join(dictionary),
+            attr_offsets.tobytes(),
+            b"".join(self._attrs),
         ]
         crc = 0
         for part in parts:
@@ -174,7 +191,7 @@ def read_snapshot(path: Path) -> SnapshotFile:
             length, magic = _TAIL.unpack(f.read(_TAIL.size))
             if magic in _OLD_MAGICS:
                 raise SnapshotFileError(
-                    f"{path}: format {_OLD_MAGICS[magic]} (before item terms), not {FORMAT}"
+                    f"{path}: format {_OLD_MAGICS[magic]} (before item attributes), not {FORMAT}"
                 )
             if magic != MAGIC or length > size - _TAIL.size:
                 raise SnapshotFileError(f"{path}: not an index snapshot")
@@ -184,7 +201,7 @@ def read_snapshot(path: Path) -> SnapshotFile:
                 raise SnapshotFileError(f"{path}: format {footer.get('format')}, not {FORMAT}")
             count, dim = int(footer["count"]), int(footer["dim"])
             sizes = [int(n) for n in footer["sizes"]]
-            if len(sizes) != 7 or count * dim * 4 + sum(sizes) + length + _TAIL.size != size:
+            if len(sizes) != _PARTS or count * dim * 4 + sum(sizes) + length + _TAIL.size != size:
                 raise SnapshotFileError(f"{path}: size {size} does not match its footer")
             f.seek(count * dim * 4)
             parts = [f.read(n) for n in sizes]
@@ -197,9 +214,24 @@ def read_snapshot(path: Path) -> SnapshotFile:
         crc = zlib.crc32(part, crc)
     if crc != footer["crc32"]:
         raise SnapshotFileError(f"{path}: checksum mismatch")
-    versions, offsets_bytes, ids_bytes, term_offsets, term_ids, dict_offsets, dictionary = parts
+    (
+        versions,
+        offsets_bytes,
+        ids_bytes,
+        term_offsets,
+        term_ids,
+        dict_offsets,
+        dictionary,
+        attr_offsets,
+        attrs_bytes,
+    ) = parts
     bounds: list[int] = np.frombuffer(offsets_bytes, dtype="<i8").tolist()
     ids = [ids_bytes[bounds[i] : bounds[i + 1]].decode() for i in range(count)]
+    at: list[int] = np.frombuffer(attr_offsets, dtype="<i8").tolist()
+    # Most items have none: one shared "" for them instead of a decode each.
+    attributes = [
+        attrs_bytes[at[i] : at[i + 1]].decode() if at[i + 1] > at[i] else "" for i in range(count)
+    ]
     try:
         terms = _decode_terms(count, term_offsets, term_ids, dict_offsets, dictionary)
     except (ValueError, IndexError) as exc:
@@ -210,6 +242,7 @@ def read_snapshot(path: Path) -> SnapshotFile:
         np.frombuffer(versions, dtype="<i8"),
         _map_rows(path, count, dim),
         terms,
+        attributes,
     )
 
 

@@ -107,9 +107,16 @@ class IndexSnapshots:
             with self._item_locks.hold_all():  # no write between its commit and its apply
                 position = SnapshotPosition(self._store.last_version(), self.feed_cursor())
             versions = self._applier.version_map()
+            attributes = self._applier.attributes
             with SnapshotWriter(self.path, self._identity.dim) as writer:
                 for ids, rows, terms in _unique_rows(index):
-                    writer.add(ids, rows, [versions.get(i, 0) for i in ids], terms)
+                    writer.add(
+                        ids,
+                        rows,
+                        [versions.get(i, 0) for i in ids],
+                        terms,
+                        [attributes.text_of(i) for i in ids],
+                    )
                 items = writer.commit(self._meta(position))
             elapsed = time.monotonic() - started
             self._taken = (position.version, index_version, time.monotonic())
@@ -201,6 +208,7 @@ class IndexSnapshots:
             log.info("no index snapshot loaded: %s", exc)
             return None
         self._applier.load(snap.ids, snap.versions, snap.rows, snap.terms)
+        self._applier.attributes.replace_texts(zip(snap.ids, snap.attributes, strict=True))
         self._metrics.index_items.set(len(snap.ids))
         log.info(
             "index snapshot of %d items loaded in %.2f s", len(snap.ids), time.monotonic() - started

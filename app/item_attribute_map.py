@@ -9,8 +9,8 @@ Each entry is the item's attributes as compact JSON text (``attributes_json``: t
 store keeps and the size limit counts), parsed again for each result that returns it; items
 without attributes take no entry. The :class:`~app.index_applier.IndexApplier` updates it on
 every path that updates the index (own writes, the change feed, the reconciler, rebuilds), under
-the item's lock; after a snapshot load it is filled from the store's listing (the snapshot
-holds terms, not attributes).
+the item's lock; index snapshots store each item's text and a restart puts them back
+(``replace_texts``).
 """
 
 from __future__ import annotations
@@ -47,6 +47,18 @@ class ItemAttributeMap:
         total = sum(_entry_bytes(i, t) for i, t in texts.items())
         with self._lock:
             self._texts, self._bytes = texts, total
+
+    def replace_texts(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Replace every entry by ``(item id, compact JSON text)`` pairs as :meth:`text_of` gave
+        them (an index snapshot; "" for an item without attributes)."""
+        texts = {item_id: text for item_id, text in pairs if text}
+        total = sum(_entry_bytes(i, t) for i, t in texts.items())
+        with self._lock:
+            self._texts, self._bytes = texts, total
+
+    def text_of(self, item_id: str) -> str:
+        """``item_id``'s attributes as the compact JSON text kept ("" if none)."""
+        return self._texts.get(item_id, "")
 
     def get(self, item_id: str) -> Attributes:
         """A fresh copy of ``item_id``'s attributes ({} if it has none or is not held)."""

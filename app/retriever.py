@@ -187,8 +187,6 @@ class Retriever:
         self.store.claim_model_identity(self.identity)
         if restore is None or not restore():
             self.rebuild_from_store()
-        else:
-            self._load_attributes()
         self._refresh_gauges()
         self.reconciler.start()
         return len(self.index)
@@ -198,21 +196,6 @@ class Retriever:
         lost track)."""
         self.applier.rebuild(self.store.iter_item_states(), reread=self.store.get_item_state)
         self._refresh_gauges()
-
-    def _load_attributes(self) -> None:
-        """After a snapshot load (and its replay): every item's attributes from the store's
-        listing, which reads ids, counts and attributes only (no sums), a page of 1000 per
-        round trip. The snapshot holds each item's filter terms, not the JSON results return.
-        Before the service is ready, so no write of this replica races it; a replica's write
-        replayed from the change feed later is applied over it (newest wins)."""
-        pairs: list[tuple[str, Attributes]] = []
-        cursor: str | None = None
-        while True:
-            page, cursor = self.store.list_items(1000, cursor)
-            pairs += [(s.item_id, s.attributes) for s in page if s.attributes]
-            if cursor is None:
-                break
-        self.applier.attributes.replace(pairs)
 
     @property
     def item_locks(self) -> StripedLock:

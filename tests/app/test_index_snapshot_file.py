@@ -1,5 +1,5 @@
-"""The snapshot file: what is written is read back (terms included); anything not whole, or of
-the format before terms, is refused."""
+"""The snapshot file: what is written is read back (terms and attributes included); anything
+not whole, or of a format before attributes, is refused."""
 
 from __future__ import annotations
 
@@ -19,6 +19,11 @@ def item_terms(i: int) -> frozenset[str]:
     return frozenset({f"cat={'shoe' if i % 2 else 'bag'}", f"sku={i}", "city=Zürich 東京"})
 
 
+def item_attributes(i: int) -> str:
+    """Compact JSON texts, non-ASCII included, and none at all."""
+    return "" if i % 3 == 0 else f'{{"sku":{i},"city":"Zürich 東京"}}'
+
+
 def write(
     path: Path, n: int, dim: int = 4, with_terms: bool = True
 ) -> tuple[list[str], np.ndarray, list[int]]:
@@ -34,6 +39,9 @@ def write(
                 rows[start : start + 3],
                 versions[start : start + 3],
                 terms[start : start + 3] if with_terms else None,
+                [item_attributes(i) for i in range(start, min(start + 3, n))]
+                if with_terms
+                else None,
             )
         assert w.commit({"version": 7, "note": "x"}) == n
     return ids, rows, versions
@@ -49,24 +57,29 @@ def test_round_trip(tmp_path: Path, n: int) -> None:
     assert snap.versions.tolist() == versions
     assert snap.rows.shape == (n, 4) and np.array_equal(snap.rows, rows)
     assert snap.terms == [item_terms(i) for i in range(n)]
+    assert snap.attributes == [item_attributes(i) for i in range(n)]
     assert [p.name for p in tmp_path.iterdir()] == ["snap.bin"]  # no temporary file left
 
 
 def test_items_without_terms_read_back_empty(tmp_path: Path) -> None:
     path = tmp_path / "snap.bin"
     ids, _, _ = write(path, 7, with_terms=False)
-    assert read_snapshot(path).terms == [frozenset()] * len(ids)
+    snap = read_snapshot(path)
+    assert snap.terms == [frozenset()] * len(ids) and snap.attributes == [""] * len(ids)
 
 
-def test_a_format_1_file_is_refused_so_the_service_rebuilds(tmp_path: Path) -> None:
-    """A file the previous version wrote (same layout up to the ids, magic ``CRIDXSN1``)."""
+@pytest.mark.parametrize("old", [1, 2])
+def test_a_file_of_an_older_format_is_refused_so_the_service_rebuilds(
+    tmp_path: Path, old: int
+) -> None:
+    """A file an earlier version wrote (same layout up to the ids, its own magic)."""
     path = tmp_path / "snap.bin"
     rows = np.zeros((1, 4), dtype="<f4").tobytes()
     versions, offsets, ids = struct.pack("<q", 3), struct.pack("<2q", 0, 1), b"a"
-    footer = b'{"format": 1, "count": 1, "dim": 4}'
-    tail = struct.pack("<Q8s", len(footer), b"CRIDXSN1")
+    footer = f'{{"format": {old}, "count": 1, "dim": 4}}'.encode()
+    tail = struct.pack("<Q8s", len(footer), f"CRIDXSN{old}".encode())
     path.write_bytes(rows + versions + offsets + ids + footer + tail)
-    with pytest.raises(SnapshotFileError, match="format 1"):
+    with pytest.raises(SnapshotFileError, match=f"format {old}"):
         read_snapshot(path)
 
 

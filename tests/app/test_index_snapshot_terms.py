@@ -1,6 +1,6 @@
-"""An index snapshot keeps every item's filter terms: taken from an index (a ``RowExport`` one
-in chunks, another item by item) and loaded into a fresh one, the terms and every filtered
-search are the same as before."""
+"""An index snapshot keeps every item's filter terms and attributes: taken from an index (a
+``RowExport`` one in chunks, another item by item) and loaded into a fresh one, the terms, the
+attributes results return and every filtered search are the same as before."""
 
 from __future__ import annotations
 
@@ -24,11 +24,13 @@ DIM = 6
 IDENTITY = ModelIdentity("m", "1", DIM)
 
 
-def snapshots(path: Path, store: SqliteStore, index: CentroidIndex) -> IndexSnapshots:
+def snapshots(
+    path: Path, store: SqliteStore, index: CentroidIndex, applier: IndexApplier | None = None
+) -> IndexSnapshots:
     return IndexSnapshots(
         path=path,
         store=store,
-        applier=IndexApplier(index, ServiceMetrics()),
+        applier=applier or IndexApplier(index, ServiceMetrics()),
         item_locks=StripedLock(),
         identity=IDENTITY,
         metrics=ServiceMetrics(),
@@ -59,4 +61,29 @@ def test_terms_survive_a_snapshot(tmp_path: Path, make_index: type[CentroidIndex
     assert len(fresh.search(q, 100, frozenset({"mod=1"}))[0]) == sum(
         1 for i in range(60) if i % 5 and i % 3 == 1 and i != 7
     )
+    store.close()
+
+
+def test_attributes_survive_a_snapshot(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    index = FlatCentroidIndex(DIM)
+    applier = IndexApplier(index, ServiceMetrics())
+    rng = np.random.default_rng(3)
+    held = {}
+    for i in range(30):
+        index.upsert(f"i{i:02d}", rng.normal(size=DIM))
+        if i % 4:
+            held[f"i{i:02d}"] = {"sku": i, "name": f"Zürich {i}", "tags": [i, {"x": None}]}
+            applier.attributes.set(f"i{i:02d}", held[f"i{i:02d}"])
+    assert snapshots(tmp_path / "snap.bin", store, index, applier).take() == 30
+
+    fresh_applier = IndexApplier(FlatCentroidIndex(DIM), ServiceMetrics())
+    fresh_applier.attributes.set("stale", {"gone": True})  # replaced, not merged
+    fresh = snapshots(tmp_path / "snap.bin", store, fresh_applier.index, fresh_applier)
+    assert fresh.load() is not None
+    for i in range(30):
+        assert fresh_applier.attributes.get(f"i{i:02d}") == held.get(f"i{i:02d}", {})
+    assert fresh_applier.attributes.get("stale") == {}
+    assert len(fresh_applier.attributes) == len(held)
+    assert fresh_applier.attributes.memory_bytes() == applier.attributes.memory_bytes()
     store.close()
