@@ -14,7 +14,7 @@ export function renderSearch(root, scope, limits) {
   const previews = h("ul", { class: "query-list", "aria-label": "query photos" });
   const message = h("p", { class: "message", role: "status", hidden: true });
   const results = h("section", { class: "results-box", "aria-label": "results" });
-  const k = h("input", { type: "number", id: "search-k", name: "k", min: 1, max: maxK, value: Math.min(10, maxK), required: true });
+  const k = h("input", { type: "number", id: "search-k", name: "k", min: 1, max: maxK, value: Math.min(limits.default_k || 10, maxK), required: true });
   const minScore = h("input", { type: "number", id: "search-min-score", name: "min_score", min: -1, max: 1, step: "any" });
   const filters = h("textarea", { id: "search-filters", name: "filters", rows: 2, placeholder: "category:shoe" });
   const submit = h("button", { type: "submit", id: "search-submit" }, "Search");

@@ -20,6 +20,30 @@ const LABELS = {
   limits: "Limits",
 };
 
+const SUMMARY_LABELS = {
+  model: "Model",
+  items: "Items",
+  images: "Images",
+  store_backend: "Store backend",
+  index: "Index",
+  device: "Device",
+};
+
+/** What most visitors look for first: the model, the counts, where data lives. */
+function summary(info) {
+  const model = info.model || {};
+  const name = [model.model_name, model.model_version].filter(Boolean).join(" ");
+  const out = {
+    model: name || "unknown",
+    items: info.items,
+    images: info.images,
+    store_backend: info.store_backend,
+    index: info.index && info.index.kind ? info.index.kind : "",
+    device: info.device,
+  };
+  return Object.fromEntries(Object.entries(out).filter(([, v]) => v !== undefined && v !== ""));
+}
+
 function value(v) {
   if (Array.isArray(v)) return v.map(String).join(", ");
   if (v && typeof v === "object") return fields(v);
@@ -52,7 +76,11 @@ export function renderStatus(root, scope) {
     );
     try {
       const info = await request("GET", "info", { signal: scope.signal });
-      infoBox.replaceChildren(h("h2", {}, "Service"), fields(info, LABELS));
+      infoBox.replaceChildren(
+        h("h2", {}, "Service"),
+        h("div", { id: "status-summary" }, fields(summary(info), SUMMARY_LABELS)),
+        h("details", {}, h("summary", {}, "Everything /info reports"), fields(info, LABELS)),
+      );
     } catch (err) {
       if (err.name === "AbortError") return;
       infoBox.replaceChildren();

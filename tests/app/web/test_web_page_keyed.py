@@ -152,4 +152,4 @@ def test_with_keys_required_the_page_asks_for_one_and_works_with_it(
     browser_page.set_viewport_size(PHONE)
     web.view("#/status")
     browser_page.wait_for_selector("#status-info dl")
-    assert browser_page.inner_text("#status-info [data-field='items'] > dd") == "2"
+    assert browser_page.inner_text("#status-summary [data-field='items'] > dd") == "2"

@@ -222,9 +222,12 @@ def test_enroll_search_browse_and_delete(
     page.wait_for_selector("[data-ready='true']")
     page.wait_for_selector("#status-info dl")
     info = service.get("/info").json()
-    shown_items = page.inner_text("#status-info [data-field='items'] > dd")
+    shown_items = page.inner_text("#status-summary [data-field='items'] > dd")
     assert shown_items == str(info["items"]) == "1"
-    assert page.inner_text("#status-info [data-field='store_backend'] > dd") == "sqlite"
+    assert page.inner_text("#status-summary [data-field='store_backend'] > dd") == "sqlite"
+    model = f"{info['model']['model_name']} {info['model']['model_version']}"
+    assert page.inner_text("#status-summary [data-field='model'] > dd") == model
+    assert page.inner_text("#status-summary [data-field='images'] > dd") == str(info["images"])
     screenshot(page, "status-desktop")
     assert images_without_alt(page) == []
 
