@@ -42,6 +42,7 @@ from contextlib import AbstractContextManager, nullcontext
 import numpy as np
 import numpy.typing as npt
 
+from app.image_evidence import ImageChange, ImageEvidence
 from app.index_breaker import IndexBreaker
 from app.item_attribute_map import ItemAttributeMap
 from app.metrics import ServiceMetrics
@@ -50,6 +51,7 @@ from index.centroid_math import centroid_from_sum
 from index.row_export import RowExport
 from index.shared_centroid_index import SharedCentroidIndex
 from store.item_attributes import Attributes, attribute_terms
+from store.item_spread import item_spread
 from store.records import ItemState
 
 log = logging.getLogger(__name__)
@@ -70,8 +72,16 @@ class IndexNotSettledError(RuntimeError):
 
 
 class IndexApplier:
-    def __init__(self, index: CentroidIndex, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self,
+        index: CentroidIndex,
+        metrics: ServiceMetrics,
+        evidence: ImageEvidence | None = None,
+    ) -> None:
         self.index = index
+        # The candidates' images and spreads a search's second stage reads, kept in step with
+        # the rows here (an own index only: a shared one's evidence is read from the store).
+        self.evidence = evidence if not isinstance(index, SharedCentroidIndex) else None
         self._metrics = metrics
         self._versions: dict[str, int] = {}
         self._lock = threading.Lock()  # the dict: different items are applied concurrently
@@ -127,9 +137,12 @@ class IndexApplier:
         with self._lock:
             return [(i, self._versions.get(i, 0)) for i in held]
 
-    def apply(self, state: ItemState, reread: Reread | None = None) -> bool:
+    def apply(
+        self, state: ItemState, reread: Reread | None = None, images: ImageChange | None = None
+    ) -> bool:
         """Put ``state`` in the index unless it is older than what the index reflects; True if
-        applied. The caller holds ``state.item_id``'s item lock.
+        applied. The caller holds ``state.item_id``'s item lock. ``images``: what this
+        replica's write did to the item's images (the evidence re-reads them otherwise).
 
         A shared index needs ``reread`` (the store's state of an item now): ``state`` is
         settled (see the module docstring), and ``IndexUnavailableError`` or
@@ -141,7 +154,8 @@ class IndexApplier:
             self._settle(self._shared, state.item_id, state, reread)
             return True
         with self._lock:
-            if state.version < self._versions.get(state.item_id, 0):
+            prior = self._versions.get(state.item_id, 0)
+            if state.version < prior:
                 return False
             self._versions[state.item_id] = state.version
         with self._metrics.stage("index_update"):
@@ -155,6 +169,11 @@ class IndexApplier:
                     attribute_terms(state.attributes),
                 )
                 self.attributes.set(state.item_id, state.attributes)
+        # The feed echoes this replica's own writes (same version): their images are in already.
+        if self.evidence is not None and (
+            images is not None or state.version != prior or state.version == 0
+        ):
+            self.evidence.applied(state, images)
         return True
 
     def apply_replicated(self, state: ItemState) -> bool:
@@ -189,6 +208,8 @@ class IndexApplier:
         remove it, keeping the version of its deletion if one was seen. Item lock held."""
         self.index.remove(item_id)
         self.attributes.drop(item_id)
+        if self.evidence is not None:
+            self.evidence.dropped(item_id)
 
     def version_map(self) -> dict[str, int]:
         """A copy of the remembered versions (item id -> version; deleted items included)."""
@@ -212,6 +233,8 @@ class IndexApplier:
             self.index.rebuild(zip(ids, rows, terms, strict=True))
         with self._lock:
             self._versions = dict(zip(ids, versions.tolist(), strict=True))
+        if self.evidence is not None:
+            self.evidence.rebuilt(None)  # a snapshot holds no spreads: computed from the rows
 
     def rebuild(self, states: Iterable[ItemState], reread: Reread | None = None) -> int:
         """Replace everything with ``states`` (each item once), versions included. A shared
@@ -224,10 +247,13 @@ class IndexApplier:
             return self._sync(self._shared, states, reread)
         versions: dict[str, int] = {}
         attributes: list[tuple[str, Attributes]] = []
+        spreads: list[tuple[str, int, float | None]] = []
 
         def rows() -> Iterator[tuple[str, npt.NDArray[np.float32], frozenset[str]]]:
             for state in states:
                 versions[state.item_id] = state.version
+                if self.evidence is not None:
+                    spreads.append((state.item_id, state.count, item_spread(state)))
                 if state.attributes:
                     attributes.append((state.item_id, state.attributes))
                 terms = attribute_terms(state.attributes)
@@ -237,6 +263,8 @@ class IndexApplier:
         self.attributes.replace(attributes)
         with self._lock:
             self._versions = versions
+        if self.evidence is not None:
+            self.evidence.rebuilt(spreads)
         return len(versions)
 
     # -- shared index -------------------------------------------------------------------------

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -38,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.admission_control import AdmissionTicket
+from app.image_evidence import CandidateEvidence, ImageChange, ImageEvidence
 from app.index_applier import IndexApplier, IndexNotSettledError
 from app.index_reconciler import IndexReconciler
 from app.inference_executor import InferenceExecutor, Priority
@@ -56,6 +58,9 @@ from index.centroid_index import CentroidIndex
 from index.centroid_math import centroid_from_sum
 from index.gpu_search_mirror import GpuSearchMirror
 from index.index_errors import IndexUnavailableError
+from index.match_confidence import is_degenerate, match_confidence, uniform_inputs
+from index.shared_centroid_index import SharedCentroidIndex
+from index.two_stage_fusion import DEFAULT_ALPHA, DEFAULT_CANDIDATES, RankMode, rank_candidates
 from store.blob_backend import BlobBackend, BlobUnavailableError
 from store.errors import ItemNotFoundError, StoreError, StoreOutcomeUnknownError
 from store.idempotency import IdempotencyClaim, replay_if_recorded
@@ -126,10 +131,22 @@ class PatchResult:
 
 @dataclass(frozen=True)
 class SearchHit:
+    """One result; the fields' meanings are ``app/schemas.py``'s ``SearchResult``'s."""
+
     item_id: str
-    score: float
+    score: float  # the ranking score: fused in two_stage, the centroid score in centroid mode
     # The item's attributes as this replica's index reflects them (app/item_attribute_map.py).
     attributes: Attributes = field(default_factory=dict)
+    best_image_id: str | None = None  # None: the item's images could not be read
+    image_score: float = 0.0
+    image_count: int = 0
+    centroid_score: float = 0.0
+    match: bool = False
+    confidence: float = 0.0
+
+
+# Per-image embeddings kept in memory up to this many bytes (RETRIEVAL_IMAGE_EMBEDDINGS_BUDGET_MB).
+DEFAULT_IMAGE_EMBEDDINGS_BUDGET_BYTES = 1024 * 2**20
 
 
 def model_identity(embedder: OnnxEmbedder) -> ModelIdentity:
@@ -153,7 +170,13 @@ class Retriever:
         reconcile_interval_s: float = 0.0,
         recall_sampler: RecallSampler | None = None,
         index_info: Mapping[str, Any] | None = None,
+        # The index's own order unless told (the service's default is Settings.ranking's).
+        ranking: RankMode = RankMode.CENTROID,
+        rerank_candidates: int = DEFAULT_CANDIDATES,
+        image_embeddings_budget_bytes: int = DEFAULT_IMAGE_EMBEDDINGS_BUDGET_BYTES,
     ) -> None:
+        if rerank_candidates < 1:
+            raise ValueError(f"rerank_candidates must be >= 1, got {rerank_candidates}")
         self.embedder = embedder
         self.executor = executor
         self.store = store
@@ -168,7 +191,21 @@ class Retriever:
         self.identity = model_identity(embedder)
         self._item_locks = StripedLock()
         self._hash_locks = StripedLock()
-        self.applier = IndexApplier(index, metrics)
+        self.ranking = ranking
+        self.rerank_candidates = rerank_candidates
+        # The second stage's images and spreads (app/image_evidence.py): in memory within the
+        # budget, else (and with Milvus, which other replicas write) read from the store.
+        self.evidence = ImageEvidence(
+            store=store,
+            dim=embedder.embedding_dim,
+            budget_bytes=image_embeddings_budget_bytes,
+            item_locks=self._item_locks,
+            keep_in_memory=not isinstance(index, SharedCentroidIndex),
+            centroid_of=index.get,
+        )
+        self._uniform: npt.NDArray[np.float32] | None = None  # degenerate-query references
+        self._uniform_lock = threading.Lock()
+        self.applier = IndexApplier(index, metrics, self.evidence)
         self.reconciler = IndexReconciler(
             store=store,
             applier=self.applier,
@@ -271,7 +308,11 @@ class Retriever:
             except BaseException:  # a replayed answer too: it wrote nothing
                 self._forget_blobs(written)
                 raise
-            pending = self._apply_committed(outcome.item)
+            added = [n for n, created in enumerate(outcome.created) if created]
+            change = ImageChange(
+                added_ids=[outcome.image_ids[n] for n in added], added=embeddings[added]
+            )
+            pending = self._apply_committed(outcome.item, change)
         self._refresh_gauges()
         return EnrollResult(outcome, index_pending=pending)
 
@@ -292,7 +333,7 @@ class Retriever:
                 state = self.store.patch_attributes(
                     item_id, patch, max_attributes_bytes, idempotency
                 )
-            pending = self._apply_committed(state)
+            pending = self._apply_committed(state, ImageChange())  # images untouched
         return PatchResult(PatchOutcome(state), index_pending=pending)
 
     def delete_image(
@@ -305,7 +346,7 @@ class Retriever:
         with self._item_locks.hold([item_id]):
             with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
                 outcome = self.store.delete_image(item_id, image_id, idempotency)
-            pending = self._apply_committed(outcome.item)
+            pending = self._apply_committed(outcome.item, ImageChange(removed=[image_id]))
         self._release_blobs(outcome)
         self._refresh_gauges()
         return DeleteResult(outcome, index_pending=pending)
@@ -317,7 +358,7 @@ class Retriever:
         with self._item_locks.hold([item_id]):
             with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
                 outcome = self.store.delete_item(item_id, idempotency)
-            pending = self._apply_committed(outcome.item)
+            pending = self._apply_committed(outcome.item, ImageChange())
         self._release_blobs(outcome)
         self._refresh_gauges()
         return DeleteResult(outcome, index_pending=pending)
@@ -353,7 +394,7 @@ class Retriever:
         the query centroid ``normalize(sum_i w_i * e_i)`` (:func:`set_query`)."""
         batch = self.decode_query(uploads, ticket)
         embeddings = self._embed(batch, Priority.SEARCH, ticket)
-        return self.search_by_embedding(embeddings, k, min_score, weights, where)
+        return self.search_by_embedding(embeddings, k, min_score, weights, where, batch)
 
     def decode_query(
         self, uploads: Sequence[Upload], ticket: AdmissionTicket | None = None
@@ -375,10 +416,17 @@ class Retriever:
         min_score: float | None = None,
         weights: Sequence[float] | None = None,
         where: AttributeFilter | None = None,
+        model_inputs: npt.NDArray[np.uint8] | None = None,
     ) -> list[SearchHit]:
         """:meth:`search_set` from the query's ``(N, D)`` embeddings as the model output them
-        (``(1, D)``: a one-photo search)."""
-        return self._ranked(set_query(embeddings, weights), k, min_score, where)
+        (``(1, D)``: a one-photo search), and the ``(N, 3, H, W)`` model inputs they were made
+        of (when given, a flat input makes its file degenerate whatever its embedding).
+
+        A query all of whose files are degenerate (blank, uniform, tiny:
+        ``index/match_confidence.py``) gets no match and confidence 0 on every result; its
+        ranking is unchanged."""
+        degenerate = self._degenerate(embeddings, model_inputs)
+        return self._ranked(set_query(embeddings, weights), k, min_score, where, degenerate)
 
     def neighbours(
         self,
@@ -399,8 +447,7 @@ class Retriever:
         if centroid is None:
             raise ItemNotFoundError(f"item {item_id!r} not found")
         query = centroid.reshape(1, -1)  # (1, D) float32, unit norm as stored
-        hits = self._ranked(query, k + 1, min_score, where)
-        return [h for h in hits if h.item_id != item_id][:k]
+        return self._ranked(query, k, min_score, where, exclude=item_id)
 
     def _ranked(
         self,
@@ -408,22 +455,125 @@ class Retriever:
         k: int,
         min_score: float | None,
         where: AttributeFilter | None = None,
+        degenerate: bool = False,
+        exclude: str | None = None,
     ) -> list[SearchHit]:
-        """The top ``k`` items for one ``(1, D)`` unit-norm query, above ``min_score``, among
-        those matching ``where`` (the index's filter terms: ``store/item_attributes.py``)."""
+        """The top ``k`` items for one ``(1, D)`` unit-norm query, ``score >= min_score``,
+        among those matching ``where`` (the index's filter terms: ``store/item_attributes.py``)
+        and other than ``exclude``, with their evidence and verdicts.
+
+        The index proposes the top ``M = max(k, rerank_candidates)`` (two_stage; ``k`` in
+        centroid mode), exact with ties by item id; their images re-rank them by the fused
+        score (``index/two_stage_fusion.py``), ties by item id again. ``exclude`` (the item
+        itself, for neighbours) is searched one deeper and dropped: the top ``M + 1`` of all
+        items hold the top ``M`` of the others, whatever the ties."""
         terms = where.terms if where is not None and where.terms else None
+        two_stage = self.ranking is RankMode.TWO_STAGE
+        m = max(k, self.rerank_candidates) if two_stage else k
+        depth = m + (1 if exclude is not None else 0)
         with self.metrics.stage("index_search"):
-            (hits,) = self._search_index(query, k, terms)
+            (hits,) = self._search_index(query, depth, terms)
         # The sampler compares with an unfiltered brute force: filtered searches are not offered
         # (their recall is the index's own, measured by its tests and the bench).
         if self.recall_sampler is not None and terms is None:
-            self.recall_sampler.offer(query, k, hits)
+            self.recall_sampler.offer(query, depth, hits)
+        hits = [h for h in hits if h[0] != exclude][:m]
+        if not hits:
+            return []
+        with self.metrics.stage("rerank"):
+            answers = self._second_stage(query[0], hits, degenerate)
         attributes = self.applier.attributes
-        return [
-            SearchHit(item_id, score, attributes.get(item_id))
-            for item_id, score in hits
-            if min_score is None or score >= min_score
+        out = []
+        for hit in answers:
+            if min_score is not None and hit.score < min_score:
+                continue
+            out.append(replace(hit, attributes=attributes.get(hit.item_id)))
+            if len(out) == k:
+                break
+        return out
+
+    def _second_stage(
+        self, query: npt.NDArray[np.float32], hits: Sequence[tuple[str, float]], degenerate: bool
+    ) -> list[SearchHit]:
+        """The candidates ``hits`` (centroid order) for the ``(D,)`` unit ``query``, in answer
+        order, with their evidence and verdicts (attributes not yet set)."""
+        ids = [item_id for item_id, _ in hits]
+        centroid_scores = np.array([score for _, score in hits], dtype=np.float32)  # (M,)
+        evidence = self.evidence.candidates(ids)
+        images = [
+            e.rows if e is not None else _centroid_stand_in(query, centroid_scores[n])
+            for n, e in enumerate(evidence)
         ]
+        ranking = rank_candidates(
+            query, ids, centroid_scores, images, mode=self.ranking, alpha=DEFAULT_ALPHA
+        )
+        counts = np.array([self._image_count(i, e) for i, e in zip(ids, evidence, strict=True)])
+        # An unknown spread is judged as a one-image item's, by the rule's prior.
+        known = [e is not None and e.spread is not None for e in evidence]
+        rule_counts = np.where(known, counts, 1).astype(np.int64)
+        spreads = np.array(
+            [e.spread if e is not None and e.spread is not None else 1.0 for e in evidence]
+        )
+        order = ranking.items
+        # A tight item (mu near 1) far below its expectation sends the logistic's exp past
+        # float64: the confidence is then 0, as it should be.
+        with np.errstate(over="ignore"):
+            verdict = match_confidence(
+                ranking.centroid_score,
+                ranking.image_score,
+                rule_counts[order],
+                spreads[order],
+                degenerate_query=degenerate,
+            )
+        two_stage = self.ranking is RankMode.TWO_STAGE
+        scores = ranking.fused_score if two_stage else ranking.centroid_score
+        answers = []
+        for rank, n in enumerate(order.tolist()):
+            e = evidence[n]
+            best = e.image_ids[int(ranking.best_image[rank])] if e is not None else None
+            answers.append(
+                SearchHit(
+                    item_id=ids[n],
+                    score=float(scores[rank]),
+                    best_image_id=best,
+                    image_score=float(ranking.image_score[rank]),
+                    image_count=int(counts[n]),
+                    centroid_score=float(ranking.centroid_score[rank]),
+                    match=bool(verdict.match[rank]),
+                    confidence=float(verdict.confidence[rank]),
+                )
+            )
+        return answers
+
+    def _image_count(self, item_id: str, evidence: CandidateEvidence | None) -> int:
+        if evidence is not None:
+            return evidence.image_count
+        count = self.evidence.count_of(item_id)
+        return count if count is not None else 0
+
+    def _degenerate(
+        self, embeddings: npt.NDArray[np.float32], model_inputs: npt.NDArray[np.uint8] | None
+    ) -> bool:
+        """Whether every file of a query is degenerate (``index/match_confidence.py``): a set
+        with one real photo among blank ones still has something to match."""
+        uniform = self._uniform_embeddings()
+        return all(
+            is_degenerate(
+                embeddings[n],
+                uniform,
+                model_input=model_inputs[n] if model_inputs is not None else None,
+            )
+            for n in range(embeddings.shape[0])
+        )
+
+    def _uniform_embeddings(self) -> npt.NDArray[np.float32]:
+        """``(27, D)`` raw embeddings of uniform-colour images, made by this model once."""
+        if self._uniform is None:
+            with self._uniform_lock:
+                if self._uniform is None:
+                    spec = self.embedder.spec
+                    self._uniform = self.embedder.embed(uniform_inputs(spec.height, spec.width))
+        return self._uniform
 
     def get_item(self, item_id: str) -> ItemRecord | None:
         return self.store.get_item(item_id)
@@ -458,6 +608,12 @@ class Retriever:
                 "items": len(self.applier.attributes),
                 "bytes": self.applier.attributes.memory_bytes(),
             },
+            "image_embeddings": self.evidence.info(),
+            "ranking": {
+                "mode": self.ranking.value,
+                "candidates": self.rerank_candidates,
+                "alpha": DEFAULT_ALPHA,
+            },
         }
 
     def close(self) -> None:
@@ -466,6 +622,7 @@ class Retriever:
         if self.recall_sampler is not None:
             self.recall_sampler.close()
         self.reconciler.close()
+        self.evidence.close()
         self.store.close()
 
     # -- internals ------------------------------------------------------------------------
@@ -514,11 +671,12 @@ class Retriever:
         with self.applier.guarded():
             return self.index.search(query, k, where)
 
-    def _apply_committed(self, state: ItemState) -> bool:
-        """Bring the index to the state a write just committed; True (``index_pending``) if a
-        shared index could not take it now, the item then being marked for the reconciler."""
+    def _apply_committed(self, state: ItemState, images: ImageChange | None = None) -> bool:
+        """Bring the index to the state a write just committed (``images``: what it did to the
+        item's images); True (``index_pending``) if a shared index could not take it now, the
+        item then being marked for the reconciler."""
         try:
-            self.applier.apply(state, reread=self.store.get_item_state)
+            self.applier.apply(state, reread=self.store.get_item_state, images=images)
         except (IndexUnavailableError, IndexNotSettledError, StoreError) as exc:
             log.warning(
                 "item %r committed but not yet in the index (%s); the reconciler will apply it",
@@ -607,6 +765,14 @@ def set_query(
             raise ValueError(f"{w.shape[0]} weights for {rows.shape[0]} embeddings")
         total = w @ rows
     return centroid_from_sum(total).reshape(1, -1)
+
+
+def _centroid_stand_in(
+    query: npt.NDArray[np.float32], centroid_score: float
+) -> npt.NDArray[np.float32]:
+    """A ``(1, D)`` row whose dot with the unit ``query`` is ``centroid_score``: an item whose
+    images could not be read scores its centroid as its image score."""
+    return (np.float32(centroid_score) * query).reshape(1, -1).astype(np.float32)
 
 
 @contextmanager

@@ -48,8 +48,42 @@ ATTRIBUTES_DESCRIPTION = (
 
 
 class SearchResult(BaseModel):
+    """One result of ``/search`` or ``/items/{item_id}/neighbours``. Every field is present in
+    both ranking modes (``RETRIEVAL_RANKING``)."""
+
     item_id: str
-    score: float = Field(description="Cosine similarity between the query and the item centroid.")
+    score: float = Field(
+        description="The ranking score, by which results are ordered (descending; ties by item "
+        "id) and `min_score` cuts: with `RETRIEVAL_RANKING=two_stage` (the default) the fused "
+        "score `alpha * centroid_score + (1 - alpha) * image_score` (`alpha` in `/info`'s "
+        "`ranking`), with `centroid` the `centroid_score`. Not a probability: see `confidence`."
+    )
+    best_image_id: str | None = Field(
+        description="The item's image most similar to the query (highest cosine; the first "
+        "enrolled of equals). `null` only when the item's images could not be read (the store "
+        "unreachable while they are read from it): then `image_score` is the centroid score."
+    )
+    image_score: float = Field(
+        description="Cosine similarity between the query and `best_image_id`'s embedding "
+        "(unit, float16)."
+    )
+    image_count: int = Field(description="Images the item holds.")
+    centroid_score: float = Field(
+        description="Cosine similarity between the query and the item centroid (the L2-"
+        "normalised mean of its images' embeddings)."
+    )
+    match: bool = Field(
+        description="Whether the query is judged to show this item: `confidence >= 0.5`. The "
+        "rule compares `mean(centroid_score, image_score)` with what the item's own spread "
+        "(how alike its images are) predicts for a new photo of it, so it is not one flat cut "
+        "on `score`; items with one image use a measured prior. Always `false` for a "
+        "degenerate query (blank, uniform-colour or tiny images: every file of a set query)."
+    )
+    confidence: float = Field(
+        description="0..1: the calibrated likelihood that the query shows this item (a "
+        "logistic fit on real photos of enrolled against not-enrolled items); 0 for a "
+        "degenerate query."
+    )
     attributes: dict[str, Any] = Field(
         default_factory=dict,
         description=ATTRIBUTES_DESCRIPTION + " As this replica's index reflects the item.",
@@ -124,6 +158,17 @@ class InfoResponse(BaseModel):
     attributes: dict[str, int] = Field(
         description="Item attributes held in memory for search results: `items` (with any "
         "attributes) and `bytes` (approximate)."
+    )
+    image_embeddings: dict[str, int | str] = Field(
+        description="Per-image embeddings for the second stage: `mode` (`memory`: held here; "
+        "`warming`: being read from the store after a start, searches read their candidates' "
+        "images from the store meanwhile; `store`: read from the store per search, over "
+        "`budget_bytes` or with the milvus index), `bytes` held (approximate), "
+        "`budget_bytes`, and the `items` and `images` held."
+    )
+    ranking: dict[str, float | int | str] = Field(
+        description="`mode` (`two_stage` or `centroid`), `candidates` (M, the items the index "
+        "proposes) and `alpha` (the fusion's weight of the centroid score)."
     )
     limits: dict[str, int]
 

@@ -38,6 +38,7 @@ from artifact.onnx_embedder import OnnxEmbedder
 from index.flat_centroid_index import FlatCentroidIndex
 from index.gpu_search_mirror import GpuSearchMirror, gpu_available
 from index.index_errors import IndexUnavailableError
+from index.two_stage_fusion import RankMode
 from store.blob_sweep import log_sweep
 from store.change_feed import FeedCursor, RedisChangeFeed
 from store.change_log import ChangeLog, ChangeLogGapError
@@ -142,6 +143,9 @@ def build_retriever(
             queue_size=settings.recall_sample_queue,
         ),
         index_info=describe_index(settings),
+        ranking=RankMode(settings.ranking),
+        rerank_candidates=settings.rerank_candidates,
+        image_embeddings_budget_bytes=int(settings.image_embeddings_budget_mb * 2**20),
     )
     retriever.applier.configure_breaker(
         settings.milvus_breaker_failures, settings.milvus_breaker_cooldown_s

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from index.two_stage_fusion import DEFAULT_CANDIDATES
+
 MiB = 1024 * 1024
 
 # Where kept originals live (app/blob_backend_choice.py builds each).
@@ -18,6 +20,8 @@ BlobBackendKind = Literal["directory", "s3"]
 IndexKind = Literal["flat", "ivf", "milvus"]
 # How the IVF stores rows beside the float32 ones (index/ivf_centroid_index.py ``Codes``).
 IvfCodes = Literal["fp16", "sq8", "flat"]
+# How search results are ordered (index/two_stage_fusion.py RankMode).
+RankingKind = Literal["centroid", "two_stage"]
 # URI schemes pymilvus connects to; any other URI must be a Milvus Lite ``.db`` file.
 MILVUS_SCHEMES = ("http", "https", "tcp", "grpc", "unix")
 # Milvus collection names: a letter or underscore, then letters, digits, underscores (Milvus
@@ -310,6 +314,34 @@ class Settings(BaseSettings):
         description=(
             "milvus: how long the open breaker refuses before one call is let through to try "
             "Milvus again (seconds)."
+        ),
+    )
+    ranking: RankingKind = Field(
+        "two_stage",
+        description=(
+            "Result order: `two_stage` re-ranks the index's top `rerank_candidates` items by "
+            "the fused score `alpha * centroid_score + (1 - alpha) * image_score` (what "
+            "`python -m bench.answers` measured best on real photos); `centroid` keeps the "
+            "centroid order. Both answer every evidence field."
+        ),
+    )
+    rerank_candidates: int = Field(
+        DEFAULT_CANDIDATES,
+        ge=1,
+        le=1000,
+        description=(
+            "M: the items the centroid index proposes for the second stage (at least k are "
+            "taken); their images give the evidence and, in `two_stage`, the order."
+        ),
+    )
+    image_embeddings_budget_mb: float = Field(
+        1024.0,
+        ge=0,
+        description=(
+            "Per-image embeddings kept in memory (float16) for the second stage up to this "
+            "many MiB; over it (and with the `milvus` index) the candidates' images are read "
+            "from the store, one round trip per search; 0: always from the store. `/info` "
+            "states the mode (`memory`, `store`, `warming`) and bytes."
         ),
     )
     recall_sample_rate: float = Field(

@@ -22,7 +22,18 @@ from app.uploads import query_openapi, read_query_uploads
 def search_response(hits: list[SearchHit]) -> SearchResponse:
     return SearchResponse(
         results=[
-            SearchResult(item_id=h.item_id, score=h.score, attributes=h.attributes) for h in hits
+            SearchResult(
+                item_id=h.item_id,
+                score=h.score,
+                attributes=h.attributes,
+                best_image_id=h.best_image_id,
+                image_score=h.image_score,
+                image_count=h.image_count,
+                centroid_score=h.centroid_score,
+                match=h.match,
+                confidence=h.confidence,
+            )
+            for h in hits
         ]
     )
 

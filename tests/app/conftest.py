@@ -4,10 +4,16 @@ The service runs the tiny artifact (``tests/tiny_artifact.py``) unless a test as
 ``model_path=default_model_path``: only what the EfficientNet model's quality or its parity with
 ``model/`` can show needs it. Tests that request ``default_model_path`` are marked
 ``real_model``, so ``pytest tests/app -m "not real_model"`` runs the fast rest alone.
+
+The app tests rank in ``centroid`` mode unless they ask for another (``RETRIEVAL_RANKING``, set
+here for every ``Settings`` these tests build, launched processes included): their oracle is
+the centroid ranking. The service's default, ``two_stage``, is checked against its own oracle
+by ``test_search_evidence.py``, which sets it.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -28,6 +34,8 @@ from tests.tiny_artifact import write_tiny_artifact
 ServiceFactory = Callable[..., AbstractContextManager[httpx.Client]]
 
 HERE = Path(__file__).resolve().parent
+
+os.environ.setdefault("RETRIEVAL_RANKING", "centroid")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
