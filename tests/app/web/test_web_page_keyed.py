@@ -23,6 +23,7 @@ from tests.app.web.browser import (
     PageProblems,
     drop_files,
     screenshot,
+    tab_to,
     wait_images_loaded,
 )
 from tests.app.web.page_driver import PageDriver
@@ -107,7 +108,13 @@ def test_with_keys_required_the_page_asks_for_one_and_works_with_it(
     ]
 
     # The curator's key: enroll two items, search, open, delete; photos fetched with the key.
-    web.use_key(READ_WRITE_KEY)
+    # This one from the keyboard: open the panel, type the key, Enter.
+    tab_to(browser_page, "#key-summary")
+    browser_page.keyboard.press("Enter")
+    tab_to(browser_page, "#key-input")
+    browser_page.keyboard.type(READ_WRITE_KEY)
+    browser_page.keyboard.press("Enter")
+    browser_page.wait_for_function("() => !document.getElementById('key-panel').open")
     stored = browser_page.evaluate(
         "(k) => [sessionStorage.getItem(k), localStorage.getItem(k)]", KEY_STORAGE
     )

@@ -6,6 +6,7 @@ the loopback server (any other host is refused and recorded)."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
@@ -190,6 +192,13 @@ def test_enroll_search_browse_and_delete(
     assert web.open_item("chelsea") == 3
     screenshot(page, "item-desktop")
     held_ids = service.get("/items/chelsea").json()["image_ids"]
+    # A thumbnail opens the original, full size (the thumbnails are at most 256 px).
+    page.click(f".gallery li[data-image-id='{held_ids[0]}'] .thumb-button")
+    wait_images_loaded(page, "#viewer[open] img", 1)
+    natural = page.eval_on_selector("#viewer img", "i => [i.naturalWidth, i.naturalHeight]")
+    assert tuple(natural) == Image.open(io.BytesIO(cat[0])).size
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#viewer:not([open])", state="attached")
     web.delete_image(held_ids[0], confirm=False)  # cancelled: nothing deleted
     assert web.item_count() == 3
     # Attributes: a merge patch adds one key and deletes none that it does not name.
