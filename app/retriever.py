@@ -145,6 +145,11 @@ class SearchHit:
     confidence: float = 0.0
 
 
+# The uniform-colour images' embeddings per model (name, version, dim, input height, width):
+# what degenerate queries are compared with, made once per process and model.
+_UNIFORM_EMBEDDINGS: dict[tuple[str, str, int, int, int], npt.NDArray[np.float32]] = {}
+_UNIFORM_LOCK = threading.Lock()
+
 # Per-image embeddings kept in memory up to this many bytes (RETRIEVAL_IMAGE_EMBEDDINGS_BUDGET_MB).
 DEFAULT_IMAGE_EMBEDDINGS_BUDGET_BYTES = 1024 * 2**20
 
@@ -204,7 +209,6 @@ class Retriever:
             centroid_of=index.get,
         )
         self._uniform: npt.NDArray[np.float32] | None = None  # degenerate-query references
-        self._uniform_lock = threading.Lock()
         self.applier = IndexApplier(index, metrics, self.evidence)
         self.reconciler = IndexReconciler(
             store=store,
@@ -222,6 +226,7 @@ class Retriever:
         ``restore`` (a snapshot and a replay) when it says it did, else by loading every
         centroid from the store. Returns items."""
         self.store.claim_model_identity(self.identity)
+        self._uniform_embeddings()  # before ready: the first search does not wait for them
         if restore is None or not restore():
             self.rebuild_from_store()
         self._refresh_gauges()
@@ -567,12 +572,16 @@ class Retriever:
         )
 
     def _uniform_embeddings(self) -> npt.NDArray[np.float32]:
-        """``(27, D)`` raw embeddings of uniform-colour images, made by this model once."""
+        """``(27, D)`` raw embeddings of uniform-colour images, made by this model once per
+        process (27 model calls: about 3 s for the default model on 2 busy cores)."""
         if self._uniform is None:
-            with self._uniform_lock:
-                if self._uniform is None:
-                    spec = self.embedder.spec
-                    self._uniform = self.embedder.embed(uniform_inputs(spec.height, spec.width))
+            spec = self.embedder.spec
+            key = (spec.model_name, spec.model_version, spec.embedding_dim, spec.height, spec.width)
+            with _UNIFORM_LOCK:
+                if key not in _UNIFORM_EMBEDDINGS:
+                    inputs = uniform_inputs(spec.height, spec.width)
+                    _UNIFORM_EMBEDDINGS[key] = self.embedder.embed(inputs)
+                self._uniform = _UNIFORM_EMBEDDINGS[key]
         return self._uniform
 
     def get_item(self, item_id: str) -> ItemRecord | None:
