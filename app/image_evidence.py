@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.striped_lock import StripedLock
-from index.image_embeddings import ImageEmbeddings, unit_rows
+from index.image_embeddings import ImageEmbeddings, ItemImages, unit_rows
 from store.errors import StoreError
 from store.item_spread import item_spread
 from store.records import ImageRecord, ItemState
@@ -230,6 +230,13 @@ class ImageEvidence:
             for n in from_store:
                 out[n] = evidence_from_records(records.get(item_ids[n], []))
         return out
+
+    def held(self, item_id: str) -> ItemImages | None:
+        """The rows held in memory for ``item_id`` (None: none, or not in memory mode)."""
+        return self._images.get(item_id) if self._mode == MEMORY else None
+
+    def held_item_ids(self) -> list[str]:
+        return self._images.item_ids() if self._mode == MEMORY else []
 
     def count_of(self, item_id: str) -> int | None:
         held = self._spreads.get(item_id)
