@@ -1,6 +1,11 @@
 """A restart of the real service (``python -m app.server``) loads its index snapshot and replays
 only the writes after it; a snapshot that does not fit the store is ignored for a rebuild.
 
+The two starts whose way of stopping is under test (SIGKILL: no snapshot at shutdown; SIGTERM:
+one) are real processes; the starts after them only read what those left on disk, so they run
+the same app in this process (its lifespan is the process's), which saves two interpreter and
+model start-ups.
+
 SQLite here; the Redis replica's replay from the change feed is the follower's ordinary path
 (tests/app/test_change_follower.py) and the property test covers both backends'
 snapshot + replay against a rebuild (tests/app/test_index_snapshot_replay_property.py).
@@ -13,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.app.conftest import ServiceFactory
 from tests.app.launched_server import Launched, launched
 from tests.app.metrics_text import metric_value
 
@@ -47,7 +53,10 @@ def digest(client: httpx.Client) -> object:
 
 
 def test_restart_loads_the_snapshot_and_replays_the_writes_after_it(
-    tiny_model_path: Path, tmp_path: Path, photo_views: dict[str, list[bytes]]
+    tiny_model_path: Path,
+    tmp_path: Path,
+    service_factory: ServiceFactory,
+    photo_views: dict[str, list[bytes]],
 ) -> None:
     data = tmp_path / "data"
     env = {"RETRIEVAL_DATA_DIR": str(data), "RETRIEVAL_INDEX_SNAPSHOT_INTERVAL_S": "3600"}
@@ -76,9 +85,10 @@ def test_restart_loads_the_snapshot_and_replays_the_writes_after_it(
         digest(c)
         enroll(c, "camera", photo_views["camera"][:2])
         before = top(c, query)
-    # (left by SIGTERM: a snapshot at shutdown holds everything)
+    # (left by SIGTERM, launched()'s way of stopping: a snapshot at shutdown holds everything)
 
-    with launched(tiny_model_path, tmp_path, env) as server, client(server) as c:
+    in_process = {"index_snapshot_interval_s": 3600}
+    with service_factory(data_dir=data, **in_process) as c:
         assert startup(c)["snapshot"] > 0
         assert top(c, query) == before
         assert metric_value(c, "retrieval_index_items") == 4
@@ -88,8 +98,7 @@ def test_restart_loads_the_snapshot_and_replays_the_writes_after_it(
     other = tmp_path / "other"
     other.mkdir()
     shutil.copy(data / "index-snapshot.bin", other / "index-snapshot.bin")
-    env_other = {**env, "RETRIEVAL_DATA_DIR": str(other)}
-    with launched(tiny_model_path, tmp_path, env_other) as server, client(server) as c:
+    with service_factory(data_dir=other, **in_process) as c:
         how = startup(c)
         assert how["rebuild"] > 0 and how["snapshot"] == 0
         assert top(c, query) == [] and metric_value(c, "retrieval_index_items") == 0
