@@ -100,6 +100,11 @@ def test_filters_and_attributes_through_milvus_on_two_replicas(
         for client in (a, b):
             every = search(client, query, k=100, after=patched)
             assert {h["item_id"]: h["attributes"] for h in every} == attrs
+            # With Milvus, the second stage reads the candidates' images from the store.
+            assert client.get("/info").json()["image_embeddings"]["mode"] == "store"
+            for h in every:
+                assert h["image_count"] == 1
+                assert [h["best_image_id"]] == a.get(f"/items/{h['item_id']}").json()["image_ids"]
             for spec in (["kind:even"], ["kind:odd"], ["kind:even", "new:true"], ["i:3"], ["i:9"]):
                 conditions = [s.split(":") for s in spec]
                 want = [
