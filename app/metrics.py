@@ -18,7 +18,15 @@ from store.errors import StoreError
 # Stage names are part of the metrics contract (the benchmark reads them).
 # Longest a scrape waits for the store's item and image counts.
 STORE_COUNTS_WAIT_S = 0.5
-STAGES = ("decode", "inference", "index_search", "index_update", "store_write", "blob_write")
+STAGES = (
+    "decode",
+    "inference",
+    "index_search",
+    "rerank",  # the second stage: candidates' images (from memory or the store), verdicts
+    "index_update",
+    "store_write",
+    "blob_write",
+)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # Queue waits are often well under a millisecond: finer at the low end.
 _WAIT_BUCKETS = (0.0001, 0.00025, 0.0005, *_LATENCY_BUCKETS)

@@ -27,8 +27,9 @@ def neighbours_router(settings: Settings) -> APIRouter:
         dependencies=[ReadScope],
         summary="Find the items most similar to an enrolled item",
         description=(
-            "Other items ranked by cosine between their centroids and this item's centroid, "
-            "best first (ties by item id); the item itself is never among them. Same answer "
+            "Other items ranked with this item's centroid as the query (by centroid cosine, "
+            "re-ranked by their images in `two_stage`), best first (ties by item id), with "
+            "the same evidence and verdicts; the item itself is never among them. Same answer "
             "as `POST /search`, `filter` included (the k best others among the matching "
             "items). 404 if the item is not in this replica's index (send `after=` with the "
             "enrollment's position to wait for it)."
