@@ -112,14 +112,18 @@ class PageDriver:
     def read_results(self) -> list[ResultCard]:
         page = self.page
         page.wait_for_selector("section.results-box h2, section.results-box .message")
-        # Every card's thumbnail decoded (or the card says it has none).
+        # Every card's thumbnail decoded, or failed (its alt then says why), or the card says
+        # it has none.
         page.wait_for_function(
             """() => [...document.querySelectorAll('.result')].every((card) => {
                 const img = card.querySelector('img');
-                return img ? img.complete && img.src.startsWith('blob:') && img.naturalWidth > 0
-                           : card.querySelector('.caption').textContent === 'no image';
+                if (!img) return card.querySelector('.caption').textContent === 'no image';
+                return img.classList.contains('failed')
+                    || (img.complete && img.src.startsWith('blob:') && img.naturalWidth > 0);
             })"""
         )
+        failed = page.eval_on_selector_all(".result img.failed", "is => is.map(i => i.alt)")
+        assert failed == [], failed
         cards: list[dict[str, Any]] = page.eval_on_selector_all(
             ".result",
             """cs => cs.map(c => ({

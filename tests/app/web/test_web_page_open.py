@@ -245,6 +245,9 @@ def test_keyboard_alone_searches_enrolls_and_deletes(
     page: Page, service: httpx.Client, photo_views: Views
 ) -> None:
     rocket = photo_views["rocket"]
+    # A listener from the start turns Playwright's file chooser interception on before any
+    # key press; set up by expect_file_chooser alone, it may race the first Space.
+    page.on("filechooser", lambda _: None)
     web = PageDriver(page, str(service.base_url).rstrip("/"))
     web.open()
     keys = page.keyboard
