@@ -177,7 +177,13 @@ def test_enroll_search_browse_and_delete(
     shown = web.search([("query.jpg", cup[4])], filters="kind:cat")
     assert [c.item_id for c in shown] == ["chelsea"]
     same_as_api(service, shown, api_search(service, [cup[4]], k=10, filter="kind:cat"))
-    screenshot(page, "search-desktop")
+    # A uniform grey photo looks like nothing enrolled: every card says "No match".
+    grey = io.BytesIO()
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(grey, format="JPEG")
+    shown = web.search([("grey.jpg", grey.getvalue())])
+    same_as_api(service, shown, api_search(service, [grey.getvalue()], k=10))
+    assert shown and {c.verdict for c in shown} == {"false"}
+    assert page.inner_text(".result .verdict").startswith("No match")
 
     # Browse: both items with their counts and attributes; open one, delete an image.
     web.view("#/browse")
