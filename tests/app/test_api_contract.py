@@ -142,7 +142,8 @@ def test_deletes(client: httpx.Client, photo_views: dict[str, list[bytes]]) -> N
 def test_operations_endpoints(client: httpx.Client, photo_views: dict[str, list[bytes]]) -> None:
     assert client.get("/healthz").json() == {"status": "alive"}
     assert client.get("/readyz").status_code == 200
-    stages = ("decode", "inference", "index_search", "index_update", "store_write", "blob_write")
+    stages = ("decode", "inference", "index_search", "rerank", "index_update", "store_write")
+    stages += ("blob_write",)
     assert set(stages) == set(STAGES)
     # The series exist at zero from the start, so only a rise shows a stage was timed.
     before = {s: metric_value(client, "retrieval_stage_seconds_count", stage=s) for s in stages}
@@ -155,6 +156,7 @@ def test_operations_endpoints(client: httpx.Client, photo_views: dict[str, list[
         "decode": 2,
         "inference": 2,
         "index_search": 1,
+        "rerank": 1,
         "index_update": 1,
         "store_write": 1,
         "blob_write": 1,
