@@ -56,11 +56,22 @@ class ModelConfig:
     """Which network: a name in ``MODELS`` (bnneck, two_head) and its backbone."""
 
     name: str = "bnneck"
-    # A name in model.modeling.backbones.registry.BACKBONES.
+    # A name in model.modeling.backbones.registry.BACKBONES: resnet50, resnet50_ibn_a,
+    # efficientnet_lite0 (the service's default model), tiny_cnn.
     backbone: str = "resnet50"
-    # Passed to the backbone constructor, e.g. {last_stride: 1, weights_path: ...}. The reference
-    # uses last stride 1 for ResNet-50 (MODEL.LAST_STRIDE).
-    backbone_kwargs: dict[str, Any] = field(default_factory=lambda: {"last_stride": 1})
+    # Passed to the backbone constructor, e.g. {last_stride: 1, weights_path: ...} for the
+    # ResNets, {pretrained: false} for efficientnet_lite0; an option the backbone does not take
+    # is an error naming the ones it does. Empty by default, so any backbone trains by name
+    # alone: each constructor's defaults are the reference's (ResNet last stride 1,
+    # MODEL.LAST_STRIDE; Lite0 with its packaged ImageNet weights).
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Fine-tuning: freeze_backbone leaves every backbone parameter as it is (no gradient, and
+    # its batch-norm layers in eval mode); freeze_backbone_bn keeps only the backbone's
+    # batch-norm layers in eval mode (running statistics frozen, affine weights still trained),
+    # which is what made fine-tuning a pretrained backbone on P×K = 32-image batches pay off
+    # (issue 13's probe: +3.3 points of centroid mAP where re-estimated statistics lost points).
+    freeze_backbone: bool = False
+    freeze_backbone_bn: bool = False
     # two_head only (Taha et al. use a 256-d embedding head); "pooled" or "flatten".
     embedding_dim: int = 256
     head: str = "pooled"
@@ -80,6 +91,11 @@ class LossConfig:
     center_lr: float = 0.5
     # Proxy parameters learn ×100 faster than the network (Kim et al., Proxy Anchor, CVPR 2020).
     proxy_lr_multiplier: float = 100.0
+    # Per-term weight overrides by term name (ctl: cross_entropy, triplet, center,
+    # centroid_triplet; hpl: hpl; ranking_regularizer: cross_entropy, triplet), applied over
+    # the recipe's own weights. Weight 0 switches a term off: it is not in the loss, and its
+    # optimiser groups and state are not either. An unknown term name is an error.
+    weights: dict[str, float] = field(default_factory=dict)
     # Extra keyword arguments for recipes other than ctl (e.g. {base: proxy_anchor} for hpl,
     # {lam: 1.0, margin: 0.2, mining: batch_hard} for ranking_regularizer).
     options: dict[str, Any] = field(default_factory=dict)
@@ -98,6 +114,9 @@ class SolverConfig:
     warmup_factor: float = 0.1
     milestones: tuple[int, ...] = (40, 70)
     gamma: float = 0.1
+    # The backbone's parameters learn at base_lr × this (its own optimiser group); the neck,
+    # the heads and the losses' groups are unaffected. 1 = one lr for the whole network.
+    backbone_lr_multiplier: float = 1.0
 
 
 @dataclass
@@ -113,7 +132,14 @@ class TrainConfig:
     # Name written into exported models' contracts; empty → the output directory's name.
     run_name: str = ""
     # Held-out evaluation (decides best.pt) and last.pt every N epochs; both also after the last.
+    # solver.epochs = 0 evaluates the untrained network and writes it as last.pt and best.pt
+    # (epoch 0), so its score is the starting point a run is compared with.
     eval_every: int = 10
+    # The held-out metric whose maximum picks best.pt, a key the held-out evaluation reports:
+    # centroid/mAP (the CTL paper's headline number), centroid/rank1, instance/mAP,
+    # instance/rank1, ... A key the evaluation does not report stops the run at its first
+    # evaluation, listing the keys it does report.
+    best_metric: str = "centroid/mAP"
     checkpoint_every: int = 10
     keep_epoch_checkpoints: bool = False
     # Mixed precision is used only when training on CUDA (fp16 autocast + GradScaler).
@@ -122,6 +148,17 @@ class TrainConfig:
     device: str = "auto"
     # Progress bar (rank 0 only).
     progress: bool = True
+    # Without the bar (progress: false, e.g. in logs), one line every N batches with the running
+    # loss and images/s; 0 = none.
+    log_every: int = 20
+    # A re-run into an output_dir that already holds a last.pt: "check" resumes it when the
+    # config is the same apart from run-control keys (solver.epochs, progress, log_every,
+    # eval_every, checkpoint_every, keep_epoch_checkpoints, device, data.num_workers,
+    # data.eval_batch_size, existing_output) and otherwise stops, naming the keys that differ;
+    # "resume" resumes anyway (the differing keys are logged, the new values apply from here);
+    # "overwrite" deletes the run's checkpoints, metrics.csv and TensorBoard events and starts
+    # over. model.train --resume / --overwrite set it.
+    existing_output: str = "check"
 
     @property
     def name(self) -> str:

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from torch import nn
 
+from model.config.option_check import check_options
 from model.config.train_config import DataConfig, LossConfig, ModelConfig
 from model.data.coco_pairs import read_coco_pairs
 from model.data.dataset_split import DatasetSplit
@@ -20,7 +21,9 @@ from model.data.market1501 import read_market1501
 from model.losses.recipes.ctl_recipe import ctl_recipe
 from model.losses.recipes.hpl_recipe import hpl_recipe
 from model.losses.recipes.ranking_regularizer_recipe import ranking_regularizer_recipe
+from model.losses.term_weights import with_term_weights
 from model.losses.weighted_loss_sum import WeightedLossSum
+from model.modeling.backbones.backbone import Backbone
 from model.modeling.backbones.registry import build_backbone
 from model.modeling.embedding_net import EmbeddingNet
 from model.modeling.two_head_net import TwoHeadNet
@@ -87,19 +90,28 @@ def _backbone_kwargs(cfg: ModelConfig, load_pretrained: bool) -> dict[str, objec
     return kwargs
 
 
+def _backbone(cfg: ModelConfig, load_pretrained: bool) -> Backbone:
+    """The named backbone, frozen as the config says (before the network is built on it, so
+    the two-head net's shape probe sees it in its final mode)."""
+    backbone = build_backbone(cfg.backbone, **_backbone_kwargs(cfg, load_pretrained))
+    if cfg.freeze_backbone:
+        backbone.freeze()
+    elif cfg.freeze_backbone_bn:
+        backbone.freeze_batch_norm()
+    return backbone
+
+
 def _bnneck(
     cfg: ModelConfig, num_classes: int, input_size: tuple[int, int], load_pretrained: bool
 ) -> nn.Module:
-    backbone = build_backbone(cfg.backbone, **_backbone_kwargs(cfg, load_pretrained))
-    return EmbeddingNet(backbone, num_classes)
+    return EmbeddingNet(_backbone(cfg, load_pretrained), num_classes)
 
 
 def _two_head(
     cfg: ModelConfig, num_classes: int, input_size: tuple[int, int], load_pretrained: bool
 ) -> nn.Module:
-    backbone = build_backbone(cfg.backbone, **_backbone_kwargs(cfg, load_pretrained))
     return TwoHeadNet(
-        backbone,
+        _backbone(cfg, load_pretrained),
         num_classes,
         input_size_hw=input_size,
         embedding_dim=cfg.embedding_dim,
@@ -157,5 +169,27 @@ LOSS_RECIPES: dict[str, Callable[[LossConfig, int, int, int], WeightedLossSum]] 
 }
 
 
+# Each recipe's function, how many leading arguments the builder passes positionally, and the
+# keyword parameters it fills from their own loss.* keys: what remains is what loss.options
+# may hold.
+RECIPE_OPTIONS: dict[str, tuple[Callable[..., WeightedLossSum], int, frozenset[str]]] = {
+    "ctl": (ctl_recipe, 2, frozenset({"margin", "label_smoothing", "center_weight", "center_lr"})),
+    "hpl": (hpl_recipe, 2, frozenset({"proxy_lr_multiplier", "seed"})),
+    "ranking_regularizer": (ranking_regularizer_recipe, 1, frozenset()),
+}
+
+
 def build_loss(cfg: LossConfig, num_classes: int, feat_dim: int, seed: int) -> WeightedLossSum:
-    return lookup(LOSS_RECIPES, cfg.recipe, "loss recipe")(cfg, num_classes, feat_dim, seed)
+    """The recipe's loss with ``cfg.weights`` applied: a term at weight 0 is left out."""
+    build = lookup(LOSS_RECIPES, cfg.recipe, "loss recipe")
+    func, skip, set_elsewhere = RECIPE_OPTIONS[cfg.recipe]
+    check_options(
+        func,
+        cfg.options,
+        what=f"loss recipe {cfg.recipe!r}",
+        key="loss.options",
+        skip=skip,
+        set_elsewhere=set_elsewhere,
+        hint="A term's weight (0 switches it off) is loss.weights.<term>",
+    )
+    return with_term_weights(build(cfg, num_classes, feat_dim, seed), cfg.weights)
