@@ -4,7 +4,7 @@
 import { ApiError, request, segment } from "./api.js";
 import { attributeChips, errorText, h, parseFilters, say } from "./dom.js";
 
-const PAGE_SIZES = [20, 50, 100];
+const PAGE_SIZES = [10, 20, 50, 100];
 // Cursors of the pages seen so far (index 0: the first page), kept while the page is open so
 // that "Previous" goes back without the service having to page backwards.
 let pages = [null];
@@ -25,6 +25,7 @@ export function renderBrowse(root, scope) {
   async function load() {
     previous.disabled = true;
     next.disabled = true;
+    list.setAttribute("aria-busy", "true");
     say(message, "Loading…");
     const params = [["limit", String(pageSize)], ["cursor", pages[pageIndex]]];
     for (const spec of parseFilters(filterText)) params.push(["filter", spec]);
@@ -53,6 +54,8 @@ export function renderBrowse(root, scope) {
       say(message, errorText(err), "error");
       if (err instanceof ApiError && err.status === 401) document.getElementById("key-panel").open = true;
       previous.disabled = pageIndex === 0;
+    } finally {
+      list.removeAttribute("aria-busy");
     }
   }
 

@@ -346,3 +346,59 @@ def test_every_view_fits_the_width_and_every_image_has_alt(
     page.close()
     assert checks == {view: (0, []) for view in checks}, checks
     assert guard.refused == []
+
+
+def test_browse_pages_and_filters_as_the_api_lists(
+    page: Page, service: httpx.Client, photo_views: Views
+) -> None:
+    photos = ["astronaut", "coins", "china", "flower", "immunohistochemistry", "stereo_motorcycle"]
+    for i, name in enumerate(photos):
+        for j in range(2):  # two items per photo, one view each: more than a page of 10
+            files = {"images": (f"{name}.jpg", photo_views[name][j], "image/jpeg")}
+            data = {"attributes": json.dumps({"page_test": "yes", "n": i * 2 + j})}
+            r = service.post(f"/items/page-{name}-{j}/images", files=files, data=data)
+            assert r.status_code == 201, r.text
+    pages: list[list[str]] = []
+    params: dict[str, str | int] = {"limit": 10}
+    while True:
+        body = service.get("/items", params=params).json()
+        pages.append([item["item_id"] for item in body["items"]])
+        if not body["next_cursor"]:
+            break
+        params["cursor"] = body["next_cursor"]
+    assert len(pages) >= 2
+    web = PageDriver(page, str(service.base_url).rstrip("/"))
+    web.open()
+    web.view("#/browse")
+
+    def listed() -> list[str]:
+        # The list is aria-busy from the click that asks for a page until it is shown.
+        page.wait_for_selector(".item-list:not([aria-busy])", state="attached")
+        ids: list[str] = page.eval_on_selector_all(
+            ".item-row", "rs => rs.map(r => r.dataset.itemId)"
+        )
+        return ids
+
+    page.select_option("#browse-size", "10")
+    page.click("#browse-form button[type='submit']")
+    assert listed() == pages[0]
+    assert page.is_disabled("#browse-previous")
+    for number, expected in enumerate(pages[1:], start=2):
+        page.click("#browse-next")
+        page.wait_for_function(
+            "(n) => document.querySelector('.page-label').textContent === `Page ${n}`", arg=number
+        )
+        assert listed() == expected
+    assert page.is_disabled("#browse-next")
+    page.click("#browse-previous")
+    page.wait_for_function(
+        "(n) => document.querySelector('.page-label').textContent === `Page ${n}`",
+        arg=len(pages) - 1,
+    )
+    assert listed() == pages[-2]
+    # A filter lists the matching items only, as GET /items?filter= does.
+    page.fill("#browse-filters", "page_test:yes\nn:3")
+    page.click("#browse-form button[type='submit']")
+    page.wait_for_function("() => document.querySelector('.page-label').textContent === 'Page 1'")
+    filtered = service.get("/items", params=[("filter", "page_test:yes"), ("filter", "n:3")])
+    assert listed() == [item["item_id"] for item in filtered.json()["items"]] == ["page-coins-1"]
