@@ -67,7 +67,10 @@ class SearchResult(BaseModel):
         description="Cosine similarity between the query and `best_image_id`'s embedding "
         "(unit, float16)."
     )
-    image_count: int = Field(description="Images the item holds.")
+    image_count: int = Field(
+        description="Images the item holds (with `best_image_id` `null`: as this replica last "
+        "saw it, 0 if it saw none)."
+    )
     centroid_score: float = Field(
         description="Cosine similarity between the query and the item centroid (the L2-"
         "normalised mean of its images' embeddings)."
