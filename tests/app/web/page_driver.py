@@ -98,6 +98,17 @@ class PageDriver:
         filters: str = "",
         weights: list[str] | None = None,
     ) -> list[ResultCard]:
+        self.submit_search(files, k=k, filters=filters, weights=weights)
+        return self.read_results()
+
+    def submit_search(
+        self,
+        files: list[tuple[str, bytes]],
+        *,
+        k: int = 10,
+        filters: str = "",
+        weights: list[str] | None = None,
+    ) -> None:
         page = self.page
         self.view("#/search")
         page.set_input_files("#search-files", [file_payload(n, d) for n, d in files])
@@ -107,7 +118,6 @@ class PageDriver:
         page.fill("#search-k", str(k))
         page.fill("#search-filters", filters)
         page.click("#search-submit")
-        return self.read_results()
 
     def read_results(self) -> list[ResultCard]:
         page = self.page

@@ -177,6 +177,16 @@ def test_enroll_search_browse_and_delete(
     shown = web.search([("query.jpg", cup[4])], filters="kind:cat")
     assert [c.item_id for c in shown] == ["chelsea"]
     same_as_api(service, shown, api_search(service, [cup[4]], k=10, filter="kind:cat"))
+    # A malformed filter: the search view shows the 422 problem's detail.
+    web.submit_search([("query.jpg", cup[4])], filters="no-colon-here")
+    page.wait_for_selector("main .message.error")
+    bad = service.post(
+        "/search",
+        files={"images": ("q.jpg", cup[4], "image/jpeg")},
+        params={"k": 10, "filter": "no-colon-here"},
+    )
+    assert bad.status_code == 422
+    assert web.message() == f"{bad.json()['detail']} (HTTP 422)"
     # A uniform grey photo looks like nothing enrolled: every card says "No match".
     grey = io.BytesIO()
     Image.new("RGB", (320, 240), (128, 128, 128)).save(grey, format="JPEG")
