@@ -5,7 +5,7 @@ retraining after growth with writes replayed, concurrent readers and writers."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import faiss
 import numpy as np
@@ -21,6 +21,14 @@ from tests.index.centroid_index_congruence import (
     brute_force,
     unit_row,
 )
+from tests.one_faiss_thread import one_faiss_thread
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_faiss_thread() -> Iterator[None]:
+    # Many small FAISS calls: OpenMP's spinning threads cost more than the work (see there).
+    with one_faiss_thread():
+        yield
 
 
 class TestIvfUntrainedCongruence(CentroidIndexCongruence):
