@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,15 @@ from index.flat_centroid_index import FlatCentroidIndex
 from index.ivf_centroid_index import IvfCentroidIndex
 from index.milvus_centroid_index import MilvusCentroidIndex
 from tests.index.centroid_index_congruence import brute_force
+from tests.one_faiss_thread import one_faiss_thread
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_faiss_thread() -> Iterator[None]:
+    # Many small FAISS calls: OpenMP's spinning threads cost more than the work (see there).
+    with one_faiss_thread():
+        yield
+
 
 DIM = 24
 

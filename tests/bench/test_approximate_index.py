@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,16 @@ from bench.approximate_index import (
     timed_calls,
 )
 from bench.real_embedding_gallery import CropRecipe, real_embeddings
+from tests.one_faiss_thread import one_faiss_thread
 from tests.tiny_artifact import write_tiny_artifact
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_faiss_thread() -> Iterator[None]:
+    # Many small FAISS calls: OpenMP's spinning threads cost more than the work (see there).
+    with one_faiss_thread():
+        yield
+
 
 PARAMS = IvfParams(nlist=16, nprobe=4, refine=4, codes="fp16", seed=1)
 REPS = dict(flat_search_reps=5, search_reps=20, update_reps=20)
@@ -83,7 +93,7 @@ def test_main_clustered_prints_both_rows_and_the_targets(
 ) -> None:
     args = ["--vectors", "clustered", "--items", "2000", "--dim", "16", "--nlist", "8"]
     reps = ["--flat-search-reps", "3", "--search-reps", "10", "--update-reps", "10"]
-    main([*args, "--queries", "20", *reps, "--out", str(tmp_path)])
+    main([*args, "--queries", "20", *reps, "--threads", "1", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "vectors=clustered" in out and "items=2000 dim=16" in out and "nlist=8" in out
     assert re.search(r"^flat\s+\|.*\|\s+1\.0000 \|", out, re.M)
@@ -106,7 +116,7 @@ def test_main_real_vectors_prints_the_sizes_and_the_all_real_set(
     recipe = ["--regions-per-photo", "1", "--gallery-views", "2", "--query-views", "1"]
     sizes = ["--items", "2000", "--items-per-base", "50", "--nlist", "8", "--queries", "15"]
     reps = ["--flat-search-reps", "3", "--search-reps", "10", "--update-reps", "10"]
-    main([*args, *recipe, *sizes, *reps, "--out", str(tmp_path)])
+    main([*args, *recipe, *sizes, *reps, "--threads", "1", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert (
         "vectors=real: 20 real items (regions of 20 shipped photos) x 2 gallery + 1 held-out" in out
