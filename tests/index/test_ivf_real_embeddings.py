@@ -6,6 +6,7 @@ expansion must keep of the real data: its spread."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from bench.real_embedding_gallery import (
     within_item_spread,
 )
 from index.ivf_centroid_index import IvfCentroidIndex
+from tests.one_faiss_thread import one_faiss_thread
 
 pytestmark = pytest.mark.real_model
 
@@ -28,6 +30,13 @@ pytestmark = pytest.mark.real_model
 RECIPE = CropRecipe(regions_per_photo=1, gallery_views=3, query_views=1, seed=7)
 ITEMS, BASES = 20, 60
 K = 10
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_faiss_thread() -> Iterator[None]:
+    # Many small FAISS calls: OpenMP's spinning threads cost more than the work (see there).
+    with one_faiss_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
