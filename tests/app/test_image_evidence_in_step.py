@@ -25,6 +25,7 @@ from artifact.onnx_embedder import OnnxEmbedder
 from index.flat_centroid_index import FlatCentroidIndex
 from index.image_embeddings import ImageEmbeddings, unit_rows
 from index.two_stage_fusion import RankMode
+from store.item_spread import item_spread
 from store.sqlite_store import SqliteStore
 from store.store import Store
 from tests import redis_server
@@ -176,5 +177,58 @@ def test_outgrowing_the_budget_switches_to_store_reads_with_the_same_answers(
         retriever.rebuild_from_store()
         assert retriever.evidence.wait_filled(timeout=30)
         assert retriever.evidence.mode == STORE
+    finally:
+        retriever.close()
+
+
+def test_a_snapshot_load_refills_from_the_store_with_spreads_from_the_rows(
+    tiny_model_path: Path, tmp_path: Path, photo_views: dict[str, list[bytes]]
+) -> None:
+    """A snapshot holds centroids, not spreads or images: after a load the rows are read from
+    the store in the background (searches read the store meanwhile) and each spread is the
+    mean cosine of the held float16 rows to the centroid, close to the sums' exact value."""
+    embedder = OnnxEmbedder(tiny_model_path, allow_gpu=False)
+    retriever = Retriever(
+        embedder=embedder,
+        store=SqliteStore(tmp_path / "store.sqlite3"),
+        index=FlatCentroidIndex(embedder.embedding_dim),
+        blobs=None,
+        metrics=ServiceMetrics(),
+        max_image_pixels=40_000_000,
+        max_images_per_request=4,
+        ranking=RankMode.TWO_STAGE,
+    )
+    try:
+        retriever.rebuild_index()
+        for name in ("astronaut", "chelsea", "coffee", "coins"):
+            retriever.enroll(name, [Upload("v.jpg", v) for v in photo_views[name][:3]])
+        retriever.enroll("rocket", [Upload("v.jpg", photo_views["rocket"][0])])
+        query = photo_views["chelsea"][5]
+        before = retriever.search(query, 10)
+        # What IndexSnapshots.load does: every row, version and term set at once.
+        index = retriever.index
+        assert isinstance(index, FlatCentroidIndex)
+        ((ids, rows, terms),) = list(index.iter_row_chunks(100))
+        versions = np.array([retriever.applier.version_of(i) for i in ids], dtype=np.int64)
+        retriever.applier.load(ids, versions, rows, terms)
+        assert retriever.evidence.wait_filled(timeout=30)
+        assert_memory_is_the_store(retriever, retriever.store)
+        after = retriever.search(query, 10)
+        assert [(h.item_id, h.best_image_id, h.image_count, h.match) for h in after] == [
+            (h.item_id, h.best_image_id, h.image_count, h.match) for h in before
+        ]
+        for got, expected in zip(after, before, strict=True):
+            assert got.image_score == pytest.approx(expected.image_score, abs=ATOL)
+            # float16 rows: each cosine within ~1e-3, scaled by the item's 1 / (1 - mu).
+            assert got.confidence == pytest.approx(expected.confidence, abs=0.02)
+        # Each spread from the rows and the centroid, against the sums' exact one.
+        for item_id in ids:
+            (evidence,) = retriever.evidence.candidates([item_id])
+            state = retriever.store.get_item_state(item_id)
+            assert evidence is not None and state is not None
+            exact = item_spread(state)
+            assert exact is not None and evidence.spread is not None
+            assert evidence.spread == pytest.approx(exact, abs=2e-3), item_id
+            assert (exact < 0.999) == (state.count > 1)  # the check can tell them apart
     finally:
         retriever.close()
