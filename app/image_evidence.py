@@ -162,6 +162,14 @@ class ImageEvidence:
         self._reread(item_id)
         self._check_budget()
 
+    def holds(self, state: ItemState) -> bool:
+        """Whether what is held for ``state``'s item agrees with it (its image count; nothing
+        to hold outside memory mode): the reconciler's check, re-read by :meth:`applied`
+        otherwise."""
+        if self._mode != MEMORY or state.count == 0:
+            return True
+        return state.item_id not in self._stale and self._images.count(state.item_id) == state.count
+
     def dropped(self, item_id: str) -> None:
         """The index holds no ``item_id`` any more."""
         with self._lock:

@@ -124,7 +124,7 @@ class IndexReconciler:
             if self._stop.is_set():  # closing: the store is about to be closed under us
                 return changed
             extra.discard(state.item_id)
-            if not self._holds(state):
+            if not self._holds(state) or not self._evidence_holds(state):
                 changed += self._fix(state.item_id, "periodic")
         for item_id in sorted(extra):
             changed += self._fix(item_id, "periodic")
@@ -148,6 +148,11 @@ class IndexReconciler:
                     return False
                 self._applier.drop(item_id)
             else:
+                if not self._evidence_holds(state):
+                    # The index may be right while the images kept beside it are not (a
+                    # re-read that failed): re-read them now (not counted as an index fix).
+                    assert self._applier.evidence is not None
+                    self._applier.evidence.applied(state)
                 if self._holds(state):
                     return False
                 if not self._applier.apply(state):
@@ -156,6 +161,11 @@ class IndexReconciler:
         self._metrics.reconciled_items.labels(source=source).inc()
         self._metrics.index_items.set(len(self._index))
         return True
+
+    def _evidence_holds(self, state: ItemState) -> bool:
+        """Do the per-image embeddings kept beside the index agree with ``state``?"""
+        evidence = self._applier.evidence
+        return evidence is None or evidence.holds(state)
 
     def _holds(self, state: ItemState) -> bool:
         """Does the index show ``state`` (an existing item): its centroid, and its attributes

@@ -232,3 +232,33 @@ def test_a_snapshot_load_refills_from_the_store_with_spreads_from_the_rows(
             assert (exact < 0.999) == (state.count > 1)  # the check can tell them apart
     finally:
         retriever.close()
+
+
+def test_the_reconciler_re_reads_images_a_failed_re_read_left_out(
+    tiny_model_path: Path, tmp_path: Path, photo_views: dict[str, list[bytes]]
+) -> None:
+    embedder = OnnxEmbedder(tiny_model_path, allow_gpu=False)
+    retriever = Retriever(
+        embedder=embedder,
+        store=SqliteStore(tmp_path / "store.sqlite3"),
+        index=FlatCentroidIndex(embedder.embedding_dim),
+        blobs=None,
+        metrics=ServiceMetrics(),
+        max_image_pixels=40_000_000,
+        max_images_per_request=4,
+    )
+    try:
+        retriever.rebuild_index()
+        assert retriever.evidence.wait_filled(timeout=30)
+        for name in ("astronaut", "chelsea"):
+            retriever.enroll(name, [Upload("v.jpg", v) for v in photo_views[name][:3]])
+        # What a re-read against an unreachable store leaves: the item's rows not held (its
+        # searches read the store meanwhile) while the index is right.
+        with retriever.item_locks.hold(["chelsea"]):
+            retriever.evidence._stale.add("chelsea")
+            retriever.evidence._images.remove_item("chelsea")
+        assert retriever.evidence.held("chelsea") is None
+        assert retriever.reconciler.reconcile_all() == 0  # the index needed nothing
+        assert_memory_is_the_store(retriever, retriever.store)
+    finally:
+        retriever.close()
