@@ -122,38 +122,38 @@ def test_listing_pages_past_a_thousand_keys() -> None:
         server.stop()
 
 
-def test_an_outage_is_blob_unavailable_within_the_timeout_on_every_call() -> None:
-    server = S3Server()
-    server.start()
+def test_an_outage_is_blob_unavailable_within_the_timeout_on_every_call(s3: S3Server) -> None:
+    # The module's server, stopped and started again (empty) here: one moto start-up fewer
+    # than a server of its own; the tests after this one make buckets of their own anyway.
+    server = s3
     blobs = s3_blobs(server, timeout_s=OUTAGE_TIMEOUT_S)
     h, data = blob("outage")
     blobs.put(h, data)
     server.stop()
-    calls = {
-        "get": lambda: blobs.get(h),
-        "exists": lambda: blobs.exists(h),
-        "put": lambda: blobs.put(*blob("new")),
-        "delete": lambda: blobs.delete(h),
-        "count": blobs.count,
-        "entries": lambda: list(blobs.iter_entries()),
-        "remove_if": lambda: blobs.remove_if(h, lambda _: None),
-        "hold": blobs.deletion_hold.is_held,
-    }
-    for name, call in calls.items():
-        start = time.monotonic()
-        with pytest.raises(BlobUnavailableError) as caught:
-            call()
-        # A refused connection fails at once; the bound is the timeout's, connect and read.
-        assert time.monotonic() - start < 2 * OUTAGE_TIMEOUT_S + 1, name
-        message = str(caught.value)
-        assert SECRET_KEY not in message and ACCESS_KEY not in message, name
-        assert "see the service log" in caught.value.public_detail
-    # Back (empty: moto keeps its objects in memory): the same client serves again.
-    server.start()
     try:
-        assert blobs.get(h) is None and blobs.put(h, data) is True
+        calls = {
+            "get": lambda: blobs.get(h),
+            "exists": lambda: blobs.exists(h),
+            "put": lambda: blobs.put(*blob("new")),
+            "delete": lambda: blobs.delete(h),
+            "count": blobs.count,
+            "entries": lambda: list(blobs.iter_entries()),
+            "remove_if": lambda: blobs.remove_if(h, lambda _: None),
+            "hold": blobs.deletion_hold.is_held,
+        }
+        for name, call in calls.items():
+            start = time.monotonic()
+            with pytest.raises(BlobUnavailableError) as caught:
+                call()
+            # A refused connection fails at once; the bound is the timeout's, connect and read.
+            assert time.monotonic() - start < 2 * OUTAGE_TIMEOUT_S + 1, name
+            message = str(caught.value)
+            assert SECRET_KEY not in message and ACCESS_KEY not in message, name
+            assert "see the service log" in caught.value.public_detail
     finally:
-        server.stop()
+        server.start()  # whatever happened: the tests after this one need it
+    # Back (empty: moto keeps its objects in memory): the same client serves again.
+    assert blobs.get(h) is None and blobs.put(h, data) is True
 
 
 def test_a_server_that_accepts_but_never_answers_times_out() -> None:
