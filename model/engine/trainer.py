@@ -37,28 +37,48 @@ from model.solver.warmup_multistep_lr import WarmupMultiStepLR
 
 log = logging.getLogger(__name__)
 
-# The metric that decides best.pt: held-out centroid mAP (the CTL paper's headline number).
+# The default metric that decides best.pt (config key ``best_metric``): held-out centroid mAP
+# (the CTL paper's headline number).
 BEST_METRIC = "centroid/mAP"
 
 Evaluator = Callable[[nn.Module], dict[str, float]]
+# What the epoch line shows of each level's metrics (metrics.csv has them all), and the metric
+# picking best.pt when it is another.
+LEVELS = ("instance", "centroid")
+SHOWN_METRICS = (("mAP", "mAP"), ("rank1", "R1"))
 
 
-def format_epoch(epoch: int, epochs: int, values: dict[str, float]) -> str:
-    """One console line per epoch (everything else is in metrics.csv and TensorBoard)."""
+class BestMetricError(ValueError):
+    """The held-out evaluation does not report the metric chosen to pick best.pt."""
+
+
+def format_epoch(
+    epoch: int, epochs: int, values: dict[str, float], best_metric_key: str = BEST_METRIC
+) -> str:
+    """One console line per epoch (everything else is in metrics.csv and TensorBoard); epoch 0
+    is the untrained network (``solver.epochs = 0``)."""
     losses = ", ".join(
         f"{k[5:]} {v:.3f}" for k, v in values.items() if k.startswith("loss/") and k != "loss/total"
     )
-    line = (
-        f"epoch {epoch}/{epochs}  loss {values.get('loss/total', float('nan')):.3f} ({losses})  "
-        f"lr {values['lr']:.2e}  {values['time/epoch_s']:.1f} s"
-    )
-    if f"eval/{BEST_METRIC}" in values:
-        shown = [
-            f"{level} mAP {100 * values[f'eval/{level}/mAP']:.1f}% "
-            f"R1 {100 * values[f'eval/{level}/rank1']:.1f}%"
-            for level in ("instance", "centroid")
-            if f"eval/{level}/mAP" in values
-        ]
+    if "loss/total" in values:
+        line = (
+            f"epoch {epoch}/{epochs}  loss {values['loss/total']:.3f} ({losses})  "
+            f"lr {values['lr']:.2e}  {values['time/epoch_s']:.1f} s"
+        )
+    else:
+        line = f"epoch {epoch}/{epochs}  untrained network"
+    if f"eval/{best_metric_key}" in values:
+        shown = []
+        for level in LEVELS:
+            parts = [
+                f"{label} {100 * values[f'eval/{level}/{key}']:.1f}%"
+                for key, label in SHOWN_METRICS
+                if f"eval/{level}/{key}" in values
+            ]
+            if parts:
+                shown.append(f"{level} " + " ".join(parts))
+        if best_metric_key not in {f"{lv}/{k}" for lv in LEVELS for k, _ in SHOWN_METRICS}:
+            shown.append(f"{best_metric_key} {values[f'eval/{best_metric_key}']:.4f}")
         line += "  | held-out " + ", ".join(shown)
     skipped = int(values.get(f"eval/{SKIPPED_KEY}", 0))
     if skipped:
@@ -102,6 +122,8 @@ class Trainer:
         config_dict: dict[str, Any],
         label_map: dict[str, int],
         progress: bool = True,
+        log_every: int = 0,
+        best_metric_key: str = BEST_METRIC,
     ) -> None:
         self.net = net
         self.loss = loss
@@ -123,7 +145,13 @@ class Trainer:
         self.config_dict = config_dict
         self.label_map = label_map
         self.progress = progress and dist.is_main
+        if log_every < 0:
+            raise ValueError(f"log_every must be >= 0, got {log_every}")
+        # Batch lines only where no bar shows progress, on rank 0.
+        self.log_every = log_every if dist.is_main and not self.progress else 0
         self.start_epoch = 0
+        self.best_metric_key = best_metric_key
+        # The best value of ``best_metric_key`` so far; -inf until something has been scored.
         self.best_metric = float("-inf")
         # Loss state DDP does not see (centers, proxies): its gradients are averaged by hand.
         self._loss_params = [p for p in loss.parameters() if p.requires_grad]
@@ -146,6 +174,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
             "best_metric": self.best_metric,
+            "best_metric_key": self.best_metric_key,
             "config": self.config_dict,
             "label_map": self.label_map,
         }
@@ -159,6 +188,10 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.best_metric = float(state["best_metric"])
+        if state.get("best_metric_key", BEST_METRIC) != self.best_metric_key:
+            # Resumed (existing_output=resume) with another best_metric: the stored best is a
+            # value of the other metric, so the new one's best starts from here.
+            self.best_metric = float("-inf")
         self.start_epoch = int(state["epoch"])
 
     def resume(self) -> bool:
@@ -178,7 +211,12 @@ class Trainer:
     # --- loop ----------------------------------------------------------------------------
 
     def fit(self, epochs: int) -> list[EpochSummary]:
-        """Train from ``start_epoch`` up to ``epochs`` finished epochs."""
+        """Train from ``start_epoch`` up to ``epochs`` finished epochs.
+
+        ``epochs == 0`` on a fresh run scores the untrained network and writes it as epoch 0
+        (``last.pt``, and ``best.pt`` when the evaluation scored it), the starting point."""
+        if epochs == 0 and self.start_epoch == 0:
+            return [self._untrained_epoch()]
         summaries = []
         for epoch in range(self.start_epoch, epochs):
             values = self.train_epoch(epoch)
@@ -186,21 +224,43 @@ class Trainer:
             last = finished == epochs
             is_best = False
             if self.evaluator is not None and (finished % self.eval_every == 0 or last):
-                metrics = self.evaluate()
-                values.update({f"eval/{k}": v for k, v in metrics.items()})
-                score = metrics.get(BEST_METRIC)
-                if self.dist.is_main and score is not None and score > self.best_metric:
-                    self.best_metric = score
-                    is_best = True
+                is_best = self._evaluate_into(values)
             if finished % self.checkpoint_every == 0 or last or is_best:
                 self.checkpoints.save(self.state_dict(finished), epoch=finished, is_best=is_best)
             self.metrics_log.log(finished, values)
             summaries.append(EpochSummary(finished, values))
             if self.dist.is_main:
-                print(format_epoch(finished, epochs, values), flush=True)
+                print(format_epoch(finished, epochs, values, self.best_metric_key), flush=True)
             barrier(self.dist)
         self.start_epoch = max(self.start_epoch, epochs)
         return summaries
+
+    def _untrained_epoch(self) -> EpochSummary:
+        values: dict[str, float] = {"lr": float(self.optimizer.param_groups[0]["lr"])}
+        is_best = self.evaluator is not None and self._evaluate_into(values)
+        self.checkpoints.save(self.state_dict(0), epoch=0, is_best=is_best)
+        self.metrics_log.log(0, values)
+        if self.dist.is_main:
+            print(format_epoch(0, 0, values, self.best_metric_key), flush=True)
+        barrier(self.dist)
+        return EpochSummary(0, values)
+
+    def _evaluate_into(self, values: dict[str, float]) -> bool:
+        """Evaluate, add the metrics to ``values`` as ``eval/<key>``; True when the chosen
+        metric beat the best so far (a tie keeps the earlier epoch)."""
+        metrics = self.evaluate()
+        values.update({f"eval/{k}": v for k, v in metrics.items()})
+        score = metrics.get(self.best_metric_key)
+        scored = sorted(k for k in metrics if k != SKIPPED_KEY)
+        if score is None and scored:
+            raise BestMetricError(
+                f"best_metric {self.best_metric_key!r} is not a metric the held-out evaluation "
+                f"reports; it reports: {', '.join(scored)}"
+            )
+        if self.dist.is_main and score is not None and score > self.best_metric:
+            self.best_metric = score
+            return True
+        return False
 
     def evaluate(self) -> dict[str, float]:
         """Held-out evaluation on rank 0 (the others wait): embeddings of the plain network."""
@@ -227,12 +287,25 @@ class Trainer:
             leave=False,
             dynamic_ncols=True,
         )
+        batches = len(self.train_loader)
+        window_started, window_images = started, 0
         for images, labels, _ in bar:
             parts = self.step(images.to(self.device), labels.to(self.device))
             steps += 1
+            window_images += int(images.shape[0])
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value
             bar.set_postfix({k: f"{v / steps:.3f}" for k, v in sums.items()}, refresh=False)
+            if self.log_every and (steps % self.log_every == 0 or steps == batches):
+                now = time.perf_counter()
+                # This rank's images × the ranks: every rank runs batches of the same size.
+                rate = window_images * self.dist.world_size / max(now - window_started, 1e-9)
+                print(
+                    f"epoch {epoch + 1} batch {steps}/{batches}  "
+                    f"loss {sums['total'] / steps:.3f}  {rate:.1f} images/s",
+                    flush=True,
+                )
+                window_started, window_images = now, 0
         bar.close()
         self.scheduler.step()
         values = {

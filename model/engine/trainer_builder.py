@@ -4,6 +4,7 @@ evaluation, logs and checkpoints, assembled into a :class:`~model.engine.trainer
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,6 +14,7 @@ from model.data.dataset_split import DatasetSplit
 from model.engine.checkpoint import CheckpointManager
 from model.engine.distributed import (
     DistInfo,
+    barrier,
     choose_device,
     dist_info_from_env,
     init_distributed,
@@ -20,6 +22,7 @@ from model.engine.distributed import (
 )
 from model.engine.held_out_evaluator import build_evaluator
 from model.engine.metrics_log import MetricsLog
+from model.engine.output_dir_guard import OVERWRITE, prepare_output_dir
 from model.engine.registries import build_loss, build_model, read_dataset
 from model.engine.seeding import seed_everything
 from model.engine.train_loader import make_train_loader
@@ -39,9 +42,28 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """Adam over the network's trainable parameters (at the base lr) and the groups the loss
     asks for (:meth:`WeightedLossSum.param_groups`: proxies at their own lr). Loss state the
-    loss steps itself (centers) is in none of them."""
-    net_params = [p for p in net.parameters() if p.requires_grad]
-    groups = [{"params": net_params}, *loss.param_groups(cfg.base_lr)]
+    loss steps itself (centers) is in none of them.
+
+    With ``cfg.backbone_lr_multiplier`` ≠ 1 the backbone's trainable parameters are a second
+    group of their own at ``base_lr × multiplier``; the rest of the network (neck, heads) stays
+    first, at the base lr (the lr the trainer logs). Frozen parameters (``requires_grad``
+    off) are in no group, so neither Adam nor its weight decay ever touches them."""
+    multiplier = cfg.backbone_lr_multiplier
+    if multiplier <= 0.0:
+        raise ValueError(
+            f"solver.backbone_lr_multiplier must be positive, got {multiplier} "
+            "(model.freeze_backbone=true stops the backbone from learning)"
+        )
+    backbone = getattr(net, "backbone", None)
+    split = multiplier != 1.0 and isinstance(backbone, nn.Module)
+    in_backbone = {id(p) for p in backbone.parameters()} if split and backbone else set()
+    net_params = [p for p in net.parameters() if p.requires_grad and id(p) not in in_backbone]
+    groups: list[dict[str, Any]] = [{"params": net_params}]
+    if split and backbone is not None:
+        backbone_params = [p for p in backbone.parameters() if p.requires_grad]
+        if backbone_params:
+            groups.append({"params": backbone_params, "lr": cfg.base_lr * multiplier})
+    groups += loss.param_groups(cfg.base_lr)
     return make_optimizer(groups, cfg.base_lr, cfg.weight_decay)
 
 
@@ -55,7 +77,10 @@ def build_trainer(
     """Config → data, network, loss, optimisers, schedule, evaluation, logs, checkpoints.
 
     Under torchrun the process group is joined here. ``split`` overrides reading the dataset
-    named in the config (tests pass one built in a temporary folder).
+    named in the config (tests pass one built in a temporary folder). A run already in
+    ``cfg.output_dir`` is resumed, refused or deleted as ``cfg.existing_output`` says
+    (:func:`~model.engine.output_dir_guard.prepare_output_dir`); ``resume=False`` is
+    ``existing_output=overwrite``.
     """
     dist = dist if dist is not None else dist_info_from_env()
     device = choose_device(cfg.device, dist)
@@ -84,6 +109,10 @@ def build_trainer(
     assert isinstance(backbone, nn.Module)
     loader, sampler = make_train_loader(split, label_map, cfg, backbone.mean, dist)
     out_dir = Path(cfg.output_dir)
+    config_dict = to_dict(cfg)
+    mode = cfg.existing_output if resume else OVERWRITE
+    prepare_output_dir(out_dir, config_dict, mode, may_delete=dist.is_main)
+    barrier(dist)  # no rank reads last.pt before rank 0 has deleted it
     trainer = Trainer(
         net=wrap_ddp(net, dist, device),
         loss=loss,
@@ -102,9 +131,11 @@ def build_trainer(
         eval_every=cfg.eval_every,
         checkpoint_every=cfg.checkpoint_every,
         seed=cfg.seed,
-        config_dict=to_dict(cfg),
+        config_dict=config_dict,
         label_map=label_map,
         progress=cfg.progress,
+        log_every=cfg.log_every,
+        best_metric_key=cfg.best_metric,
     )
     if resume:
         trainer.resume()

@@ -138,3 +138,15 @@ def test_efficientnet_lite0_fine_tunes_by_name_and_refuses_a_resnet_option() -> 
         ConfigError, match=r"'efficientnet_lite0' takes no option 'last_stride'.*pretrained"
     ):
         build_model(bad, CLASSES, INPUT, load_pretrained=True)
+
+
+def test_cli_help_lists_every_backbone(capsys: pytest.CaptureFixture[str]) -> None:
+    from model.train import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert (
+        f"backbones (model.backbone=NAME, nothing else needed): {', '.join(sorted(BACKBONES))}"
+        in shown
+    )
