@@ -1,4 +1,4 @@
-"""The web page at ``GET /``: search by photo, enroll, browse and curate, status.
+"""The web page at ``GET /``: search by photo, enroll, browse and curate, status, maintenance.
 
 A static single page (``app/web/``: ``index.html`` and plain ES modules, no framework, no
 build step, no CDN) that talks to this service's public API like any client; it is package
@@ -35,6 +35,7 @@ ASSETS = (
     "browse.js",
     "item.js",
     "status.js",
+    "admin.js",
     "app.css",
     "favicon.svg",
 )

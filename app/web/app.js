@@ -1,9 +1,10 @@
 // The page's entry point: the key panel, and a hash router over the views (#/search,
-// #/enroll, #/browse, #/items/<id>, #/status). Plain ES modules, no framework and no build
-// step: the page is a few forms and lists over the public API, which the DOM does directly,
-// and nothing has to be installed or compiled to serve it.
+// #/enroll, #/browse, #/items/<id>, #/status, #/admin). Plain ES modules, no framework and no
+// build step: the page is a few forms and lists over the public API, which the DOM does
+// directly, and nothing has to be installed or compiled to serve it.
 
 import { getKey, info, setKey } from "./api.js";
+import { renderAdmin } from "./admin.js";
 import { ViewScope } from "./dom.js";
 import { renderBrowse } from "./browse.js";
 import { renderEnroll } from "./enroll.js";
@@ -56,6 +57,9 @@ function route() {
       break;
     case "status":
       renderStatus(root, scope);
+      break;
+    case "admin":
+      renderAdmin(root, scope);
       break;
     default:
       renderSearch(root, scope, limits);
