@@ -48,7 +48,7 @@ from app.item_attribute_map import ItemAttributeMap
 from app.metrics import ServiceMetrics
 from index.centroid_index import CentroidIndex
 from index.centroid_math import centroid_from_sum
-from index.row_export import RowExport
+from index.row_export import RowExport, RowSource
 from index.shared_centroid_index import SharedCentroidIndex
 from store.item_attributes import Attributes, attribute_terms
 from store.item_spread import item_spread
@@ -220,7 +220,7 @@ class IndexApplier:
         self,
         ids: Sequence[str],
         versions: npt.NDArray[np.int64],
-        rows: npt.NDArray[np.float32],
+        rows: RowSource,
         terms: Sequence[frozenset[str]] | None = None,
     ) -> None:
         """Replace everything with an index snapshot: ``ids``, their ``(n,)`` versions,

@@ -49,6 +49,7 @@ from index.filtered_top_k import (
 )
 from index.item_terms import NO_TERMS, TermPostings, check_terms, check_where
 from index.rebuild_item import RebuildItem, split_rebuild_item
+from index.row_export import RowSource
 from index.rw_lock import ReadWriteLock
 from index.tie_aware_top_k import (
     candidates_covering_ties,
@@ -205,7 +206,7 @@ class FlatCentroidIndex:
     def load_rows(
         self,
         ids: Sequence[str],
-        rows: npt.NDArray[np.float32],
+        rows: RowSource,
         terms: Sequence[frozenset[str]] | None = None,
     ) -> None:
         """``RowExport.load_rows``: ids distinct, ``rows`` ``(len(ids), dim)`` float32 and

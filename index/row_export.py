@@ -8,10 +8,28 @@ millions of items.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+
+
+class RowSource(Protocol):
+    """``(n, dim)`` float32 rows read a slice at a time (an index snapshot's rows, read from
+    its file as they are copied in, so they are never all in memory twice): ``rows[a:b]`` is
+    an ``(b - a, dim)`` float32 array. An ndarray is one."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+
+    def __getitem__(self, rows: slice, /) -> npt.NDArray[np.float32]: ...
+
+    def __iter__(self) -> Iterator[Any]:
+        """Row by row, each a ``(dim,)`` float32 array."""
+        ...
 
 
 @runtime_checkable
@@ -28,11 +46,11 @@ class RowExport(Protocol):
     def load_rows(
         self,
         ids: Sequence[str],
-        rows: npt.NDArray[np.float32],
+        rows: RowSource,
         terms: Sequence[frozenset[str]] | None = None,
     ) -> None:
         """Replace the whole content by ``ids``, their ``(len(ids), dim)`` float32 rows,
         unit-norm already (rows this index exported; they are not normalised again), and their
-        filter terms (one set per id; None: none). ``rows`` may be a read-only memory map: it
-        is copied in."""
+        filter terms (one set per id; None: none). ``rows`` is read a slice at a time and
+        copied in."""
         ...

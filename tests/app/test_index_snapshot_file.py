@@ -143,3 +143,20 @@ def test_a_flipped_id_byte_fails_the_checksum(tmp_path: Path) -> None:
 def test_no_file(tmp_path: Path) -> None:
     with pytest.raises(SnapshotFileError, match="no snapshot"):
         read_snapshot(tmp_path / "absent.bin")
+
+
+def test_rows_are_read_a_slice_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "snap.bin"
+    _, rows, _ = write(path, 10)
+    snap = read_snapshot(path)
+    assert snap.rows.shape == (10, 4) and snap.rows.dtype == np.float32
+    for a, b in [(0, 10), (3, 7), (9, 10), (5, 5), (8, 99)]:
+        got = snap.rows[a:b]
+        assert got.dtype == np.float32 and np.array_equal(got, rows[a:b])
+    assert np.array_equal(np.stack(list(snap.rows)), rows)  # iterated row by row
+    with pytest.raises(IndexError):
+        snap.rows[0:10:2]
+    with path.open("r+b") as f:  # the rows cut short under the reader
+        f.truncate(5 * 4 * 4)
+    with pytest.raises(SnapshotFileError, match="end early"):
+        snap.rows[0:10]
