@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -74,6 +74,19 @@ def _decode(
     Returns the RGB image and, when it was drafted, the box of it that holds the whole source
     (``None``: the whole image does).
     """
+    if draft_for is None:
+        return decode_drafted(data, max_pixels=max_pixels, draft=None)
+    spec = draft_for
+    return decode_drafted(data, max_pixels=max_pixels, draft=lambda img: _draft_jpeg(img, spec))
+
+
+def decode_drafted(
+    data: bytes, *, max_pixels: int, draft: Callable[[Image.Image], Box | None] | None
+) -> tuple[Image.Image, Box | None]:
+    """:func:`decode_image`, with ``draft`` called on the opened, not yet loaded image (to set
+    up a DCT-scaled JPEG decode with Pillow's ``draft``); returns the RGB image and what
+    ``draft`` returned (None without one). Every check and error is :func:`decode_image`'s: one
+    place decides which bytes are an image, for the model and for thumbnails alike."""
     if not data:
         raise ImageDecodeError("empty file")
     # Pillow warns above Image.MAX_IMAGE_PIXELS and raises above twice that; its warning threshold
@@ -101,8 +114,8 @@ def _decode(
     try:
         # draft after seek: an MPO (a multi-picture JPEG) re-reads its tile when it seeks.
         img.seek(0)
-        if draft_for is not None:
-            box = _draft_jpeg(img, draft_for)
+        if draft is not None:
+            box = draft(img)
         img.load()
         img = ImageOps.exif_transpose(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

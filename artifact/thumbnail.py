@@ -13,16 +13,10 @@ from __future__ import annotations
 
 import io
 
-from PIL import Image, ImageOps
+from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 
-from artifact.image_decode import (
-    ACCEPTED_FORMATS,
-    DEFAULT_MAX_PIXELS,
-    ImageDecodeError,
-    ImageTooLargeError,
-    to_rgb,
-)
+from artifact.image_decode import DEFAULT_MAX_PIXELS, decode_drafted
 
 THUMBNAIL_LONGEST_SIDE = 256
 THUMBNAIL_QUALITY = 85
@@ -39,35 +33,13 @@ def make_thumbnail(
 
     The same errors as :func:`artifact.image_decode.decode_image` for bytes it would refuse.
     """
-    if not data:
-        raise ImageDecodeError("empty file")
-    limit = (
-        max_pixels if Image.MAX_IMAGE_PIXELS is None else min(max_pixels, Image.MAX_IMAGE_PIXELS)
-    )
-    try:
-        img: Image.Image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(str(exc)) from exc
-    except Exception as exc:  # Pillow raises several types for garbage input
-        raise ImageDecodeError("not a decodable image") from exc
-    width, height = img.size
-    if width * height > limit:
-        raise ImageTooLargeError(
-            f"image is {width}x{height} = {width * height} pixels; the limit is {limit}"
-        )
-    try:
-        img.seek(0)
+
+    def draft(img: Image.Image) -> None:
         if isinstance(img, JpegImageFile):
             # A square request: the same in stored and shown axes, whatever the orientation.
             img.draft(img.mode, (longest_side, longest_side))
-        img.load()
-        img = to_rgb(ImageOps.exif_transpose(img))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(str(exc)) from exc
-    except ImageDecodeError:
-        raise
-    except Exception as exc:
-        raise ImageDecodeError(f"truncated or corrupt {img.format} image: {exc}") from exc
+
+    img, _ = decode_drafted(data, max_pixels=max_pixels, draft=draft)
     img.thumbnail((longest_side, longest_side), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     img.save(out, format="JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
