@@ -6,14 +6,14 @@ listings, confusable identities)."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from app.attribute_requests import FilterQuery, read_filter
 from app.authorization import ReadScope
 from app.dependencies import ItemIdPath, RetrieverDep, StateDep
 from app.read_your_writes import after_query, wait_for_position
-from app.routes.search import search_response
+from app.routes.search import MinScoreQuery, search_response, top_k_query
 from app.schemas import PROBLEM_RESPONSES, SearchResponse
 from app.settings import Settings
 
@@ -39,12 +39,8 @@ def neighbours_router(settings: Settings) -> APIRouter:
         item_id: ItemIdPath,
         state: StateDep,
         retriever: RetrieverDep,
-        k: Annotated[
-            int, Query(ge=1, le=settings.max_k, description=f"Results, 1..{settings.max_k}.")
-        ] = settings.default_k,
-        min_score: Annotated[
-            float | None, Query(ge=-1.0, le=1.0, description="Only results with score >= this.")
-        ] = None,
+        k: Annotated[int, top_k_query(settings)] = settings.default_k,
+        min_score: MinScoreQuery = None,
         after: Annotated[str | None, after_query(settings)] = None,
         filters: FilterQuery = None,
     ) -> SearchResponse:

@@ -3,7 +3,7 @@
 # No `from __future__ import annotations`: the query limits below close over `settings`, and
 # FastAPI must evaluate the annotations where they are defined.
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
@@ -38,6 +38,16 @@ def search_response(hits: list[SearchHit]) -> SearchResponse:
     )
 
 
+def top_k_query(settings: Settings) -> Any:
+    """The ``k`` of every read that ranks items (``Annotated[int, top_k_query(settings)]``)."""
+    return Query(ge=1, le=settings.max_k, description=f"Results, 1..{settings.max_k}.")
+
+
+MinScoreQuery = Annotated[
+    float | None, Query(ge=-1.0, le=1.0, description="Only results with score >= this.")
+]
+
+
 def search_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["search"], responses=PROBLEM_RESPONSES)
     max_files = settings.max_images_per_request
@@ -69,12 +79,8 @@ def search_router(settings: Settings) -> APIRouter:
         form: FormDep,
         state: StateDep,
         retriever: RetrieverDep,
-        k: Annotated[
-            int, Query(ge=1, le=settings.max_k, description=f"Results, 1..{settings.max_k}.")
-        ] = settings.default_k,
-        min_score: Annotated[
-            float | None, Query(ge=-1.0, le=1.0, description="Only results with score >= this.")
-        ] = None,
+        k: Annotated[int, top_k_query(settings)] = settings.default_k,
+        min_score: MinScoreQuery = None,
         after: Annotated[str | None, after_query(settings)] = None,
         filters: FilterQuery = None,
     ) -> SearchResponse:
