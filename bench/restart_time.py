@@ -215,7 +215,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help="keep the filled store here (reused)")
     parser.add_argument("--ready-timeout", type=float, default=1800.0)
     parser.add_argument("--no-verify", dest="verify", action="store_false")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--out", type=Path, default=Path("reports"))
     args = parser.parse_args()
     with ExitStack() as stack:
         data = args.data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
