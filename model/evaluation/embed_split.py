@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from artifact.image_decode import preprocess_bytes, stack_batch
 from artifact.onnx_embedder import OnnxEmbedder
+from artifact.preprocess_spec import PreprocessSpec
 from model.data.dataset_split import DatasetSplit
 from model.data.image_dataset import (
     UNREADABLE_IMAGE_ERRORS,
@@ -39,6 +40,7 @@ from model.data.image_dataset import (
 from model.data.sample import Sample
 from model.data.transforms import eval_transform
 from model.evaluation.centroid_evaluation import centroid_metrics
+from model.evaluation.embedding_nmi import embedding_nmi
 from model.evaluation.ranking_metrics import accuracy_at_k, instance_metrics
 
 log = logging.getLogger(__name__)
@@ -55,8 +57,14 @@ RANKS = (1, 5, 10)
 ACCURACY_KS = (1, 10, 20, 50)
 # Paths named in an unreadable-images error or warning (the count is always complete).
 SHOWN_PATHS = 5
+# Recall@K of the metric-learning literature (CUB, Cars, SOP tables): the fraction of queries
+# with a relevant gallery entry within the top K, under the split's own protocol (so at the
+# instance level it is CMC@K, with the re-ID same-camera junk removed).
+RECALL_KS = (1, 2, 4, 8)
 # Key of the unreadable-image count in the metrics of evaluate_readable.
 SKIPPED_KEY = "skipped_images"
+# Key of the NMI of k-means over the held-out embeddings (k = number of items).
+NMI_KEY = "clustering/NMI"
 
 
 class UnreadableImagesError(ValueError):
@@ -108,7 +116,8 @@ def torch_masked_embedder(
         was_training = net.training
         net.eval()
         try:
-            with torch.no_grad():
+            # inference_mode, not no_grad: no version counters or views kept for autograd.
+            with torch.inference_mode():
                 for images, _, indices in loader:
                     emb = net.embed(images.to(device)).float().cpu().numpy()
                     out[indices.numpy()] = emb
@@ -142,6 +151,18 @@ def onnx_masked_embedder(model_path: Path, *, batch_size: int = 64) -> MaskedEmb
     """An exported model run by ONNX Runtime on the CPU, fed exactly as the service feeds it,
     with the mask of the images that could be read."""
     embedder = OnnxEmbedder(model_path, allow_gpu=False)
+    return array_masked_embedder(embedder.embed, embedder.spec, batch_size=batch_size)
+
+
+# (N, 3, H, W) uint8 RGB -> (N, D) float32, e.g. OnnxEmbedder.embed.
+ArrayEmbedFn = Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]]
+
+
+def array_masked_embedder(
+    embed_batch: ArrayEmbedFn, spec: PreprocessSpec, *, batch_size: int = 64
+) -> MaskedEmbedFn:
+    """``embed_batch`` over samples decoded by ``preprocess_bytes`` with ``spec`` (the
+    service's pixel path), in batches of ``batch_size``, with the mask of readable images."""
 
     def embed(
         samples: Sequence[Sample],
@@ -154,14 +175,14 @@ def onnx_masked_embedder(model_path: Path, *, batch_size: int = 64) -> MaskedEmb
             for i in range(start, min(start + batch_size, len(samples))):
                 try:
                     # The service's own pixel path: the contract decides resize and JPEG draft.
-                    array = preprocess_bytes(Path(samples[i].path).read_bytes(), embedder.spec)
+                    array = preprocess_bytes(Path(samples[i].path).read_bytes(), spec)
                 except UNREADABLE_IMAGE_ERRORS as exc:
                     log.warning("skipping unreadable image %s: %s", samples[i].path, exc)
                     continue
                 arrays.append(array)
                 rows.append(i)
             if rows:
-                emb = embedder.embed(stack_batch(arrays)).astype(np.float32)
+                emb = np.asarray(embed_batch(stack_batch(arrays)), dtype=np.float32)
                 dim = emb.shape[1]
                 chunks.append((np.array(rows, dtype=np.int64), emb))
                 readable[rows] = True
@@ -198,14 +219,18 @@ def _protocol_of(split: DatasetSplit) -> _Protocol:
     return PROTOCOLS[split.protocol]
 
 
-def evaluate_split(embed: EmbedFn, split: DatasetSplit) -> dict[str, float]:
-    """Instance-level (mAP, CMC) and centroid-level (mAP, CMC[, Acc@K]) metrics of ``split``.
+@dataclass(frozen=True)
+class EmbeddedSplit:
+    """A split's query ``(Q, D)`` and gallery ``(G, D)`` float32 embeddings, rows in split
+    order, as the model outputs them."""
 
-    Keys: ``instance/mAP``, ``instance/rank1`` …, ``centroid/mAP``, ``centroid/rank1`` …, and
-    for the retrieval protocol ``instance/acc@K`` and ``centroid/acc@K``; values in [0, 1].
-    An unreadable image raises :class:`UnreadableImagesError` (from a strict ``embed``).
-    """
-    protocol = _protocol_of(split)
+    query: npt.NDArray[np.float32]
+    gallery: npt.NDArray[np.float32]
+
+
+def embed_split(embed: EmbedFn, split: DatasetSplit) -> EmbeddedSplit:
+    """Query and gallery embeddings; an unreadable image raises :class:`UnreadableImagesError`
+    naming every unreadable file of both parts."""
     embedded, unreadable = [], []
     # The gallery is embedded even when the query had unreadable images, so one error names
     # every file to fix.
@@ -216,8 +241,32 @@ def evaluate_split(embed: EmbedFn, split: DatasetSplit) -> dict[str, float]:
             unreadable += exc.paths
     if unreadable:
         raise UnreadableImagesError(unreadable)
-    q_emb, g_emb = embedded
-    return score_embeddings(q_emb, split.query, g_emb, split.gallery, protocol)
+    return EmbeddedSplit(query=embedded[0], gallery=embedded[1])
+
+
+def score_split(
+    embedded: EmbeddedSplit, split: DatasetSplit, *, clustering: bool = True
+) -> dict[str, float]:
+    """:func:`evaluate_split`'s metrics of embeddings made by :func:`embed_split`."""
+    return score_embeddings(
+        embedded.query, split.query, embedded.gallery, split.gallery, _protocol_of(split),
+        clustering=clustering,
+    )  # fmt: skip
+
+
+def evaluate_split(
+    embed: EmbedFn, split: DatasetSplit, *, clustering: bool = True
+) -> dict[str, float]:
+    """Instance-level (mAP, CMC, Recall@K) and centroid-level (mAP, CMC, Recall@K[, Acc@K])
+    metrics of ``split``, and with ``clustering`` the NMI of k-means over its embeddings.
+
+    Keys: ``instance/mAP``, ``instance/rank1`` …, ``instance/recall@1`` … (K in
+    :data:`RECALL_KS`), the same under ``centroid/``, :data:`NMI_KEY`, and for the retrieval
+    protocol ``instance/acc@K`` and ``centroid/acc@K``; values in [0, 1].
+    An unreadable image raises :class:`UnreadableImagesError` (from a strict ``embed``).
+    """
+    _protocol_of(split)
+    return score_split(embed_split(embed, split), split, clustering=clustering)
 
 
 @dataclass(frozen=True)
@@ -230,12 +279,16 @@ class ReadableEvaluation:
     skipped: list[str]
 
 
-def evaluate_readable(embed: MaskedEmbedFn, split: DatasetSplit) -> ReadableEvaluation:
+def evaluate_readable(
+    embed: MaskedEmbedFn, split: DatasetSplit, *, clustering: bool = False
+) -> ReadableEvaluation:
     """:func:`evaluate_split` on the split without its unreadable query and gallery images.
 
     Equivalent to dropping them from the split before embedding (embeddings are per image in
     eval mode), but each image is read once. A query whose item loses all its gallery images
     is then skipped by the metrics like any query without a relevant gallery image.
+    ``clustering`` is off by default here: k-means at k = number of items costs about a
+    minute on a Market-size split, every evaluation of a run.
     """
     protocol = _protocol_of(split)
     q_emb, q_ok = embed(split.query)
@@ -246,7 +299,11 @@ def evaluate_readable(embed: MaskedEmbedFn, split: DatasetSplit) -> ReadableEval
     if q_ok.any() and g_ok.any():
         query = [s for s, ok in zip(split.query, q_ok, strict=True) if ok]
         gallery = [s for s, ok in zip(split.gallery, g_ok, strict=True) if ok]
-        metrics.update(score_embeddings(q_emb[q_ok], query, g_emb[g_ok], gallery, protocol))
+        metrics.update(
+            score_embeddings(
+                q_emb[q_ok], query, g_emb[g_ok], gallery, protocol, clustering=clustering
+            )
+        )
     return ReadableEvaluation(metrics, skipped)
 
 
@@ -256,25 +313,47 @@ def score_embeddings(
     g_emb: npt.NDArray[np.float32],
     gallery: Sequence[Sample],
     protocol: _Protocol,
+    *,
+    clustering: bool = True,
 ) -> dict[str, float]:
     q_items = np.array([s.item for s in query])
     q_cams = np.array([s.camera for s in query])
     g_items = np.array([s.item for s in gallery])
     g_cams = np.array([s.camera for s in gallery])
     g_distractor = np.array([s.is_distractor for s in gallery])
+    # One ranking gives both CMC at RANKS and Recall@K at RECALL_KS.
+    ks = tuple(sorted(set(RANKS) | set(RECALL_KS)))
     inst = instance_metrics(
         q_emb, q_items, q_cams, g_emb, g_items, g_cams,
-        cross_camera=protocol.cross_camera, ranks=RANKS,
+        cross_camera=protocol.cross_camera, ranks=ks,
     )  # fmt: skip
     cent = centroid_metrics(
         q_emb, q_items, q_cams, g_emb, g_items, g_cams, g_distractor,
-        cross_camera=protocol.cross_camera, ranks=RANKS, accuracy_ks=ACCURACY_KS,
+        cross_camera=protocol.cross_camera, ranks=ks, accuracy_ks=ACCURACY_KS,
     )  # fmt: skip
     out = {"instance/mAP": inst.map, "centroid/mAP": cent.map}
-    out.update({f"instance/rank{r}": v for r, v in inst.cmc.items()})
-    out.update({f"centroid/rank{r}": v for r, v in cent.cmc.items()})
+    out.update({f"instance/rank{r}": inst.cmc[r] for r in RANKS})
+    out.update({f"centroid/rank{r}": cent.cmc[r] for r in RANKS})
+    out.update({f"instance/recall@{k}": inst.cmc[k] for k in RECALL_KS})
+    out.update({f"centroid/recall@{k}": cent.cmc[k] for k in RECALL_KS})
     if protocol.accuracy:
         acc = accuracy_at_k(q_emb, q_items, g_emb, g_items, ks=ACCURACY_KS)
         out.update({f"instance/acc@{k}": v for k, v in acc.items()})
         out.update({f"centroid/acc@{k}": v for k, v in cent.accuracy_at_k.items()})
+    if clustering:
+        out[NMI_KEY] = clustering_nmi(q_emb, query, g_emb, gallery)
     return {k: float(v) for k, v in out.items()}
+
+
+def clustering_nmi(
+    q_emb: npt.NDArray[np.float32],
+    query: Sequence[Sample],
+    g_emb: npt.NDArray[np.float32],
+    gallery: Sequence[Sample],
+) -> float:
+    """NMI of k-means (k = number of items) over every held-out image, query and gallery, that
+    shows an item: distractors belong to no item and are left out."""
+    keep = np.array([not s.is_distractor for s in gallery], dtype=bool)
+    emb = np.concatenate([q_emb, g_emb[keep]])
+    items = [s.item for s in query] + [s.item for s, k in zip(gallery, keep, strict=True) if k]
+    return embedding_nmi(emb, np.array(items))

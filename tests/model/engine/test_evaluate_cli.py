@@ -1,4 +1,5 @@
-"""``python -m model.evaluate`` on a checkpoint and on its ONNX export gives the same metrics."""
+"""``python -m model.evaluate`` on a checkpoint and on its ONNX export gives the same metrics,
+NMI and Recall@K included, and ``--tsne`` writes the plot with them in its title."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from PIL import Image
 
 from model.config.train_config import load_config
 from model.engine.trainer_builder import build_trainer
@@ -33,12 +36,23 @@ def test_checkpoint_and_onnx_metrics_agree(photo_folder: Path, tmp_path: Path) -
         "-m", "model.evaluate", "--checkpoint", str(ckpt), "--json", str(tmp_path / "c.json")
     )
     assert "centroid" in printed and "mAP" in printed
-    run(
+    printed_onnx = run(
         "-m", "model.evaluate", "--onnx", str(tmp_path / "model" / "embedder.onnx"),
         "data.dataset=folder", f"data.root={photo_folder}", "--json", str(tmp_path / "o.json"),
+        "--tsne", str(tmp_path / "tsne.png"),
     )  # fmt: skip
     from_ckpt = json.loads((tmp_path / "c.json").read_text())["metrics"]
     from_onnx = json.loads((tmp_path / "o.json").read_text())["metrics"]
     assert set(from_ckpt) == set(from_onnx) and "centroid/mAP" in from_ckpt
+    for key in ("clustering/NMI", *(f"instance/recall@{k}" for k in (1, 2, 4, 8))):
+        assert key in from_ckpt, key
     for key, value in from_ckpt.items():
         assert abs(from_onnx[key] - value) <= 1e-4, key
+    for line in ("recall@8", "NMI (k-means, k = items)", "images/s", "t-SNE of"):
+        assert line in printed_onnx, line
+    with Image.open(tmp_path / "tsne.png") as img:
+        assert img.format == "PNG" and img.size == (1350, 1125)
+        title = img.text["Title"]
+    assert "tiny-e2e" in title or "embedder.onnx" in title
+    assert f"centroid mAP {100 * from_onnx['centroid/mAP']:.2f}%" in title
+    assert f"NMI {100 * from_onnx['clustering/NMI']:.2f}%" in title
