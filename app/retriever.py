@@ -226,9 +226,19 @@ class Retriever:
         ``restore`` (a snapshot and a replay) when it says it did, else by loading every
         centroid from the store. Returns items."""
         self.store.claim_model_identity(self.identity)
-        self._uniform_embeddings()  # before ready: the first search does not wait for them
-        if restore is None or not restore():
-            self.rebuild_from_store()
+        # Made before ready, so the first search does not wait for them, and beside the index
+        # load: model calls on the cores while the load mostly waits on the disk or the store
+        # (seconds off a snapshot start).
+        references = threading.Thread(
+            target=self._uniform_embeddings, name="uniform-references", daemon=True
+        )
+        references.start()
+        try:
+            if restore is None or not restore():
+                self.rebuild_from_store()
+        finally:
+            references.join()
+        self._uniform_embeddings()  # made by now; raises here if the thread's attempt failed
         self._refresh_gauges()
         self.reconciler.start()
         return len(self.index)
