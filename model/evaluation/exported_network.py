@@ -3,14 +3,15 @@
 embeddings come from an ORT session, fed by the service's pixel path.
 
 Why: measured by ``python -m bench.evaluation_speed`` (EfficientNet-Lite0 at 224x224 on the
-2-core CPU), eager PyTorch embeds about 3-4x slower than ONNX Runtime runs the exported graph,
-and the time is the forward pass itself, not decoding: ``inference_mode``, channels-last memory
-and batch size each gain little, TorchScript's ``optimize_for_inference`` (BN folded, MKL-DNN
-layout) gets within about 1.5-2x. ORT fuses batch-norm and ReLU6 into the convolutions and runs
-the depthwise ones in its blocked layout. Exporting and opening the session costs 2.4-3.4 s of
-CPU for Lite0 (measured alone), about 0.1 s of 440 images' embedding time at ORT's rate of
-~30 CPU-ms per image; an evaluation of a few hundred images pays it back. On CUDA the network
-runs in torch as before.
+2-core CPU), eager PyTorch embeds about 3.5x slower than ONNX Runtime runs the exported graph
+(115 vs 31 CPU-ms per image), and the time is the forward pass itself, not decoding:
+``inference_mode``, channels-last memory and batch size each gain little, TorchScript's
+``optimize_for_inference`` (BN folded, MKL-DNN layout) still leaves it 1.5-3x behind. ORT
+fuses batch-norm and ReLU6 into the convolutions and runs the depthwise ones in its blocked
+layout. Exporting and opening the session costs 2.4-3.4 s of CPU for Lite0 (measured alone),
+about a fifth of 440 images' embedding; the bench measured the whole evaluation path at 1.09x
+the ONNX file's time on the Market-layout sample. On CUDA the network runs in torch as
+before.
 
 The pixels are the same either way: ``preprocess_bytes`` with a contract without a JPEG draft
 decodes and resizes exactly as ``ImageDataset`` with ``eval_transform`` (times 255), so both
