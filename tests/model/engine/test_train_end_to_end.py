@@ -103,8 +103,14 @@ def test_export_is_served_and_finds_the_right_items(
     # held-out query views, ranks the right item first as often as offline centroid Rank-1.
     # TestClient's connections are to "testserver", not a loopback address: without keys the
     # service answers them only with anonymous access switched on.
+    # ranking="centroid": the comparison is with offline *centroid* Rank-1; the default
+    # two-stage re-ranking by image evidence orders some results differently.
     settings = Settings(
-        model_path=onnx_path, data_dir=tmp_path / "data", allow_gpu=False, allow_anonymous=True
+        model_path=onnx_path,
+        data_dir=tmp_path / "data",
+        allow_gpu=False,
+        allow_anonymous=True,
+        ranking="centroid",
     )
     app = create_app(settings)
     with TestClient(app) as client:
