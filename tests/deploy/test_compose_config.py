@@ -167,7 +167,13 @@ def test_gpu_override_merges(docker_compose: str) -> None:
     assert device["capabilities"] == ["gpu"]
 
 
-def test_every_setting_is_passed_and_documented_with_the_apps_default() -> None:
+def test_every_setting_is_passed_and_documented_with_the_apps_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The app's own defaults: no RETRIEVAL_* of this process's environment (a test package's
+    # conftest may set some for its services) may stand in for them.
+    for var in [v for v in os.environ if v.startswith("RETRIEVAL_")]:
+        monkeypatch.delenv(var)
     compose = COMPOSE.read_text()
     env_example = _env_example()
     api_env = yaml.safe_load(compose)["services"]["api"]["environment"]
