@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -265,3 +266,43 @@ def test_anonymous_access_allowed_explicitly_is_a_warning_at_start(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "RETRIEVAL_ALLOW_ANONYMOUS=true" in warnings[0]
     assert "API keys required: 3 configured" in caplog.text
+
+
+def _readme_scope_table() -> dict[str, set[tuple[str, str]]]:
+    """The Security section's table: scope -> the ``METHOD /path`` operations listed for it."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Security\n", 1)[1].split("\n## ", 1)[0]
+    table: dict[str, set[tuple[str, str]]] = {}
+    for scope, cells in re.findall(r"^\| `(read|write|admin)` \| (.*) \|$", section, flags=re.M):
+        ops = re.findall(r"`(GET|POST|PATCH|PUT|DELETE) (/[^`]*)`", cells)
+        table[scope] = {(method, path) for method, path in ops}
+    return table
+
+
+def test_the_readme_scope_table_is_what_the_service_enforces(keyed: httpx.Client) -> None:
+    # Every operation the OpenAPI document declares with a security requirement is tried with
+    # each one-scope key: the scope that is not refused with 403 is the one it requires.
+    spec = keyed.get("/openapi.json").json()
+    keys = {"read": READ_KEY, "write": WRITE_KEY, "admin": ADMIN_KEY}
+    enforced: dict[str, set[tuple[str, str]]] = {scope: set() for scope in keys}
+    any_key: set[tuple[str, str]] = set()
+    for template, operations in spec["paths"].items():
+        path = re.sub(r"\{[^}]+\}", "x", template)
+        for method, operation in operations.items():
+            if not operation.get("security"):
+                continue
+            # A request without a key is refused before anything else is looked at.
+            assert_problem(keyed.request(method.upper(), path), 401)
+            allowed = [
+                scope
+                for scope, key in keys.items()
+                if keyed.request(method.upper(), path, headers=bearer(key)).status_code != 403
+            ]
+            if len(allowed) == len(keys):
+                any_key.add((method.upper(), template))
+            else:
+                assert len(allowed) == 1, (method, template, allowed)
+                enforced[allowed[0]].add((method.upper(), template))
+    assert ("GET", "/info") in any_key
+    assert enforced["read"] and enforced["write"] and enforced["admin"]
+    assert _readme_scope_table() == enforced
