@@ -49,9 +49,10 @@ from artifact.onnx_embedder import OnnxEmbedder
 from bench.answer_folders import (
     EmbeddedFolder,
     FolderRecipe,
-    build_folder,
+    cached_folder,
     degenerate_images,
     embed_inputs,
+    model_digest,
     model_inputs,
 )
 from index.centroid_math import l2_normalize
@@ -635,6 +636,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--fit-seed", type=int, default=0, help="view seed of the fit (default 0)")
     p.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="keep each folder's embeddings in this directory and reuse them on later runs "
+        "with the same model and recipe (default: embed every run)",
+    )
+    p.add_argument(
         "--json", action="store_true", help="print one JSON object instead (default: tables)"
     )
     return p.parse_args(argv)
@@ -645,8 +653,9 @@ def run(args: argparse.Namespace) -> Report:
     start = time.perf_counter()
     embedder = OnnxEmbedder(args.model, allow_gpu=False, allow_spinning=False)
     photos = tuple(args.photos) if args.photos else None
+    digest = model_digest(embedder) if args.cache is not None else ""
     folders = [
-        build_folder(embedder, r)
+        cached_folder(embedder, r, args.cache, digest)
         for r in recipes(args.folders, args.seed, args.query_views, photos)
     ]
     seconds["embed"] = time.perf_counter() - start
@@ -655,7 +664,7 @@ def run(args: argparse.Namespace) -> Report:
     if args.fit:
         t = time.perf_counter()
         fit_folders = [
-            build_folder(embedder, r)
+            cached_folder(embedder, r, args.cache, digest)
             for r in recipes(args.folders, args.fit_seed, args.query_views, photos)
         ]
         fitted = fit_rule(fit_folders, args.splits, args.holdout, args.alpha, args.candidates)
