@@ -25,8 +25,9 @@ Printed:
    queries come to the uniform-image gate;
 5. service-level figures (:data:`SERVICE_SECTIONS`, filled in by the service task).
 
-``--fit`` also fits the match rule's constants (``PRIOR_PAIR_COSINE``, ``SLOPE``, ``OFFSET``)
-on the folders of ``--fit-seed`` (other views than the evaluation's) and evaluates with them.
+``--fit`` also fits the match rule's constants (``PRIOR_PAIR_COSINE``, ``SLOPE``, the two ratio
+weights, ``OFFSET``) on the folders of ``--fit-seed`` (other views than the evaluation's) and
+evaluates with them.
 """
 
 from __future__ import annotations
@@ -58,10 +59,11 @@ from bench.answer_folders import (
 from index.centroid_math import l2_normalize
 from index.match_confidence import (
     MatchRule,
+    best_other,
     input_std,
     is_degenerate,
     match_confidence,
-    match_z,
+    match_features,
     norm_fraction,
     uniform_cosine,
     uniform_inputs,
@@ -154,13 +156,16 @@ def enrolled_gallery(
 @dataclass(frozen=True)
 class Answer:
     """One query's answer: ``rank`` of the wanted item (0 = first; within the whole gallery)
-    and the top result's fields (``top`` a position in the gallery)."""
+    and the top result's fields (``top`` a position in the gallery), with the best centroid and
+    image scores of the other candidates (the match rule's runner-up)."""
 
     rank: int
     top: int
     centroid_score: float
     image_score: float
     fused_score: float
+    other_centroid_score: float
+    other_image_score: float
 
 
 def answer(
@@ -201,6 +206,8 @@ def answer(
         centroid_score=float(ranked.centroid_score[0]),
         image_score=float(ranked.image_score[0]),
         fused_score=float(ranked.fused_score[0]),
+        other_centroid_score=float(best_other(ranked.centroid_score)[0]),
+        other_image_score=float(best_other(ranked.image_score)[0]),
     )
 
 
@@ -307,8 +314,8 @@ def set_rows(folders: Sequence[EmbeddedFolder], alpha: float, m: int) -> list[Se
 @dataclass(frozen=True)
 class OpenSetSample:
     """Per query of one split: ``label`` 1 = enrolled and the top result is its item, 0 =
-    held out, -1 = enrolled but the top result is another item; the top result's scores and
-    its item's count and spread."""
+    held out, -1 = enrolled but the top result is another item; the top result's scores, its
+    item's count and spread, and the runner-up's scores (the best other candidate's)."""
 
     label: npt.NDArray[np.int64]
     centroid_score: npt.NDArray[np.float64]
@@ -316,6 +323,8 @@ class OpenSetSample:
     fused_score: npt.NDArray[np.float64]
     count: npt.NDArray[np.int64]
     spread: npt.NDArray[np.float64]
+    other_centroid_score: npt.NDArray[np.float64]
+    other_image_score: npt.NDArray[np.float64]
 
 
 def open_set_samples(
@@ -351,6 +360,8 @@ def open_set_samples(
             cols["fused_score"].append(a.fused_score)
             cols["count"].append(gallery.count[a.top])
             cols["spread"].append(gallery.spread[a.top])
+            cols["other_centroid_score"].append(a.other_centroid_score)
+            cols["other_image_score"].append(a.other_image_score)
     return OpenSetSample(**{k: np.array(v) for k, v in cols.items()})
 
 
@@ -406,8 +417,16 @@ class OpenSetRow:
         return 1.0 - self.fmr / self.flat_fmr
 
 
+def sample_features(s: OpenSetSample, prior: float) -> npt.NDArray[np.float64]:
+    """The rule's ``(N, 3)`` features of each query's top result."""
+    return match_features(s.centroid_score, s.image_score, s.count, s.spread,
+                          s.other_centroid_score, s.other_image_score, prior)  # fmt: skip
+
+
 def open_set_row(name: str, s: OpenSetSample, rule: MatchRule) -> OpenSetRow:
-    v = match_confidence(s.centroid_score, s.image_score, s.count, s.spread, rule=rule)
+    v = match_confidence(s.centroid_score, s.image_score, s.count, s.spread,
+                         other_centroid=s.other_centroid_score,
+                         other_image=s.other_image_score, rule=rule)  # fmt: skip
     pos, neg, wrong = s.label == 1, s.label == 0, s.label == -1
     enrolled = int(pos.sum() + wrong.sum())
     true_matches = int((v.match & pos).sum())
@@ -453,39 +472,47 @@ def mean_pair_cosine(folders: Sequence[EmbeddedFolder]) -> tuple[float, int]:
 
 
 def fit_logistic(
-    z: npt.NDArray[np.float64], y: npt.NDArray[np.float64], iters: int = 50
-) -> tuple[float, float]:
-    """Class-balanced logistic regression of ``y`` (0/1) on one feature ``z``, by Newton's
-    method: ``(slope, offset)``."""
+    features: npt.NDArray[np.float64], y: npt.NDArray[np.float64], iters: int = 50
+) -> tuple[npt.NDArray[np.float64], float]:
+    """Class-balanced logistic regression of ``y`` ``(N,)`` (0/1) on ``features`` ``(N, P)``,
+    by Newton's method: ``(weights (P,), offset)``."""
     w = np.where(y == 1, 0.5 / max(y.sum(), 1), 0.5 / max((1 - y).sum(), 1))
-    x = np.stack([z, np.ones_like(z)], axis=1)
-    beta = np.zeros(2)
+    x = np.concatenate([features, np.ones((features.shape[0], 1))], axis=1)
+    beta = np.zeros(x.shape[1])
     for _ in range(iters):
         p = 1.0 / (1.0 + np.exp(-(x @ beta)))
         grad = x.T @ (w * (y - p))
-        hess = (x * (w * p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(2)
+        hess = (x * (w * p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(x.shape[1])
         step = np.linalg.solve(hess, grad)
         beta += step
         if np.abs(step).max() < 1e-10:
             break
-    return float(beta[0]), float(beta[1])
+    return beta[:-1].copy(), float(beta[-1])
 
 
 def fit_rule(
     folders: Sequence[EmbeddedFolder], splits: int, holdout: float, alpha: float, m: int
 ) -> FittedRule:
-    """The prior from the folders' view pairs, then slope and offset on their open-set z."""
+    """The prior from the folders' view pairs, then the weights and offset on their open-set
+    features (``index.match_confidence.match_features``)."""
     prior, items = mean_pair_cosine(folders)
-    zs, ys = [], []
+    xs, ys = [], []
     for f, mixed in itertools.product(folders, (False, True)):
         s = open_set_samples(f, splits, holdout, alpha, m, mixed_counts=mixed)
         keep = s.label >= 0
-        zs.append(match_z(s.centroid_score, s.image_score, s.count, s.spread, prior)[keep])
+        xs.append(sample_features(s, prior)[keep])
         ys.append(s.label[keep].astype(np.float64))
-    z, y = np.concatenate(zs), np.concatenate(ys)
-    slope, offset = fit_logistic(z, y)
-    rule = replace(MatchRule(), prior_pair_cosine=prior, slope=slope, offset=offset)
-    return FittedRule(rule, folders[0].recipe.seed, items, int(z.size))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    (slope, w_centroid, w_image), offset = fit_logistic(x, y)
+    rule = replace(
+        MatchRule(),
+        prior_pair_cosine=prior,
+        slope=float(slope),
+        centroid_ratio_weight=float(w_centroid),
+        image_ratio_weight=float(w_image),
+        offset=offset,
+    )
+    return FittedRule(rule, folders[0].recipe.seed, items, int(y.size))
 
 
 @dataclass(frozen=True)
@@ -526,9 +553,11 @@ def degenerate_rows(
             gallery.count[[a.top]],
             gallery.spread[[a.top]],
         )
+        oc, oi = np.array([a.other_centroid_score]), np.array([a.other_image_score])
         degenerate = is_degenerate(e, uniform, rule, model_input=x)
-        ungated = match_confidence(*args, rule=rule)
-        gated = match_confidence(*args, degenerate_query=degenerate, rule=rule)
+        ungated = match_confidence(*args, other_centroid=oc, other_image=oi, rule=rule)
+        gated = match_confidence(*args, other_centroid=oc, other_image=oi,
+                                 degenerate_query=degenerate, rule=rule)  # fmt: skip
         rows.append(
             DegenerateRow(
                 name,
@@ -761,7 +790,9 @@ def print_report(r: Report) -> None:
           f"where a view alone is below 0.95: {_verdict(sets_ok)}")  # fmt: skip
     rule = r.rule
     print(f"\n3. open set: match rule prior {rule.prior_pair_cosine:.4f}, slope "
-          f"{rule.slope:.4f}, offset {rule.offset:.4f}, match at {rule.match_at}")  # fmt: skip
+          f"{rule.slope:.4f}, centroid ratio {rule.centroid_ratio_weight:.4f}, image ratio "
+          f"{rule.image_ratio_weight:.4f}, offset {rule.offset:.4f}, match at "
+          f"{rule.match_at}")  # fmt: skip
     if r.fitted:
         print(f"  (fitted on view seed {r.fitted.seed}: {r.fitted.fit_queries} queries, "
               f"prior over {r.fitted.pair_cosine_items} items)")  # fmt: skip

@@ -20,13 +20,26 @@ An item with one image has no spread: ``rho = PRIOR_PAIR_COSINE``, the mean cosi
 two views of one item measured on the shipped photos (then ``mu = rho``). ``rho`` is clamped
 to ``[RHO_MIN, RHO_MAX]``.
 
-**The score.** ``z = (mean(centroid_score, image_score) - mu) / (1 - mu)``: how far the result
-sits above or below the item's own expectation, in units of the item's width (a tight item,
-``mu`` near 1, has a narrow range of scores for its own photos). Both scores count: a genuine
-photo is close to the centroid *and* to one of the item's images.
-``confidence = sigmoid(SLOPE * z + OFFSET)`` and ``match = confidence >= MATCH_AT``; ``SLOPE``
-and ``OFFSET`` are a class-balanced logistic fit (``python -m bench.answers --fit``) of
-enrolled against held-out items' queries on the shipped photos.
+**The score.** Two signals, one logit per result:
+
+* ``z = (mean(centroid_score, image_score) - mu) / (1 - mu)``: how far the result sits above
+  or below the item's own expectation, in units of the item's width (a tight item, ``mu``
+  near 1, has a narrow range of scores for its own photos). Both scores count: a genuine photo
+  is close to the centroid *and* to one of the item's images.
+* the ratio test against the best *other* item among the query's results (the candidates the
+  index proposed): ``ratio(s, o) = log(max(1 - o, EPS) / max(1 - s, EPS))``, the log of the
+  cosine distance to the runner-up over the distance to this result, once for the centroid
+  scores and once for the image scores. A photo of an enrolled item is much nearer its item
+  than any other; a photo of an item that is not enrolled lands near several look-alikes at
+  once (items cut from the same photo, other sides of one product), which the item's own
+  spread cannot see. A result below another one gets a negative ratio. A query with one
+  result (an index of one item, a filter matching one) has no runner-up: ``o = NO_OTHER_SCORE``,
+  an unrelated image's cosine.
+
+``logit = SLOPE * z + CENTROID_RATIO_WEIGHT * ratio(centroid) + IMAGE_RATIO_WEIGHT *
+ratio(image) + OFFSET``, ``confidence = sigmoid(logit)`` and ``match = confidence >= MATCH_AT``;
+the weights and offset are a class-balanced logistic fit (``python -m bench.answers --fit``)
+of enrolled-and-right against held-out items' queries on the shipped photos.
 
 **Degenerate queries.** Blank, uniform-colour and tiny images (which upscale to a near-uniform
 picture) carry no content, yet still land somewhere. The caller embeds the uniform-colour
@@ -56,13 +69,21 @@ import numpy.typing as npt
 
 # Fitted by python -m bench.answers --fit (2026-12-03, the default model, view seed 0 of the
 # photos, quarters-2x2 and quarters-crops folders, 4 gallery views per item, each also with
-# 1-4 views kept per item; 6570 queries): the mean cosine of two views of one item over 180
-# items (0.825), and the class-balanced logistic fit of enrolled-and-right against held-out
-# queries (1.418, 0.740).
+# 1-4 views kept per item; two-stage alpha 0.6, M 10): the mean cosine of two views of one
+# item over 180 items (0.825), and the class-balanced logistic fit of enrolled-and-right
+# against held-out queries.
 PRIOR_PAIR_COSINE = 0.82
-SLOPE = 1.42
-OFFSET = 0.74
+SLOPE = 1.20
+CENTROID_RATIO_WEIGHT = 0.47
+IMAGE_RATIO_WEIGHT = 0.86
+OFFSET = -0.34
 MATCH_AT = 0.5
+# The runner-up's score when a query has one result: the median cosine of a query to an item
+# cut from another photo (bench.answers' folders, default model: 0.18 to 0.21).
+NO_OTHER_SCORE = 0.2
+# Smallest cosine distance in the ratio: a result identical to the query (distance 0, or a
+# hair below through float rounding) stays finite.
+RATIO_EPS = 1e-4
 # Measured by bench.answers: the real photos' queries come at most 0.67 near a uniform image
 # (of 320 on quarters-2x2); uniform and tiny (1x1, 2x2) images at least 0.94, except those
 # near grey (0.59 and 0.66), which the pixel and length tests catch.
@@ -83,6 +104,8 @@ class MatchRule:
 
     prior_pair_cosine: float = PRIOR_PAIR_COSINE
     slope: float = SLOPE
+    centroid_ratio_weight: float = CENTROID_RATIO_WEIGHT
+    image_ratio_weight: float = IMAGE_RATIO_WEIGHT
     offset: float = OFFSET
     match_at: float = MATCH_AT
     max_uniform_cosine: float = MAX_UNIFORM_COSINE
@@ -143,24 +166,84 @@ def match_z(
     return z
 
 
+def best_other(scores: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+    """``(M,)`` per result of one query, the largest score among the *other* results
+    (``NO_OTHER_SCORE`` when ``M == 1``)."""
+    s = scores.astype(np.float64)
+    m = s.shape[0]
+    if m < 2:
+        return np.full(m, NO_OTHER_SCORE, dtype=np.float64)
+    first = int(np.argmax(s))
+    rest = np.delete(s, first)
+    # Everyone's best other is the top score, except the top's own: the second.
+    out = np.full(m, s[first], dtype=np.float64)
+    out[first] = rest.max()
+    return out
+
+
+def distance_ratio(
+    score: npt.NDArray[np.floating], other: npt.NDArray[np.floating]
+) -> npt.NDArray[np.float64]:
+    """``(M,)`` ``log(max(1 - other, EPS) / max(1 - score, EPS))``: > 0 when the result is
+    nearer the query than the runner-up."""
+    near = np.maximum(1.0 - score.astype(np.float64), RATIO_EPS)
+    far = np.maximum(1.0 - other.astype(np.float64), RATIO_EPS)
+    out: npt.NDArray[np.float64] = np.log(far / near)
+    return out
+
+
+def match_features(
+    centroid_score: npt.NDArray[np.floating],
+    image_score: npt.NDArray[np.floating],
+    count: npt.NDArray[np.integer],
+    spread: npt.NDArray[np.floating],
+    other_centroid: npt.NDArray[np.floating],
+    other_image: npt.NDArray[np.floating],
+    prior: float = PRIOR_PAIR_COSINE,
+) -> npt.NDArray[np.float64]:
+    """``(M, 3)`` float64: ``z``, the centroid ratio and the image ratio, per result."""
+    z = match_z(centroid_score, image_score, count, spread, prior)
+    return np.stack(
+        [
+            z,
+            distance_ratio(centroid_score, other_centroid),
+            distance_ratio(image_score, other_image),
+        ],
+        axis=1,
+    )
+
+
 def match_confidence(
     centroid_score: npt.NDArray[np.floating],
     image_score: npt.NDArray[np.floating],
     count: npt.NDArray[np.integer],
     spread: npt.NDArray[np.floating],
     *,
+    other_centroid: npt.NDArray[np.floating] | None = None,
+    other_image: npt.NDArray[np.floating] | None = None,
     degenerate_query: bool = False,
     rule: MatchRule | None = None,
 ) -> MatchVerdict:
-    """Per result (all ``(M,)``): the verdict of the module's rule."""
+    """Per result (all ``(M,)``): the verdict of the module's rule.
+
+    Without ``other_centroid`` / ``other_image`` the arrays are *one query's* results and each
+    result's runner-up is the best other among them (:func:`best_other`); with them, each row
+    is judged against the runner-up scores given (rows of different queries, as the bench
+    pools them)."""
     r = rule or MatchRule()
     m = centroid_score.shape[0]
     if image_score.shape != (m,) or count.shape != (m,) or spread.shape != (m,):
         raise ValueError("centroid_score, image_score, count and spread must all be (M,)")
+    oc = best_other(centroid_score) if other_centroid is None else other_centroid
+    oi = best_other(image_score) if other_image is None else other_image
+    if oc.shape != (m,) or oi.shape != (m,):
+        raise ValueError("other_centroid and other_image must be (M,)")
     if degenerate_query:
         return MatchVerdict(np.zeros(m, dtype=np.float32), np.zeros(m, dtype=np.bool_))
-    z = match_z(centroid_score, image_score, count, spread, r.prior_pair_cosine)
-    confidence = (1.0 / (1.0 + np.exp(-(r.slope * z + r.offset)))).astype(np.float32)
+    x = match_features(centroid_score, image_score, count, spread, oc, oi, r.prior_pair_cosine)
+    w = np.array([r.slope, r.centroid_ratio_weight, r.image_ratio_weight])
+    logit = x @ w + r.offset
+    confidence = (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
     return MatchVerdict(confidence, confidence >= np.float32(r.match_at))
 
 

@@ -16,8 +16,9 @@ import numpy.typing as npt
 import pytest
 
 from artifact.image_decode import preprocess_bytes
+from artifact.onnx_embedder import OnnxEmbedder
 from bench import answers as tool
-from bench.answer_folders import folder_files
+from bench.answer_folders import build_folder, folder_files
 from tests.tiny_artifact import TINY_SPEC, reference_embeddings
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "brick")
@@ -151,10 +152,40 @@ def test_auroc_and_flat_threshold_against_brute_force() -> None:
     assert fmr == pytest.approx(float(np.mean(neg >= t)))
 
 
-def test_logistic_fit_recovers_a_known_slope() -> None:
+def test_logistic_fit_recovers_known_weights() -> None:
     rng = np.random.default_rng(2)
-    z = rng.normal(size=20000)
-    y = (rng.random(20000) < 1 / (1 + np.exp(-(2.0 * z - 0.5)))).astype(np.float64)
-    slope, _offset = tool.fit_logistic(z, y)
-    # Class balancing moves the offset, never the slope of a logistic model.
-    assert slope == pytest.approx(2.0, rel=0.08)
+    x = rng.normal(size=(20000, 3))
+    logit = x @ np.array([2.0, 0.5, -1.0]) - 0.5
+    y = (rng.random(20000) < 1 / (1 + np.exp(-logit))).astype(np.float64)
+    weights, _offset = tool.fit_logistic(x, y)
+    # Class balancing moves the offset, never the weights of a logistic model.
+    np.testing.assert_allclose(weights, [2.0, 0.5, -1.0], rtol=0.1)
+
+
+def test_open_set_runner_ups_against_brute_force(tiny_model_path: Path) -> None:
+    """Each query's top result and its runner-up scores (the best other of the M candidates,
+    on the centroid and on the image score), recomputed by loops over the enrolled items."""
+    embedder = OnnxEmbedder(tiny_model_path, allow_gpu=False, allow_spinning=False)
+    (recipe,) = tool.recipes(["quarters-2x2"], 1, 2, PHOTOS)
+    folder = build_folder(embedder, recipe)
+    s = tool.open_set_samples(folder, 1, 0.3, ALPHA, M)
+    n = len(folder.items)
+    held = set(np.random.default_rng((0, 7)).permutation(n)[: round(0.3 * n)].tolist())
+    enrolled = [i for i in range(n) if i not in held]
+    views = {i: unit(folder.gallery[folder.gallery_item == i].astype(np.float64)) for i in enrolled}
+    cents = {i: unit(folder.gallery[folder.gallery_item == i].astype(np.float64).sum(0))
+             for i in enrolled}  # fmt: skip
+    for j, (raw, item) in enumerate(zip(folder.queries, folder.query_item, strict=True)):
+        q = unit(raw.astype(np.float64))
+        cand = sorted(enrolled, key=lambda i: (-float(cents[i] @ q), folder.items[i]))[:M]
+        image = {i: float(max(views[i] @ q)) for i in cand}
+        top = min(cand, key=lambda i: (-(ALPHA * float(cents[i] @ q) + (1 - ALPHA) * image[i]),
+                                       folder.items[i]))  # fmt: skip
+        rest = [i for i in cand if i != top]
+        assert s.centroid_score[j] == pytest.approx(float(cents[top] @ q), abs=1e-5)
+        assert s.other_centroid_score[j] == pytest.approx(
+            max(float(cents[i] @ q) for i in rest), abs=1e-5
+        )
+        # Image rows are float16 in the gallery, as the service keeps them.
+        assert s.other_image_score[j] == pytest.approx(max(image[i] for i in rest), abs=2e-3)
+        assert s.label[j] == (0 if item in held else (1 if top == item else -1))
