@@ -86,10 +86,12 @@ def test_past_the_deadline_a_read_is_unavailable_and_a_started_write_unknown() -
             release.wait(10)
             return name
 
+        # The bounds are far from the 10 s the operation would take: the suite shares two
+        # cores with other work, and a loaded run was seen answering 1.6 s late.
         start = time.monotonic()
         with pytest.raises(StoreDeadlineError):
             await lane.run(slow, "read")
-        assert 0.2 <= time.monotonic() - start < 0.5
+        assert 0.2 <= time.monotonic() - start < 5
         # The read still holds the one thread: a write queued behind it never starts, so
         # nothing was applied and nothing is marked.
         with pytest.raises(StoreDeadlineError):
@@ -103,7 +105,7 @@ def test_past_the_deadline_a_read_is_unavailable_and_a_started_write_unknown() -
         start = time.monotonic()
         with pytest.raises(StoreOutcomeUnknownError):
             await lane.run_write("b", marked.append, slow, "started write")
-        assert time.monotonic() - start < 0.5 and marked == ["b"]
+        assert time.monotonic() - start < 5 and marked == ["b"]
         release.set()
         await asyncio.sleep(0.1)
         assert ran == ["read", "started write"]  # the queued write never ran
