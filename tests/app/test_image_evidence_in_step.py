@@ -181,10 +181,10 @@ def test_outgrowing_the_budget_switches_to_store_reads_with_the_same_answers(
             def key(r: Retriever, hits: list[Any]) -> list[tuple[Any, ...]]:
                 # Image ids are drawn at random per store: the best image by its place.
                 images = r.store.item_images([h.item_id for h in hits])
+                places = [[i.image_id for i in images[h.item_id]] for h in hits]
                 return [
-                    (h.item_id, [i.image_id for i in images[h.item_id]].index(h.best_image_id))
-                    + (h.image_count, h.match)
-                    for h in hits
+                    (h.item_id, place.index(h.best_image_id), h.image_count, h.match)
+                    for h, place in zip(hits, places, strict=True)
                 ]
 
             assert key(retriever, got) == key(reference, expected)
