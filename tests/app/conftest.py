@@ -6,9 +6,10 @@ The service runs the tiny artifact (``tests/tiny_artifact.py``) unless a test as
 ``real_model``, so ``pytest tests/app -m "not real_model"`` runs the fast rest alone.
 
 The app tests rank in ``centroid`` mode unless they ask for another (``RETRIEVAL_RANKING``, set
-here for every ``Settings`` these tests build, launched processes included): their oracle is
-the centroid ranking. The service's default, ``two_stage``, is checked against its own oracle
-by ``test_search_evidence.py``, which sets it.
+in the environment while this package's tests run, for every ``Settings`` they build, launched
+processes included, and restored after its last test): their oracle is the centroid ranking.
+The service's default, ``two_stage``, is checked against its own oracle by
+``test_search_evidence.py``, which asks for it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,16 @@ ServiceFactory = Callable[..., AbstractContextManager[httpx.Client]]
 
 HERE = Path(__file__).resolve().parent
 
-os.environ.setdefault("RETRIEVAL_RANKING", "centroid")
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _centroid_ranking() -> Iterator[None]:
+    # Package scope: set before any of the package's module-scoped services start, and undone
+    # after its last test, so tests elsewhere in the session see the real defaults.
+    with pytest.MonkeyPatch.context() as mp:
+        if "RETRIEVAL_RANKING" not in os.environ:
+            mp.setenv("RETRIEVAL_RANKING", "centroid")
+        yield
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
