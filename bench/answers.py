@@ -23,7 +23,9 @@ Printed:
    (enrolled-and-right vs held-out queries);
 4. degenerate queries (blank, uniform, tiny images): their verdicts, and how close real
    queries come to the uniform-image gate;
-5. service-level figures (:data:`SERVICE_SECTIONS`, filled in by the service task).
+5. service-level figures over HTTP (:data:`SERVICE_SECTIONS`, ``bench.answer_service_sections``):
+   search p50 of two-stage against centroid-only ranking, two services side by side; filtered
+   search against a brute force at selectivities 0.1 % to 100 %. ``--no-service`` skips them.
 
 ``--fit`` also fits the match rule's constants (``PRIOR_PAIR_COSINE``, ``SLOPE``, the two ratio
 weights, ``OFFSET``) on the folders of ``--fit-seed`` (other views than the evaluation's) and
@@ -56,6 +58,7 @@ from bench.answer_folders import (
     model_digest,
     model_inputs,
 )
+from bench.answer_service_sections import run_filtered_search, run_two_stage_latency
 from index.centroid_math import l2_normalize
 from index.match_confidence import (
     MatchRule,
@@ -591,13 +594,10 @@ class ServiceSection:
     run: Callable[[argparse.Namespace], tuple[list[str], Any]]
 
 
-# Extension point: the service task appends its sections here (each runs the real service);
-# until then the report says they are not measured.
-SERVICE_SECTIONS: list[ServiceSection] = []
-PENDING_SERVICE_FIGURES = (
-    "search p50, two-stage vs centroid-only (target <= 1.2x)",
-    "filtered search vs brute force, selectivity 0.1 %..100 %",
-)
+SERVICE_SECTIONS: list[ServiceSection] = [
+    ServiceSection("search p50, two-stage vs centroid-only (over HTTP)", run_two_stage_latency),
+    ServiceSection("filtered search vs brute force (over HTTP)", run_filtered_search),
+]
 
 
 @dataclass
@@ -672,6 +672,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "with the same model and recipe (default: embed every run)",
     )
     p.add_argument(
+        "--no-service",
+        action="store_true",
+        help="skip the service-level figures (default: run the service and measure them)",
+    )
+    p.add_argument(
+        "--filter-items",
+        type=int,
+        default=1000,
+        help="single-image items of the filtered-search check (default 1000: 0.1 %% is one)",
+    )
+    p.add_argument(
+        "--filter-queries",
+        type=int,
+        default=20,
+        help="queries per filter of the filtered-search check (default 20)",
+    )
+    p.add_argument(
         "--json", action="store_true", help="print one JSON object instead (default: tables)"
     )
     return p.parse_args(argv)
@@ -724,8 +741,10 @@ def run(args: argparse.Namespace) -> Report:
         embedder, target, uniform, rule, args.alpha, args.candidates
     )
     service = {}
-    for section in SERVICE_SECTIONS:
+    t = time.perf_counter()
+    for section in [] if args.no_service else SERVICE_SECTIONS:
         service[section.title] = section.run(args)
+    seconds["service"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - start
     return Report(
         model=str(args.model),
@@ -834,8 +853,7 @@ def print_report(r: Report) -> None:
         for line in lines:
             print(f"    {line}")
     if not r.service:
-        for title in PENDING_SERVICE_FIGURES:
-            print(f"  {title}: not measured here yet (a ServiceSection in SERVICE_SECTIONS)")
+        print("  not measured (--no-service)")
     print("\nseconds: " + ", ".join(f"{k} {v:.1f}" for k, v in r.seconds.items()))
 
 
