@@ -251,6 +251,25 @@ class ServiceMetrics:
             ("how",),
             registry=self.registry,
         )
+        # Set when GET /quality computes (app/gallery_quality.py); NaN before the first.
+        self.gallery_loo_recall_at_1 = Gauge(
+            "retrieval_gallery_loo_recall_at_1",
+            "Leave-one-image-out R@1 of the gallery's sampled images (each searched against "
+            "every centroid, its own item's formed without it).",
+            registry=self.registry,
+        )
+        self.gallery_loo_mrr = Gauge(
+            "retrieval_gallery_loo_mrr",
+            "Leave-one-image-out mean reciprocal rank of the gallery's sampled images.",
+            registry=self.registry,
+        )
+        self.gallery_loo_sample_images = Gauge(
+            "retrieval_gallery_loo_sample_images",
+            "Images queried by the last leave-one-image-out evaluation.",
+            registry=self.registry,
+        )
+        for gauge in (self.gallery_loo_recall_at_1, self.gallery_loo_mrr):
+            gauge.set(float("nan"))
         self._store_counts: Callable[[], tuple[int, int]] | None = None
         self.registry.register(_StoreCountsCollector(self))
         for stage in STAGES:  # export zero-valued series from the start
