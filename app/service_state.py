@@ -33,6 +33,7 @@ from app.request_pipeline import RequestPipeline
 from app.retriever import Retriever
 from app.retriever_errors import NotReadyError
 from app.settings import Settings
+from app.store_choice import open_store
 from app.store_lane import StoreLane
 from artifact.onnx_embedder import OnnxEmbedder
 from index.flat_centroid_index import FlatCentroidIndex
@@ -43,8 +44,6 @@ from store.blob_sweep import log_sweep
 from store.change_feed import FeedCursor, RedisChangeFeed
 from store.change_log import ChangeLog, ChangeLogGapError
 from store.errors import StoreUnavailableError
-from store.sqlite_store import SqliteStore
-from store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +51,6 @@ log = logging.getLogger(__name__)
 # at most 10 s.
 STORE_RETRY_FIRST_S = 0.5
 STORE_RETRY_MAX_S = 10.0
-
-
-def open_store(settings: Settings) -> Store:
-    """Redis when a URL is configured, the embedded SQLite store otherwise."""
-    if settings.redis_url:
-        from store.redis_store import RedisStore
-
-        return RedisStore(
-            settings.redis_url,
-            namespace=settings.redis_namespace,
-            change_feed_maxlen=settings.change_feed_maxlen,
-        )
-    return SqliteStore(settings.sqlite_path)
 
 
 def open_change_feed(settings: Settings, dim: int) -> RedisChangeFeed | None:

@@ -117,6 +117,32 @@ class Settings(BaseSettings):
             "Milvus index, which keeps its own data)."
         ),
     )
+    models_dir: Path | None = Field(
+        None,
+        description=(
+            "Where `centroid-retrieval migrate` installs a new model's file, by its digest, for "
+            "every replica to load when the migration switches; none: <data_dir>/models. With "
+            "replicas, a directory they all mount."
+        ),
+    )
+    migration_poll_s: float = Field(
+        1.0,
+        gt=0,
+        description=(
+            "How often the service reads the store's model-migration record (started, switched "
+            "or rolled back by the migrate command or another replica) and follows it."
+        ),
+    )
+    reembed_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description=(
+            "Share of the model's time a re-embedding run inside the service may take "
+            "(POST /admin/migration): it waits between its items so searches and "
+            "enrollments keep the rest."
+        ),
+    )
     index_snapshot_path: Path | None = Field(
         None,
         description=(
@@ -485,6 +511,7 @@ class Settings(BaseSettings):
         "api_keys_file",
         "backup_dir",
         "index_snapshot_path",
+        "models_dir",
         "milvus_uri",
         "milvus_token",
         "milvus_collection",
@@ -553,6 +580,10 @@ class Settings(BaseSettings):
     @property
     def snapshot_path(self) -> Path:
         return self.index_snapshot_path or self.data_dir / "index-snapshot.bin"
+
+    @property
+    def model_install_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
 
     @property
     def blob_dir(self) -> Path:

@@ -15,6 +15,7 @@ from cli import (
     enroll_folder_command,
     maintenance_commands,
     make_key_command,
+    migrate_command,
     serve_command,
     training_kit_commands,
 )
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     enroll_folder_command.add_parser(subparsers)
     make_key_command.add_parser(subparsers)
     maintenance_commands.add_parsers(subparsers)
+    migrate_command.add_parser(subparsers)
     return parser
 
 

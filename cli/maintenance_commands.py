@@ -164,8 +164,8 @@ def _with_store(
     from pydantic import ValidationError
 
     from app.blob_backend_choice import build_blob_backend
-    from app.service_state import open_store
     from app.settings import Settings
+    from app.store_choice import open_store
     from store.blob_backend import BlobUnavailableError
     from store.blob_deletion_hold import DeletionHeldError
     from store.errors import StoreError

@@ -3,6 +3,7 @@
 Keys (all under ``{namespace}:``; the item id always comes last, so ids may contain ``:``):
 
 * ``model`` – JSON model identity;
+* ``migration`` – the model migration's record (``store/store_meta.py``), JSON, when one runs;
 * ``items`` – sorted set of item ids, all scores 0, so ``ZRANGEBYLEX`` pages them by id;
 * ``schema`` – the layout version (``SCHEMA_VERSION``); absent in a namespace of schema 1
   (before attributes and unit sums), which the first call of a ``RedisStore`` upgrades;
@@ -91,6 +92,7 @@ from store.records import (
     NewImage,
     PatchOutcome,
 )
+from store.store_meta import check_meta_key
 from store.write_plan import (
     HeldImage,
     ItemTotals,
@@ -209,6 +211,18 @@ class RedisStore:
         self._transaction(reset)
         self._identity = None
 
+    def get_meta(self, key: str) -> str | None:
+        check_meta_key(key)
+        raw = self._call(lambda: self._client.get(self._key(key)))
+        return None if raw is None else _text(raw)
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        check_meta_key(key)
+        if value is None:
+            self._call(lambda: self._client.delete(self._key(key)))
+        else:
+            self._call(lambda: self._client.set(self._key(key), value))
+
     # -- writes -------------------------------------------------------------------------------
 
     def enroll(
@@ -218,6 +232,7 @@ class RedisStore:
         idempotency: IdempotencyClaim[EnrollOutcome] | None = None,
         attributes_patch: Attributes | None = None,
         max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
+        image_ids: Sequence[str] | None = None,
     ) -> EnrollOutcome:
         claimed_dim = self._claimed_dim()
         wanted = hashes_to_look_up(images)
@@ -240,6 +255,7 @@ class RedisStore:
                 claimed_dim=claimed_dim,
                 attributes_patch=attributes_patch,
                 max_attributes_bytes=max_attributes_bytes,
+                image_ids=image_ids,
             )
             return self._apply(pipe, plan, idempotency)
 

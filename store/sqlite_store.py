@@ -72,6 +72,7 @@ from store.records import (
     NewImage,
     PatchOutcome,
 )
+from store.store_meta import check_meta_key
 from store.write_plan import (
     HeldImage,
     ItemTotals,
@@ -231,6 +232,24 @@ class SqliteStore:
         self._write(reset)
         self._identity = None
 
+    def get_meta(self, key: str) -> str | None:
+        check_meta_key(key)
+        row = self._read(
+            lambda c: c.execute("SELECT value FROM store_meta WHERE key = ?", (key,)).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        check_meta_key(key)
+
+        def write(c: sqlite3.Connection) -> None:
+            if value is None:
+                c.execute("DELETE FROM store_meta WHERE key = ?", (key,))
+            else:
+                c.execute("INSERT OR REPLACE INTO store_meta VALUES (?, ?)", (key, value))
+
+        self._write(write)
+
     # -- writes -------------------------------------------------------------------------------
 
     def enroll(
@@ -240,6 +259,7 @@ class SqliteStore:
         idempotency: IdempotencyClaim[EnrollOutcome] | None = None,
         attributes_patch: Attributes | None = None,
         max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
+        image_ids: Sequence[str] | None = None,
     ) -> EnrollOutcome:
         def enroll(c: sqlite3.Connection) -> EnrollOutcome:
             self._replay_if_recorded(c, idempotency)
@@ -259,6 +279,7 @@ class SqliteStore:
                 claimed_dim=self._claimed_dim(c),
                 attributes_patch=attributes_patch,
                 max_attributes_bytes=max_attributes_bytes,
+                image_ids=image_ids,
             )
             return self._apply(c, plan, idempotency)
 

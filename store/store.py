@@ -44,6 +44,15 @@ class Store(Protocol):
         """Forget the identity; raise ``StoreError`` unless the store holds no image."""
         ...
 
+    def get_meta(self, key: str) -> str | None:
+        """A service-level record kept in the store (``store/store_meta.py`` names the keys:
+        the model migration's record), or None."""
+        ...
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Replace (None: remove) the record under ``key`` in one transaction."""
+        ...
+
     def enroll(
         self,
         item_id: str,
@@ -51,6 +60,7 @@ class Store(Protocol):
         idempotency: IdempotencyClaim[EnrollOutcome] | None = None,
         attributes_patch: Attributes | None = None,
         max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
+        image_ids: Sequence[str] | None = None,
     ) -> EnrollOutcome:
         """Add ``images`` to ``item_id`` (created if new), atomically: all or nothing.
 
@@ -66,8 +76,10 @@ class Store(Protocol):
 
         An image whose content hash the item already holds, or that repeats an earlier image
         of the same call, is not added again; its existing image id is returned. New image ids
-        are ``uuid4().hex``. Raises ValueError (storing nothing) if an embedding is not
-        ``(dim,)`` for the claimed identity's dim, or if ``images`` is empty.
+        are ``uuid4().hex`` unless ``image_ids`` (one per image) names them: a model
+        migration's shadow store keeps the primary's ids. Raises ValueError (storing nothing)
+        if an embedding is not ``(dim,)`` for the claimed identity's dim, or if ``images`` is
+        empty.
         """
         ...
 

@@ -103,6 +103,7 @@ def plan_enroll(
     new_id: Callable[[], str] = new_image_id,
     attributes_patch: Attributes | None = None,
     max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
+    image_ids: Sequence[str] | None = None,
 ) -> WritePlan[EnrollOutcome]:
     """Add ``images`` to ``item_id`` and merge ``attributes_patch`` into its attributes; see
     ``Store.enroll`` for the rules.
@@ -117,9 +118,15 @@ def plan_enroll(
     onto the stored float64 sum, as ``sum_in_order`` would; the unit sum their
     ``unit_vector``s onto the stored one. A call that adds no image and changes no attribute
     writes nothing.
+
+    ``image_ids`` (one per image) names the images instead of ``new_id``: a model migration's
+    shadow store (``app/model_migration.py``) keeps the ids the primary store gave them. An
+    image the item holds already keeps its id whatever ``image_ids`` says.
     """
     if not images:
         raise ValueError("enroll needs at least one image")
+    if image_ids is not None and len(image_ids) != len(images):
+        raise ValueError(f"{len(image_ids)} image ids for {len(images)} images")
     if stored is None and known:
         raise AssertionError(f"image ids {dict(known)} read for item {item_id!r}, which is absent")
     if claimed_dim is not None:
@@ -141,21 +148,21 @@ def plan_enroll(
     total = None if stored is None else stored.embedding_sum
     unit_total = None if stored is None else stored.unit_sum
     puts: list[PutImage] = []
-    image_ids: list[str] = []
+    given: list[str] = []
     created: list[bool] = []
-    for image, vec in zip(images, vectors, strict=True):
+    for n, (image, vec) in enumerate(zip(images, vectors, strict=True)):
         existing = ids.get(image.content_hash)
         if existing is not None:
-            image_ids.append(existing)
+            given.append(existing)
             created.append(False)
             continue
-        image_id = new_id()
+        image_id = new_id() if image_ids is None else image_ids[n]
         ids[image.content_hash] = image_id
         puts.append(PutImage(item_id, image_id, image.content_hash, vec))
         total = vec.astype(np.float64) if total is None else total + vec
         unit = unit_vector(vec)
         unit_total = unit if unit_total is None else unit_total + unit
-        image_ids.append(image_id)
+        given.append(image_id)
         created.append(True)
     if total is None or unit_total is None:
         raise AssertionError("unreachable: a new item's first image is always new")
@@ -173,7 +180,7 @@ def plan_enroll(
     # writes nothing answers with the state as stored, version included.
     version = 0 if stored is None else stored.version
     state = ItemState(item_id, count, total, version, attributes=attributes, unit_sum=unit_total)
-    return WritePlan(EnrollOutcome(state, image_ids, created), tuple(mutations))
+    return WritePlan(EnrollOutcome(state, given, created), tuple(mutations))
 
 
 def plan_patch_attributes(

@@ -20,6 +20,7 @@ retrieval test still runs the real model), and in about a millisecond per batch.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,19 +65,27 @@ def _mirror_average() -> npt.NDArray[np.float64]:
     return mirror
 
 
-def _projection() -> npt.NDArray[np.float64]:
-    return np.random.default_rng(SEED).standard_normal((_FEATURES, EMBEDDING_DIM))
+def tiny_spec(model_version: str) -> PreprocessSpec:
+    """``TINY_SPEC`` under another model version: the identity of a second tiny model (built
+    with another ``seed``), for tests of a model change."""
+    return replace(TINY_SPEC, model_version=model_version)
 
 
-def _folded_matrix() -> npt.NDArray[np.float32]:
+def _projection(seed: int = SEED) -> npt.NDArray[np.float64]:
+    return np.random.default_rng(seed).standard_normal((_FEATURES, EMBEDDING_DIM))
+
+
+def _folded_matrix(seed: int = SEED) -> npt.NDArray[np.float32]:
     centring = np.eye(_FEATURES) - np.full((_FEATURES, _FEATURES), 1 / _FEATURES)
-    folded: npt.NDArray[np.float32] = (_mirror_average() @ centring @ _projection() / 255).astype(
-        np.float32
-    )
+    folded: npt.NDArray[np.float32] = (
+        _mirror_average() @ centring @ _projection(seed) / 255
+    ).astype(np.float32)
     return folded
 
 
-def reference_embeddings(batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
+def reference_embeddings(
+    batch: npt.NDArray[np.uint8], seed: int = SEED
+) -> npt.NDArray[np.float64]:
     """What the graph computes, step by step in ``float64``: ``(N, 3, 32, 32)`` → ``(N, 32)``."""
     n = batch.shape[0]
     pixels = batch.astype(np.float64) / 255
@@ -84,19 +93,20 @@ def reference_embeddings(batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64
     symmetric = (cells + cells[:, :, :, ::-1]) / 2
     features = symmetric.reshape(n, _FEATURES)
     centred = features - features.mean(axis=1, keepdims=True)
-    embeddings: npt.NDArray[np.float64] = centred @ _projection()
+    embeddings: npt.NDArray[np.float64] = centred @ _projection(seed)
     return embeddings
 
 
-def build_tiny_model(spec: PreprocessSpec = TINY_SPEC) -> onnx.ModelProto:
-    """The graph with ``spec`` in its metadata, checked by ``onnx.checker``."""
+def build_tiny_model(spec: PreprocessSpec = TINY_SPEC, seed: int = SEED) -> onnx.ModelProto:
+    """The graph with ``spec`` in its metadata, checked by ``onnx.checker``; ``seed`` draws its
+    projection (another seed: another model of the same shape, e.g. ``tiny_spec("2")``)."""
     x = helper.make_tensor_value_info(
         spec.input_name, TensorProto.UINT8, ["batch", 3, spec.height, spec.width]
     )
     y = helper.make_tensor_value_info(
         spec.output_name, TensorProto.FLOAT, ["batch", spec.embedding_dim]
     )
-    weights = numpy_helper.from_array(_folded_matrix(), name="projection")
+    weights = numpy_helper.from_array(_folded_matrix(seed), name="projection")
     nodes = [
         helper.make_node("Cast", [spec.input_name], ["pixels"], to=TensorProto.FLOAT),
         helper.make_node(
@@ -121,10 +131,12 @@ def build_tiny_model(spec: PreprocessSpec = TINY_SPEC) -> onnx.ModelProto:
     return model
 
 
-def write_tiny_artifact(directory: Path, spec: PreprocessSpec = TINY_SPEC) -> Path:
+def write_tiny_artifact(
+    directory: Path, spec: PreprocessSpec = TINY_SPEC, seed: int = SEED
+) -> Path:
     """Write ``directory/embedder.onnx`` and ``directory/embedder.json``; return the ONNX path."""
     directory.mkdir(parents=True, exist_ok=True)
     onnx_path = directory / "embedder.onnx"
     (directory / "embedder.json").write_text(spec.to_json() + "\n")
-    onnx.save(build_tiny_model(spec), str(onnx_path))
+    onnx.save(build_tiny_model(spec, seed), str(onnx_path))
     return onnx_path

@@ -1,0 +1,259 @@
+"""``migrate``: re-embed the store with a new model into a shadow, then switch (or roll back).
+
+It acts on the store the ``RETRIEVAL_*`` settings name, like the maintenance commands: run it
+with the service's environment. The service keeps serving the current model meanwhile and
+follows the store's migration record (``store/migration_record.py``): it writes every
+enrollment and delete to both models' stores, and serves the target once switched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.reembed_job import LeftOut, Progress, ReembedReport
+    from app.settings import Settings
+    from artifact.onnx_embedder import OnnxEmbedder
+    from store.blob_backend import BlobBackend
+    from store.migration_record import MigrationRecord
+    from store.store import Store
+
+# How many left-out images are named before only the rest is counted.
+MAX_LISTED = 50
+
+DESCRIPTION = """\
+Move the store to another model without stopping the service. `migrate --model NEW.onnx`
+installs the file in RETRIEVAL_MODELS_DIR (default <data_dir>/models; with replicas, a
+directory every replica reads), records the migration in the store and re-embeds every kept
+original with it into a shadow store beside the current one (SQLite: a second file; Redis: the
+namespace <namespace>@<tag>), item by item, printing images/s and the ETA. Stop it at any time
+and run it again: it continues where it stopped. `--dry-run` only counts items, images and
+missing originals and times the model on a sample. `--switch` catches up (re-embeds what
+changed since) and makes the new model the active one; `--rollback` makes the old one active
+again (it received every write meanwhile); `--abandon` drops a migration that is not switched.
+Images whose original is missing are listed (exit status 1), never silently dropped."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "migrate",
+        help="re-embed the store with a new model into a shadow, switch or roll back",
+        description=DESCRIPTION,
+    )
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--model", type=Path, metavar="NEW.onnx", help="start or resume")
+    action.add_argument("--switch", action="store_true", help="serve the new model")
+    action.add_argument("--rollback", action="store_true", help="serve the old model again")
+    action.add_argument("--abandon", action="store_true", help="forget an unswitched migration")
+    action.add_argument("--status", action="store_true", help="print the migration's record")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="with --model: count and estimate, write nothing"
+    )
+    parser.set_defaults(run=run_migrate)
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from app.blob_backend_choice import build_blob_backend
+    from app.settings import Settings
+    from app.store_choice import open_store
+    from artifact.preprocess_spec import ContractError
+    from store.blob_backend import BlobUnavailableError
+    from store.errors import StoreError
+
+    if args.dry_run and args.model is None:
+        return _error("--dry-run goes with --model")
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        return _error(f"invalid RETRIEVAL_* setting: {exc}")
+    if not settings.redis_url and not settings.sqlite_path.is_file():
+        return _error(f"no store at {settings.sqlite_path} (RETRIEVAL_DATA_DIR)")
+    try:
+        store = open_store(settings)
+        try:
+            store.ping()
+            if args.status:
+                return _status(store)
+            if args.rollback or args.abandon:
+                return _rollback(store, abandon=args.abandon)
+            blobs = build_blob_backend(settings)
+            if blobs is None:
+                return _error("RETRIEVAL_KEEP_BLOBS is off: no originals to re-embed")
+            if args.switch:
+                return _switch(settings, store, blobs)
+            return _migrate(settings, store, blobs, args.model, dry_run=args.dry_run)
+        finally:
+            store.close()
+    except (StoreError, BlobUnavailableError, ContractError, OSError, ValueError) as exc:
+        return _error(str(exc))
+
+
+def _migrate(
+    settings: Settings, store: Store, blobs: BlobBackend, model: Path, *, dry_run: bool
+) -> int:
+    from app.model_migration import (
+        embed_originals,
+        install_model,
+        new_record,
+        read_record,
+        write_record,
+    )
+    from app.reembed_job import dry_run as count_and_time
+    from app.retriever import model_identity
+    from artifact.onnx_embedder import OnnxEmbedder
+
+    embedder = OnnxEmbedder(model, allow_gpu=settings.allow_gpu)
+    target = model_identity(embedder)
+    source = store.get_model_identity()
+    if source is None:
+        return _error("the store holds no embeddings yet: serve the new model on it instead")
+    record = read_record(store)
+    embed = embed_originals(embedder, settings.max_image_pixels)
+    if dry_run:
+        counted = count_and_time(store, blobs, embed)
+        print(f"from {source.describe()} to {target.describe()}")
+        print(
+            f"{counted.items} items, {counted.images} images, {len(counted.missing)} missing blobs"
+        )
+        per_image = counted.seconds_per_image
+        if per_image is None:
+            print("estimated time: unknown (no original could be embedded)")
+        else:
+            print(
+                f"estimated time: {counted.images * per_image:.0f} s ({per_image * 1000:.1f} ms "
+                f"per image, timed on {counted.sample_images} originals)"
+            )
+        _list(counted.missing)
+        return 1 if counted.missing else 0
+    if record is None:
+        if target == source:
+            return _error(f"the store holds {source.describe()} already")
+        installed = install_model(model, settings.model_install_dir)
+        record = new_record(source, target, installed)
+        write_record(store, record)
+        print(f"migration recorded: {source.describe()} -> {target.describe()}, {installed}")
+    elif record.target != target:
+        return _error(
+            f"a migration to {record.target.describe()} is recorded already; finish it, or "
+            "`centroid-retrieval migrate --abandon` it (or --rollback, then --abandon)"
+        )
+    report = _reembed(settings, store, blobs, record, embedder)
+    if report.in_step and record.state == "re-embedding":
+        write_record(store, record.with_state("ready"))
+        print("the shadow is complete: `centroid-retrieval migrate --switch` serves the new model")
+    return 0 if report.in_step else 1
+
+
+def _switch(settings: Settings, store: Store, blobs: BlobBackend) -> int:
+    from app.model_migration import load_target, read_record, write_record
+
+    record = read_record(store)
+    if record is None:
+        return _error("no migration is recorded: start one with --model NEW.onnx")
+    if record.state == "switched":
+        print(f"switched already: {record.target.describe()} serves")
+        return 0
+    report = _reembed(settings, store, blobs, record, load_target(record, settings))
+    if not report.in_step:
+        return _error("not switched: the shadow lacks the images listed above")
+    write_record(store, record.with_state("switched"))
+    print(f"switched: {record.target.describe()} serves ({record.source.describe()} kept in step)")
+    return 0
+
+
+def _rollback(store: Store, *, abandon: bool) -> int:
+    from app.model_migration import read_record, write_record
+
+    record = read_record(store)
+    if record is None:
+        return _error("no migration is recorded")
+    if abandon:
+        if record.state == "switched":
+            return _error("the migration is switched: --rollback first")
+        write_record(store, None)
+        print(
+            f"migration to {record.target.describe()} abandoned: {record.source.describe()} "
+            "alone receives writes (the shadow's data is kept; --model resumes into it)"
+        )
+        return 0
+    if record.state != "switched":
+        print(f"not switched: {record.source.describe()} serves already")
+        return 0
+    write_record(store, record.with_state("ready"))
+    print(
+        f"rolled back: {record.source.describe()} serves ({record.target.describe()} kept "
+        "in step; --switch again, or --abandon)"
+    )
+    return 0
+
+
+def _status(store: Store) -> int:
+    from app.model_migration import read_record
+
+    record = read_record(store)
+    if record is None:
+        print("no migration")
+        return 0
+    print(record.to_json())
+    return 0
+
+
+def _reembed(
+    settings: Settings,
+    store: Store,
+    blobs: BlobBackend,
+    record: MigrationRecord,
+    embedder: OnnxEmbedder,
+) -> ReembedReport:
+    from app.model_migration import embed_originals, open_shadow_store
+    from app.reembed_job import ReembedJob
+
+    shadow = open_shadow_store(settings, record)
+    try:
+        shadow.claim_model_identity(record.target)
+        job = ReembedJob(
+            primary=store,
+            shadow=shadow,
+            blobs=blobs,
+            embed=embed_originals(embedder, settings.max_image_pixels),
+            progress=_print_progress,
+        )
+        report = job.run()
+    finally:
+        shadow.close()
+    print(report.line())
+    _list(report.left_out)
+    if report.items_given_up:
+        print(
+            f"{len(report.items_given_up)} items changed on every attempt (run again): "
+            + ", ".join(report.items_given_up[:MAX_LISTED]),
+            file=sys.stderr,
+        )
+    return report
+
+
+def _print_progress(progress: Progress) -> None:
+    print(progress.line(), file=sys.stderr, flush=True)
+
+
+def _list(left_out: list[LeftOut]) -> None:
+    if not left_out:
+        return
+    print(f"{len(left_out)} images left out (item, image, content hash: reason):", file=sys.stderr)
+    for image in left_out[:MAX_LISTED]:
+        print(
+            f"  {image.item_id} {image.image_id} {image.content_hash}: {image.reason}",
+            file=sys.stderr,
+        )
+    if len(left_out) > MAX_LISTED:
+        print(f"  ... and {len(left_out) - MAX_LISTED} more", file=sys.stderr)
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return 1

@@ -1,0 +1,307 @@
+"""``migrate`` run as users run it (a fresh interpreter, settings from RETRIEVAL_*) on a real
+SQLite file and a real Redis namespace, with a second real tiny ONNX model (another seed,
+model version "2"): the dry run's counts, a full re-embed checked against the tiny model's
+reference arithmetic, a run killed with SIGKILL mid-way and resumed, missing originals listed,
+switch, rollback and abandon."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.model_migration import open_shadow_store, read_record
+from app.retriever import model_identity
+from app.settings import Settings
+from artifact.image_decode import preprocess_bytes
+from artifact.onnx_embedder import OnnxEmbedder
+from store.directory_blob_store import DirectoryBlobStore
+from store.records import NewImage
+from store.redis_store import RedisStore
+from store.sqlite_store import SqliteStore
+from store.store import Store
+from tests import redis_server
+from tests.cli.run_cli import cli_command, cli_env, run_cli
+from tests.conftest import jpeg_bytes
+from tests.store.conftest import _drop_namespace
+from tests.tiny_artifact import reference_embeddings, tiny_spec, write_tiny_artifact
+
+NEW_SEED = 7
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The model the store was filled with, and the one it migrates to."""
+    old = write_tiny_artifact(tmp_path_factory.mktemp("old-model"))
+    new = write_tiny_artifact(tmp_path_factory.mktemp("new-model"), tiny_spec("2"), NEW_SEED)
+    return old, new
+
+
+@dataclass
+class Setup:
+    """One data directory (and Redis namespace) and the service's settings for it."""
+
+    backend: str
+    data_dir: Path
+    namespace: str
+    old_model: Path
+    new_model: Path
+
+    @property
+    def redis_url(self) -> str:
+        return redis_server.REDIS_URL if self.backend == "redis" else ""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "RETRIEVAL_MODEL_PATH": str(self.old_model),
+            "RETRIEVAL_DATA_DIR": str(self.data_dir),
+            "RETRIEVAL_REDIS_URL": self.redis_url,
+            "RETRIEVAL_REDIS_NAMESPACE": self.namespace,
+        }
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(
+            model_path=self.old_model,
+            data_dir=self.data_dir,
+            redis_url=self.redis_url or None,
+            redis_namespace=self.namespace,
+        )
+
+    @property
+    def blobs(self) -> DirectoryBlobStore:
+        return DirectoryBlobStore(self.data_dir / "blobs")
+
+    def primary(self) -> Store:
+        if self.backend == "redis":
+            return RedisStore(redis_server.REDIS_URL, namespace=self.namespace)
+        return SqliteStore(self.data_dir / "store.sqlite3")
+
+    def shadow(self) -> Store:
+        primary = self.primary()
+        try:
+            record = read_record(primary)
+        finally:
+            primary.close()
+        assert record is not None, "no migration recorded"
+        return open_shadow_store(self.settings, record)
+
+    def migrate(self, *args: str) -> tuple[int, str, str]:
+        done = run_cli("migrate", *args, env=self.env)
+        return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def setup(
+    request: pytest.FixtureRequest, tmp_path: Path, models: tuple[Path, Path]
+) -> Iterator[Setup]:
+    namespace = f"test-migrate-{uuid.uuid4().hex}"
+    yield Setup(request.param, tmp_path / "data", namespace, *models)
+    if request.param == "redis":
+        for ns in (namespace, f"{namespace}@*"):
+            _drop_namespace(ns)
+
+
+def fill(setup: Setup, items: dict[str, list[bytes]]) -> None:
+    """Enroll ``items`` with the old model, as the service does (blob first, then the store)."""
+    store, blobs = setup.primary(), setup.blobs
+    embedder = OnnxEmbedder(setup.old_model, allow_gpu=False)
+    try:
+        store.claim_model_identity(model_identity(embedder))
+        for item_id, originals in items.items():
+            batch = np.stack([preprocess_bytes(data, embedder.spec) for data in originals])
+            hashes = [hashlib.sha256(data).hexdigest() for data in originals]
+            for h, data in zip(hashes, originals, strict=True):
+                blobs.put(h, data)
+            store.enroll(
+                item_id,
+                [NewImage(h, e) for h, e in zip(hashes, embedder.embed(batch), strict=True)],
+                attributes_patch={"name": item_id, "n": len(originals)},
+            )
+    finally:
+        store.close()
+
+
+def synthetic(count: int, seed: int = 0) -> dict[str, list[bytes]]:
+    """``count`` items of one or two small random-block JPEGs each."""
+    rng = np.random.default_rng(seed)
+    items = {}
+    for n in range(count):
+        views = []
+        for _ in range(1 + n % 2):
+            blocks = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+            views.append(jpeg_bytes(Image.fromarray(blocks).resize((48, 48))))
+        items[f"item-{n:04d}"] = views
+    return items
+
+
+def state(setup: Setup) -> str | None:
+    store = setup.primary()
+    try:
+        record = read_record(store)
+        return None if record is None else record.state
+    finally:
+        store.close()
+
+
+def assert_shadow_is_a_fresh_reembed(setup: Setup) -> int:
+    """Every item of the primary is in the shadow with the same image ids (in order) and
+    attributes, and embeddings and sums of the new model (its reference arithmetic on the
+    kept originals); returns the items checked."""
+    primary, shadow, blobs = setup.primary(), setup.shadow(), setup.blobs
+    spec = tiny_spec("2")
+    try:
+        assert shadow.get_model_identity() == model_identity(
+            OnnxEmbedder(setup.new_model, allow_gpu=False)
+        )
+        summaries, _ = primary.list_items(10_000, None)
+        assert shadow.counts() == primary.counts()
+        for summary in summaries:
+            want, got = primary.get_item(summary.item_id), shadow.get_item(summary.item_id)
+            assert got == want
+            images = shadow.item_images([summary.item_id])[summary.item_id]
+            originals = [blobs.get(i.content_hash) for i in images]
+            batch = np.stack([preprocess_bytes(d, spec) for d in originals if d is not None])
+            expected = reference_embeddings(batch, seed=NEW_SEED)
+            np.testing.assert_allclose(
+                np.stack([i.embedding for i in images]), expected, rtol=1e-4, atol=1e-4
+            )
+            state = shadow.get_item_state(summary.item_id)
+            assert state is not None
+            np.testing.assert_allclose(state.embedding_sum, expected.sum(axis=0), atol=1e-3)
+        return len(summaries)
+    finally:
+        primary.close()
+        shadow.close()
+
+
+def test_dry_run_counts_then_the_run_reembeds_every_original_into_the_shadow(
+    setup: Setup, photo_views: dict[str, list[bytes]]
+) -> None:
+    names = sorted(photo_views)[:5]
+    fill(setup, {name: photo_views[name][:3] for name in names})
+    store = setup.primary()
+    try:
+        gone = store.get_item(names[0])
+        assert gone is not None
+        store.delete_image(names[0], gone.image_ids[1])
+    finally:
+        store.close()
+
+    rc, out, err = setup.migrate("--model", str(setup.new_model), "--dry-run")
+    assert rc == 0, err
+    assert "5 items, 14 images, 0 missing blobs" in out
+    assert re.search(r"estimated time: \d+ s \([\d.]+ ms per image, timed on 14 originals\)", out)
+    store = setup.primary()
+    try:
+        assert read_record(store) is None  # a dry run writes nothing
+    finally:
+        store.close()
+
+    rc, out, err = setup.migrate("--model", str(setup.new_model))
+    assert rc == 0, err
+    assert "5 items re-embedded (14 images), 0 already in step" in out
+    assert re.search(r"re-embedded 14/14 images \(5 items\), [\d.]+ images/s, ETA 0 s", err)
+    assert assert_shadow_is_a_fresh_reembed(setup) == 5
+    store = setup.primary()
+    try:
+        record = read_record(store)
+        assert record is not None and record.state == "ready" and record.active == "source"
+        assert Path(record.target_path).is_file()
+        assert Path(record.target_path).read_bytes() == setup.new_model.read_bytes()
+    finally:
+        store.close()
+
+    # Switching catches up first: nothing to do, every item is in step.
+    rc, out, err = setup.migrate("--switch")
+    assert rc == 0, err
+    assert "0 items re-embedded (0 images), 5 already in step" in out
+    assert "switched: tiny-pooled-projection v2 (dim 32) serves" in out
+    assert state(setup) == "switched"
+    rc, _, err = setup.migrate("--abandon")
+    assert rc == 1 and "--rollback first" in err
+    rc, out, err = setup.migrate("--rollback")
+    assert rc == 0, err
+    assert state(setup) == "ready"
+    rc, out, err = setup.migrate("--abandon")
+    assert rc == 0, err
+    assert state(setup) is None
+
+
+def test_a_run_killed_mid_way_continues_where_it_stopped(setup: Setup) -> None:
+    items = synthetic(200)
+    fill(setup, items)
+    proc = subprocess.Popen(
+        cli_command("migrate", "--model", str(setup.new_model)),
+        env=cli_env(setup.env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    copied = 0
+    deadline = time.monotonic() + 60
+    try:
+        # Killed once the shadow has some items: wait for its record and store to appear.
+        while copied < 10 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.005)
+            try:
+                shadow = setup.shadow()
+            except AssertionError:
+                continue  # not recorded yet
+            try:
+                copied = shadow.counts()[0]
+            finally:
+                shadow.close()
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "finished before it could be killed"
+    shadow = setup.shadow()
+    try:
+        partial = shadow.counts()[0]
+    finally:
+        shadow.close()
+    assert 10 <= partial < len(items)
+
+    rc, out, err = setup.migrate("--model", str(setup.new_model))
+    assert rc == 0, err
+    resumed = re.search(r"(\d+) items re-embedded \(\d+ images\), (\d+) already in step", out)
+    assert resumed is not None, out
+    # The items whose shadow transaction committed before the kill are not embedded again.
+    assert int(resumed[2]) >= partial - 1
+    assert int(resumed[1]) + int(resumed[2]) == len(items)
+    assert assert_shadow_is_a_fresh_reembed(setup) == len(items)
+
+
+def test_missing_originals_are_listed_and_block_the_switch(
+    setup: Setup, photo_views: dict[str, list[bytes]]
+) -> None:
+    names = sorted(photo_views)[:3]
+    fill(setup, {name: photo_views[name][:2] for name in names})
+    rc, _, err = setup.migrate("--switch")
+    assert rc == 1 and "no migration is recorded" in err
+    lost = hashlib.sha256(photo_views[names[1]][0]).hexdigest()
+    assert setup.blobs.delete(lost)
+
+    rc, out, err = setup.migrate("--model", str(setup.new_model), "--dry-run")
+    assert rc == 1
+    assert "3 items, 6 images, 1 missing blobs" in out
+    assert f"{names[1]} " in err and f"{lost}: blob missing" in err
+
+    rc, out, err = setup.migrate("--model", str(setup.new_model))
+    assert rc == 1
+    assert "1 images left out" in err and f"{lost}: blob missing" in err
+    rc, out, err = setup.migrate("--switch")
+    assert rc == 1
+    assert "not switched" in err and f"{lost}: blob missing" in err
+    assert state(setup) == "re-embedding"
