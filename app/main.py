@@ -29,7 +29,9 @@ from app.routes import (
     health_router,
     images_router,
     items_router,
+    migration_router,
     neighbours_router,
+    quality_router,
     search_router,
 )
 from app.service_state import ServiceState
@@ -88,8 +90,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         images_router(settings),
         search_router(settings),
         neighbours_router(settings),
+        quality_router(settings),
         health_router(settings),
         admin_router(settings),
+        migration_router(settings),
     ]
     for router in routers:
         app.include_router(router)

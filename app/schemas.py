@@ -174,6 +174,58 @@ class InfoResponse(BaseModel):
         "proposes) and `alpha` (the fusion's weight of the centroid score)."
     )
     limits: dict[str, int]
+    migration: dict[str, Any] | None = Field(
+        None,
+        description="While a model migration is recorded: its `state`, which model is "
+        "`active` (source or target) and the `serving` model's identity.",
+    )
+
+
+class ItemQualityResponse(BaseModel):
+    item_id: str
+    images: int = Field(description="The item's images that were queried.")
+    r_at_1: float = Field(description="Share of them whose own item ranked first.")
+    mrr: float = Field(description="Mean of 1 / the own item's rank over them.")
+
+
+class ModelIdentityResponse(BaseModel):
+    name: str
+    version: str
+    dim: int
+
+
+class QualityResponse(BaseModel):
+    """``GET /quality``: leave-one-image-out retrieval over a sample of the gallery."""
+
+    r_at_1: float | None = Field(
+        description="Share of the queried images whose own item ranks first among every item, "
+        "its centroid formed without the image (a tie with another item counts as a miss); "
+        "null when no image could be queried."
+    )
+    mrr: float | None = Field(description="Mean reciprocal rank of the own item; null likewise.")
+    sample_size: int = Field(description="Images queried.")
+    items_left_out: int = Field(
+        description="Items with a single image: no centroid is left without it, so they are "
+        "not queried (they still compete as others' wrong answers)."
+    )
+    items: int = Field(description="Items in the gallery when sampled.")
+    images: int = Field(description="Images in the gallery when sampled.")
+    eligible_images: int = Field(
+        description="Images of the items holding two or more: the population sampled."
+    )
+    skipped_images: int = Field(
+        description="Sampled but not queried: deleted, or their item written, between reads."
+    )
+    computed_at: str = Field(description="When this answer was computed (ISO 8601, UTC).")
+    age_s: float = Field(description="Seconds since then (answers are cached).")
+    seconds: float = Field(description="How long the computation took.")
+    seed: int = Field(description="The sample's seed: the same gallery gives the same sample.")
+    model: ModelIdentityResponse = Field(description="The model whose embeddings were ranked.")
+    worst_items: list[ItemQualityResponse] | None = Field(
+        None,
+        description="With `items=true`: the queried items with the lowest MRR (then R@1, then "
+        "id), up to `limit`; absent otherwise.",
+    )
 
 
 def _problems(texts: dict[int, str]) -> dict[int | str, dict[str, Any]]:

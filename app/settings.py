@@ -387,6 +387,22 @@ class Settings(BaseSettings):
             "(and counted), never waited for."
         ),
     )
+    quality_sample_images: int = Field(
+        2000,
+        ge=1,
+        description=(
+            "GET /quality: the most gallery images queried leave-one-out (drawn uniformly, "
+            "with a fixed seed, among the images of items holding two or more)."
+        ),
+    )
+    quality_cache_seconds: float = Field(
+        300.0,
+        ge=0,
+        description=(
+            "GET /quality: an answer younger than this is served as is; an older one is served "
+            "while the next is computed in the background. Writes do not invalidate it."
+        ),
+    )
     inference_threads: int = Field(
         0, ge=0, description="ONNX Runtime intra-op threads (0: its default, one per core)."
     )

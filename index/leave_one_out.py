@@ -26,6 +26,7 @@ count them, ``LeaveOneOutResult.single_image_items``) but stay in the gallery as
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -170,15 +171,17 @@ def summarize(
             ItemQuality(
                 item_id=item_ids[code],
                 images=int(mine.sum()),
-                r_at_1=float(hits[mine].mean()),
-                mrr=float(reciprocal[mine].mean()),
+                # fsum: exact before the one rounding, so equal figures compare equal
+                # whatever the order of their images (the worst-items order depends on it).
+                r_at_1=math.fsum(hits[mine]) / int(mine.sum()),
+                mrr=math.fsum(reciprocal[mine]) / int(mine.sum()),
             )
         )
     items.sort(key=lambda q: q.item_id)
     n = ranks.shape[0]
     return LeaveOneOutResult(
-        r_at_1=float(hits.mean()) if n else float("nan"),
-        mrr=float(reciprocal.mean()) if n else float("nan"),
+        r_at_1=math.fsum(hits) / n if n else float("nan"),
+        mrr=math.fsum(reciprocal) / n if n else float("nan"),
         queried_images=n,
         single_image_items=single_image_items,
         items=tuple(items),
