@@ -29,7 +29,6 @@ from app.routes import (
     health_router,
     images_router,
     items_router,
-    migration_router,
     neighbours_router,
     quality_router,
     search_router,
@@ -93,7 +92,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         quality_router(settings),
         health_router(settings),
         admin_router(settings),
-        migration_router(settings),
     ]
     for router in routers:
         app.include_router(router)
