@@ -141,3 +141,46 @@ def test_an_empty_gallery_has_no_figure(store: Store) -> None:
     quality = leave_one_out(store, sample)
     assert (sample.items, quality.result.queried_images) == (0, 0)
     assert np.isnan(quality.result.r_at_1) and np.isnan(quality.result.mrr)
+
+
+def test_one_sample_ranks_two_models_side_by_side(tmp_path: Path) -> None:
+    # A migration's shadow store holds the primary's item and image ids with the new model's
+    # embeddings: one sample drawn from the primary is queried in both.
+    primary = SqliteStore(tmp_path / "primary.sqlite3")
+    shadow = SqliteStore(tmp_path / "shadow.sqlite3")
+    primary.claim_model_identity(ModelIdentity("old", "1", DIM))
+    shadow.claim_model_identity(ModelIdentity("new", "2", DIM))
+    rng = np.random.default_rng(21)
+    old: Gallery = {}
+    new: Gallery = {}
+    try:
+        for n in range(25):
+            centre = rng.normal(size=DIM)
+            item_id = f"item-{n:02d}"
+            # The new model's views of the same photos sit closer to their item's centre.
+            noise = rng.normal(size=(int(rng.integers(2, 5)), DIM))
+            old[item_id] = [(centre + 1.3 * e).astype(np.float32) for e in noise]
+            new[item_id] = [(centre + 0.6 * e).astype(np.float32) for e in noise]
+            hashes = [hashlib.sha256(r.tobytes()).hexdigest() for r in old[item_id]]
+            outcome = primary.enroll(
+                item_id, [NewImage(h, r) for h, r in zip(hashes, old[item_id], strict=True)]
+            )
+            shadow.enroll(
+                item_id,
+                [NewImage(h, r) for h, r in zip(hashes, new[item_id], strict=True)],
+                image_ids=outcome.image_ids,
+            )
+        sample = sample_gallery(primary, 30, seed=1)
+        before, after = leave_one_out(primary, sample), leave_one_out(shadow, sample)
+        assert before.queried == after.queried and len(before.queried) == 30
+        for gallery, quality, store in ((old, before, primary), (new, after, shadow)):
+            records = store.item_images(list(gallery))
+            expected = [
+                oracle_rank(gallery, i, [r.image_id for r in records[i]].index(im))
+                for i, im in quality.queried
+            ]
+            assert quality.result.ranks.tolist() == expected
+        assert after.result.mrr > before.result.mrr
+    finally:
+        primary.close()
+        shadow.close()
