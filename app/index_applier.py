@@ -48,6 +48,7 @@ from app.item_attribute_map import ItemAttributeMap
 from app.metrics import ServiceMetrics
 from index.centroid_index import CentroidIndex
 from index.centroid_math import centroid_from_sum
+from index.index_write_batch import IndexWrite, write_batch
 from index.row_export import RowExport, RowSource
 from index.shared_centroid_index import SharedCentroidIndex
 from store.item_attributes import Attributes, attribute_terms
@@ -189,6 +190,47 @@ class IndexApplier:
         # The row (and its terms) is in Milvus already; the attributes results return are not.
         self.attributes.set(state.item_id, state.attributes if state.count else {})
         return True
+
+    def apply_replicated_batch(self, states: Sequence[ItemState]) -> list[bool]:
+        """``apply_replicated`` of each of ``states`` (distinct items, their locks held), the
+        index writes of an own index in one ``write_batch`` (one hold of its write lock, not
+        one per record); per state, whether it was newer than what was applied or noted."""
+        if self._shared is not None:
+            return [self.apply_replicated(state) for state in states]
+        fresh: list[tuple[ItemState, int]] = []  # with the version the index had before
+        outcomes: list[bool] = []
+        with self._lock:
+            for state in states:
+                prior = self._versions.get(state.item_id, 0)
+                outcomes.append(state.version >= prior)
+                if outcomes[-1]:
+                    fresh.append((state, prior))
+        writes = [
+            IndexWrite(state.item_id, None)
+            if state.count == 0
+            else IndexWrite(
+                state.item_id,
+                centroid_from_sum(state.embedding_sum),
+                attribute_terms(state.attributes),
+            )
+            for state, _ in fresh
+        ]
+        with self._metrics.stage("index_update"):
+            write_batch(self.index, writes)
+        # Noted once the rows are in (every writer of these items waits on their locks
+        # meanwhile), so an ``after=`` wait never sees a version before its row.
+        with self._lock:
+            for state, _ in fresh:
+                self._versions[state.item_id] = state.version
+        for state, prior in fresh:
+            if state.count == 0:
+                self.attributes.drop(state.item_id)
+            else:
+                self.attributes.set(state.item_id, state.attributes)
+            # As in ``apply``: this replica's own write echoed (same version) has its images in.
+            if self.evidence is not None and (state.version != prior or state.version == 0):
+                self.evidence.applied(state, None)
+        return outcomes
 
     def reconcile(self, item_id: str, reread: Reread) -> bool:
         """Shared index: bring ``item_id``'s row to the store's state if its version differs;

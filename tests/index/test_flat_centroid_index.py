@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 
 from index.centroid_math import l2_normalize
-from index.flat_centroid_index import REBUILD_CHUNK_ROWS, FlatCentroidIndex
+from index.flat_centroid_index import (
+    LOAD_SPARE_FRACTION,
+    LOAD_SPARE_MIN_ROWS,
+    REBUILD_CHUNK_ROWS,
+    FlatCentroidIndex,
+)
 from tests.index.centroid_index_congruence import (
     CentroidIndexCongruence,
     FilteredSearchCongruence,
@@ -260,6 +265,28 @@ def test_row_chunks_and_load_rows_round_trip() -> None:
     untermed.load_rows(ids, rows)  # no terms given: none held
     assert untermed.terms_of("i1") == frozenset()
     assert untermed.search(q, 9, frozenset({"mod=1"})) == [[]]
+
+
+def test_appends_after_load_rows_fill_its_spare_room_in_place() -> None:
+    """A snapshot load leaves room past its rows: the writes replayed after it (new items) go
+    into that room, not into a new buffer with every row copied over (the first append would
+    otherwise reallocate the whole storage). Past the room the storage grows as usual."""
+    n = 8 * LOAD_SPARE_MIN_ROWS
+    spare = max(LOAD_SPARE_MIN_ROWS, n // LOAD_SPARE_FRACTION)
+    rows = l2_normalize(np.random.default_rng(4).normal(size=(n, 4))).astype(np.float32)
+    index = FlatCentroidIndex(4)
+    index.load_rows([f"i{i}" for i in range(n)], rows)
+    storage = index._faiss.get_xb()
+    extra = l2_normalize(np.random.default_rng(5).normal(size=(spare + 1, 4)))
+    for j in range(spare):
+        index.upsert(f"new{j}", extra[j])
+        assert index._faiss.get_xb() == storage, f"storage moved at append {j}"
+    index.upsert("past", extra[spare])
+    assert index._faiss.get_xb() != storage  # the room was used up: it grew
+    assert len(index) == n + spare + 1
+    np.testing.assert_allclose(index.get("i7"), rows[7], rtol=0, atol=0)  # type: ignore[arg-type]
+    np.testing.assert_allclose(index.get("past"), extra[spare], rtol=1e-6)  # type: ignore[arg-type]
+    assert index.search(extra[spare : spare + 1].astype(np.float32), 1)[0][0][0] == "past"
 
 
 def test_load_rows_refuses_bad_input() -> None:
