@@ -11,10 +11,10 @@ embeddings with one sample.
 ``QualityCache`` serves ``GET /quality``: an answer younger than the TTL is returned as is; an
 older one is returned too (with its ``computed_at``) while a new one is computed in the
 background; only the first request, or the first after a model change, waits. The computation
-runs on a thread of its own (not a worker thread), its store reads each through the store lane
-(deadlines, the breaker, the lane's bound on threads), the competing centroids from the index
-when it can copy its rows out (flat) and else from the store's item states, a batch per lane
-call.
+runs on a thread of its own (not a worker thread), its store reads in batches, each batch one
+call on the store lane (deadlines, the breaker, the lane's bound on threads), the competing
+centroids from the index when it can copy its rows out (flat) and else from the store's item
+states.
 
 Writes do not invalidate the cache: one write moves a sampled figure by about one query in the
 sample, less than the sample's own noise, and recomputing on every write would make a busy
@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from itertools import islice
 from typing import Any, Protocol, TypeVar
 
@@ -74,6 +75,17 @@ class GalleryReader(Protocol):
     def iter_item_states(self) -> Iterator[ItemState]: ...
 
 
+class StoreRunner(Protocol):
+    """How a batch of store reads, ``reads()``, is run: here (``run_here``), or as one call on
+    the service's store lane (``lane_runner``)."""
+
+    def __call__(self, reads: Callable[[], T], /) -> T: ...
+
+
+def run_here(reads: Callable[[], T]) -> T:
+    return reads()
+
+
 @dataclass(frozen=True)
 class GallerySample:
     """Images to query, and the gallery they were drawn from."""
@@ -98,18 +110,21 @@ class GalleryQuality:
 
 
 def sample_gallery(
-    reader: GalleryReader, max_images: int, seed: int = SAMPLE_SEED
+    reader: GalleryReader,
+    max_images: int,
+    seed: int = SAMPLE_SEED,
+    run: StoreRunner = run_here,
 ) -> GallerySample:
     """Up to ``max_images`` images drawn without replacement among those of items holding two
     or more (all of them when there are fewer), by ``seed``. One pass over the item listing,
-    then the drawn items' images (to name them)."""
+    then the drawn items' images (to name them); each page and each read is one ``run``."""
     if max_images < 1:
         raise ValueError(f"max_images must be >= 1, got {max_images}")
     eligible: list[tuple[str, int]] = []
     items = images = singles = 0
     cursor: str | None = None
     while True:
-        page, cursor = reader.list_items(LIST_PAGE, cursor)
+        page, cursor = run(partial(reader.list_items, LIST_PAGE, cursor))
         for summary in page:
             items += 1
             images += summary.image_count
@@ -136,7 +151,7 @@ def sample_gallery(
     ids = list(wanted)
     for start in range(0, len(ids), IMAGES_PER_READ):
         part = ids[start : start + IMAGES_PER_READ]
-        read = reader.item_images(part)
+        read = run(partial(reader.item_images, part))
         for item_id in part:
             records = read.get(item_id, [])
             # An item that lost images since the listing: its later positions are gone.
@@ -157,13 +172,15 @@ def leave_one_out(
     reader: GalleryReader,
     sample: GallerySample,
     centroids: Iterable[CentroidChunk] | None = None,
+    run: StoreRunner = run_here,
 ) -> GalleryQuality:
     """Each image of ``sample`` ranked against every item's centroid with its own item's
     formed without it (``index/leave_one_out.py``): its embedding from ``reader.item_images``,
     its item's running sum from ``reader.get_item_state``. An image no longer there, or whose
     item's state and images disagree (written between the two reads, twice), is skipped and
     counted. ``centroids``: the gallery's centroids in chunks (an index's rows); None: every
-    item state of ``reader``, ``normalize(sum)``."""
+    item state of ``reader``, ``normalize(sum)``. Reads are batched, each batch one ``run``:
+    ``IMAGES_PER_READ`` sampled items' images and states, ``STATES_PER_READ`` item states."""
     by_item: dict[str, list[str]] = {}
     for item_id, image_id in sample.images:
         by_item.setdefault(item_id, []).append(image_id)
@@ -176,13 +193,13 @@ def leave_one_out(
     ids = list(by_item)
     for start in range(0, len(ids), IMAGES_PER_READ):
         part = ids[start : start + IMAGES_PER_READ]
-        read = reader.item_images(part)
+        read, states = run(partial(_images_and_states, reader, part))
         for item_id in part:
-            records, state = read.get(item_id, []), reader.get_item_state(item_id)
+            records, state = read.get(item_id, []), states[item_id]
             if state is None or state.count != len(records):
                 # Written between the two reads: once more, both again.
-                records = reader.item_images([item_id]).get(item_id, [])
-                state = reader.get_item_state(item_id)
+                again, again_states = run(partial(_images_and_states, reader, [item_id]))
+                records, state = again.get(item_id, []), again_states[item_id]
             if state is None or state.count != len(records) or state.count < 2:
                 continue
             embedding_of = {r.image_id: r.embedding for r in records}
@@ -198,7 +215,7 @@ def leave_one_out(
                 owners.append(code)
                 queried.append((item_id, image_id))
     if centroids is None:
-        centroids = centroid_chunks_from_states(reader.iter_item_states())
+        centroids = centroid_chunks_from_states(_states_in_batches(reader, run))
     dim = rows[0].shape[0] if rows else 0
     result = rank_left_out(
         np.array(rows, dtype=np.float32).reshape(len(rows), dim),
@@ -237,38 +254,33 @@ def _centroids_of(states: Sequence[ItemState]) -> CentroidChunk:
     return [s.item_id for s in states], l2_normalize(np.array([s.embedding_sum for s in states]))
 
 
-class LaneReader:
-    """A ``GalleryReader`` over ``store`` whose every call runs on the store lane; to be used
-    from a thread started by ``anyio.to_thread`` (it hops to the event loop to enter the
-    lane)."""
+def _images_and_states(
+    reader: GalleryReader, item_ids: Sequence[str]
+) -> tuple[dict[str, list[ImageRecord]], dict[str, ItemState | None]]:
+    return reader.item_images(item_ids), {i: reader.get_item_state(i) for i in item_ids}
 
-    def __init__(self, store: GalleryReader, lane: StoreLane) -> None:
-        self._store = store
-        self._lane = lane
 
-    def _call(self, fn: Callable[..., T], *args: object) -> T:
-        return anyio.from_thread.run(self._lane.run, fn, *args)
-
-    def list_items(
-        self, limit: int, cursor: str | None, where: AttributeFilter | None = None
-    ) -> tuple[list[ItemSummary], str | None]:
-        return self._call(self._store.list_items, limit, cursor, where)
-
-    def item_images(self, item_ids: Sequence[str]) -> dict[str, list[ImageRecord]]:
-        return self._call(self._store.item_images, list(item_ids))
-
-    def get_item_state(self, item_id: str) -> ItemState | None:
-        return self._call(self._store.get_item_state, item_id)
-
-    def iter_item_states(self) -> Iterator[ItemState]:
-        # The store's generator runs a page at a time; each batch of it is one lane call.
-        states = self._store.iter_item_states()
-        while batch := self._call(_take, states, STATES_PER_READ):
-            yield from batch
+def _states_in_batches(reader: GalleryReader, run: StoreRunner) -> Iterator[ItemState]:
+    """``reader.iter_item_states()``, ``STATES_PER_READ`` at a time, each batch one ``run``
+    (the store's generator reads a page at a time, on whichever thread resumes it)."""
+    states = run(lambda: iter(reader.iter_item_states()))
+    while batch := run(partial(_take, states, STATES_PER_READ)):
+        yield from batch
 
 
 def _take(it: Iterator[ItemState], n: int) -> list[ItemState]:
     return list(islice(it, n))
+
+
+def lane_runner(lane: StoreLane) -> StoreRunner:
+    """Runs each batch of reads as one call on ``lane`` (its deadline, breaker and threads),
+    from a thread started by ``anyio.to_thread``: it hops to the event loop to enter the
+    lane."""
+
+    def run(reads: Callable[[], T]) -> T:
+        return anyio.from_thread.run(lane.run, reads)
+
+    return run
 
 
 def index_centroids(index: CentroidIndex) -> Iterable[CentroidChunk] | None:
@@ -365,9 +377,9 @@ class QualityCache:
         started = self._clock()
 
         def work() -> GalleryQuality:
-            reader = LaneReader(store, lane)
-            sample = sample_gallery(reader, self.sample_images, self.seed)
-            return leave_one_out(reader, sample, index_centroids(index))
+            run = lane_runner(lane)
+            sample = sample_gallery(store, self.sample_images, self.seed, run)
+            return leave_one_out(store, sample, index_centroids(index), run)
 
         quality = await anyio.to_thread.run_sync(
             work, limiter=self._limiter, abandon_on_cancel=True
