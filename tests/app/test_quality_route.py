@@ -2,11 +2,15 @@
 from-scratch leave-one-out oracle over the store's embeddings, its worst items the oracle's,
 its gauges in /metrics; a planted mislabel lowers R@1 (once an answer computed after it is
 served); a sample smaller than the gallery is the seeded one; the Redis
-store with the IVF index (competitors read from the store through the lane) agrees too."""
+store with the IVF index (competitors read from the store through the lane) agrees too; a
+stalled store is a 503 problem within the store deadline, and the service computes once it is
+back."""
 
 from __future__ import annotations
 
 import math
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -191,3 +195,29 @@ def test_redis_and_ivf_agree_with_the_oracle(
             assert body["mrr"] == pytest.approx(expected["mrr"], abs=1e-12)
     finally:
         _drop_namespace(namespace)
+
+
+@pytest.mark.redis
+def test_a_stalled_store_is_a_503_and_the_next_request_computes(
+    service_factory: ServiceFactory,
+    photo_views: dict[str, list[bytes]],
+    own_redis: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    url, proc = own_redis
+    with service_factory(redis_url=url, redis_namespace="quality", store_deadline_ms=500) as client:
+        enroll_gallery(client, photo_views)
+        proc.send_signal(signal.SIGSTOP)  # there, accepting connections, answering nothing
+        try:
+            started = time.monotonic()
+            r = client.get("/quality")
+            assert r.status_code == 503, r.text
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert time.monotonic() - started < 5
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        # Back: a later request computes (503s meanwhile while the breaker, if open, cools).
+        deadline = time.monotonic() + 30
+        while (r := client.get("/quality")).status_code != 200:
+            assert r.status_code == 503 and time.monotonic() < deadline, r.text
+            time.sleep(0.1)
+        assert r.json()["sample_size"] == 3 * len(MULTI)
