@@ -20,6 +20,11 @@ Scheduling, decided at each batch:
   request may span several batches, and one batch several requests). When both kinds are
   waiting the kinds alternate, so a queued search never waits behind more than one enrollment
   sub-batch, and enrollments still advance under a steady stream of searches.
+* **Background work yields and is capped.** A ``BACKGROUND`` request (a model migration's
+  re-embedding) is batched only when no search or enrollment is queued, and after each of its
+  batches, taking ``t`` seconds, none other is started for ``t * (1 / background_share - 1)``:
+  it takes at most that share of the model's time, and whoever times it (the ETA) can count on
+  it.
 * **Dropped before inference.** A request whose client has gone, or that waited past its
   queue timeout (its :class:`~app.admission_control.AdmissionTicket`), is dropped when a batch
   would take it; its future raises the reason. An enrollment already partly embedded is
@@ -60,6 +65,9 @@ log = logging.getLogger(__name__)
 class Priority(enum.Enum):
     SEARCH = "search"
     ENROLL = "enroll"
+    # A model migration's re-embedding: only when no search or enrollment waits, and at most
+    # ``background_share`` of the model's time.
+    BACKGROUND = "background"
 
 
 class BatchEmbedder(Protocol):
@@ -143,11 +151,16 @@ class InferenceExecutor:
         max_delay_s: float,
         metrics: ServiceMetrics,
         name: str = "inference-executor",
+        background_share: float = 0.25,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if max_delay_s < 0:
             raise ValueError(f"max_delay_s must not be negative, got {max_delay_s}")
+        if not 0 < background_share <= 1:
+            raise ValueError(f"background_share must be in (0, 1], got {background_share}")
+        self.background_share = background_share
+        self._background_ready_at = 0.0  # time.perf_counter() before which none is started
         self.embedder = embedder
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
@@ -264,8 +277,16 @@ class InferenceExecutor:
     def _next_batch(self) -> tuple[list[_Part] | None, list[tuple[_Request, Exception]]]:
         """The next batch's parts (None once closed), and the requests dropped on the way."""
         with self._cond:
-            while not self._queued_rows and not self._closed:
-                self._cond.wait()
+            while not self._closed:
+                if self._foreground_rows():
+                    break
+                if self._queues[Priority.BACKGROUND]:
+                    pause = self._background_ready_at - time.perf_counter()
+                    if pause <= 0:
+                        break
+                    self._cond.wait(pause)
+                else:
+                    self._cond.wait()
             if self._closed:
                 return None, []
             self._wait_for_more()
@@ -284,10 +305,17 @@ class InferenceExecutor:
                 return
             self._cond.wait(remaining)
 
+    def _foreground_rows(self) -> int:
+        return sum(
+            r.rows - r.taken for p in (Priority.SEARCH, Priority.ENROLL) for r in self._queues[p]
+        )
+
     def _take(self) -> tuple[list[_Part], list[tuple[_Request, Exception]]]:
         searches, enrollments = self._queues[Priority.SEARCH], self._queues[Priority.ENROLL]
         alternate = self._last_kind is Priority.SEARCH or not searches
         kind = Priority.ENROLL if enrollments and alternate else Priority.SEARCH
+        if not searches and not enrollments:
+            kind = Priority.BACKGROUND
         queue = self._queues[kind]
         parts: list[_Part] = []
         dropped: list[tuple[_Request, Exception]] = []
@@ -343,6 +371,10 @@ class InferenceExecutor:
                 _fail(request, error)
             return
         elapsed = time.perf_counter() - start
+        if parts[0].request.priority is Priority.BACKGROUND:
+            with self._cond:
+                pause = elapsed * (1 / self.background_share - 1)
+                self._background_ready_at = time.perf_counter() + pause
         self._metrics.batch_size.observe(rows)
         self._metrics.batch_inference_seconds.observe(elapsed)
         offset = 0

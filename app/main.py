@@ -29,6 +29,7 @@ from app.routes import (
     health_router,
     images_router,
     items_router,
+    migration_router,
     neighbours_router,
     quality_router,
     search_router,
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         quality_router(settings),
         health_router(settings),
         admin_router(settings),
+        migration_router(settings),
     ]
     for router in routers:
         app.include_router(router)

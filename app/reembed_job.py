@@ -64,7 +64,8 @@ class LeftOut:
 
 @dataclass(frozen=True)
 class Progress:
-    items_done: int
+    items_done: int  # checked so far in this pass (copied or found in step)
+    items_total: int  # items the primary held when the pass started
     images_done: int  # images embedded so far in this pass
     images_total: int  # images the primary held when the pass started
     elapsed_s: float
@@ -75,16 +76,18 @@ class Progress:
 
     @property
     def eta_s(self) -> float | None:
-        rate = self.images_per_s
-        if rate <= 0:
+        """From the items' pace: a catch-up pass embeds few images but checks every item."""
+        if self.items_done <= 0 or self.elapsed_s <= 0:
             return None
-        return max(0.0, self.images_total - self.images_done) / rate
+        left = max(0, self.items_total - self.items_done)
+        return left * self.elapsed_s / self.items_done
 
     def line(self) -> str:
         eta = "?" if self.eta_s is None else f"{self.eta_s:.0f} s"
         return (
-            f"re-embedded {self.images_done}/{self.images_total} images "
-            f"({self.items_done} items), {self.images_per_s:.1f} images/s, ETA {eta}"
+            f"re-embedded {self.images_done}/{self.images_total} images, "
+            f"{self.items_done}/{self.items_total} items checked, "
+            f"{self.images_per_s:.1f} images/s, ETA {eta}"
         )
 
 
@@ -148,7 +151,7 @@ class ReembedJob:
         """One pass over every item of both stores; see the module docstring."""
         start = time.perf_counter()
         report = ReembedReport()
-        _, images_total = self.primary.counts()
+        items_total, images_total = self.primary.counts()
         done_items = 0
         last_report = start
         for item_id in _all_item_ids(self.primary):
@@ -158,7 +161,9 @@ class ReembedJob:
             if self.progress is not None and now - last_report >= self.progress_every_s:
                 last_report = now
                 self.progress(
-                    Progress(done_items, report.images_embedded, images_total, now - start)
+                    Progress(
+                        done_items, items_total, report.images_embedded, images_total, now - start
+                    )
                 )
         for item_id in _all_item_ids(self.shadow):
             if self.primary.get_item(item_id) is None:
@@ -167,7 +172,9 @@ class ReembedJob:
         report.seconds = time.perf_counter() - start
         if self.progress is not None:
             self.progress(
-                Progress(done_items, report.images_embedded, images_total, report.seconds)
+                Progress(
+                    done_items, items_total, report.images_embedded, images_total, report.seconds
+                )
             )
         return report
 

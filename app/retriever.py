@@ -62,7 +62,12 @@ from index.match_confidence import is_degenerate, match_confidence, uniform_inpu
 from index.shared_centroid_index import SharedCentroidIndex
 from index.two_stage_fusion import DEFAULT_ALPHA, DEFAULT_CANDIDATES, RankMode, rank_candidates
 from store.blob_backend import BlobBackend, BlobUnavailableError
-from store.errors import ItemNotFoundError, StoreError, StoreOutcomeUnknownError
+from store.errors import (
+    ImageNotFoundError,
+    ItemNotFoundError,
+    StoreError,
+    StoreOutcomeUnknownError,
+)
 from store.idempotency import IdempotencyClaim, replay_if_recorded
 from store.item_attributes import DEFAULT_MAX_ATTRIBUTES_BYTES, AttributeFilter, Attributes
 from store.records import (
@@ -150,6 +155,10 @@ class SearchHit:
 _UNIFORM_EMBEDDINGS: dict[tuple[str, str, int, int, int], npt.NDArray[np.float32]] = {}
 _UNIFORM_LOCK = threading.Lock()
 
+# A migration's copy of a write takes the attributes the other store accepted under the
+# service's limit whole.
+UNLIMITED_ATTRIBUTES = 2**31
+
 # Per-image embeddings kept in memory up to this many bytes (RETRIEVAL_IMAGE_EMBEDDINGS_BUDGET_MB).
 DEFAULT_IMAGE_EMBEDDINGS_BUDGET_BYTES = 1024 * 2**20
 
@@ -179,7 +188,11 @@ class Retriever:
         ranking: RankMode = RankMode.CENTROID,
         rerank_candidates: int = DEFAULT_CANDIDATES,
         image_embeddings_budget_bytes: int = DEFAULT_IMAGE_EMBEDDINGS_BUDGET_BYTES,
+        locks_of: Retriever | None = None,
     ) -> None:
+        """``locks_of``: a model migration's other retriever, whose item and hash locks this
+        one shares (a write holds one item lock for both stores' commits, so neither order of
+        two retrievers' locks can deadlock while a switch lets writes run on both)."""
         if rerank_candidates < 1:
             raise ValueError(f"rerank_candidates must be >= 1, got {rerank_candidates}")
         self.embedder = embedder
@@ -194,8 +207,8 @@ class Retriever:
         self.recall_sampler = recall_sampler  # approximate indexes only: recall@10 samples
         self.index_info = dict(index_info or {})  # /info's "index": kind and parameters
         self.identity = model_identity(embedder)
-        self._item_locks = StripedLock()
-        self._hash_locks = StripedLock()
+        self._item_locks: StripedLock = StripedLock() if locks_of is None else locks_of.item_locks
+        self._hash_locks: StripedLock = StripedLock() if locks_of is None else locks_of.hash_locks
         self.ranking = ranking
         self.rerank_candidates = rerank_candidates
         # The second stage's images and spreads (app/image_evidence.py): in memory within the
@@ -218,6 +231,11 @@ class Retriever:
             interval_s=reconcile_interval_s,
         )
         metrics.read_store_counts_from(store.counts)
+        # During a model migration, the other model's retriever: every write committed here is
+        # copied to it (``mirror_*``), with the same image ids, and a blob is only released
+        # once neither store references it (app/migration_follower.py sets it).
+        self.mirror: Retriever | None = None
+        self.mirror_failures = 0  # copies the mirror refused: a catch-up pass repairs them
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -248,6 +266,11 @@ class Retriever:
         lost track)."""
         self.applier.rebuild(self.store.iter_item_states(), reread=self.store.get_item_state)
         self._refresh_gauges()
+
+    @property
+    def hash_locks(self) -> StripedLock:
+        """Held by whoever writes or releases a blob (an enrollment, a blob's release)."""
+        return self._hash_locks
 
     @property
     def item_locks(self) -> StripedLock:
@@ -328,6 +351,9 @@ class Retriever:
                 added_ids=[outcome.image_ids[n] for n in added], added=embeddings[added]
             )
             pending = self._apply_committed(outcome.item, change)
+            mirror = self.mirror
+            if mirror is not None:
+                mirror.mirror_enrollment(item_id, uploads, outcome.image_ids, attributes_patch)
         self._refresh_gauges()
         return EnrollResult(outcome, index_pending=pending)
 
@@ -349,6 +375,9 @@ class Retriever:
                     item_id, patch, max_attributes_bytes, idempotency
                 )
             pending = self._apply_committed(state, ImageChange())  # images untouched
+            mirror = self.mirror
+            if mirror is not None:
+                mirror.mirror_write(item_id, lambda s: s.patch_attributes(item_id, patch))
         return PatchResult(PatchOutcome(state), index_pending=pending)
 
     def delete_image(
@@ -362,6 +391,13 @@ class Retriever:
             with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
                 outcome = self.store.delete_image(item_id, image_id, idempotency)
             pending = self._apply_committed(outcome.item, ImageChange(removed=[image_id]))
+            mirror = self.mirror
+            if mirror is not None:
+                mirror.mirror_write(
+                    item_id,
+                    lambda s: s.delete_image(item_id, image_id).item,
+                    ImageChange(removed=[image_id]),
+                )
         self._release_blobs(outcome)
         self._refresh_gauges()
         return DeleteResult(outcome, index_pending=pending)
@@ -374,9 +410,82 @@ class Retriever:
             with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
                 outcome = self.store.delete_item(item_id, idempotency)
             pending = self._apply_committed(outcome.item, ImageChange())
+            mirror = self.mirror
+            if mirror is not None:
+                mirror.mirror_write(item_id, lambda s: s.delete_item(item_id).item)
         self._release_blobs(outcome)
         self._refresh_gauges()
         return DeleteResult(outcome, index_pending=pending)
+
+    # -- a migration's copies of the other model's writes -----------------------------------
+
+    def mirror_enrollment(
+        self,
+        item_id: str,
+        uploads: Sequence[Upload],
+        image_ids: Sequence[str],
+        attributes_patch: Attributes | None,
+    ) -> None:
+        """Copy an enrollment the other model's retriever committed: the same images under the
+        same ids, embedded with this model, and the same attributes patch. Never raises: a copy
+        that fails is logged and counted, and the catch-up pass before a switch
+        (``app/reembed_job.py``) re-embeds the item. Called under the caller's hold of the
+        item's lock, which the two retrievers share (``locks_of``)."""
+        try:
+            batch = self._decode([u.data for u in uploads], [u.filename for u in uploads])
+            embeddings = self._embed(batch, Priority.ENROLL, None)
+            images = [NewImage(u.content_hash, e) for u, e in zip(uploads, embeddings, strict=True)]
+            outcome = self.store.enroll(
+                item_id,
+                images,
+                attributes_patch=attributes_patch,
+                max_attributes_bytes=UNLIMITED_ATTRIBUTES,
+                image_ids=image_ids,
+            )
+            added = [n for n, created in enumerate(outcome.created) if created]
+            change = ImageChange(
+                added_ids=[outcome.image_ids[n] for n in added], added=embeddings[added]
+            )
+            self._apply_committed(outcome.item, change)
+        except Exception as exc:
+            self._mirror_failed(item_id, exc)
+
+    def mirror_write(
+        self,
+        item_id: str,
+        write: Callable[[Store], ItemState],
+        images: ImageChange | None = None,
+    ) -> None:
+        """Copy a delete or an attribute patch (``write`` on this store); an item or image this
+        store lacks (not re-embedded yet) is no error. Never raises, and runs under the caller's
+        item lock, as ``mirror_enrollment``."""
+        try:
+            try:
+                state = write(self.store)
+            except (ItemNotFoundError, ImageNotFoundError):
+                return
+            self._apply_committed(state, images if images is not None else ImageChange())
+        except Exception as exc:
+            self._mirror_failed(item_id, exc)
+
+    def _mirror_failed(self, item_id: str, exc: Exception) -> None:
+        self.mirror_failures += 1
+        log.error(
+            "migration: the copy of a write to item %r into the %s v%s store failed (the "
+            "catch-up before a switch re-embeds it): %s: %s",
+            item_id,
+            self.identity.name,
+            self.identity.version,
+            type(exc).__name__,
+            exc,
+        )
+
+    def _referenced(self, content_hash: str) -> bool:
+        """Whether this store, or the migration's other one, holds an image of these bytes."""
+        if self.store.is_hash_referenced(content_hash):
+            return True
+        mirror = self.mirror
+        return mirror is not None and mirror.store.is_hash_referenced(content_hash)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -735,7 +844,7 @@ class Retriever:
             return
         for h in written:
             try:
-                referenced = self.store.is_hash_referenced(h)
+                referenced = self._referenced(h)
             except Exception:
                 referenced = True  # cannot tell: keep it; an orphan blob is only wasted space
             if not referenced:
@@ -748,7 +857,7 @@ class Retriever:
             # Re-check under the hash lock: a concurrent enrollment of the same bytes may have
             # committed a new reference since the delete returned.
             with self._hash_locks.hold([h]):
-                if not self.store.is_hash_referenced(h):
+                if not self._referenced(h):
                     self._delete_blob(h)
 
     def _delete_blob(self, content_hash: str) -> None:

@@ -174,6 +174,11 @@ class InfoResponse(BaseModel):
         "proposes) and `alpha` (the fusion's weight of the centroid score)."
     )
     limits: dict[str, int]
+    migration: dict[str, Any] | None = Field(
+        None,
+        description="While a model migration is recorded: its `state`, which model is "
+        "`active` (source or target) and the `serving` model's identity.",
+    )
 
 
 class ItemQualityResponse(BaseModel):

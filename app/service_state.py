@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.admission_control import AdmissionControl
 from app.blob_backend_choice import build_blob_backend
@@ -28,6 +29,8 @@ from app.index_choice import build_centroid_index, describe_index
 from app.index_snapshots import IndexSnapshots, LoadedSnapshot, replay_change_log
 from app.inference_executor import InferenceExecutor
 from app.metrics import ServiceMetrics
+from app.migration_follower import MigrationFollower
+from app.model_migration import migrate_command
 from app.recall_sampler import recall_sampler_for
 from app.request_pipeline import RequestPipeline
 from app.retriever import Retriever
@@ -43,7 +46,8 @@ from index.two_stage_fusion import RankMode
 from store.blob_sweep import log_sweep
 from store.change_feed import FeedCursor, RedisChangeFeed
 from store.change_log import ChangeLog, ChangeLogGapError
-from store.errors import StoreUnavailableError
+from store.errors import ModelMismatchError, StoreUnavailableError
+from store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +82,17 @@ def load_embedder(settings: Settings) -> OnnxEmbedder:
 
 
 def build_retriever(
-    settings: Settings, metrics: ServiceMetrics, embedder: OnnxEmbedder | None = None
+    settings: Settings,
+    metrics: ServiceMetrics,
+    embedder: OnnxEmbedder | None = None,
+    *,
+    store: Store | None = None,
+    locks_of: Retriever | None = None,
 ) -> Retriever:
+    """The retriever of ``embedder`` on the configured store, or on ``store`` with the locks
+    of ``locks_of`` (a model migration's second retriever: app/migration_follower.py)."""
     embedder = embedder if embedder is not None else load_embedder(settings)
-    store = open_store(settings)
+    store = store if store is not None else open_store(settings)
     try:
         blobs = build_blob_backend(settings)
         index = build_centroid_index(settings, embedder.embedding_dim)
@@ -107,6 +118,7 @@ def build_retriever(
             max_batch=settings.inference_batch,
             max_delay_s=settings.batch_max_delay_us / 1e6,
             metrics=metrics,
+            background_share=settings.reembed_share,
         )
         if settings.batching
         else None
@@ -132,6 +144,7 @@ def build_retriever(
         ranking=RankMode(settings.ranking),
         rerank_candidates=settings.rerank_candidates,
         image_embeddings_budget_bytes=int(settings.image_embeddings_budget_mb * 2**20),
+        locks_of=locks_of,
     )
     retriever.applier.configure_breaker(
         settings.milvus_breaker_failures, settings.milvus_breaker_cooldown_s
@@ -146,6 +159,10 @@ class ServiceState:
     retriever: Retriever | None = None
     follower: ChangeFollower | None = None  # with the Redis store
     snapshots: IndexSnapshots | None = None  # index snapshots on
+    migration: MigrationFollower | None = None  # not with the Milvus index
+    # The store holds another model's embeddings than the configured one's (start-up failed):
+    # both identities and the command that migrates it, for /info.
+    mismatch: dict[str, Any] | None = None
     failure: str | None = None
     phase: str = "starting"
     _thread: threading.Thread | None = None
@@ -222,6 +239,9 @@ class ServiceState:
                     return
                 delay = min(2 * delay, STORE_RETRY_MAX_S)
                 attempt += 1
+            except ModelMismatchError as exc:
+                self._fail_mismatch(exc)
+                return
             except Exception as exc:
                 self._fail(exc)
                 return
@@ -229,6 +249,17 @@ class ServiceState:
             retriever.close()
             return
         self.retriever = retriever
+        if self.settings.index != "milvus":
+            # A migration's shadow needs an index of its own; one Milvus collection cannot
+            # hold both models' centroids.
+            self.migration = MigrationFollower(
+                settings=self.settings,
+                metrics=self.metrics,
+                original=retriever,
+                serve=self._serve,
+                build=self._build_for_migration,
+            )
+            self.migration.start()
         self.phase = "ready"
         log.info(
             "ready: model %s v%s on %s, %d items, in %.1f s",
@@ -335,6 +366,43 @@ class ServiceState:
             return None
         return loaded
 
+    def redact(self, text: str) -> str:
+        """``text`` without the server's paths and addresses (``app/error_redaction.py``)."""
+        return self._redact(text)
+
+    def _serve(self, retriever: Retriever) -> None:
+        """From the next request on, ``retriever`` answers (a migration's switch)."""
+        self.retriever = retriever
+
+    def _build_for_migration(
+        self, embedder: OnnxEmbedder, store: Store, original: Retriever
+    ) -> Retriever:
+        return build_retriever(
+            self.settings, self.metrics, embedder, store=store, locks_of=original
+        )
+
+    def _fail_mismatch(self, exc: ModelMismatchError) -> None:
+        """Start-up refused: the store holds another model's embeddings. The error (and
+        /info, which answers meanwhile) names the command that migrates the store."""
+        command = migrate_command(self.settings.model_path)
+        self.mismatch = {
+            "stored_model": exc.stored.__dict__,
+            "configured_model": exc.configured.__dict__,
+            "migrate_command": self._redact(command),
+        }
+        log.error(
+            "start-up failed: the store holds embeddings of %s, the configured model is %s. "
+            "Serve the old model and migrate the store to the new one meanwhile: `%s` (with "
+            "this service's RETRIEVAL_* settings), then `centroid-retrieval migrate --switch`",
+            exc.stored.describe(),
+            exc.configured.describe(),
+            command,
+        )
+        self.failure = self._redact(
+            f"ModelMismatchError: {exc.stored_text}; migrate it with `{command}`"
+        )
+        self.phase = "failed"
+
     def _fail(self, exc: Exception) -> None:
         log.error("start-up failed", exc_info=exc)
         # Shown by /readyz and the 503s: no model or store path (the log line has them).
@@ -359,5 +427,9 @@ class ServiceState:
         if self.snapshots is not None:
             # After the follower stopped (its cursor final), before the store closes.
             self.snapshots.close(final=True)
-        if self.retriever is not None:
+        if self.migration is not None:
+            # Closes the migration's second retriever, whichever of the two serves.
+            self.migration.close()
+            self.migration.original.close()
+        elif self.retriever is not None:
             self.retriever.close()

@@ -122,11 +122,12 @@ def _migrate(
         )
         per_image = counted.seconds_per_image
         if per_image is None:
-            print("estimated time: unknown (no original could be embedded)")
+            print("estimated model time: unknown (no original could be embedded)")
         else:
             print(
-                f"estimated time: {counted.images * per_image:.0f} s ({per_image * 1000:.1f} ms "
-                f"per image, timed on {counted.sample_images} originals)"
+                f"estimated model time: {counted.images * per_image:.0f} s "
+                f"({per_image * 1000:.1f} ms per image, timed on {counted.sample_images} "
+                "originals; the store's writes come on top: about 2 per item)"
             )
         _list(counted.missing)
         return 1 if counted.missing else 0

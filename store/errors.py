@@ -73,8 +73,19 @@ class ModelMismatchError(StoreError):
 
     def __init__(self, stored: ModelIdentity, configured: ModelIdentity) -> None:
         super().__init__(
-            f"the store holds embeddings of {stored.describe()}, but the configured model is "
-            f"{configured.describe()}; re-embed the store or point the service at another one"
+            f"{self.describe(stored, configured)}; re-embed the store (`centroid-retrieval "
+            "migrate --model NEW.onnx`) or point the service at another one"
         )
         self.stored = stored
         self.configured = configured
+
+    @staticmethod
+    def describe(stored: ModelIdentity, configured: ModelIdentity) -> str:
+        return (
+            f"the store holds embeddings of {stored.describe()}, but the configured model is "
+            f"{configured.describe()}"
+        )
+
+    @property
+    def stored_text(self) -> str:
+        return self.describe(self.stored, self.configured)

@@ -4,6 +4,7 @@ from app.routes.admin import admin_router
 from app.routes.health import health_router
 from app.routes.images import images_router
 from app.routes.items import items_router
+from app.routes.migration import migration_router
 from app.routes.neighbours import neighbours_router
 from app.routes.quality import quality_router
 from app.routes.search import search_router
@@ -13,6 +14,7 @@ __all__ = [
     "health_router",
     "images_router",
     "items_router",
+    "migration_router",
     "neighbours_router",
     "quality_router",
     "search_router",

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.authorization import AnyKey
 from app.circuit_breaker import StoreBreakerOpenError
-from app.dependencies import RetrieverDep, StateDep
+from app.dependencies import StateDep
 from app.problem import problem_response
 from app.retriever import Retriever
 from app.schemas import AUTH_RESPONSES, InfoResponse
@@ -103,9 +103,23 @@ def health_router(settings: Settings) -> APIRouter:
         dependencies=[AnyKey],
         responses=AUTH_RESPONSES,
         summary="Model contract, counts, limits",
+        description=(
+            "While start-up is refused because the store holds another model's embeddings, "
+            "answers 200 with `status: model mismatch`, `stored_model`, `configured_model` and "
+            "`migrate_command` instead."
+        ),
     )
-    async def info(state: StateDep, retriever: RetrieverDep) -> dict[str, Any]:
+    async def info(state: StateDep) -> dict[str, Any] | JSONResponse:
+        if state.retriever is None and state.mismatch is not None:
+            # Not ready, and never will be with this model: say what the store holds, what is
+            # configured, and the command that migrates it (no limits: nothing is served).
+            return JSONResponse({"status": "model mismatch", **state.mismatch})
+        retriever = state.require_retriever()
         data = await state.store_lane.run(retriever.info)
+        migration = state.migration
+        if migration is not None and migration.record is not None:
+            status = migration.status()
+            data["migration"] = {k: status[k] for k in ("state", "active", "serving")}
         s = state.settings
         data["limits"] = {
             "max_request_bytes": s.max_request_bytes,
