@@ -138,11 +138,18 @@ def _count_at_least(
     ``(m,)`` are the rows' item codes, -1 for an item not queried) scoring ``>= own - slack64``
     in float64."""
     s32 = unit_queries @ block.T  # (n, m) float32
-    others = codes[np.newaxis, :] != owners[:, np.newaxis]  # (n, m)
-    lo = own[:, np.newaxis] - slack32
-    hi = own[:, np.newaxis] + slack32
-    sure = (s32 > hi) & others
-    band = (s32 >= lo) & (s32 <= hi) & others
+    # The own item's row, where this block holds it, never counts: -inf.
+    column_of = np.full(int(owners.max()) + 1 if owners.size else 0, -1, dtype=np.int64)
+    held = np.nonzero((codes >= 0) & (codes < column_of.shape[0]))[0]
+    column_of[codes[held]] = held
+    own_column = column_of[owners]  # (n,) the own item's column here, or -1
+    here = np.nonzero(own_column >= 0)[0]
+    s32[here, own_column[here]] = -np.inf
+    # The band's ends rounded outwards to float32, so comparing in float32 loses no pair.
+    lo = np.nextafter((own - slack32).astype(np.float32), np.float32(-np.inf))[:, np.newaxis]
+    hi = np.nextafter((own + slack32).astype(np.float32), np.float32(np.inf))[:, np.newaxis]
+    sure = s32 > hi
+    band = (s32 >= lo) & ~sure
     count: npt.NDArray[np.int64] = sure.sum(axis=1).astype(np.int64)
     qi, rj = np.nonzero(band)
     if qi.size:
