@@ -11,7 +11,8 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from app.settings import Settings
 from app.store_choice import open_store
 from artifact.image_decode import preprocess_bytes, stack_batch
 from artifact.onnx_embedder import OnnxEmbedder
+from store.hash_references import AnyOf, HashReferences
 from store.migration_record import MigrationRecord
 from store.records import ModelIdentity
 from store.store import Store
@@ -115,6 +117,21 @@ def open_shadow_store(settings: Settings, record: MigrationRecord) -> Store:
         namespace=shadow_namespace(settings, record),
         sqlite_path=shadow_sqlite_path(settings, record),
     )
+
+
+@contextmanager
+def every_reference(settings: Settings, store: Store) -> Iterator[HashReferences]:
+    """``store``'s blob references, and during a migration its shadow's too: what a blob sweep
+    must keep."""
+    record = read_record(store)
+    if record is None:
+        yield store
+        return
+    shadow = open_shadow_store(settings, record)
+    try:
+        yield AnyOf([store, shadow])
+    finally:
+        shadow.close()
 
 
 def embed_originals(embedder: OnnxEmbedder, max_pixels: int) -> EmbedOriginals:

@@ -30,7 +30,7 @@ from app.index_snapshots import IndexSnapshots, LoadedSnapshot, replay_change_lo
 from app.inference_executor import InferenceExecutor
 from app.metrics import ServiceMetrics
 from app.migration_follower import MigrationFollower
-from app.model_migration import migrate_command
+from app.model_migration import every_reference, migrate_command
 from app.recall_sampler import recall_sampler_for
 from app.request_pipeline import RequestPipeline
 from app.retriever import Retriever
@@ -42,6 +42,7 @@ from artifact.onnx_embedder import OnnxEmbedder
 from index.flat_centroid_index import FlatCentroidIndex
 from index.gpu_search_mirror import GpuSearchMirror, gpu_available
 from index.index_errors import IndexUnavailableError
+from index.suspect_images import SuspectRule
 from index.two_stage_fusion import RankMode
 from store.blob_sweep import log_sweep
 from store.change_feed import FeedCursor, RedisChangeFeed
@@ -145,6 +146,7 @@ def build_retriever(
         rerank_candidates=settings.rerank_candidates,
         image_embeddings_budget_bytes=int(settings.image_embeddings_budget_mb * 2**20),
         locks_of=locks_of,
+        suspect_rule=SuspectRule(margin=settings.suspect_margin, min_z=settings.suspect_min_z),
     )
     retriever.applier.configure_breaker(
         settings.milvus_breaker_failures, settings.milvus_breaker_cooldown_s
@@ -272,7 +274,11 @@ class ServiceState:
         if retriever.blobs is not None:
             # After ready, in this thread: requests are served meanwhile, and the sweep's grace
             # period keeps the blobs of enrollments in flight.
-            log_sweep(retriever.blobs, retriever.store)
+            try:
+                with every_reference(self.settings, retriever.store) as references:
+                    log_sweep(retriever.blobs, references)
+            except Exception as exc:  # start-up goes on, as log_sweep's own failures do
+                log.warning("blob sweep failed: %s: %s", type(exc).__name__, exc)
 
     def _open_and_rebuild(self, embedder: OnnxEmbedder) -> tuple[Retriever, int]:
         retriever = build_retriever(self.settings, self.metrics, embedder)

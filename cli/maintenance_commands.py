@@ -90,11 +90,14 @@ def _grace_option(parser: argparse.ArgumentParser) -> None:
 
 def run_compact(args: argparse.Namespace) -> int:
     def compact(settings: Settings, store: Store, blobs: BlobBackend | None) -> int:
+        from app.model_migration import every_reference
         from store.blob_sweep import sweep_blobs
 
         if blobs is not None:
             before = (blobs.count(), blobs.count_dirs())
-            report = sweep_blobs(blobs, store, grace_s=args.grace)
+            # During a model migration, the shadow's images keep their blobs too.
+            with every_reference(settings, store) as references:
+                report = sweep_blobs(blobs, references, grace_s=args.grace)
             print(report.line())
             print(
                 f"blobs: {before[0]} -> {blobs.count()} files, "

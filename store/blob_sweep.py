@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from store.blob_backend import BlobBackend, RemoveOutcome
-from store.store import Store
+from store.hash_references import HashReferences
 from store.thumbnail_blobs import thumbnail_blobs
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class SweepReport:
 
 
 def sweep_blobs(
-    blobs: BlobBackend, store: Store, *, grace_s: float = BLOB_SWEEP_GRACE_S
+    blobs: BlobBackend, store: HashReferences, *, grace_s: float = BLOB_SWEEP_GRACE_S
 ) -> SweepReport:
     """Remove orphan blobs, orphan thumbnails and temporary files older than ``grace_s``
     seconds."""
@@ -73,7 +73,9 @@ def sweep_blobs(
     )
 
 
-def _sweep(blobs: BlobBackend, store: Store, referenced: set[bytes], cutoff: float) -> SweepReport:
+def _sweep(
+    blobs: BlobBackend, store: HashReferences, referenced: set[bytes], cutoff: float
+) -> SweepReport:
     """One namespace's sweep: every blob whose key is in ``referenced`` stays."""
     orphans = temporary = recent = 0
     for entry in blobs.iter_entries():
@@ -98,7 +100,7 @@ def _sweep(blobs: BlobBackend, store: Store, referenced: set[bytes], cutoff: flo
 
 def remove_unreferenced(
     blobs: BlobBackend,
-    store: Store,
+    store: HashReferences,
     hashes: Iterable[str],
     *,
     grace_s: float = BLOB_SWEEP_GRACE_S,
@@ -111,7 +113,7 @@ def remove_unreferenced(
 
 
 def _keep(
-    store: Store, content_hash: str, cutoff: float
+    store: HashReferences, content_hash: str, cutoff: float
 ) -> Callable[[float], RemoveOutcome | None]:
     """Why the blob must stay, judged at removal time from its modified time and the store."""
 
@@ -123,7 +125,7 @@ def _keep(
     return keep
 
 
-def _referenced(store: Store) -> set[bytes]:
+def _referenced(store: HashReferences) -> set[bytes]:
     """Every content hash an image holds, as 32 bytes (half the memory of the hex strings)."""
     out: set[bytes] = set()
     for image in store.iter_images():
@@ -134,7 +136,9 @@ def _referenced(store: Store) -> set[bytes]:
     return out
 
 
-def log_sweep(blobs: BlobBackend, store: Store, *, grace_s: float = BLOB_SWEEP_GRACE_S) -> None:
+def log_sweep(
+    blobs: BlobBackend, store: HashReferences, *, grace_s: float = BLOB_SWEEP_GRACE_S
+) -> None:
     """Sweep and log the counts; a failure is logged, never raised (start-up must go on)."""
     try:
         start = time.perf_counter()

@@ -242,7 +242,7 @@ def _compact(retriever: Retriever, settings: Settings, grace_s: float) -> Compac
     sweep = None
     if blobs is not None:
         files, dirs = blobs.count(), blobs.count_dirs()
-        report = sweep_blobs(blobs, store, grace_s=grace_s)
+        report = sweep_blobs(blobs, retriever.hash_references(), grace_s=grace_s)
         sweep = BlobSweepResult(
             orphans_removed=report.orphans_removed,
             thumbnails_removed=report.thumbnails_removed,

@@ -284,3 +284,17 @@ def test_missing_originals_are_listed_and_block_the_switch(
     assert rc == 1
     assert "not switched" in err and f"{lost}: blob missing" in err
     assert state(setup) == "re-embedding"
+
+    # A blob only the shadow still references (an image deleted from the primary behind the
+    # service's back) is no orphan for the sweep.
+    store = setup.primary()
+    try:
+        record = store.get_item(names[2])
+        assert record is not None
+        store.delete_image(names[2], record.image_ids[0])
+    finally:
+        store.close()
+    kept = hashlib.sha256(photo_views[names[2]][0]).hexdigest()
+    done = run_cli("compact", "--grace", "0", env=setup.env)
+    assert done.returncode == 0, done.stderr
+    assert setup.blobs.exists(kept)
