@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from artifact.image_decode import preprocess_bytes
 from artifact.onnx_embedder import OnnxEmbedder
+from index import leave_one_out as leave_one_out_module
 from index.leave_one_out import (
     BLOCK_ROWS,
     centroid_chunks_from_sums,
@@ -43,7 +44,12 @@ def every_image(gallery: Gallery) -> list[tuple[str, int]]:
     return [(i, n) for i in sorted(gallery) if len(gallery[i]) > 1 for n in range(len(gallery[i]))]
 
 
-def test_gaussian_gallery_matches_the_oracle() -> None:
+@pytest.mark.parametrize("block_rows", [3, BLOCK_ROWS])
+def test_gaussian_gallery_matches_the_oracle(
+    block_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Blocks of 3 inside chunks of 7: an own item's row lands anywhere in either.
+    monkeypatch.setattr(leave_one_out_module, "BLOCK_ROWS", block_rows)
     rng = np.random.default_rng(3)
     dim, items = 24, 40
     gallery: Gallery = {}
