@@ -33,6 +33,7 @@ from app.routes import (
     neighbours_router,
     quality_router,
     search_router,
+    suspects_router,
 )
 from app.service_state import ServiceState
 from app.settings import Settings
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         images_router(settings),
         search_router(settings),
         neighbours_router(settings),
+        suspects_router(settings),
         quality_router(settings),
         health_router(settings),
         admin_router(settings),

@@ -47,6 +47,7 @@ from app.metrics import ServiceMetrics
 from app.recall_sampler import RecallSampler
 from app.retriever_errors import InferenceFailedError, TooManyImagesError
 from app.striped_lock import StripedLock
+from app.suspect_review import SuspectReview
 from artifact.image_decode import (
     ImageDecodeError,
     ImageTooLargeError,
@@ -60,6 +61,7 @@ from index.gpu_search_mirror import GpuSearchMirror
 from index.index_errors import IndexUnavailableError
 from index.match_confidence import is_degenerate, match_confidence, uniform_inputs
 from index.shared_centroid_index import SharedCentroidIndex
+from index.suspect_images import SuspectRule
 from index.two_stage_fusion import DEFAULT_ALPHA, DEFAULT_CANDIDATES, RankMode, rank_candidates
 from store.blob_backend import BlobBackend, BlobUnavailableError
 from store.errors import (
@@ -80,6 +82,7 @@ from store.records import (
     ModelIdentity,
     NewImage,
     PatchOutcome,
+    SuspectImage,
 )
 from store.store import Store
 from store.thumbnail_blobs import delete_original
@@ -190,6 +193,7 @@ class Retriever:
         rerank_candidates: int = DEFAULT_CANDIDATES,
         image_embeddings_budget_bytes: int = DEFAULT_IMAGE_EMBEDDINGS_BUDGET_BYTES,
         locks_of: Retriever | None = None,
+        suspect_rule: SuspectRule | None = None,
     ) -> None:
         """``locks_of``: a model migration's other retriever, whose item and hash locks this
         one shares (a write holds one item lock for both stores' commits, so neither order of
@@ -223,6 +227,8 @@ class Retriever:
             centroid_of=index.get,
         )
         self._uniform: npt.NDArray[np.float32] | None = None  # degenerate-query references
+        # The enrollment quality gate: each added image judged against its item and the index.
+        self.suspects = SuspectReview(index, suspect_rule or SuspectRule())
         self.applier = IndexApplier(index, metrics, self.evidence)
         self.reconciler = IndexReconciler(
             store=store,
@@ -331,16 +337,21 @@ class Retriever:
         hashes = [u.content_hash for u in uploads]
         new_images = [NewImage(h, e) for h, e in zip(hashes, embeddings, strict=True)]
         self.applier.refuse_writes_if_index_down()
+        # Its rivals are read now, before the commit: the recorded answer renders the suspects.
+        review = self.suspects.enrollment(item_id, embeddings)
+        idempotency = review.wrap(idempotency)
         with self._item_locks.hold([item_id]), self._hash_locks.hold(hashes):
             written = self._put_blobs(hashes, uploads)
             try:
                 with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
-                    outcome = self.store.enroll(
-                        item_id,
-                        new_images,
-                        idempotency,
-                        attributes_patch=attributes_patch,
-                        max_attributes_bytes=max_attributes_bytes,
+                    outcome = review.annotate(
+                        self.store.enroll(
+                            item_id,
+                            new_images,
+                            idempotency,
+                            attributes_patch=attributes_patch,
+                            max_attributes_bytes=max_attributes_bytes,
+                        )
                     )
             except StoreOutcomeUnknownError:
                 raise  # the blobs stay: the store may hold the images now
@@ -357,6 +368,16 @@ class Retriever:
                 mirror.mirror_enrollment(item_id, uploads, outcome.image_ids, attributes_patch)
         self._refresh_gauges()
         return EnrollResult(outcome, index_pending=pending)
+
+    def item_suspects(self, item_id: str) -> tuple[int, tuple[SuspectImage, ...]] | None:
+        """``item_id``'s image count and suspect images judged now (two store reads: its state
+        and its images, under the item's lock so they agree); None if the item is absent."""
+        with self._item_locks.hold([item_id]):
+            state = self.store.get_item_state(item_id)
+            if state is None or state.count == 0:
+                return None
+            images = self.store.item_images([item_id])[item_id]
+        return state.count, self.suspects.item(state, images)
 
     def patch_attributes(
         self,

@@ -19,6 +19,35 @@ INDEX_PENDING_DESCRIPTION = (
 )
 
 
+class SuspectImageResponse(BaseModel):
+    """An image the quality gate flags as probably enrolled under the wrong item."""
+
+    image_id: str
+    reasons: list[str] = Field(
+        description="`closer_to_other_item`: its cosine to another item's centroid exceeds its "
+        "cosine to its own item's centroid formed without it by more than "
+        "`RETRIEVAL_SUSPECT_MARGIN`; `outside_item_spread`: that own cosine sits more than "
+        "`-RETRIEVAL_SUSPECT_MIN_Z` item widths below what the item's spread predicts."
+    )
+    own_score: float = Field(description="Cosine to the item's centroid formed without it.")
+    spread_z: float = Field(
+        description="(own_score - expected) / (1 - expected), the expected cosine from the "
+        "spread of the item's other images."
+    )
+    nearest_other_item: str | None = Field(
+        description="The other item whose centroid is nearest (null: no other item)."
+    )
+    nearest_other_score: float | None = Field(description="Its cosine.")
+
+
+class SuspectsResponse(BaseModel):
+    item_id: str
+    image_count: int
+    suspects: list[SuspectImageResponse] = Field(
+        description="The item's suspect images, in enrollment order; [] when none."
+    )
+
+
 class EnrollResponse(BaseModel):
     item_id: str
     image_ids: list[str] = Field(
@@ -30,6 +59,11 @@ class EnrollResponse(BaseModel):
         "the image, `false` for a duplicate. All `false` is answered 200 instead of 201."
     )
     image_count: int = Field(description="Images the item holds after this request.")
+    suspects: list[SuspectImageResponse] = Field(
+        default_factory=list,
+        description="The images this request added that the quality gate flags (stored "
+        "all the same; `GET /items/{item_id}/suspects` lists the item's suspects now).",
+    )
     position: str = Field(
         description="This write's position (also in `X-Retrieval-Position`): a search with "
         "`after=<position>` on any replica sees it."

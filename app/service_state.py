@@ -42,6 +42,7 @@ from artifact.onnx_embedder import OnnxEmbedder
 from index.flat_centroid_index import FlatCentroidIndex
 from index.gpu_search_mirror import GpuSearchMirror, gpu_available
 from index.index_errors import IndexUnavailableError
+from index.suspect_images import SuspectRule
 from index.two_stage_fusion import RankMode
 from store.blob_sweep import log_sweep
 from store.change_feed import FeedCursor, RedisChangeFeed
@@ -145,6 +146,7 @@ def build_retriever(
         rerank_candidates=settings.rerank_candidates,
         image_embeddings_budget_bytes=int(settings.image_embeddings_budget_mb * 2**20),
         locks_of=locks_of,
+        suspect_rule=SuspectRule(margin=settings.suspect_margin, min_z=settings.suspect_min_z),
     )
     retriever.applier.configure_breaker(
         settings.milvus_breaker_failures, settings.milvus_breaker_cooldown_s

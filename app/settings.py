@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from index.suspect_images import DEFAULT_MARGIN, DEFAULT_MIN_Z
 from index.two_stage_fusion import DEFAULT_CANDIDATES
 
 MiB = 1024 * 1024
@@ -368,6 +369,26 @@ class Settings(BaseSettings):
             "many MiB; over it (and with the `milvus` index) the candidates' images are read "
             "from the store, one round trip per search; 0: always from the store. `/info` "
             "states the mode (`memory`, `store`, `warming`) and bytes."
+        ),
+    )
+    suspect_margin: float = Field(
+        DEFAULT_MARGIN,
+        ge=-1,
+        le=2,
+        description=(
+            "Quality gate: an enrolled image is suspect when its cosine to another item's "
+            "centroid exceeds its cosine to its own item's centroid formed without it by more "
+            "than this (measured for the default model by `python -m bench.quality_gate`, "
+            "which sweeps it; a retrained model may want another)."
+        ),
+    )
+    suspect_min_z: float = Field(
+        DEFAULT_MIN_Z,
+        le=0,
+        description=(
+            "Quality gate: an enrolled image is also suspect when its cosine to its item's "
+            "centroid formed without it sits this many item widths below what the item's "
+            "spread predicts (z < this; `index/suspect_images.py`)."
         ),
     )
     recall_sample_rate: float = Field(

@@ -56,10 +56,31 @@ class ItemState:
 
 
 @dataclass(frozen=True)
+class SuspectImage:
+    """An image that looks enrolled under the wrong item (``index/suspect_images.py``).
+
+    ``reasons``: ``closer_to_other_item`` and/or ``outside_item_spread``; ``own_score``: its
+    cosine to its item's centroid formed without it; ``spread_z``: how far that sits below
+    what the item's spread predicts, in units of the item's width; the nearest other item and
+    its cosine (None when the index holds no other item).
+    """
+
+    image_id: str
+    reasons: tuple[str, ...]
+    own_score: float
+    spread_z: float
+    nearest_other_item: str | None
+    nearest_other_score: float | None
+
+
+@dataclass(frozen=True)
 class EnrollOutcome:
     item: ItemState
     image_ids: list[str]  # one per input image, in input order; the existing id for a duplicate
     created: list[bool]  # True where a new image row was written
+    # The added images the service's quality gate flags (``app/suspect_review.py``): judged
+    # after the store planned the write, from its outcome; the store itself leaves it empty.
+    suspects: tuple[SuspectImage, ...] = ()
 
 
 @dataclass(frozen=True)

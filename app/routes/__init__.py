@@ -8,6 +8,7 @@ from app.routes.migration import migration_router
 from app.routes.neighbours import neighbours_router
 from app.routes.quality import quality_router
 from app.routes.search import search_router
+from app.routes.suspects import suspects_router
 
 __all__ = [
     "admin_router",
@@ -18,4 +19,5 @@ __all__ = [
     "neighbours_router",
     "quality_router",
     "search_router",
+    "suspects_router",
 ]

@@ -30,6 +30,7 @@ from app.dependencies import (
 )
 from app.idempotency import IdempotencyDep, as_response, upload_parts
 from app.retriever_errors import InvalidCursorError
+from app.routes.suspects import suspect_response
 from app.schemas import (
     INDEX_PENDING_HEADER,
     PROBLEM_RESPONSES,
@@ -60,6 +61,7 @@ def enrolled(outcome: EnrollOutcome, index_pending: bool = False) -> StoredRespo
         image_ids=outcome.image_ids,
         created=outcome.created,
         image_count=outcome.item.count,
+        suspects=[suspect_response(s) for s in outcome.suspects],
         position=position,
         index_pending=index_pending,
     )

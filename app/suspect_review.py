@@ -1,0 +1,142 @@
+"""The enrollment quality gate in the service: which images look enrolled under the wrong item.
+
+The rule is ``index.suspect_images`` (an image closer to another item's centroid than to its
+own item's centroid formed without it, by ``margin``; or far outside its item's spread). Its
+inputs here: the image's raw embedding, its item's running sums as the store holds them after
+the write (``ItemState``: sum, unit sum, count), and the nearest *other* item's centroid, asked
+of this replica's centroid index (the ``k = 2`` best, the item itself dropped).
+
+At enrollment the rival scores are asked of the index *before* the store commits (they do not
+depend on this item's own write), so the verdicts are a pure function of the store's outcome:
+an enrollment recorded under an ``Idempotency-Key`` renders them inside its transaction and a
+replay answers them byte for byte. Only the images the request added are judged; a duplicate
+file's image was judged when it was added (``GET /items/{item_id}/suspects`` judges them all,
+against the gallery as it is now).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from index.centroid_index import CentroidIndex
+from index.centroid_math import l2_normalize
+from index.suspect_images import NO_OTHER, SuspectRule, SuspectVerdicts, judge_images
+from store.idempotency import IdempotencyClaim
+from store.mutations import StoredResponse
+from store.records import EnrollOutcome, ImageRecord, ItemState, SuspectImage
+
+
+def rival_scores(
+    index: CentroidIndex, item_id: str, embeddings: npt.NDArray[np.floating]
+) -> tuple[list[str | None], npt.NDArray[np.float64]]:
+    """Each ``(n, D)`` raw embedding's nearest other item in ``index``: its id (None when the
+    index holds no other item) and cosine ``(n,)`` float64 (``NO_OTHER`` then)."""
+    if len(embeddings) == 0:
+        return [], np.zeros(0, dtype=np.float64)
+    hits = index.search(l2_normalize(embeddings), 2)
+    ids: list[str | None] = []
+    scores = np.full(len(hits), NO_OTHER, dtype=np.float64)
+    for n, row in enumerate(hits):
+        other = next(((i, s) for i, s in row if i != item_id), None)
+        ids.append(None if other is None else other[0])
+        if other is not None:
+            scores[n] = other[1]
+    return ids, scores
+
+
+def flagged(
+    image_ids: Sequence[str], rival_ids: Sequence[str | None], verdicts: SuspectVerdicts
+) -> tuple[SuspectImage, ...]:
+    """The suspect images among ``image_ids`` (the verdicts' order), as records."""
+    out = []
+    for n in np.flatnonzero(verdicts.suspect).tolist():
+        reasons = []
+        if verdicts.closer_to_other[n]:
+            reasons.append("closer_to_other_item")
+        if verdicts.outside_spread[n]:
+            reasons.append("outside_item_spread")
+        out.append(
+            SuspectImage(
+                image_id=image_ids[n],
+                reasons=tuple(reasons),
+                own_score=float(verdicts.own[n]),
+                spread_z=float(verdicts.z[n]),
+                nearest_other_item=rival_ids[n],
+                nearest_other_score=(None if rival_ids[n] is None else float(verdicts.other[n])),
+            )
+        )
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class EnrollmentReview:
+    """One enrollment's judge: its embeddings and their rivals, taken before the commit."""
+
+    rule: SuspectRule
+    embeddings: npt.NDArray[np.float32]  # (N, D) raw, one per uploaded file
+    rival_ids: list[str | None]
+    rival: npt.NDArray[np.float64]  # (N,)
+
+    def annotate(self, outcome: EnrollOutcome) -> EnrollOutcome:
+        """``outcome`` with the suspects among the images it created."""
+        added = [n for n, created in enumerate(outcome.created) if created]
+        state = outcome.item
+        if not added or state.unit_sum is None:
+            return outcome
+        count = len(added)
+        verdicts = judge_images(
+            self.embeddings[added],
+            np.tile(state.embedding_sum, (count, 1)),
+            np.tile(state.unit_sum, (count, 1)),
+            np.full(count, state.count),
+            self.rival[added],
+            self.rule,
+        )
+        ids = [outcome.image_ids[n] for n in added]
+        return replace(outcome, suspects=flagged(ids, [self.rival_ids[n] for n in added], verdicts))
+
+    def wrap(
+        self, claim: IdempotencyClaim[EnrollOutcome] | None
+    ) -> IdempotencyClaim[EnrollOutcome] | None:
+        """``claim`` rendering the annotated outcome (so its record holds the suspects)."""
+        if claim is None:
+            return None
+        respond = claim.respond
+
+        def render(outcome: EnrollOutcome) -> StoredResponse:
+            return respond(self.annotate(outcome))
+
+        return replace(claim, respond=render)
+
+
+class SuspectReview:
+    """Judges images for one retriever: its index and the rule's settings."""
+
+    def __init__(self, index: CentroidIndex, rule: SuspectRule) -> None:
+        self.index = index
+        self.rule = rule
+
+    def enrollment(self, item_id: str, embeddings: npt.NDArray[np.float32]) -> EnrollmentReview:
+        rival_ids, rival = rival_scores(self.index, item_id, embeddings)
+        return EnrollmentReview(self.rule, embeddings, rival_ids, rival)
+
+    def item(self, state: ItemState, images: Sequence[ImageRecord]) -> tuple[SuspectImage, ...]:
+        """Every one of the item's ``images`` judged against its state and the index now."""
+        if not images or state.unit_sum is None:
+            return ()
+        embeddings = np.stack([np.asarray(r.embedding, dtype=np.float32) for r in images])
+        rival_ids, rival = rival_scores(self.index, state.item_id, embeddings)
+        n = len(images)
+        verdicts = judge_images(
+            embeddings,
+            np.tile(state.embedding_sum, (n, 1)),
+            np.tile(state.unit_sum, (n, 1)),
+            np.full(n, state.count),
+            rival,
+            self.rule,
+        )
+        return flagged([r.image_id for r in images], rival_ids, verdicts)
