@@ -73,7 +73,9 @@ def check_against_oracle(client: httpx.Client, item_id: str) -> list[dict[str, A
         assert s["nearest_other_item"] == best
         assert s["nearest_other_score"] == pytest.approx(other, abs=1e-5)
         assert s["reasons"] == [
-            r for r, on in (("closer_to_other_item", closer), ("outside_item_spread", outside)) if on
+            r
+            for r, on in (("closer_to_other_item", closer), ("outside_item_spread", outside))
+            if on
         ]
     suspects: list[dict[str, Any]] = body["suspects"]
     return suspects
