@@ -404,3 +404,56 @@ class QualityCache:
 def finite_or_none(value: float) -> float | None:
     """JSON has no NaN: a figure over no query is null."""
     return None if math.isnan(value) else value
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    """Two models' leave-one-out figures on one sample (the same images queried in both)."""
+
+    current: GalleryQuality
+    candidate: GalleryQuality
+
+    @property
+    def r_at_1_change(self) -> float:
+        """candidate - current R@1 (NaN when either queried nothing)."""
+        return self.candidate.result.r_at_1 - self.current.result.r_at_1
+
+    @property
+    def mrr_change(self) -> float:
+        return self.candidate.result.mrr - self.current.result.mrr
+
+    def worse_by_more_than(self, margin: float) -> bool:
+        """True when the candidate's R@1 is below the current one's by more than ``margin``
+        (a fraction: 0.01 is one point). A figure over no query is never worse."""
+        change = self.r_at_1_change
+        return not math.isnan(change) and change < -margin
+
+    def lines(self, current_name: str, candidate_name: str) -> list[str]:
+        """The two models' figures side by side, for a terminal."""
+        a, b = self.current.result, self.candidate.result
+        width = max(len(current_name), len(candidate_name), 9)
+        return [
+            f"leave-one-image-out on {a.queried_images} sampled images "
+            f"({self.current.sample.single_image_items} single-image items left out)",
+            f"{'':<6} {current_name:>{width}} {candidate_name:>{width}} {'change':>8}",
+            f"{'R@1':<6} {a.r_at_1:>{width}.4f} {b.r_at_1:>{width}.4f} {self.r_at_1_change:>+8.4f}",
+            f"{'MRR':<6} {a.mrr:>{width}.4f} {b.mrr:>{width}.4f} {self.mrr_change:>+8.4f}",
+        ]
+
+
+def compare_models(
+    current: GalleryReader,
+    candidate: GalleryReader,
+    max_images: int,
+    seed: int = SAMPLE_SEED,
+    run: StoreRunner = run_here,
+) -> ModelComparison:
+    """One sample drawn from ``current`` (the serving model's store) ranked in both stores,
+    which hold the same item and image ids (a migration's shadow holds the primary's); each
+    store's own item states are its competitors. An image ``candidate`` lacks (not yet
+    re-embedded) is skipped there and counted in its ``skipped_images``."""
+    sample = sample_gallery(current, max_images, seed, run)
+    return ModelComparison(
+        current=leave_one_out(current, sample, run=run),
+        candidate=leave_one_out(candidate, sample, run=run),
+    )

@@ -17,6 +17,7 @@ import pytest
 
 from app.gallery_quality import (
     centroid_chunks_from_states,
+    compare_models,
     index_centroids,
     leave_one_out,
     sample_gallery,
@@ -181,6 +182,17 @@ def test_one_sample_ranks_two_models_side_by_side(tmp_path: Path) -> None:
             ]
             assert quality.result.ranks.tolist() == expected
         assert after.result.mrr > before.result.mrr
+        # What the migrate command prints and checks, from the same sample.
+        comparison = compare_models(primary, shadow, 30, seed=1)
+        assert comparison.current.queried == before.queried
+        assert comparison.candidate.result.ranks.tolist() == after.result.ranks.tolist()
+        gain = after.result.r_at_1 - before.result.r_at_1
+        assert comparison.r_at_1_change == pytest.approx(gain)
+        assert not comparison.worse_by_more_than(0.0)
+        reverse = compare_models(shadow, primary, 30, seed=1)
+        assert reverse.worse_by_more_than(gain - 0.01) and not reverse.worse_by_more_than(gain)
+        text = "\n".join(comparison.lines("old v1", "new v2"))
+        assert "30 sampled images" in text and f"{before.result.r_at_1:.4f}" in text
     finally:
         primary.close()
         shadow.close()
