@@ -19,11 +19,10 @@ the store the settings name (``store/migration_record.py``):
 A process started on a store whose record says ``switched`` serves the original (which has
 every write) until the first poll, then switches the same way.
 
-This is one process's view. With Redis, other replicas follow the same record on their own
-poll, but their change followers still tail the original namespace's feed: after a switch, a
-replica's index learns other replicas' writes to the shadow only through its reconciler
-(``RETRIEVAL_RECONCILE_INTERVAL_S``) — run one replica during the switch, or restart replicas
-after it.
+With Redis, every replica follows the same record on its own poll, and tails the shadow
+namespace's change feed as well as the original's, so its index of each store takes the other
+replicas' writes. A switch is not simultaneous across replicas: for up to a poll interval (plus
+the catch-up) some answer with the old model and some with the new.
 """
 
 from __future__ import annotations
@@ -38,9 +37,16 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from app.change_follower import ChangeFollower
 from app.inference_executor import Priority
 from app.metrics import ServiceMetrics
-from app.model_migration import load_target, open_shadow_store, read_record, write_record
+from app.model_migration import (
+    load_target,
+    open_shadow_store,
+    read_record,
+    shadow_namespace,
+    write_record,
+)
 from app.reembed_job import (
     EmbedOriginals,
     Progress,
@@ -53,6 +59,7 @@ from app.retriever import Retriever
 from app.settings import Settings
 from artifact.image_decode import preprocess_bytes, stack_batch
 from artifact.onnx_embedder import OnnxEmbedder
+from store.change_feed import RedisChangeFeed
 from store.migration_record import MigrationRecord
 from store.store import Store
 
@@ -99,6 +106,7 @@ class MigrationFollower:
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         self.run: RunStatus | None = None
+        self._feed_follower: ChangeFollower | None = None  # Redis: the shadow's feed
 
     # -- the poll -----------------------------------------------------------------------------
 
@@ -233,9 +241,30 @@ class MigrationFollower:
         except BaseException:
             store.close()
             raise
+        feed = None
         try:
+            if self.settings.redis_url:
+                # Other replicas' writes to the shadow (their copies, and once switched their
+                # own) reach this replica's index of it through the shadow namespace's feed.
+                feed = RedisChangeFeed(
+                    self.settings.redis_url,
+                    shadow_namespace(self.settings, record),
+                    embedder.embedding_dim,
+                )
+                cursor = feed.cursor()  # before the index reads the store, as at start-up
             target.rebuild_index()  # claims the shadow for the target model, loads its items
+            if feed is not None:
+                self._feed_follower = ChangeFollower(
+                    feed=feed,
+                    applier=target.applier,
+                    item_locks=target.item_locks,
+                    rebuild=target.rebuild_from_store,
+                    metrics=self.metrics,
+                )
+                self._feed_follower.start(cursor)
         except BaseException:
+            if feed is not None:
+                feed.close()
             target.close()
             raise
         self.original.mirror, target.mirror = target, self.original
@@ -250,6 +279,9 @@ class MigrationFollower:
         self.original.mirror = None
         target.mirror = None
         self.target = None
+        if self._feed_follower is not None:
+            self._feed_follower.close()
+            self._feed_follower = None
         target.close()
         log.info("migration detached: writes go to the original store only")
 

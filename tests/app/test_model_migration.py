@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,15 +17,24 @@ import httpx
 import numpy as np
 import pytest
 
-from app.model_migration import install_model, new_record, open_shadow_store, write_record
+from app.model_migration import (
+    install_model,
+    new_record,
+    open_shadow_store,
+    read_record,
+    write_record,
+)
 from app.retriever import model_identity
 from app.settings import Settings
+from app.store_choice import open_store
 from artifact.image_decode import preprocess_bytes
 from artifact.onnx_embedder import OnnxEmbedder
 from store.directory_blob_store import DirectoryBlobStore
 from store.sqlite_store import SqliteStore
+from tests import redis_server
 from tests.app.conftest import ServiceFactory
 from tests.migration_oracle import assert_shadow_is_a_fresh_reembed
+from tests.store.conftest import _drop_namespace
 from tests.tiny_artifact import reference_embeddings, tiny_spec, write_tiny_artifact
 
 NEW_SEED = 7
@@ -103,18 +113,44 @@ def wait_for(client: httpx.Client, done: Callable[[dict[str, Any]], bool]) -> di
         time.sleep(POLL_S)
 
 
-def record_migration(data_dir: Path, new_model: Path) -> None:
+def record_migration(settings: Settings, new_model: Path) -> None:
     """What `centroid-retrieval migrate --model` does before it re-embeds: install the file and
     record the migration in the original store."""
-    store = SqliteStore(data_dir / "store.sqlite3")
+    store = open_store(settings)
     try:
         source = store.get_model_identity()
         assert source is not None
         target = model_identity(OnnxEmbedder(new_model, allow_gpu=False))
-        installed = install_model(new_model, data_dir / "models")
+        installed = install_model(new_model, settings.model_install_dir)
         write_record(store, new_record(source, target, installed))
     finally:
         store.close()
+
+
+def check_shadow(settings: Settings, items: int) -> None:
+    """The shadow holds a fresh re-embed of the original store, which is marked ready."""
+    primary = open_store(settings)
+    try:
+        record = read_record(primary)
+        assert record is not None and record.state == "ready"
+        shadow = open_shadow_store(settings, record)
+        try:
+            checked = assert_shadow_is_a_fresh_reembed(
+                primary, shadow, DirectoryBlobStore(settings.blob_dir), tiny_spec("2"), NEW_SEED
+            )
+            assert checked == items
+        finally:
+            shadow.close()
+    finally:
+        primary.close()
+
+
+def eventually(read: Callable[[], Any], want: Callable[[], Any]) -> None:
+    """``read() == want()`` within a few seconds (a replica takes others' writes from the feed)."""
+    deadline = time.monotonic() + 15
+    while (got := read()) != (expected := want()):
+        assert time.monotonic() < deadline, (got, expected)
+        time.sleep(POLL_S)
 
 
 @pytest.fixture
@@ -142,7 +178,8 @@ def test_writes_during_the_migration_reach_both_stores_and_a_rollback_answers_as
             enroll(client, name, photo_views[name][:3], shelf=name[0])
     queries = [photo_views[name][5] for name in names]
 
-    record_migration(tmp_path / "data", new_model)
+    settings = Settings(model_path=new_model, data_dir=tmp_path / "data")
+    record_migration(settings, new_model)
     wait_for(migrating, lambda s: s["state"] == "re-embedding")
     # The service re-embeds in the background (at its share of the model) while writes come.
     r = migrating.post("/admin/migration", params={"action": "reembed"})
@@ -157,22 +194,10 @@ def test_writes_during_the_migration_reach_both_stores_and_a_rollback_answers_as
     assert done["copy_failures"] == 0
     assert done["run"]["report"]["in_step"]
 
-    settings = Settings(model_path=new_model, data_dir=tmp_path / "data")
+    check_shadow(settings, 5)
     primary = SqliteStore(settings.sqlite_path)
-    blobs = DirectoryBlobStore(settings.blob_dir)
-    record = json.loads(primary.get_meta("migration") or "{}")
-    assert record["state"] == "ready"
-    from app.model_migration import read_record
-
     current = read_record(primary)
     assert current is not None
-    shadow = open_shadow_store(settings, current)
-    try:
-        assert (
-            assert_shadow_is_a_fresh_reembed(primary, shadow, blobs, tiny_spec("2"), NEW_SEED) == 5
-        )
-    finally:
-        shadow.close()
 
     # Switch: the next search is answered by the new model, from the shadow's centroids.
     r = migrating.post("/admin/migration", params={"action": "switch"})
@@ -212,6 +237,70 @@ def test_writes_during_the_migration_reach_both_stores_and_a_rollback_answers_as
     assert migrating.get("/info").json()["model"]["model_version"] == "1"
     assert answers(migrating, queries) == answers(control, queries)
     primary.close()
+
+
+@pytest.mark.redis
+def test_redis_replicas_follow_the_migration_and_each_others_writes_to_both_stores(
+    service_factory: ServiceFactory,
+    tmp_path: Path,
+    new_model: Path,
+    photo_views: dict[str, list[bytes]],
+) -> None:
+    namespace = f"test-migration-{uuid.uuid4().hex}"
+    common: dict[str, Any] = {
+        "redis_url": redis_server.REDIS_URL,
+        "migration_poll_s": POLL_S,
+        "reconcile_interval_s": 0,
+    }
+    names = sorted(photo_views)
+    queries = [photo_views[name][5] for name in names]
+    try:
+        with (
+            service_factory(redis_namespace=namespace, **common) as one,
+            service_factory(redis_namespace=namespace, **common) as two,
+            service_factory(
+                redis_namespace=f"{namespace}-control", data_dir=tmp_path / "control", **common
+            ) as control,
+        ):
+            for client in (one, control):
+                for name in names[:4]:
+                    enroll(client, name, photo_views[name][:3])
+            settings = Settings(
+                model_path=new_model,
+                data_dir=tmp_path / "data",
+                redis_url=redis_server.REDIS_URL,
+                redis_namespace=namespace,
+            )
+            record_migration(settings, new_model)
+            for replica in (one, two):
+                wait_for(replica, lambda s: s["state"] == "re-embedding")
+            # One replica re-embeds while the other takes the writes.
+            assert one.post("/admin/migration", params={"action": "reembed"}).status_code == 202
+            for client in (two, control):
+                enroll(client, names[4], photo_views[names[4]][:2])
+                delete_image(client, names[0], 2)
+                patch(client, names[1], {"colour": "red"})
+            wait_for(one, lambda s: s["state"] == "ready" and not s["run"]["running"])
+            check_shadow(settings, 5)
+
+            r = one.post("/admin/migration", params={"action": "switch"})
+            assert r.status_code == 200, r.text
+            wait_for(two, lambda s: s["active"] == "target")
+            for client in (two, control):
+                enroll(client, names[5], photo_views[names[5]][:2])
+                assert client.delete(f"/items/{names[2]}").status_code == 204
+            # Both replicas serve the new model, each with the other's writes.
+            assert one.get("/info").json()["model"]["model_version"] == "2"
+            eventually(lambda: answers(one, queries), lambda: answers(two, queries))
+
+            r = one.post("/admin/migration", params={"action": "rollback"})
+            assert r.status_code == 200, r.text
+            wait_for(two, lambda s: s["active"] == "source")
+            assert answers(one, queries) == answers(control, queries)
+            eventually(lambda: answers(two, queries), lambda: answers(control, queries))
+    finally:
+        for pattern in (namespace, f"{namespace}@*", f"{namespace}-control"):
+            _drop_namespace(pattern)
 
 
 def test_a_start_with_another_model_names_the_command_that_migrates_the_store(
