@@ -13,6 +13,7 @@ from typing import cast
 
 from cli import (
     enroll_folder_command,
+    hard_cases_command,
     maintenance_commands,
     make_key_command,
     migrate_command,
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     enroll_folder_command.add_parser(subparsers)
     make_key_command.add_parser(subparsers)
     maintenance_commands.add_parsers(subparsers)
+    hard_cases_command.add_parser(subparsers)
     migrate_command.add_parser(subparsers)
     return parser
 

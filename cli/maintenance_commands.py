@@ -111,7 +111,7 @@ def run_compact(args: argparse.Namespace) -> int:
             print(f"{store.backend}: {disk_before} -> {store.disk_bytes()} B on disk")
         return 0
 
-    return _with_store(compact, must_exist=True)
+    return with_store(compact, must_exist=True)
 
 
 def run_backup(args: argparse.Namespace) -> int:
@@ -135,7 +135,7 @@ def run_backup(args: argparse.Namespace) -> int:
             return 1
         return 0
 
-    return _with_store(backup, must_exist=True)
+    return with_store(backup, must_exist=True)
 
 
 def run_restore(args: argparse.Namespace) -> int:
@@ -158,10 +158,10 @@ def run_restore(args: argparse.Namespace) -> int:
         print("every referenced content hash has its blob")
         return 0
 
-    return _with_store(restore_into, must_exist=False)
+    return with_store(restore_into, must_exist=False)
 
 
-def _with_store(
+def with_store(
     action: Callable[[Settings, Store, BlobBackend | None], int], *, must_exist: bool
 ) -> int:
     from pydantic import ValidationError

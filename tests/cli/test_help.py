@@ -12,7 +12,7 @@ from tests.cli.run_cli import ROOT, run_cli
 
 COMMANDS = (
     *("serve", "train", "evaluate", "export", "enroll-folder", "make-key"),
-    *("compact", "backup", "restore", "migrate"),
+    *("compact", "backup", "restore", "export-hard-cases", "migrate"),
 )
 
 

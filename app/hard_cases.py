@@ -1,0 +1,188 @@
+"""The gallery's hard cases, exported as a folder dataset for review or the next fine-tuning.
+
+Three kinds, all computed from the store's embeddings and running sums (no model call) with a
+flat index of every item's centroid built here:
+
+* **confusable pairs**: the item pairs with the most similar centroids (each item's nearest
+  other item; a pair counted once), the ``pairs`` highest by cosine;
+* **suspects**: the quality gate's verdicts on every image (``app/suspect_review.py``, the rule
+  of ``index/suspect_images.py`` with the service's settings);
+* **leave-one-out misses**: images whose own item, its centroid formed without them, is not
+  the nearest (another item scores at least as high: ties count against the image, as in
+  ``GET /quality``), with the item that beat it.
+
+Written under ``out``:
+
+* ``dataset/<item_id>/<image_id>.<ext>``: every image of every item a hard case names, the
+  suspects left out (a folder dataset in the ``ROOT/<item>/<image>`` layout ``model.train``'s
+  ``folder`` data reads);
+* ``suspects/<item_id>/<image_id>.<ext>``: the flagged images, for review;
+* ``hard_cases.json``: the three lists with their scores, and images whose blob was missing.
+
+Originals come from the blob backend; the extension follows the sniffed format.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.routes.images import media_type_of
+from app.suspect_review import SuspectReview, rival_scores
+from index.centroid_math import centroid_from_sum
+from index.flat_centroid_index import FlatCentroidIndex
+from index.suspect_images import SuspectRule
+from store.blob_backend import BlobBackend
+from store.records import ImageRecord, ItemState, SuspectImage
+from store.store import Store
+
+DEFAULT_PAIRS = 50
+# Items whose images are read from the store per round trip.
+ITEM_CHUNK = 256
+EXTENSIONS = {
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+    "image/bmp": ".bmp",
+}
+
+
+@dataclass(frozen=True)
+class ConfusablePair:
+    item_a: str  # the smaller id of the two
+    item_b: str
+    cosine: float  # between their centroids
+
+
+@dataclass(frozen=True)
+class LeaveOneOutMiss:
+    item_id: str
+    image_id: str
+    own_score: float  # cosine to its item's centroid formed without it
+    beaten_by: str | None
+    beaten_score: float
+
+
+@dataclass
+class HardCases:
+    pairs: list[ConfusablePair] = field(default_factory=list)
+    suspects: dict[str, list[SuspectImage]] = field(default_factory=dict)
+    misses: list[LeaveOneOutMiss] = field(default_factory=list)
+    items: int = 0
+    images: int = 0
+
+    def named_items(self) -> set[str]:
+        named = {p.item_a for p in self.pairs} | {p.item_b for p in self.pairs}
+        return named | set(self.suspects) | {m.item_id for m in self.misses}
+
+
+def _chunks(states: Sequence[ItemState], size: int) -> Iterator[Sequence[ItemState]]:
+    for start in range(0, len(states), size):
+        yield states[start : start + size]
+
+
+def find_hard_cases(store: Store, rule: SuspectRule, pairs: int = DEFAULT_PAIRS) -> HardCases:
+    """The gallery's hard cases (module docstring); every item's centroid is held in memory."""
+    states = [s for s in store.iter_item_states() if s.count > 0]
+    if not states:
+        return HardCases()
+    dim = int(states[0].embedding_sum.shape[0])
+    index = FlatCentroidIndex(dim)
+    index.rebuild((s.item_id, centroid_from_sum(s.embedding_sum)) for s in states)
+    found = HardCases(items=len(states), images=sum(s.count for s in states))
+    best: dict[tuple[str, str], float] = {}
+    for s in states:
+        centroid = centroid_from_sum(s.embedding_sum).reshape(1, -1)
+        ids, scores = rival_scores(index, s.item_id, centroid)
+        other = ids[0]
+        if other is not None:
+            a, b = sorted((s.item_id, other))
+            best[(a, b)] = float(scores[0])
+    ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:pairs]
+    found.pairs = [ConfusablePair(a, b, score) for (a, b), score in ranked]
+    review = SuspectReview(index, rule)
+    for chunk in _chunks(states, ITEM_CHUNK):
+        images = store.item_images([s.item_id for s in chunk])
+        for s in chunk:
+            records = images[s.item_id]
+            if len(records) < 2:
+                continue
+            flagged = review.item(s, records)
+            if flagged:
+                found.suspects[s.item_id] = list(flagged)
+            found.misses += _misses(index, s, records)
+    return found
+
+
+def _misses(
+    index: FlatCentroidIndex, state: ItemState, records: Sequence[ImageRecord]
+) -> list[LeaveOneOutMiss]:
+    """The item's images another item beats with the image's own left out of its item."""
+    embeddings = np.stack([np.asarray(r.embedding, dtype=np.float32) for r in records])
+    rival_ids, rival = rival_scores(index, state.item_id, embeddings)
+    unit = embeddings.astype(np.float64)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    out = []
+    for n, record in enumerate(records):
+        left = state.embedding_sum - embeddings[n].astype(np.float64)
+        own = float(unit[n] @ (left / np.linalg.norm(left)))
+        if rival_ids[n] is not None and rival[n] >= own:
+            out.append(
+                LeaveOneOutMiss(state.item_id, record.image_id, own, rival_ids[n], float(rival[n]))
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    dataset_images: int
+    suspect_images: int
+    missing_blobs: list[str]
+
+
+def export_hard_cases(
+    store: Store, blobs: BlobBackend, cases: HardCases, out: Path
+) -> ExportReport:
+    """Write ``cases`` under ``out`` (must not exist or be empty; module docstring)."""
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+    suspect_ids = {s.image_id for flagged in cases.suspects.values() for s in flagged}
+    named = sorted(cases.named_items())
+    missing: list[str] = []
+    written = suspects = 0
+    for start in range(0, len(named), ITEM_CHUNK):
+        chunk = named[start : start + ITEM_CHUNK]
+        for item_id, records in store.item_images(chunk).items():
+            for record in records:
+                data = blobs.get(record.content_hash)
+                if data is None:
+                    missing.append(record.image_id)
+                    continue
+                name = record.image_id + EXTENSIONS.get(media_type_of(data), ".bin")
+                folder = "suspects" if record.image_id in suspect_ids else "dataset"
+                target = out / folder / item_id / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+                if folder == "suspects":
+                    suspects += 1
+                else:
+                    written += 1
+    manifest: dict[str, Any] = {
+        "items": cases.items,
+        "images": cases.images,
+        "confusable_pairs": [asdict(p) for p in cases.pairs],
+        "suspects": {
+            item_id: [asdict(s) for s in flagged] for item_id, flagged in cases.suspects.items()
+        },
+        "leave_one_out_misses": [asdict(m) for m in cases.misses],
+        "missing_blobs": missing,
+    }
+    (out / "hard_cases.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return ExportReport(written, suspects, missing)
