@@ -30,7 +30,7 @@ from app.index_snapshots import IndexSnapshots, LoadedSnapshot, replay_change_lo
 from app.inference_executor import InferenceExecutor
 from app.metrics import ServiceMetrics
 from app.migration_follower import MigrationFollower
-from app.model_migration import every_reference, migrate_command
+from app.model_migration import every_reference, migrate_command, read_record
 from app.recall_sampler import recall_sampler_for
 from app.request_pipeline import RequestPipeline
 from app.retriever import Retriever
@@ -48,6 +48,7 @@ from store.blob_sweep import log_sweep
 from store.change_feed import FeedCursor, RedisChangeFeed
 from store.change_log import ChangeLog, ChangeLogGapError
 from store.errors import ModelMismatchError, StoreUnavailableError
+from store.migration_record import MigrationRecord
 from store.store import Store
 
 log = logging.getLogger(__name__)
@@ -387,26 +388,45 @@ class ServiceState:
             self.settings, self.metrics, embedder, store=store, locks_of=original
         )
 
+    def _recorded_migration(self) -> MigrationRecord | None:
+        try:
+            store = open_store(self.settings)
+            try:
+                return read_record(store)
+            finally:
+                store.close()
+        except Exception:
+            return None  # the plain advice then
+
     def _fail_mismatch(self, exc: ModelMismatchError) -> None:
         """Start-up refused: the store holds another model's embeddings. The error (and
         /info, which answers meanwhile) names the command that migrates the store."""
         command = migrate_command(self.settings.model_path)
+        advice = (
+            f"migrate it with `{command}` while the service serves {exc.stored.describe()}, "
+            "then `centroid-retrieval migrate --switch`"
+        )
+        recorded = self._recorded_migration()
+        if recorded is not None and recorded.target == exc.configured:
+            # The new model is configured while its migration runs: the service must load the
+            # old one's file; the record makes it serve the new one once switched.
+            command = "centroid-retrieval migrate --switch"
+            advice = (
+                f"a migration to it is recorded ({recorded.state}): start the service with the "
+                f"{exc.stored.describe()} file as RETRIEVAL_MODEL_PATH; it serves the new model "
+                f"once `{command}` ran"
+            )
         self.mismatch = {
             "stored_model": exc.stored.__dict__,
             "configured_model": exc.configured.__dict__,
             "migrate_command": self._redact(command),
         }
         log.error(
-            "start-up failed: the store holds embeddings of %s, the configured model is %s. "
-            "Serve the old model and migrate the store to the new one meanwhile: `%s` (with "
-            "this service's RETRIEVAL_* settings), then `centroid-retrieval migrate --switch`",
-            exc.stored.describe(),
-            exc.configured.describe(),
-            command,
+            "start-up failed: %s; %s (with this service's RETRIEVAL_* settings)",
+            exc.stored_text,
+            advice,
         )
-        self.failure = self._redact(
-            f"ModelMismatchError: {exc.stored_text}; migrate it with `{command}`"
-        )
+        self.failure = self._redact(f"ModelMismatchError: {exc.stored_text}; {advice}")
         self.phase = "failed"
 
     def _fail(self, exc: Exception) -> None:

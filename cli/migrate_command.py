@@ -129,6 +129,11 @@ def _migrate(
                 f"({per_image * 1000:.1f} ms per image, timed on {counted.sample_images} "
                 "originals; the store's writes come on top: about 2 per item)"
             )
+            print(
+                f"inside the service (POST /admin/migration?action=reembed, at "
+                f"RETRIEVAL_REEMBED_SHARE {settings.reembed_share:.0%} of the model): at least "
+                f"{counted.images * per_image / settings.reembed_share:.0f} s"
+            )
         _list(counted.missing)
         return 1 if counted.missing else 0
     if record is None:

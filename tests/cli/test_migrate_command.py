@@ -262,9 +262,16 @@ def test_a_run_killed_mid_way_continues_where_it_stopped(setup: Setup) -> None:
     assert assert_shadow_is_a_fresh_reembed(setup) == len(items)
 
 
+@pytest.fixture
+def sqlite_setup(tmp_path: Path, models: tuple[Path, Path]) -> Setup:
+    return Setup("sqlite", tmp_path / "data", "unused", *models)
+
+
 def test_missing_originals_are_listed_and_block_the_switch(
-    setup: Setup, photo_views: dict[str, list[bytes]]
+    sqlite_setup: Setup, photo_views: dict[str, list[bytes]]
 ) -> None:
+    # On SQLite only: what is missing is the blob backend's, the store's part is the same.
+    setup = sqlite_setup
     names = sorted(photo_views)[:3]
     fill(setup, {name: photo_views[name][:2] for name in names})
     rc, _, err = setup.migrate("--switch")
