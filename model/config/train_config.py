@@ -27,7 +27,8 @@ class ConfigError(ValueError):
 class DataConfig:
     """Which dataset, how it is read, sampled and augmented."""
 
-    # A name in model.engine.registries.DATASET_READERS: market1501, dukemtmc, coco_pairs, folder.
+    # A name in model.engine.registries.DATASET_READERS: market1501, dukemtmc, coco_pairs,
+    # folder, service_store (a service's gallery: its items and kept originals).
     dataset: str = "market1501"
     root: str = "data/market1501"
     # coco_pairs only: JSON files relative to ``root`` (the CTL reference's DeepFashion layout).
@@ -35,9 +36,16 @@ class DataConfig:
     query_json: str = ""
     gallery_json: str = ""
     image_dir: str = ""
-    # folder only: share of items held out for evaluation and query images per held-out item.
+    # folder and service_store: share of items held out for evaluation (by a SHA-1 of the
+    # item's name) and query images per held-out item.
     holdout_fraction: float = 0.2
     query_per_item: int = 1
+    # service_store only: the service's store, its SQLite file (<data_dir>/store.sqlite3) or a
+    # Redis URL with the service's namespace (RETRIEVAL_REDIS_NAMESPACE), and its blob
+    # directory (<data_dir>/blobs; empty: "blobs" beside the SQLite file).
+    store: str = ""
+    store_namespace: str = "cr"
+    blobs: str = ""
     # (H, W). 256×128 is the reference's re-ID size ("S"); its fashion runs use 320×320 ("L").
     input_size: tuple[int, int] = (256, 128)
     # P items × K images per batch: reference Market/Duke 16 × 4.

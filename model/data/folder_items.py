@@ -14,17 +14,14 @@ Hidden entries (names starting with ".") and files directly under an items folde
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from model.data.dataset_split import DatasetError, DatasetSplit
+from model.data.hash_fraction import hash_fraction
 from model.data.sample import Sample
 
 # What ``decode_image`` accepts (JPEG, PNG, WebP, GIF, BMP).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
-# Leading hex digits of the SHA-1 read as the hash fraction in [0, 1): 64 bits is plenty.
-_HASH_HEX_DIGITS = 16
-_HASH_SCALE = float(1 << (4 * _HASH_HEX_DIGITS))
 
 
 def read_folder_items(
@@ -56,13 +53,13 @@ def read_folder_items(
     gallery: list[Sample] = []
     for item, paths in items.items():
         samples = [Sample(path=str(p), item=item) for p in paths]
-        if _hash_fraction(item) >= holdout_fraction:
+        if hash_fraction(item) >= holdout_fraction:
             train.extend(samples)
             continue
         if len(samples) <= query_per_item:
             gallery.extend(samples)
             continue
-        by_hash = sorted(samples, key=lambda s: _hash_fraction(Path(s.path).name))
+        by_hash = sorted(samples, key=lambda s: hash_fraction(Path(s.path).name))
         query.extend(sorted(by_hash[:query_per_item], key=lambda s: s.path))
         gallery.extend(sorted(by_hash[query_per_item:], key=lambda s: s.path))
     return DatasetSplit(name=name, train=train, query=query, gallery=gallery, protocol="retrieval")
@@ -101,9 +98,3 @@ def _read_items(folder: Path) -> dict[str, list[Path]]:
         if paths:
             items[sub.name] = paths
     return items
-
-
-def _hash_fraction(text: str) -> float:
-    """SHA-1 of the UTF-8 text as a number in [0, 1)."""
-    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()
-    return int(digest[:_HASH_HEX_DIGITS], 16) / _HASH_SCALE

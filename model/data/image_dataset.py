@@ -1,7 +1,9 @@
 """Samples → ``(image tensor, label, index)`` for a torch ``DataLoader``.
 
 Every image goes through :func:`artifact.image_decode.decode_image`, the service's decode
-path, so the same bytes give the same pixels in training, evaluation and serving.
+path, so the same bytes give the same pixels in training, evaluation and serving. The bytes
+come from :meth:`Sample.read_bytes` (a file, or a service's kept original), read when the item
+is asked for: the dataset holds references, never images.
 
 A corrupt or unreadable file must not stop a run that has been going for hours. Design chosen:
 substitution. When sample ``i`` cannot be read, its path is recorded in :attr:`bad_paths` (and
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 
 from PIL import Image
 from torch import Tensor
@@ -94,11 +95,12 @@ class ImageDataset(Dataset[tuple[Tensor, int, int]]):
         yield from (j for j in others if self.labels[j] != label)
 
     def _read(self, j: int) -> Image.Image | None:
-        path = self.samples[j].path
+        sample = self.samples[j]
+        path = sample.path
         if path in self.bad_paths:
             return None
         try:
-            return decode_image(Path(path).read_bytes(), max_pixels=self.max_pixels)
+            return decode_image(sample.read_bytes(), max_pixels=self.max_pixels)
         except UNREADABLE_IMAGE_ERRORS as exc:
             self.bad_paths.add(path)
             log.warning("skipping unreadable image %s: %s", path, exc)

@@ -15,9 +15,10 @@ from torch import nn
 from model.config.option_check import check_options
 from model.config.train_config import DataConfig, LossConfig, ModelConfig
 from model.data.coco_pairs import read_coco_pairs
-from model.data.dataset_split import DatasetSplit
+from model.data.dataset_split import DatasetError, DatasetSplit
 from model.data.folder_items import read_folder_items
 from model.data.market1501 import read_market1501
+from model.data.service_store import read_service_store
 from model.losses.recipes.ctl_recipe import ctl_recipe
 from model.losses.recipes.hpl_recipe import hpl_recipe
 from model.losses.recipes.ranking_regularizer_recipe import ranking_regularizer_recipe
@@ -65,11 +66,27 @@ def _folder(cfg: DataConfig) -> DatasetSplit:
     )
 
 
+def _service_store(cfg: DataConfig) -> DatasetSplit:
+    if not cfg.store:
+        raise DatasetError(
+            "data.dataset=service_store needs data.store: the service's SQLite file "
+            "(<data_dir>/store.sqlite3) or its Redis URL"
+        )
+    return read_service_store(
+        cfg.store,
+        cfg.blobs,
+        namespace=cfg.store_namespace,
+        holdout_fraction=cfg.holdout_fraction,
+        query_per_item=cfg.query_per_item,
+    )
+
+
 DATASET_READERS: dict[str, Callable[[DataConfig], DatasetSplit]] = {
     "market1501": _market1501,
     "dukemtmc": _dukemtmc,
     "coco_pairs": _coco_pairs,
     "folder": _folder,
+    "service_store": _service_store,
 }
 
 

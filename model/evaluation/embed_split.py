@@ -175,7 +175,7 @@ def array_masked_embedder(
             for i in range(start, min(start + batch_size, len(samples))):
                 try:
                     # The service's own pixel path: the contract decides resize and JPEG draft.
-                    array = preprocess_bytes(Path(samples[i].path).read_bytes(), spec)
+                    array = preprocess_bytes(samples[i].read_bytes(), spec)
                 except UNREADABLE_IMAGE_ERRORS as exc:
                     log.warning("skipping unreadable image %s: %s", samples[i].path, exc)
                     continue
