@@ -8,8 +8,8 @@ flat index of every item's centroid built here:
 * **suspects**: the quality gate's verdicts on every image (``app/suspect_review.py``, the rule
   of ``index/suspect_images.py`` with the service's settings);
 * **leave-one-out misses**: images whose own item, its centroid formed without them, is not
-  the nearest (another item scores at least as high: ties count against the image, as in
-  ``GET /quality``), with the item that beat it.
+  the nearest: ``GET /quality``'s ranks (``index/leave_one_out.py``: another item scoring at
+  least as high ranks first), with the item that beat it (the nearest other centroid).
 
 Written under ``out``:
 
@@ -32,10 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from app.gallery_quality import index_centroids
 from app.routes.images import media_type_of
 from app.suspect_review import SuspectReview, rival_scores
 from index.centroid_math import centroid_from_sum
 from index.flat_centroid_index import FlatCentroidIndex
+from index.leave_one_out import leave_one_out_ranks
 from index.suspect_images import SuspectRule
 from store.blob_backend import BlobBackend
 from store.records import ImageRecord, ItemState, SuspectImage
@@ -109,33 +111,44 @@ def find_hard_cases(store: Store, rule: SuspectRule, pairs: int = DEFAULT_PAIRS)
     review = SuspectReview(index, rule)
     for chunk in _chunks(states, ITEM_CHUNK):
         images = store.item_images([s.item_id for s in chunk])
-        for s in chunk:
-            records = images[s.item_id]
-            if len(records) < 2:
-                continue
-            flagged = review.item(s, records)
+        judged = [s for s in chunk if len(images[s.item_id]) >= 2]
+        for s in judged:
+            flagged = review.item(s, images[s.item_id])
             if flagged:
                 found.suspects[s.item_id] = list(flagged)
-            found.misses += _misses(index, s, records)
+        found.misses += _misses(index, judged, images)
     return found
 
 
 def _misses(
-    index: FlatCentroidIndex, state: ItemState, records: Sequence[ImageRecord]
+    index: FlatCentroidIndex,
+    states: Sequence[ItemState],
+    images: dict[str, list[ImageRecord]],
 ) -> list[LeaveOneOutMiss]:
-    """The item's images another item beats with the image's own left out of its item."""
-    embeddings = np.stack([np.asarray(r.embedding, dtype=np.float32) for r in records])
-    rival_ids, rival = rival_scores(index, state.item_id, embeddings)
-    unit = embeddings.astype(np.float64)
-    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    """The images of ``states``' items whose own item, its centroid formed without them, does
+    not rank first: ``GET /quality``'s leave-one-out ranks (``index/leave_one_out.py``, ties
+    against the image), with the item that beat each (the nearest other centroid)."""
+    if not states:
+        return []
+    records = [r for s in states for r in images[s.item_id]]
+    queries = np.stack([np.asarray(r.embedding, dtype=np.float32) for r in records])
+    owners = np.array([n for n, s in enumerate(states) for _ in images[s.item_id]], dtype=np.int64)
+    ranks = leave_one_out_ranks(
+        queries,
+        owners,
+        [s.item_id for s in states],
+        np.stack([s.embedding_sum for s in states]),
+        np.array([len(images[s.item_id]) for s in states], dtype=np.int64),
+        index_centroids(index) or (),
+    )
     out = []
-    for n, record in enumerate(records):
-        left = state.embedding_sum - embeddings[n].astype(np.float64)
-        own = float(unit[n] @ (left / np.linalg.norm(left)))
-        if rival_ids[n] is not None and rival[n] >= own:
-            out.append(
-                LeaveOneOutMiss(state.item_id, record.image_id, own, rival_ids[n], float(rival[n]))
-            )
+    for n in np.flatnonzero(ranks > 1).tolist():
+        state, record = states[int(owners[n])], records[n]
+        left = state.embedding_sum - queries[n].astype(np.float64)
+        unit = queries[n].astype(np.float64) / np.linalg.norm(queries[n])
+        own = float(unit @ (left / np.linalg.norm(left)))
+        (rival_id,), rival = rival_scores(index, state.item_id, queries[n : n + 1])
+        out.append(LeaveOneOutMiss(state.item_id, record.image_id, own, rival_id, float(rival[0])))
     return out
 
 
