@@ -197,6 +197,14 @@ class ReembedJob:
             if [i.image_id for i in images] != record.image_ids:
                 continue  # written between the two reads
             left_out = self._copy(record, images)
+            # Done if no write reached the primary meanwhile, and none reached the shadow
+            # between the copy's delete and its enrollment (a service's copy of a write to an
+            # item being re-embedded lands in the shadow's item too, and could reorder it).
+            gone = {i.image_id for i in left_out}
+            kept = [i.image_id for i in images if i.image_id not in gone]
+            wanted = ItemRecord(item_id, kept, record.attributes) if kept else None
+            if not _same(self.shadow.get_item(item_id), wanted):
+                continue
             if _same(self.primary.get_item(item_id), record):
                 report.items_copied += 1
                 report.images_embedded += len(images) - len(left_out)
