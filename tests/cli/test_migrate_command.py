@@ -1,4 +1,5 @@
-"""``migrate`` run as users run it (a fresh interpreter, settings from RETRIEVAL_*) on a real
+"""``migrate`` run as users run it (settings from RETRIEVAL_*; the kill test in a process of
+its own, killed with SIGKILL, the rest in this interpreter) on a real
 SQLite file and a real Redis namespace, with a second real tiny ONNX model (another seed,
 model version "2"): the dry run's counts, a full re-embed checked against the tiny model's
 reference arithmetic, a run killed with SIGKILL mid-way and resumed, missing originals listed,
@@ -25,13 +26,14 @@ from app.retriever import model_identity
 from app.settings import Settings
 from artifact.image_decode import preprocess_bytes
 from artifact.onnx_embedder import OnnxEmbedder
+from cli.main import main
 from store.directory_blob_store import DirectoryBlobStore
 from store.records import NewImage
 from store.redis_store import RedisStore
 from store.sqlite_store import SqliteStore
 from store.store import Store
 from tests import redis_server
-from tests.cli.run_cli import cli_command, cli_env, run_cli
+from tests.cli.run_cli import cli_command, cli_env
 from tests.conftest import jpeg_bytes
 from tests.migration_oracle import assert_shadow_is_a_fresh_reembed as shadow_check
 from tests.store.conftest import _drop_namespace
@@ -57,6 +59,8 @@ class Setup:
     namespace: str
     old_model: Path
     new_model: Path
+    monkeypatch: pytest.MonkeyPatch | None = None
+    capsys: pytest.CaptureFixture[str] | None = None
 
     @property
     def redis_url(self) -> str:
@@ -99,16 +103,30 @@ class Setup:
         return open_shadow_store(self.settings, record)
 
     def migrate(self, *args: str) -> tuple[int, str, str]:
-        done = run_cli("migrate", *args, env=self.env)
-        return done.returncode, done.stdout, done.stderr
+        return self.run("migrate", *args)
+
+    def run(self, *args: str) -> tuple[int, str, str]:
+        """The command in this interpreter (its start-up costs seconds on a loaded machine;
+        the kill test runs it in a process of its own), with the settings in the environment."""
+        assert self.monkeypatch is not None and self.capsys is not None
+        for name, value in self.env.items():
+            self.monkeypatch.setenv(name, value)
+        self.capsys.readouterr()
+        rc = main(list(args))
+        out, err = self.capsys.readouterr()
+        return rc, out, err
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 def setup(
-    request: pytest.FixtureRequest, tmp_path: Path, models: tuple[Path, Path]
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> Iterator[Setup]:
     namespace = f"test-migrate-{uuid.uuid4().hex}"
-    yield Setup(request.param, tmp_path / "data", namespace, *models)
+    yield Setup(request.param, tmp_path / "data", namespace, *models, monkeypatch, capsys)
     if request.param == "redis":
         for ns in (namespace, f"{namespace}@*"):
             _drop_namespace(ns)
@@ -263,8 +281,13 @@ def test_a_run_killed_mid_way_continues_where_it_stopped(setup: Setup) -> None:
 
 
 @pytest.fixture
-def sqlite_setup(tmp_path: Path, models: tuple[Path, Path]) -> Setup:
-    return Setup("sqlite", tmp_path / "data", "unused", *models)
+def sqlite_setup(
+    tmp_path: Path,
+    models: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Setup:
+    return Setup("sqlite", tmp_path / "data", "unused", *models, monkeypatch, capsys)
 
 
 def test_missing_originals_are_listed_and_block_the_switch(
@@ -302,6 +325,6 @@ def test_missing_originals_are_listed_and_block_the_switch(
     finally:
         store.close()
     kept = hashlib.sha256(photo_views[names[2]][0]).hexdigest()
-    done = run_cli("compact", "--grace", "0", env=setup.env)
-    assert done.returncode == 0, done.stderr
+    rc, _, err = setup.run("compact", "--grace", "0")
+    assert rc == 0, err
     assert setup.blobs.exists(kept)
