@@ -33,7 +33,10 @@ namespace <namespace>@<tag>), item by item, printing images/s and the ETA. Stop 
 and run it again: it continues where it stopped. `--dry-run` only counts items, images and
 missing originals and times the model on a sample. `--switch` catches up (re-embeds what
 changed since) and makes the new model the active one; `--rollback` makes the old one active
-again (it received every write meanwhile); `--abandon` drops a migration that is not switched.
+again (it received every write meanwhile); `--abandon` drops a migration that is not switched;
+`--finish`, once switched and with the service stopped, makes the new model's store the one
+the settings name (SQLite: the files are renamed, the old one kept; Redis: the namespace to
+configure is printed).
 Images whose original is missing are listed (exit status 1), never silently dropped."""
 
 
@@ -49,6 +52,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     action.add_argument("--rollback", action="store_true", help="serve the old model again")
     action.add_argument("--abandon", action="store_true", help="forget an unswitched migration")
     action.add_argument("--status", action="store_true", help="print the migration's record")
+    action.add_argument(
+        "--finish",
+        action="store_true",
+        help="after --switch, with the service stopped: make the new model's store the one "
+        "the settings name, and retire the old one",
+    )
     parser.add_argument(
         "--dry-run", action="store_true", help="with --model: count and estimate, write nothing"
     )
@@ -81,6 +90,8 @@ def run_migrate(args: argparse.Namespace) -> int:
                 return _status(store)
             if args.rollback or args.abandon:
                 return _rollback(store, abandon=args.abandon)
+            if args.finish:
+                return _finish(settings, store)
             blobs = build_blob_backend(settings)
             if blobs is None:
                 return _error("RETRIEVAL_KEEP_BLOBS is off: no originals to re-embed")
@@ -194,6 +205,53 @@ def _rollback(store: Store, *, abandon: bool) -> int:
     print(
         f"rolled back: {record.source.describe()} serves ({record.target.describe()} kept "
         "in step; --switch again, or --abandon)"
+    )
+    return 0
+
+
+def _finish(settings: Settings, store: Store) -> int:
+    """The shadow becomes the store the settings name: SQLite files renamed (the old one kept
+    as ``store.retired-v<version>.sqlite3``), Redis: the namespace to configure is printed."""
+    import sqlite3
+
+    from app.model_migration import read_record, shadow_namespace, shadow_sqlite_path
+
+    record = read_record(store)
+    if record is None:
+        return _error("no migration is recorded")
+    if record.state != "switched":
+        return _error(f"the migration is {record.state}: --switch first")
+    if settings.redis_url:
+        namespace = shadow_namespace(settings, record)
+        print(
+            f"the new model's store is the Redis namespace {namespace}: start the service with "
+            f"RETRIEVAL_REDIS_NAMESPACE={namespace} and RETRIEVAL_MODEL_PATH={record.target_path}"
+            "; the namespace "
+            f"{settings.redis_namespace} (the old model's) then takes no writes and can be dropped"
+        )
+        return 0
+    store.close()
+    original, shadow = settings.sqlite_path, shadow_sqlite_path(settings, record)
+    retired = original.with_name(
+        f"{original.stem}.retired-v{record.source.version}{original.suffix}"
+    )
+    if retired.exists():
+        return _error(f"{retired} exists already")
+    for path in (original, shadow):
+        # Out of WAL mode: only possible with no other connection open (the service stopped),
+        # and it leaves the whole database in the one file that is renamed.
+        connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode=DELETE").fetchone()
+        except sqlite3.OperationalError as exc:
+            return _error(f"{path} is in use ({exc}): stop the service first")
+        finally:
+            connection.close()
+    original.rename(retired)
+    shadow.rename(original)
+    print(
+        f"finished: {original} holds {record.target.describe()}; the old model's store is "
+        f"{retired}. Start the service with RETRIEVAL_MODEL_PATH={record.target_path}"
     )
     return 0
 

@@ -17,11 +17,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from app.model_migration import open_shadow_store, read_record
+from app.main import create_app
+from app.model_migration import open_shadow_store, read_record, shadow_sqlite_path
 from app.retriever import model_identity
 from app.settings import Settings
 from artifact.image_decode import preprocess_bytes
@@ -35,6 +37,7 @@ from store.store import Store
 from tests import redis_server
 from tests.cli.run_cli import cli_command, cli_env
 from tests.conftest import jpeg_bytes
+from tests.live_server import live_server
 from tests.migration_oracle import assert_shadow_is_a_fresh_reembed as shadow_check
 from tests.store.conftest import _drop_namespace
 from tests.tiny_artifact import tiny_spec, write_tiny_artifact
@@ -328,3 +331,41 @@ def test_missing_originals_are_listed_and_block_the_switch(
     rc, _, err = setup.run("compact", "--grace", "0")
     assert rc == 0, err
     assert setup.blobs.exists(kept)
+
+
+def test_finish_makes_the_new_models_store_the_one_the_settings_name(
+    sqlite_setup: Setup, photo_views: dict[str, list[bytes]]
+) -> None:
+    setup = sqlite_setup
+    names = sorted(photo_views)[:3]
+    fill(setup, {name: photo_views[name][:2] for name in names})
+    assert setup.migrate("--model", str(setup.new_model))[0] == 0
+    rc, _, err = setup.migrate("--finish")
+    assert rc == 1 and "--switch first" in err
+    assert setup.migrate("--switch")[0] == 0
+    store = setup.primary()
+    try:
+        record = read_record(store)
+        assert record is not None
+        rc, _, err = setup.migrate("--finish")  # a service would hold the file open like this
+        assert rc == 1 and "stop the service first" in err
+    finally:
+        store.close()
+
+    rc, out, err = setup.migrate("--finish")
+    assert rc == 0, err
+    assert f"RETRIEVAL_MODEL_PATH={record.target_path}" in out
+    assert (setup.data_dir / "store.retired-v1.sqlite3").is_file()
+    assert not shadow_sqlite_path(setup.settings, record).exists()
+    # A service on the same settings, with the new model's file, serves the new store as its
+    # own: no migration recorded, every item there, searches by the new model.
+    app = create_app(Settings(model_path=Path(record.target_path), data_dir=setup.data_dir))
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        info = client.get("/info").json()
+        assert (info["model"]["model_version"], info["items"], info["images"]) == ("2", 3, 6)
+        assert "migration" not in info or info["migration"] is None
+        hits = client.post(
+            "/search", params={"k": 1}, files={"image": ("q.jpg", photo_views[names[1]][0])}
+        ).json()["results"]
+        assert hits[0]["item_id"] == names[1]
+        assert hits[0]["centroid_score"] > 0.9
