@@ -308,26 +308,26 @@ def test_background_work_waits_for_searches_and_enrollments_and_takes_its_share_
     make_executor: ExecutorFactory, session: GatedSession
 ) -> None:
     executor = make_executor(max_batch=2)
-    assert executor.background_share == 0.25
+    assert (executor.background_share, executor.background_max_batch) == (0.25, 1)
     images = Images()
     busy = keep_busy(executor, session, images)
     submitted = [(busy.future, busy.batch)]
     for label, rows, priority in (
-        ("B1", 2, Priority.BACKGROUND),
+        ("B1", 1, Priority.BACKGROUND),
         ("E1", 2, Priority.ENROLL),
         ("S1", 1, Priority.SEARCH),
     ):
         batch = images.make(label, rows)
         submitted.append((executor.submit(batch, priority=priority), batch))
-    # The next background batch (call 4: B2's first row) is held 0.2 s, as a slow model would.
+    # The next background batch (call 4: B2's first image) is held 0.2 s, as a slow model would.
     release = session.hold(4)
     busy.release.set()
     for future, batch in submitted:
         assert_embeds(future, batch)
     # Submitted first, embedded last: background work waits while anything else is queued.
-    assert images.schedule(session) == [["X"], ["E1.0", "E1.1"], ["S1"], ["B1.0", "B1.1"]]
+    assert images.schedule(session) == [["X"], ["E1.0", "E1.1"], ["S1"], ["B1"]]
 
-    b2 = images.make("B2", 3)
+    b2 = images.make("B2", 2)
     b2_future = executor.submit(b2, priority=Priority.BACKGROUND)
     session.wait_for_calls(5)
     time.sleep(0.2)
@@ -337,8 +337,8 @@ def test_background_work_waits_for_searches_and_enrollments_and_takes_its_share_
     s2 = images.make("S2", 1)
     assert_embeds(executor.submit(s2), s2)
     assert time.perf_counter() - released < 0.4
-    # ... after a batch that took t >= 0.2 s, for t * (1 / 0.25 - 1) >= 0.6 s.
+    # ... after a batch that took t >= 0.2 s, for t * (1 / 0.25 - 1) >= 0.6 s; one image each.
     session.wait_for_calls(7)
     assert time.perf_counter() - released >= 0.55
     assert_embeds(b2_future, b2)
-    assert images.schedule(session)[4:] == [["B2.0", "B2.1"], ["S2"], ["B2.2"]]
+    assert images.schedule(session)[4:] == [["B2.0"], ["S2"], ["B2.1"]]
