@@ -80,6 +80,10 @@ class ModelConfig:
     # (issue 13's probe: +3.3 points of centroid mAP where re-estimated statistics lost points).
     freeze_backbone: bool = False
     freeze_backbone_bn: bool = False
+    # bnneck only: the exported embedding, "bn_neck" (the reference's) or "features" (the pooled
+    # features before the neck, what the metric losses train; the fine-tuning preset's choice:
+    # the neck's per-dimension standardisation cost ~2 points of centroid mAP there).
+    embedding: str = "bn_neck"
     # two_head only (Taha et al. use a 256-d embedding head); "pooled" or "flatten".
     embedding_dim: int = 256
     head: str = "pooled"

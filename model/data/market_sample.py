@@ -118,8 +118,19 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("data/market_sample"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-views", type=int, default=6, help="images per training identity")
+    parser.add_argument(
+        "--gallery-views", type=int, default=4, help="gallery images per test identity"
+    )
+    parser.add_argument("--query-views", type=int, default=2, help="queries per test identity")
     args = parser.parse_args()
-    out = write_market_sample(args.out, seed=args.seed)
+    out = write_market_sample(
+        args.out,
+        seed=args.seed,
+        train_views=args.train_views,
+        gallery_views=args.gallery_views,
+        query_views=args.query_views,
+    )
     for d in ("bounding_box_train", "query", "bounding_box_test"):
         print(f"{out / d}: {len(list((out / d).glob('*.jpg')))} images")
 

@@ -121,7 +121,7 @@ def _backbone(cfg: ModelConfig, load_pretrained: bool) -> Backbone:
 def _bnneck(
     cfg: ModelConfig, num_classes: int, input_size: tuple[int, int], load_pretrained: bool
 ) -> nn.Module:
-    return EmbeddingNet(_backbone(cfg, load_pretrained), num_classes)
+    return EmbeddingNet(_backbone(cfg, load_pretrained), num_classes, embedding=cfg.embedding)
 
 
 def _two_head(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from model.modeling.backbones.tiny_cnn import tiny_cnn
@@ -61,6 +62,26 @@ def test_embed_is_the_eval_bn_neck_output() -> None:
     torch.testing.assert_close(
         emb, (out.features - rm) / torch.sqrt(rv + EPS) * net.bn_neck.weight, rtol=1e-5, atol=1e-6
     )
+
+
+def test_features_embedding_is_the_pooled_feature_before_the_neck() -> None:
+    torch.manual_seed(4)
+    net = EmbeddingNet(tiny_cnn(8), num_classes=3, embedding="features")
+    net.train()
+    for _ in range(3):  # non-trivial neck statistics, which the embedding must not apply
+        net(torch.rand(5, 3, 24, 24))
+    net.eval()
+    x = torch.rand(4, 3, 24, 24)
+    mean = torch.tensor(net.backbone.mean).view(1, 3, 1, 1)
+    std = torch.tensor(net.backbone.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        emb = net.embed(x)
+        out = net(x)
+        pooled = net.backbone((x - mean) / std).mean(dim=(2, 3))
+    torch.testing.assert_close(emb, pooled)
+    assert not torch.allclose(emb, out.embeddings)  # the neck still feeds the classifier
+    with pytest.raises(ValueError, match="bn_neck, features"):
+        EmbeddingNet(tiny_cnn(8), num_classes=3, embedding="neck")
 
 
 def test_inference_only_net_has_no_classifier() -> None:
