@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from app.gallery_quality import ModelComparison
     from app.reembed_job import LeftOut, Progress, ReembedReport
     from app.settings import Settings
     from artifact.onnx_embedder import OnnxEmbedder
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
 
 # How many left-out images are named before only the rest is counted.
 MAX_LISTED = 50
+# --switch refuses a model whose gallery leave-one-out R@1 is below the serving model's by more
+# than this (a fraction: 0.02 is two points; about twice the figure's spread on a 2000-image
+# sample), unless --force.
+DEFAULT_MAX_R1_DROP = 0.02
 
 DESCRIPTION = """\
 Move the store to another model without stopping the service. `migrate --model NEW.onnx`
@@ -37,7 +42,11 @@ again (it received every write meanwhile); `--abandon` drops a migration that is
 `--finish`, once switched and with the service stopped, makes the new model's store the one
 the settings name (SQLite: the files are renamed, the old one kept; Redis: the namespace to
 configure is printed).
-Images whose original is missing are listed (exit status 1), never silently dropped."""
+Images whose original is missing are listed (exit status 1), never silently dropped.
+Once the shadow is complete, and again at --switch, both models' leave-one-image-out R@1 and
+MRR on the gallery (the same sampled images, RETRIEVAL_QUALITY_SAMPLE_IMAGES of them; see
+GET /quality) are printed side by side; --switch refuses a new model whose R@1 is lower by
+more than --max-r1-drop unless --force."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,6 +69,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="with --model: count and estimate, write nothing"
+    )
+    parser.add_argument(
+        "--max-r1-drop",
+        type=float,
+        default=DEFAULT_MAX_R1_DROP,
+        metavar="FRACTION",
+        help="with --switch: refuse when the new model's gallery leave-one-out R@1 is lower "
+        "than the serving model's by more than this (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="with --switch: switch even when the new model measures worse",
     )
     parser.set_defaults(run=run_migrate)
 
@@ -96,7 +118,7 @@ def run_migrate(args: argparse.Namespace) -> int:
             if blobs is None:
                 return _error("RETRIEVAL_KEEP_BLOBS is off: no originals to re-embed")
             if args.switch:
-                return _switch(settings, store, blobs)
+                return _switch(settings, store, blobs, args.max_r1_drop, force=args.force)
             return _migrate(settings, store, blobs, args.model, dry_run=args.dry_run)
         finally:
             store.close()
@@ -163,10 +185,29 @@ def _migrate(
     if report.in_step and record.state == "re-embedding":
         write_record(store, record.with_state("ready"))
         print("the shadow is complete: `centroid-retrieval migrate --switch` serves the new model")
+    if report.in_step:
+        _compare(settings, store, record)
     return 0 if report.in_step else 1
 
 
-def _switch(settings: Settings, store: Store, blobs: BlobBackend) -> int:
+def _compare(settings: Settings, store: Store, record: MigrationRecord) -> ModelComparison:
+    """Both models' gallery leave-one-out figures on one sample, printed side by side."""
+    from app.gallery_quality import compare_models
+    from app.model_migration import open_shadow_store
+
+    shadow = open_shadow_store(settings, record)
+    try:
+        comparison = compare_models(store, shadow, settings.quality_sample_images)
+    finally:
+        shadow.close()
+    for line in comparison.lines(record.source.describe(), record.target.describe()):
+        print(line)
+    return comparison
+
+
+def _switch(
+    settings: Settings, store: Store, blobs: BlobBackend, max_r1_drop: float, *, force: bool
+) -> int:
     from app.model_migration import load_target, read_record, write_record
 
     record = read_record(store)
@@ -178,6 +219,13 @@ def _switch(settings: Settings, store: Store, blobs: BlobBackend) -> int:
     report = _reembed(settings, store, blobs, record, load_target(record, settings))
     if not report.in_step:
         return _error("not switched: the shadow lacks the images listed above")
+    comparison = _compare(settings, store, record)
+    if comparison.worse_by_more_than(max_r1_drop) and not force:
+        return _error(
+            f"not switched: {record.target.describe()} finds the gallery's own images worse "
+            f"(R@1 {comparison.r_at_1_change:+.4f}, more than --max-r1-drop {max_r1_drop}); "
+            "--force switches anyway"
+        )
     write_record(store, record.with_state("switched"))
     print(f"switched: {record.target.describe()} serves ({record.source.describe()} kept in step)")
     return 0

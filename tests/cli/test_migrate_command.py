@@ -3,7 +3,8 @@ its own, killed with SIGKILL, the rest in this interpreter) on a real
 SQLite file and a real Redis namespace, with a second real tiny ONNX model (another seed,
 model version "2"): the dry run's counts, a full re-embed checked against the tiny model's
 reference arithmetic, a run killed with SIGKILL mid-way and resumed, missing originals listed,
-switch, rollback and abandon."""
+switch, rollback and abandon; both models' gallery leave-one-out figures against a from-scratch
+oracle, and a switch refused by the quality bound unless forced."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from store.store import Store
 from tests import redis_server
 from tests.cli.run_cli import cli_command, cli_env
 from tests.conftest import jpeg_bytes
+from tests.index.leave_one_out_oracle import oracle_rank
 from tests.live_server import live_server
 from tests.migration_oracle import assert_shadow_is_a_fresh_reembed as shadow_check
 from tests.store.conftest import _drop_namespace
@@ -369,3 +371,46 @@ def test_finish_makes_the_new_models_store_the_one_the_settings_name(
         ).json()["results"]
         assert hits[0]["item_id"] == names[1]
         assert hits[0]["centroid_score"] > 0.9
+
+
+def loo_figures(store: Store) -> tuple[float, float]:
+    """Leave-one-image-out R@1 and MRR over every image of every multi-image item, from
+    scratch (the gallery is smaller than the command's sample)."""
+    ids = [s.item_id for s in store.iter_item_states() if s.count]
+    images = store.item_images(ids)
+    gallery = {i: [r.embedding for r in images[i]] for i in ids}
+    ranks = [
+        oracle_rank(gallery, item, n)
+        for item, rows in gallery.items()
+        if len(rows) >= 2
+        for n in range(len(rows))
+    ]
+    return sum(r == 1 for r in ranks) / len(ranks), sum(1 / r for r in ranks) / len(ranks)
+
+
+def test_both_models_gallery_figures_are_printed_and_a_worse_model_is_refused(
+    setup: Setup, photo_views: dict[str, list[bytes]]
+) -> None:
+    names = sorted(photo_views)[:6]
+    fill(setup, {name: photo_views[name][:3] for name in names})
+    rc, out, err = setup.migrate("--model", str(setup.new_model))
+    assert rc == 0, err
+    primary, shadow = setup.primary(), setup.shadow()
+    try:
+        old, new = loo_figures(primary), loo_figures(shadow)
+    finally:
+        primary.close()
+        shadow.close()
+    r1 = re.search(r"^R@1 +([\d.]+) +([\d.]+) +([-+][\d.]+)$", out, re.M)
+    mrr = re.search(r"^MRR +([\d.]+) +([\d.]+) +([-+][\d.]+)$", out, re.M)
+    assert r1 is not None and mrr is not None, out
+    assert "leave-one-image-out on 18 sampled images" in out
+    np.testing.assert_allclose([float(r1[1]), float(r1[2])], [old[0], new[0]], atol=5e-5)
+    np.testing.assert_allclose([float(mrr[1]), float(mrr[2])], [old[1], new[1]], atol=5e-5)
+    # A bound no model can meet (R@1 up by more than 1) refuses; --force switches anyway.
+    rc, _, err = setup.migrate("--switch", "--max-r1-drop", "-1.5")
+    assert rc == 1 and "not switched" in err and "--force" in err
+    assert state(setup) == "ready"
+    rc, out, err = setup.migrate("--switch", "--max-r1-drop", "-1.5", "--force")
+    assert rc == 0, err
+    assert state(setup) == "switched"
