@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import httpx
@@ -18,6 +19,17 @@ from bench.loadtest.request_sample import Operation
 
 SEARCH_ENDPOINT = "POST /search"
 ENROLL_ENDPOINT = "POST /items/{item_id}/images"
+
+
+@dataclass(frozen=True)
+class Acknowledged:
+    """An enrollment the service acknowledged (2xx): what was sent and the image ids it
+    answered with, so a run can check later that they are still there, or send the same write
+    to another service."""
+
+    item_id: str
+    photo: bytes
+    image_ids: tuple[str, ...]
 
 
 class Scenario(Protocol):
@@ -77,6 +89,8 @@ class EnrollScenario:
         self.ledger = ledger if ledger is not None else ItemLedger()
         # Ids sent since the last cleanup: what this level's cleanup deletes.
         self.created: list[str] = []
+        # Every acknowledged enrollment, in the order the answers came.
+        self.acknowledged: list[Acknowledged] = []
 
     def operation(self, i: int) -> Operation:
         photo = self._photos[i % len(self._photos)]
@@ -90,6 +104,9 @@ class EnrollScenario:
             files = {"images": ("photo.jpg", photo, "image/jpeg")}
             response = await client.post(f"/items/{item_id}/images", files=files)
             self.ledger.answered(item_id)
+            if response.is_success:
+                ids = tuple(response.json()["image_ids"])
+                self.acknowledged.append(Acknowledged(item_id, photo, ids))
             return response.status_code
 
         return Operation(ENROLL_ENDPOINT, send)
