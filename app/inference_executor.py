@@ -25,7 +25,10 @@ Scheduling, decided at each batch:
   ``background_max_batch`` images at a time (a search arriving meanwhile waits for that batch
   only), and after each of its batches, taking ``t`` seconds, none other is started for
   ``t * (1 / background_share - 1)``: it takes at most that share of the model's time, and
-  whoever times it (the ETA) can count on it.
+  whoever times it (the ETA) can count on it. During a model migration two executors share
+  the cores, and the searches go to the serving model's: the other's background work then also
+  waits while that one has a search or enrollment queued, being decoded or running
+  (``yield_to``), so the re-embedding's inference does not run beside theirs.
 * **Dropped before inference.** A request whose client has gone, or that waited past its
   queue timeout (its :class:`~app.admission_control.AdmissionTicket`), is dropped when a batch
   would take it; its future raises the reason. An enrollment already partly embedded is
@@ -69,6 +72,9 @@ log = logging.getLogger(__name__)
 # in-service re-embed at 25 % with batches of an item's 5 images, and from 107 to 204 ms with 1
 # (the re-embed's decoding and store writes share the cores too); no search failed.
 BACKGROUND_MAX_BATCH = 1
+# How often background work that yields to another executor looks again whether that one has
+# gone idle: it cannot wait on the other's condition (the two locks are never held together).
+YIELD_POLL_S = 0.002
 
 
 class Priority(enum.Enum):
@@ -172,6 +178,10 @@ class InferenceExecutor:
         self.background_share = background_share
         self.background_max_batch = min(max_batch, background_max_batch)
         self._background_ready_at = 0.0  # time.perf_counter() before which none is started
+        # Another model's executor whose searches and enrollments this one's background work
+        # waits for (set by the migration follower while two models are loaded).
+        self.yield_to: InferenceExecutor | None = None
+        self._foreground_running = False
         self.embedder = embedder
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
@@ -211,6 +221,18 @@ class InferenceExecutor:
         """Requests queued and not yet wholly handed to a batch."""
         with self._cond:
             return sum(len(q) for q in self._queues.values())
+
+    @property
+    def foreground_busy(self) -> bool:
+        """A search or enrollment is queued, announced (being decoded) or in a model call. Read
+        by another executor's thread without this one's lock: a hint, which may be one batch
+        late."""
+        return (
+            self._foreground_running
+            or self._announced > 0
+            or bool(self._queues[Priority.SEARCH])
+            or bool(self._queues[Priority.ENROLL])
+        )
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop after the running batch; queued requests fail with ExecutorClosedError."""
@@ -276,6 +298,8 @@ class InferenceExecutor:
                     rows = sum(p.stop - p.start for p in parts)
                     for request in requests:
                         _fail(request, InferenceFailedError.of_batch(exc, rows))
+                finally:
+                    self._foreground_running = False
         with self._cond:
             left = [r for q in self._queues.values() for r in q]
             for q in self._queues.values():
@@ -294,7 +318,10 @@ class InferenceExecutor:
                 if self._queues[Priority.BACKGROUND]:
                     pause = self._background_ready_at - time.perf_counter()
                     if pause <= 0:
-                        break
+                        other = self.yield_to
+                        if other is None or not other.foreground_busy:
+                            break
+                        pause = YIELD_POLL_S
                     self._cond.wait(pause)
                 else:
                     self._cond.wait()
@@ -353,6 +380,9 @@ class InferenceExecutor:
                 queue.popleft()
         if parts:
             self._last_kind = kind
+            # Set before the lock is let go: no instant between the take and the model call in
+            # which another executor's background work sees this one idle.
+            self._foreground_running = kind is not Priority.BACKGROUND
         self._publish_pending()
         return parts, dropped
 

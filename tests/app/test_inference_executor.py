@@ -342,3 +342,28 @@ def test_background_work_waits_for_searches_and_enrollments_and_takes_its_share_
     assert time.perf_counter() - released >= 0.55
     assert_embeds(b2_future, b2)
     assert images.schedule(session)[4:] == [["B2.0"], ["S2"], ["B2.1"]]
+
+
+def test_background_work_waits_while_the_executor_it_yields_to_has_a_search_in_hand(
+    make_executor: ExecutorFactory, session: GatedSession
+) -> None:
+    # Two models' executors, as during a migration (one session here: the calls are counted).
+    serving, migrating = make_executor(), make_executor()
+    images = Images()
+    busy = keep_busy(serving, session, images)  # a search in the serving model's call
+    # Without yield_to the background work runs beside it ...
+    b1 = images.make("B1", 1)
+    assert_embeds(migrating.submit(b1, priority=Priority.BACKGROUND), b1)
+    # ... with it, it waits until that call is done and nothing else is in hand.
+    migrating.yield_to = serving
+    b2 = images.make("B2", 1)
+    waiting = migrating.submit(b2, priority=Priority.BACKGROUND)
+    time.sleep(0.3)  # past B1's share pause (3 x a ~1 ms call)
+    assert not waiting.done() and len(session.batches) == 2
+    with serving.announce():  # a search being decoded counts as in hand too
+        busy.release.set()
+        assert_embeds(busy.future, busy.batch)
+        time.sleep(0.1)
+        assert not waiting.done()
+    assert_embeds(waiting, b2)
+    assert images.schedule(session) == [["X"], ["B1"], ["B2"]]
