@@ -28,10 +28,10 @@ class EmbeddingNet(nn.Module):
 
     ``embedding`` picks what ``embed`` (the exported embedding) returns: ``"bn_neck"`` (the
     reference's BN-neck output) or ``"features"`` (the pooled features before it, which the
-    metric losses train). The neck divides each dimension by its training-set spread; fine-tuning
-    a pretrained backbone briefly, that amplifies the dimensions the backbone barely uses and
-    cost about 2 points of centroid mAP (issue 13: 87.1 pooled vs 85.3 through the neck, same
-    checkpoint; 81.4 vs 83.0 untrained with only the neck trained).
+    metric losses train). The neck divides each dimension by its training-set spread, which
+    can amplify the dimensions a pretrained backbone barely uses: fine-tuning Lite0, it cost
+    1.5-1.9 points of centroid mAP after epochs at 1e-4 and helped 0.4-1.0 after one at 1e-5
+    (README, "Fine-tuning the default model on CPU").
     """
 
     def __init__(self, backbone: Backbone, num_classes: int, embedding: str = "bn_neck") -> None:
