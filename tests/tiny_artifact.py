@@ -83,9 +83,7 @@ def _folded_matrix(seed: int = SEED) -> npt.NDArray[np.float32]:
     return folded
 
 
-def reference_embeddings(
-    batch: npt.NDArray[np.uint8], seed: int = SEED
-) -> npt.NDArray[np.float64]:
+def reference_embeddings(batch: npt.NDArray[np.uint8], seed: int = SEED) -> npt.NDArray[np.float64]:
     """What the graph computes, step by step in ``float64``: ``(N, 3, 32, 32)`` → ``(N, 32)``."""
     n = batch.shape[0]
     pixels = batch.astype(np.float64) / 255

@@ -37,7 +37,6 @@ ServiceFactory = Callable[..., AbstractContextManager[httpx.Client]]
 HERE = Path(__file__).resolve().parent
 
 
-
 @pytest.fixture(scope="package", autouse=True)
 def _centroid_ranking() -> Iterator[None]:
     # Package scope: set before any of the package's module-scoped services start, and undone
