@@ -61,8 +61,8 @@ def write_market_sample(
     train_regions = regions[: train_photos * per_photo]
     test_regions = regions[train_photos * per_photo :]
     dirs = {d: out / d for d in ("bounding_box_train", "query", "bounding_box_test")}
-    for d in dirs.values():
-        d.mkdir(parents=True, exist_ok=True)
+    for folder in dirs.values():
+        folder.mkdir(parents=True, exist_ok=True)
     frame = 0
 
     def next_frame() -> int:
