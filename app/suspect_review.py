@@ -11,11 +11,13 @@ depend on this item's own write), so the verdicts are a pure function of the sto
 an enrollment recorded under an ``Idempotency-Key`` renders them inside its transaction and a
 replay answers them byte for byte. Only the images the request added are judged; a duplicate
 file's image was judged when it was added (``GET /items/{item_id}/suspects`` judges them all,
-against the gallery as it is now).
+against the gallery as it is now). When the index cannot be asked (Milvus unreachable) the
+enrollment goes on unjudged, its ``suspects`` empty: the gate never makes a write fail.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -24,10 +26,13 @@ import numpy.typing as npt
 
 from index.centroid_index import CentroidIndex
 from index.centroid_math import l2_normalize
+from index.index_errors import IndexUnavailableError
 from index.suspect_images import NO_OTHER, SuspectRule, SuspectVerdicts, judge_images
 from store.idempotency import IdempotencyClaim
 from store.mutations import StoredResponse
 from store.records import EnrollOutcome, ImageRecord, ItemState, SuspectImage
+
+log = logging.getLogger(__name__)
 
 
 def rival_scores(
@@ -80,12 +85,15 @@ class EnrollmentReview:
     embeddings: npt.NDArray[np.float32]  # (N, D) raw, one per uploaded file
     rival_ids: list[str | None]
     rival: npt.NDArray[np.float64]  # (N,)
+    # False when the index could not be asked (Milvus unreachable): the write goes on unjudged,
+    # as it would without the gate (the store, not the index, decides whether it commits).
+    judged: bool = True
 
     def annotate(self, outcome: EnrollOutcome) -> EnrollOutcome:
         """``outcome`` with the suspects among the images it created."""
         added = [n for n, created in enumerate(outcome.created) if created]
         state = outcome.item
-        if not added or state.unit_sum is None:
+        if not self.judged or not added or state.unit_sum is None:
             return outcome
         count = len(added)
         verdicts = judge_images(
@@ -121,7 +129,12 @@ class SuspectReview:
         self.rule = rule
 
     def enrollment(self, item_id: str, embeddings: npt.NDArray[np.float32]) -> EnrollmentReview:
-        rival_ids, rival = rival_scores(self.index, item_id, embeddings)
+        try:
+            rival_ids, rival = rival_scores(self.index, item_id, embeddings)
+        except IndexUnavailableError:
+            log.warning("quality gate skipped for an enrollment: the centroid index is unreachable")
+            empty = np.zeros(0, dtype=np.float64)
+            return EnrollmentReview(self.rule, embeddings, [], empty, judged=False)
         return EnrollmentReview(self.rule, embeddings, rival_ids, rival)
 
     def item(self, state: ItemState, images: Sequence[ImageRecord]) -> tuple[SuspectImage, ...]:
