@@ -89,8 +89,10 @@ def backup_root(settings: Settings) -> Path:
     return settings.backup_dir if settings.backup_dir is not None else settings.data_dir / "backups"
 
 
-def admin_router(settings: Settings) -> APIRouter:
-    router = APIRouter(
+def admin_routes(problems: dict[int, str]) -> APIRouter:
+    """A router under ``/admin`` for ``admin`` keys, documenting the auth answers and
+    ``problems`` (status → when) as problem+json."""
+    return APIRouter(
         prefix="/admin",
         tags=["maintenance"],
         dependencies=[AdminScope],
@@ -102,14 +104,20 @@ def admin_router(settings: Settings) -> APIRouter:
                     "content": {"application/problem+json": {}},
                     "description": text,
                 }
-                for status, text in {
-                    409: "Another compaction or backup is running (or the backup's directory "
-                    "already exists).",
-                    422: "Invalid parameter (a backup name that is not one path component).",
-                    503: "Not ready yet, or the store is unreachable.",
-                }.items()
+                for status, text in problems.items()
             },
         },
+    )
+
+
+def admin_router(settings: Settings) -> APIRouter:
+    router = admin_routes(
+        {
+            409: "Another compaction or backup is running (or the backup's directory "
+            "already exists).",
+            422: "Invalid parameter (a backup name that is not one path component).",
+            503: "Not ready yet, or the store is unreachable.",
+        }
     )
     # Per router, so per app: each service built in a process has its own.
     maintenance = threading.Lock()

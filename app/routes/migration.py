@@ -12,11 +12,10 @@ import anyio.to_thread
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from app.authorization import AdminScope
 from app.dependencies import RetrieverDep, StateDep
 from app.migration_follower import MigrationFollower, MigrationStateError
 from app.problem import problem_response
-from app.schemas import AUTH_RESPONSES, Problem
+from app.routes.admin import admin_routes
 from app.service_state import ServiceState
 from app.settings import Settings
 from artifact.preprocess_spec import ContractError
@@ -28,25 +27,12 @@ MigrationAction = Literal["reembed", "switch", "rollback"]
 
 
 def migration_router(settings: Settings) -> APIRouter:
-    router = APIRouter(
-        prefix="/admin",
-        tags=["maintenance"],
-        dependencies=[AdminScope],
-        responses={
-            **AUTH_RESPONSES,
-            **{
-                status: {
-                    "model": Problem,
-                    "content": {"application/problem+json": {}},
-                    "description": text,
-                }
-                for status, text in {
-                    409: "No migration is recorded, the shadow lacks images (switch), a "
-                    "re-embedding runs already, or the index is Milvus (no migration there).",
-                    503: "Not ready yet, or the store is unreachable.",
-                }.items()
-            },
-        },
+    router = admin_routes(
+        {
+            409: "No migration is recorded, the shadow lacks images (switch), a "
+            "re-embedding runs already, or the index is Milvus (no migration there).",
+            503: "Not ready yet, or the store is unreachable.",
+        }
     )
     reembedding = threading.Lock()  # one background re-embedding per app
 
