@@ -125,7 +125,10 @@ class DirectoryBlobStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
             raise
-        fsync_dir(target.parent)
+        # A delete of the same hash right after the rename may have pruned the directory: the
+        # blob was written and then deleted, in that order, and there is nothing left to sync.
+        with contextlib.suppress(FileNotFoundError):
+            fsync_dir(target.parent)
         return True
 
     def get(self, content_hash: str) -> bytes | None:
