@@ -34,7 +34,7 @@ import numpy as np
 
 from app.gallery_quality import index_centroids
 from app.routes.images import media_type_of
-from app.suspect_review import SuspectReview, rival_scores
+from app.suspect_review import SuspectReview, judge_against, rival_scores
 from index.centroid_math import centroid_from_sum
 from index.flat_centroid_index import FlatCentroidIndex
 from index.leave_one_out import leave_one_out_ranks
@@ -141,14 +141,20 @@ def _misses(
         np.array([len(images[s.item_id]) for s in states], dtype=np.int64),
         index_centroids(index) or (),
     )
+    missed = np.flatnonzero(ranks > 1)
     out = []
-    for n in np.flatnonzero(ranks > 1).tolist():
-        state, record = states[int(owners[n])], records[n]
-        left = state.embedding_sum - queries[n].astype(np.float64)
-        unit = queries[n].astype(np.float64) / np.linalg.norm(queries[n])
-        own = float(unit @ (left / np.linalg.norm(left)))
-        (rival_id,), rival = rival_scores(index, state.item_id, queries[n : n + 1])
-        out.append(LeaveOneOutMiss(state.item_id, record.image_id, own, rival_id, float(rival[0])))
+    for code in np.unique(owners[missed]).tolist():
+        state = states[code]
+        rows = missed[owners[missed] == code]
+        # One search for the item's missed images, and their own scores by the gate's formula.
+        rival_ids, rival = rival_scores(index, state.item_id, queries[rows])
+        own = judge_against(state, queries[rows], rival, SuspectRule()).own
+        for j, n in enumerate(rows.tolist()):
+            out.append(
+                LeaveOneOutMiss(
+                    state.item_id, records[n].image_id, float(own[j]), rival_ids[j], float(rival[j])
+                )
+            )
     return out
 
 

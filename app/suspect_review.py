@@ -53,6 +53,26 @@ def rival_scores(
     return ids, scores
 
 
+def judge_against(
+    state: ItemState,
+    embeddings: npt.NDArray[np.floating],
+    rival: npt.NDArray[np.float64],
+    rule: SuspectRule,
+) -> SuspectVerdicts:
+    """``judge_images`` for ``(n, D)`` raw images of one item whose sums (the images included)
+    are ``state``'s; ``rival`` ``(n,)`` their nearest other centroids' cosines."""
+    assert state.unit_sum is not None
+    n = len(embeddings)
+    return judge_images(
+        embeddings,
+        np.tile(state.embedding_sum, (n, 1)),
+        np.tile(state.unit_sum, (n, 1)),
+        np.full(n, state.count),
+        rival,
+        rule,
+    )
+
+
 def flagged(
     image_ids: Sequence[str], rival_ids: Sequence[str | None], verdicts: SuspectVerdicts
 ) -> tuple[SuspectImage, ...]:
@@ -95,15 +115,7 @@ class EnrollmentReview:
         state = outcome.item
         if not self.judged or not added or state.unit_sum is None:
             return outcome
-        count = len(added)
-        verdicts = judge_images(
-            self.embeddings[added],
-            np.tile(state.embedding_sum, (count, 1)),
-            np.tile(state.unit_sum, (count, 1)),
-            np.full(count, state.count),
-            self.rival[added],
-            self.rule,
-        )
+        verdicts = judge_against(state, self.embeddings[added], self.rival[added], self.rule)
         ids = [outcome.image_ids[n] for n in added]
         return replace(outcome, suspects=flagged(ids, [self.rival_ids[n] for n in added], verdicts))
 
@@ -143,13 +155,5 @@ class SuspectReview:
             return ()
         embeddings = np.stack([np.asarray(r.embedding, dtype=np.float32) for r in images])
         rival_ids, rival = rival_scores(self.index, state.item_id, embeddings)
-        n = len(images)
-        verdicts = judge_images(
-            embeddings,
-            np.tile(state.embedding_sum, (n, 1)),
-            np.tile(state.unit_sum, (n, 1)),
-            np.full(n, state.count),
-            rival,
-            self.rule,
-        )
+        verdicts = judge_against(state, embeddings, rival, self.rule)
         return flagged([r.image_id for r in images], rival_ids, verdicts)
