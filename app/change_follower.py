@@ -29,6 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from app.index_applier import IndexApplier
 from app.metrics import ServiceMetrics
@@ -37,6 +38,9 @@ from index.index_errors import IndexUnavailableError
 from store.change_feed import ChangeFeedGapError, FeedBatch, FeedCursor, RedisChangeFeed
 from store.errors import StoreError
 from store.records import ItemState
+
+if TYPE_CHECKING:
+    from app.retriever import Retriever
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,20 @@ PAGE_RECORDS = 500  # records per read (about 20 KiB each at D = 1280: both sums
 
 
 class ChangeFollower:
+    @classmethod
+    def of(
+        cls, retriever: Retriever, feed: RedisChangeFeed, metrics: ServiceMetrics
+    ) -> ChangeFollower:
+        """A follower applying ``feed`` to ``retriever``'s index, under its item locks,
+        rebuilding it from its store after a gap."""
+        return cls(
+            feed=feed,
+            applier=retriever.applier,
+            item_locks=retriever.item_locks,
+            rebuild=retriever.rebuild_from_store,
+            metrics=metrics,
+        )
+
     def __init__(
         self,
         *,

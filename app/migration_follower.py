@@ -254,13 +254,7 @@ class MigrationFollower:
                 cursor = feed.cursor()  # before the index reads the store, as at start-up
             target.rebuild_index()  # claims the shadow for the target model, loads its items
             if feed is not None:
-                self._feed_follower = ChangeFollower(
-                    feed=feed,
-                    applier=target.applier,
-                    item_locks=target.item_locks,
-                    rebuild=target.rebuild_from_store,
-                    metrics=self.metrics,
-                )
+                self._feed_follower = ChangeFollower.of(target, feed, self.metrics)
                 self._feed_follower.start(cursor)
         except BaseException:
             if feed is not None:

@@ -312,13 +312,7 @@ class ServiceState:
         if restored and restored[0] is not None:
             cursor = restored[0]  # the follower replays what came after the snapshot
         if feed is not None and cursor is not None:
-            self.follower = ChangeFollower(
-                feed=feed,
-                applier=retriever.applier,
-                item_locks=retriever.item_locks,
-                rebuild=retriever.rebuild_from_store,
-                metrics=self.metrics,
-            )
+            self.follower = ChangeFollower.of(retriever, feed, self.metrics)
             self.follower.start(cursor)
         if snapshots is not None:
             follower = self.follower
