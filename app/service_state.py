@@ -186,6 +186,7 @@ class ServiceState:
             self.settings.store_queue,
             self.settings.store_deadline_ms / 1000,
             self.metrics,
+            write_deadline_s=self.settings.store_write_deadline_ms / 1000,
             breaker=(
                 CircuitBreaker(
                     self.settings.store_breaker_failures, self.settings.store_breaker_cooldown_s

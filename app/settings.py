@@ -229,6 +229,16 @@ class Settings(BaseSettings):
             "retry; past it 503 (a write that had started: outcome unknown, the item re-read)."
         ),
     )
+    store_write_deadline_ms: int = Field(
+        4000,
+        gt=0,
+        description=(
+            "Longest a store write may take (an enrollment's commit with its blobs' fsyncs, a "
+            "PATCH, a deletion), from its arrival; past it 503 with the outcome unknown and the "
+            "item re-read. Longer than the read deadline: an unknown outcome costs the client a "
+            "retry and the service a reconcile, and a loaded disk's fsyncs take seconds."
+        ),
+    )
     store_queue: int = Field(
         16,
         ge=0,

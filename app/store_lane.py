@@ -9,7 +9,9 @@ or stalled store ties up this lane's threads and nothing else: searches, which n
 keep their threads and keep being answered.
 
 Every operation has a deadline from its arrival in the lane, covering the wait for a thread and
-all of the operation's round trips and retries (``RETRIEVAL_STORE_DEADLINE_MS``): past it the
+all of the operation's round trips and retries (``RETRIEVAL_STORE_DEADLINE_MS`` for reads,
+``RETRIEVAL_STORE_WRITE_DEADLINE_MS`` for writes, whose blobs' fsyncs on a loaded disk take
+longer and whose unknown outcome costs a client retry and a reconcile): past it the
 request is answered 503 and the operation, if it has started, is left to finish on its thread
 (a thread cannot be interrupted; the lane's threads bound how many such operations there are).
 A read past its deadline is simply unavailable. A write past its deadline that had already
@@ -54,13 +56,17 @@ class StoreLane:
         deadline_s: float,
         metrics: ServiceMetrics,
         breaker: CircuitBreaker | None = None,
+        write_deadline_s: float | None = None,
     ) -> None:
-        """``breaker``: None, no breaker (every call is tried)."""
-        if slots < 1 or queue < 0 or deadline_s <= 0:
-            raise ValueError("need slots >= 1, queue >= 0 and a deadline > 0")
+        """``deadline_s``: a read's deadline; ``write_deadline_s``: a write's (None: the same).
+        ``breaker``: None, no breaker (every call is tried)."""
+        write_deadline_s = deadline_s if write_deadline_s is None else write_deadline_s
+        if slots < 1 or queue < 0 or deadline_s <= 0 or write_deadline_s <= 0:
+            raise ValueError("need slots >= 1, queue >= 0 and deadlines > 0")
         self.slots = slots
         self.queue = queue
         self.deadline_s = deadline_s
+        self.write_deadline_s = write_deadline_s
         self._threads = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="store-lane")
         self._in_lane = 0  # requests running or waiting here (not operations left to finish)
         self._metrics = metrics
@@ -81,32 +87,35 @@ class StoreLane:
     async def run(self, fn: Callable[..., T], *args: object, deadline_s: float | None = None) -> T:
         """A read, ``fn(*args)``, on one of the lane's threads: ``StoreBusyError`` if the lane is
         full, ``StoreDeadlineError`` past the deadline (``deadline_s``, at most the lane's)."""
-        return await self._run(partial(fn, *args), deadline_s, on_started_late=None)
+        deadline = self.deadline_s if deadline_s is None else min(deadline_s, self.deadline_s)
+        return await self._run(partial(fn, *args), deadline, on_started_late=None)
 
     async def run_write(
         self, item_id: str, mark: Callable[[str], None], fn: Callable[..., T], *args: object
     ) -> T:
         """A write to ``item_id``, ``fn(*args)``: as ``run``, but past the deadline once started
         its outcome is unknown (``StoreOutcomeUnknownError``) and ``mark(item_id)`` is called
-        so that the index is re-read from the store."""
-        return await self._run(partial(fn, *args), None, on_started_late=lambda: mark(item_id))
+        so that the index is re-read from the store. Within the write deadline."""
+        return await self._run(
+            partial(fn, *args), self.write_deadline_s, on_started_late=lambda: mark(item_id)
+        )
 
     async def _run(
         self,
         call: Callable[[], T],
-        deadline_s: float | None,
+        deadline: float,
         on_started_late: Callable[[], None] | None,
     ) -> T:
         breaker = self._breaker
         if breaker is None:
-            return await self._submit(call, deadline_s, on_started_late)
+            return await self._submit(call, deadline, on_started_late)
         try:
             probe = breaker.admit()
         except StoreBreakerOpenError:
             self._metrics.store_breaker_refusals.inc()
             raise
         try:
-            answer = await self._submit(call, deadline_s, on_started_late)
+            answer = await self._submit(call, deadline, on_started_late)
         except StoreBusyError:
             # Turned away by the lane itself: the store was not asked.
             breaker.abandoned(probe)
@@ -127,7 +136,7 @@ class StoreLane:
     async def _submit(
         self,
         call: Callable[[], T],
-        deadline_s: float | None,
+        deadline: float,
         on_started_late: Callable[[], None] | None,
     ) -> T:
         if self._in_lane >= self.slots + self.queue:
@@ -136,7 +145,6 @@ class StoreLane:
                 f"the store is busy ({self._in_lane} store operations running or waiting); "
                 "retry later"
             )
-        deadline = self.deadline_s if deadline_s is None else min(deadline_s, self.deadline_s)
         self._in_lane += 1
         self._metrics.store_lane_requests.set(self._in_lane)
         job = self._threads.submit(call)

@@ -8,9 +8,10 @@ an exponential back-off.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -43,18 +44,46 @@ def send_idempotent(
     policy = policy or RetryPolicy()
     headers = {IDEMPOTENCY_HEADER: uuid.uuid4().hex}
     for attempt in range(policy.attempts):
-        last = attempt == policy.attempts - 1
         try:
-            response = send(headers)
+            response: httpx.Response | None = send(headers)
         except httpx.TransportError:
-            if last:
+            if _is_last(policy, attempt):
                 raise
-            policy.sleep(policy.wait_s(attempt, None))
-            continue
-        if response.status_code not in RETRIED_STATUSES or last:
+            response = None
+        if response is not None and _is_final(policy, attempt, response):
             return response
         policy.sleep(policy.wait_s(attempt, response))
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def send_idempotent_async(
+    send: Callable[[dict[str, str]], Awaitable[httpx.Response]],
+    policy: RetryPolicy | None = None,
+) -> httpx.Response:
+    """``send_idempotent`` for an async client, by the same rules; the waits are
+    ``asyncio.sleep`` (the policy's ``sleep`` is not used)."""
+    policy = policy or RetryPolicy()
+    headers = {IDEMPOTENCY_HEADER: uuid.uuid4().hex}
+    for attempt in range(policy.attempts):
+        try:
+            response: httpx.Response | None = await send(headers)
+        except httpx.TransportError:
+            if _is_last(policy, attempt):
+                raise
+            response = None
+        if response is not None and _is_final(policy, attempt, response):
+            return response
+        await asyncio.sleep(policy.wait_s(attempt, response))
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _is_last(policy: RetryPolicy, attempt: int) -> bool:
+    return attempt == policy.attempts - 1
+
+
+def _is_final(policy: RetryPolicy, attempt: int, response: httpx.Response) -> bool:
+    """Whether ``response`` is the answer to return: not a retried status, or out of attempts."""
+    return response.status_code not in RETRIED_STATUSES or _is_last(policy, attempt)
 
 
 def _retry_after_s(response: httpx.Response) -> float | None:

@@ -28,11 +28,12 @@ class StoreOutcomeUnknownError(StoreUnavailableError):
     """
 
     public_detail = (
-        "the store did not confirm this write (the connection was lost after the commit was "
-        "sent): its outcome is unknown, it may or may not have been applied. Retrying the same "
-        "request is safe: with the same Idempotency-Key it returns the first answer if that "
-        "write was applied; without one, enrolling the same bytes again adds nothing twice and "
-        "deleting again answers 404 if the first delete was applied"
+        "the store did not confirm this write (the connection was lost or the write's deadline "
+        "passed after the commit was sent): its outcome is unknown, it may or may not have "
+        "been applied. Retrying the same request is safe: with the same Idempotency-Key it "
+        "returns the first answer if that write was applied; without one, enrolling the same "
+        "bytes again adds nothing twice and deleting again answers 404 if the first delete was "
+        "applied"
     )
 
 

@@ -31,12 +31,14 @@ from tests.live_server import free_port
 
 pytestmark = pytest.mark.redis
 
-# A stalled Redis fails a write at the store lane's deadline (RETRIEVAL_STORE_DEADLINE_MS,
-# 1.5 s; without it, redis-py's 2 s socket timeout twice, for the write and again for the
-# rollback's blob check, made it about 8 s). The bound adds 0.2 s and slack for a loaded
+# A stalled Redis fails a write at the store lane's write deadline
+# (RETRIEVAL_STORE_WRITE_DEADLINE_MS, 4 s by default, 1.5 s here to keep the stall short;
+# without it, redis-py's 2 s socket timeout twice, for the write and again for the rollback's
+# blob check, made it about 8 s). The bound adds 0.2 s and slack for a loaded
 # machine. The stall outlasts it, or every write in it would wait for Redis to come back and
 # then succeed.
-WRITE_503_BOUND_S = 1.5 + 0.2 + 1.0
+WRITE_DEADLINE_MS = 1500
+WRITE_503_BOUND_S = WRITE_DEADLINE_MS / 1000 + 0.2 + 1.0
 STALL_S = 3.0
 
 
@@ -166,7 +168,10 @@ def test_searches_answer_and_writes_503_while_redis_is_stalled_or_restarted(
 ) -> None:
     namespace = f"t{uuid.uuid4().hex[:8]}"
     with service_factory(
-        redis_url=own_redis.url, redis_namespace=namespace, admission_queue=16
+        redis_url=own_redis.url,
+        redis_namespace=namespace,
+        admission_queue=16,
+        store_write_deadline_ms=WRITE_DEADLINE_MS,
     ) as client:
         for i in range(4):
             files = {"images": ("s.png", noise_png(9 * 10**6 + i))}
@@ -245,7 +250,11 @@ def test_a_write_whose_commit_answer_stalls_is_a_503_and_the_index_catches_up(
     namespace = f"t{uuid.uuid4().hex[:8]}"
     with (
         StallingProxy(own_redis.port) as proxy,
-        service_factory(redis_url=proxy.url, redis_namespace=namespace) as client,
+        service_factory(
+            redis_url=proxy.url,
+            redis_namespace=namespace,
+            store_write_deadline_ms=WRITE_DEADLINE_MS,
+        ) as client,
     ):
         files = {"images": ("s.png", noise_png(8 * 10**6))}
         assert client.post("/items/seed/images", files=files).status_code == 201

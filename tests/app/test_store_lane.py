@@ -132,6 +132,7 @@ def test_searches_keep_answering_while_writers_wait_on_a_stalled_store(
         # The lane's bound is what this test is about: no deadline cuts the stalled writes
         # short meanwhile (the next test is the deadline's).
         "store_deadline_ms": 60_000,
+        "store_write_deadline_ms": 60_000,
         "admission_queue": writers + 4,
     }
     with service_factory(**settings) as client:
@@ -193,6 +194,7 @@ def test_a_stalled_store_answers_503_within_the_deadline_on_every_route_that_nee
         "redis_url": url,
         "redis_namespace": namespace,
         "store_deadline_ms": 1000,
+        "store_write_deadline_ms": 1000,
         # Every route must meet the deadline itself: no breaker refusing the later ones at once
         # (tests/app/test_circuit_breaker.py is the breaker's).
         "store_breaker_failures": 0,
@@ -247,3 +249,24 @@ def test_a_stalled_store_answers_503_within_the_deadline_on_every_route_that_nee
             store.close()
         # Whatever the stalled writes did, they did it once: cat has 1 or 2 images.
         assert states["cat"].count in (1, 2)
+
+
+def test_a_write_has_its_own_longer_deadline() -> None:
+    async def scenario() -> None:
+        lane = StoreLane(
+            slots=2, queue=0, deadline_s=0.2, write_deadline_s=30, metrics=ServiceMetrics()
+        )
+
+        def takes(seconds: float) -> str:
+            time.sleep(seconds)
+            return "done"
+
+        # 0.6 s: past the read deadline, well within the write's.
+        with pytest.raises(StoreDeadlineError):
+            await lane.run(takes, 0.6)
+        marked: list[str] = []
+        assert await lane.run_write("a", marked.append, takes, 0.6) == "done"
+        assert marked == []
+        lane.close()
+
+    asyncio.run(scenario())

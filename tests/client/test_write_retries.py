@@ -3,6 +3,7 @@ uploader against the real service when the store loses an EXEC's answer."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,12 @@ from app.settings import Settings
 from client.file_outcome import Outcome
 from client.item_uploader import ItemUploader
 from client.service_limits import read_limits
-from client.write_retries import IDEMPOTENCY_HEADER, RetryPolicy, send_idempotent
+from client.write_retries import (
+    IDEMPOTENCY_HEADER,
+    RetryPolicy,
+    send_idempotent,
+    send_idempotent_async,
+)
 from tests import redis_server
 from tests.live_server import live_server
 from tests.store.conftest import _drop_namespace
@@ -116,3 +122,34 @@ def test_an_upload_whose_commit_answer_is_lost_is_enrolled_once(
             stored = client.get("/items/mug").json()
             assert stored["image_count"] == 3 == uploader.image_count
             assert sorted(stored["image_ids"]) == sorted(o.image_id for o in outcomes)
+
+
+def test_the_async_sender_follows_the_same_rules() -> None:
+    async def scenario() -> None:
+        sent: list[dict[str, str]] = []
+        answers: list[httpx.Response | Exception] = [
+            answer(503, "0.01"),
+            httpx.ReadTimeout("lost", request=REQUEST),
+            answer(201),
+        ]
+
+        async def send(headers: dict[str, str]) -> httpx.Response:
+            sent.append(dict(headers))
+            nxt = answers.pop(0)
+            if isinstance(nxt, Exception):
+                raise nxt
+            return nxt
+
+        policy = RetryPolicy(attempts=4, first_wait_s=0.01)
+        assert (await send_idempotent_async(send, policy)).status_code == 201
+        assert len(sent) == 3 and len({h[IDEMPOTENCY_HEADER] for h in sent}) == 1
+        answers[:] = [answer(503)] * 2
+        assert (
+            await send_idempotent_async(send, RetryPolicy(attempts=2, first_wait_s=0))
+        ).status_code == 503
+        assert answers == []
+        answers[:] = [httpx.ConnectError("down", request=REQUEST)] * 2
+        with pytest.raises(httpx.ConnectError):
+            await send_idempotent_async(send, RetryPolicy(attempts=2, first_wait_s=0))
+
+    asyncio.run(scenario())
