@@ -45,6 +45,10 @@ class ImageNotFoundError(StoreError, KeyError):
     """The item exists but holds no image with that id."""
 
 
+class LastCountedImageError(StoreError, ValueError):
+    """Quarantining this image would leave its item with no image in its sums (HTTP 409)."""
+
+
 class AttributesError(StoreError, ValueError):
     """An item's attributes were refused: nothing was written (HTTP 422)."""
 

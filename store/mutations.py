@@ -38,6 +38,7 @@ class PutImage:
     image_id: str
     content_hash: str  # sha256 hex of the original bytes; not yet held by this item
     embedding: npt.NDArray[np.float32]  # (D,) float32, checked (finite, the item's dim)
+    quarantined: bool = False  # kept, but not in the item's sums (``SetItemTotals``)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,16 @@ class SetAttributes:
 
     item_id: str
     attributes: Attributes  # a JSON object, checked and within the size limit
+
+
+@dataclass(frozen=True)
+class SetImageQuarantine:
+    """Move a held image out of its item's sums (``quarantined``) or back in; the plan also
+    sets the totals that follow from it."""
+
+    item_id: str
+    image_id: str
+    quarantined: bool
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,7 @@ Mutation = (
     | PutImage
     | SetItemTotals
     | SetAttributes
+    | SetImageQuarantine
     | RemoveImage
     | DeleteItem
     | ReleaseHash

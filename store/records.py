@@ -42,7 +42,9 @@ class ItemState:
     """
 
     item_id: str
-    count: int  # images in the item; 0 = the item no longer exists
+    # Images in the item's sums (its quarantined images are kept but not counted); 0 = the
+    # item no longer exists.
+    count: int
     embedding_sum: npt.NDArray[np.float64]  # (D,) float64 sum of its raw embeddings
     # The store's write counter when this state was committed: a later write to any item has
     # a larger one, so of two states of one item the larger version is the newer (a deleted
@@ -71,6 +73,9 @@ class SuspectImage:
     spread_z: float
     nearest_other_item: str | None
     nearest_other_score: float | None
+    # Kept but out of its item's sums, spread, evidence and queries (``RETRIEVAL_QUARANTINE_
+    # SUSPECTS``, or ``PATCH /items/{item_id}/images/{image_id}``).
+    quarantined: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,8 +102,9 @@ class PatchOutcome:
 @dataclass(frozen=True)
 class ItemRecord:
     item_id: str
-    image_ids: list[str]  # in enrollment order
+    image_ids: list[str]  # in enrollment order, quarantined ones included
     attributes: Attributes = field(default_factory=dict)
+    quarantined_image_ids: list[str] = field(default_factory=list)  # enrollment order
 
 
 @dataclass(frozen=True)
@@ -114,3 +120,6 @@ class ImageRecord:
     item_id: str
     content_hash: str  # sha256 hex of the original bytes
     embedding: npt.NDArray[np.float32]  # (D,) float32 raw model output
+    # Kept (its blob, its embedding) but not in its item's sums: not part of what the item's
+    # centroid, spread, evidence or a query see (``store/write_plan.py``).
+    quarantined: bool = False

@@ -13,6 +13,8 @@ Keys (all under ``{namespace}:``; the item id always comes last, so ids may cont
 * ``emb:{item}`` – hash image id → (D,) float32 bytes;
 * ``byhash:{item}`` / ``hashof:{item}`` – content hash ↔ image id within the item;
 * ``order:{item}`` – list of image ids in enrollment order;
+* ``quarantine:{item}`` – set of the item's image ids held out of its sums (schema 3; absent:
+  none);
 * ``ref:{content_hash}`` – how many images (of any item) have those bytes;
 * ``counts`` – hash ``items``, ``images``;
 * ``version`` – the write counter: each write takes the next number (``store/item_versions.py``);
@@ -78,6 +80,7 @@ from store.mutations import (
     ReleaseHash,
     RemoveImage,
     SetAttributes,
+    SetImageQuarantine,
     SetItemTotals,
     StoredResponse,
 )
@@ -94,6 +97,7 @@ from store.records import (
 )
 from store.store_meta import check_meta_key
 from store.write_plan import (
+    EnrollJudge,
     HeldImage,
     ItemTotals,
     OutcomeT,
@@ -103,11 +107,14 @@ from store.write_plan import (
     plan_delete_item,
     plan_enroll,
     plan_patch_attributes,
+    plan_set_image_quarantine,
 )
 
 # 1: before attributes and unit sums (no ``schema`` key); 2: ``meta`` has ``usum`` and
-# ``attrs``, and change records carry them.
-SCHEMA_VERSION = 2
+# ``attrs``, and change records carry them; 3: ``quarantine:{item}`` (nothing to convert: a
+# schema-2 namespace holds none). Code of schema 2 refuses a schema-3 namespace: it would sum
+# quarantined images back in.
+SCHEMA_VERSION = 3
 
 # The ``meta`` fields an ``ItemState`` is read from, in ``_state_from``'s order.
 STATE_FIELDS = ["count", "sum", "ver", "attrs", "usum"]
@@ -233,6 +240,7 @@ class RedisStore:
         attributes_patch: Attributes | None = None,
         max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
         image_ids: Sequence[str] | None = None,
+        judge: EnrollJudge | None = None,
     ) -> EnrollOutcome:
         claimed_dim = self._claimed_dim()
         wanted = hashes_to_look_up(images)
@@ -256,6 +264,7 @@ class RedisStore:
                 attributes_patch=attributes_patch,
                 max_attributes_bytes=max_attributes_bytes,
                 image_ids=image_ids,
+                judge=judge,
             )
             return self._apply(pipe, plan, idempotency)
 
@@ -301,6 +310,27 @@ class RedisStore:
 
         return self._transaction(delete)
 
+    def set_image_quarantine(
+        self,
+        item_id: str,
+        image_id: str,
+        quarantined: bool,
+        idempotency: IdempotencyClaim[PatchOutcome] | None = None,
+    ) -> ItemState:
+        def set_quarantine(pipe: Any) -> PatchOutcome:
+            self._replay_if_recorded(pipe, idempotency)
+            pipe.watch(self._key("meta", item_id))
+            plan = plan_set_image_quarantine(
+                item_id,
+                image_id,
+                quarantined,
+                stored=self._totals(pipe, item_id),
+                held=self._held(pipe, item_id),
+            )
+            return self._apply(pipe, plan, idempotency)
+
+        return self._transaction(set_quarantine).item
+
     def delete_item(
         self, item_id: str, idempotency: IdempotencyClaim[DeleteOutcome] | None = None
     ) -> DeleteOutcome:
@@ -339,10 +369,18 @@ class RedisStore:
             with self._client.pipeline(transaction=True) as pipe:
                 pipe.hmget(self._key("meta", item_id), ["count", "attrs"])
                 pipe.lrange(self._key("order", item_id), 0, -1)
-                (count, attrs), order = pipe.execute()
+                pipe.smembers(self._key("quarantine", item_id))
+                (count, attrs), order, held_out = pipe.execute()
             if count is None:
                 return None
-            return ItemRecord(item_id, [i.decode() for i in order], attributes_from_json(attrs))
+            ids = [i.decode() for i in order]
+            out = {i.decode() for i in held_out}
+            return ItemRecord(
+                item_id,
+                ids,
+                attributes_from_json(attrs),
+                quarantined_image_ids=[i for i in ids if i in out],
+            )
 
         return self._call(read)
 
@@ -420,21 +458,15 @@ class RedisStore:
             # MULTI/EXEC: every item as of one moment, each read whole.
             with self._client.pipeline(transaction=True) as pipe:
                 for item_id in wanted:
-                    pipe.lrange(self._key("order", item_id), 0, -1)
-                    pipe.hgetall(self._key("emb", item_id))
-                    pipe.hgetall(self._key("hashof", item_id))
+                    self._queue_image_reads(pipe, item_id)
                 result: list[Any] = pipe.execute()
                 return result
 
         replies = self._call(read)
-        found: dict[str, list[ImageRecord]] = {}
-        for n, item_id in enumerate(wanted):
-            order, embs, hashes = replies[3 * n : 3 * n + 3]
-            found[item_id] = [
-                ImageRecord(i.decode(), item_id, hashes[i].decode(), f32_from(embs[i]))
-                for i in order
-            ]
-        return found
+        return {
+            item_id: _image_records(item_id, *replies[4 * n : 4 * n + 4])
+            for n, item_id in enumerate(wanted)
+        }
 
     def is_hash_referenced(self, content_hash: str) -> bool:
         return bool(self._call(lambda: self._client.exists(self._key("ref", content_hash))))
@@ -620,7 +652,8 @@ class RedisStore:
             # Written by code of schema 1 after the upgrade (a replica not yet replaced):
             # computed here from the embeddings, so this write stores it.
             unit_sum = unit_sum_in_order(
-                [h.embedding for h in self._held(pipe, item_id)], state.embedding_sum.shape[0]
+                [h.embedding for h in self._held(pipe, item_id) if not h.quarantined],
+                state.embedding_sum.shape[0],
             )
         return ItemTotals(
             state.count,
@@ -639,9 +672,13 @@ class RedisStore:
 
     def _held(self, pipe: Any, item_id: str) -> list[HeldImage]:
         order, hashes = self._held_hashes(pipe, item_id)
-        embs = pipe.hmget(self._key("emb", item_id), order) if order else []
+        if not order:
+            return []
+        embs = pipe.hmget(self._key("emb", item_id), order)
+        held_out = pipe.smembers(self._key("quarantine", item_id))
         return [
-            HeldImage(_text(i), h, f32_from(e)) for i, h, e in zip(order, hashes, embs, strict=True)
+            HeldImage(_text(i), h, f32_from(e), quarantined=i in held_out)
+            for i, h, e in zip(order, hashes, embs, strict=True)
         ]
 
     def _idempotency_record(self, reader: Any, key: str) -> IdempotencyRecord | None:
@@ -709,6 +746,8 @@ class RedisStore:
                 pipe.hset(self._key("byhash", m.item_id), m.content_hash, m.image_id)
                 pipe.hset(self._key("hashof", m.item_id), m.image_id, m.content_hash)
                 pipe.rpush(self._key("order", m.item_id), m.image_id)
+                if m.quarantined:
+                    pipe.sadd(self._key("quarantine", m.item_id), m.image_id)
                 # Relative, so enrollments need not WATCH it; deletes that may release it do.
                 pipe.incr(self._key("ref", m.content_hash))
                 pipe.hincrby(counts, "images", 1)
@@ -721,6 +760,12 @@ class RedisStore:
                         "usum": f64_bytes(m.unit_sum),
                     },
                 )
+            case SetImageQuarantine():
+                held_out = self._key("quarantine", m.item_id)
+                if m.quarantined:
+                    pipe.sadd(held_out, m.image_id)
+                else:
+                    pipe.srem(held_out, m.image_id)
             case SetAttributes():
                 pipe.hset(self._key("meta", m.item_id), "attrs", attributes_json(m.attributes))
             case RemoveImage():
@@ -728,11 +773,15 @@ class RedisStore:
                 pipe.hdel(self._key("hashof", m.item_id), m.image_id)
                 pipe.hdel(self._key("byhash", m.item_id), m.content_hash)
                 pipe.lrem(self._key("order", m.item_id), 0, m.image_id)
+                pipe.srem(self._key("quarantine", m.item_id), m.image_id)
                 pipe.decr(self._key("ref", m.content_hash))
                 pipe.hincrby(counts, "images", -1)
             case DeleteItem():
                 pipe.delete(
-                    *(self._key(k, m.item_id) for k in ("meta", "emb", "byhash", "hashof", "order"))
+                    *(
+                        self._key(k, m.item_id)
+                        for k in ("meta", "emb", "byhash", "hashof", "order", "quarantine")
+                    )
                 )
                 pipe.zrem(self._key("items"), m.item_id)
                 pipe.hincrby(counts, "items", -1)
@@ -806,18 +855,14 @@ class RedisStore:
         return [i for i, _ in kept], [v for _, v in kept]
 
     def _item_images(self, item_id: str) -> list[ImageRecord]:
-        def read() -> list[Any]:
-            with self._client.pipeline(transaction=True) as pipe:
-                pipe.lrange(self._key("order", item_id), 0, -1)
-                pipe.hgetall(self._key("emb", item_id))
-                pipe.hgetall(self._key("hashof", item_id))
-                result: list[Any] = pipe.execute()
-                return result
+        return self.item_images([item_id])[item_id]
 
-        order, embs, hashes = self._call(read)
-        return [
-            ImageRecord(i.decode(), item_id, hashes[i].decode(), f32_from(embs[i])) for i in order
-        ]
+    def _queue_image_reads(self, pipe: Any, item_id: str) -> None:
+        """The four reads ``_image_records`` takes, queued on ``pipe``."""
+        pipe.lrange(self._key("order", item_id), 0, -1)
+        pipe.hgetall(self._key("emb", item_id))
+        pipe.hgetall(self._key("hashof", item_id))
+        pipe.smembers(self._key("quarantine", item_id))
 
     def _transaction(self, fn: Callable[[Any], T]) -> T:
         for _ in range(MAX_TRANSACTION_ATTEMPTS):
@@ -849,7 +894,8 @@ class RedisStore:
         versions stay. Then ``schema`` is set. Once per namespace, O(images x D) reads; the
         item ids are paged by ``PAGE_ITEMS``, checked for ``usum`` in one pipeline per page. A
         namespace with no item is left as it is (a read writes nothing); its first write sets
-        ``schema`` (``_apply``).
+        ``schema`` (``_apply``). Schema 2 → 3 converts nothing (it adds ``quarantine:{item}``
+        sets, of which a schema-2 namespace has none): only ``schema`` is raised.
         """
         raw = self._client.get(self._key("schema"))
         stored = 1 if raw is None else int(raw)
@@ -859,7 +905,7 @@ class RedisStore:
                 f"reads {SCHEMA_VERSION}"
             )
         items = self._key("items")
-        if stored < SCHEMA_VERSION and self._client.zcard(items):
+        if stored < 2 and self._client.zcard(items):
             low = "-"
             while True:
                 ids = [_text(r) for r in self._client.zrangebylex(items, low, "+", 0, PAGE_ITEMS)]
@@ -873,6 +919,8 @@ class RedisStore:
                 if len(ids) < PAGE_ITEMS:
                     break
                 low = "(" + ids[-1]
+        if stored < SCHEMA_VERSION and self._client.zcard(items):
+            # Schema 2 -> 3 adds keys only: nothing to convert.
             self._client.set(self._key("schema"), SCHEMA_VERSION)
             stored = SCHEMA_VERSION
         self._schema_recorded = stored == SCHEMA_VERSION
@@ -987,6 +1035,22 @@ def _flag(value: object) -> bool:
 def _glob_escape(text: str) -> str:
     """``text`` matched literally in a SCAN MATCH pattern."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _image_records(
+    item_id: str,
+    order: list[bytes],
+    embs: dict[bytes, bytes],
+    hashes: dict[bytes, bytes],
+    held_out: set[bytes],
+) -> list[ImageRecord]:
+    """One item's images from the replies to ``_queue_image_reads``, in enrollment order."""
+    return [
+        ImageRecord(
+            i.decode(), item_id, hashes[i].decode(), f32_from(embs[i]), quarantined=i in held_out
+        )
+        for i in order
+    ]
 
 
 def _text(value: object) -> str:

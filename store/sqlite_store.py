@@ -58,6 +58,7 @@ from store.mutations import (
     ReleaseHash,
     RemoveImage,
     SetAttributes,
+    SetImageQuarantine,
     SetItemTotals,
     StoredResponse,
 )
@@ -74,6 +75,7 @@ from store.records import (
 )
 from store.store_meta import check_meta_key
 from store.write_plan import (
+    EnrollJudge,
     HeldImage,
     ItemTotals,
     OutcomeT,
@@ -83,13 +85,15 @@ from store.write_plan import (
     plan_delete_item,
     plan_enroll,
     plan_patch_attributes,
+    plan_set_image_quarantine,
 )
 
 # 1: before item attributes and unit sums; 2: the items table has ``attributes`` and
-# ``unit_sum``. A schema-1 file is upgraded when opened (``_create_schema``): its unit sums are
-# computed from the stored embeddings, its attributes start empty. Code of schema 1 refuses a
-# schema-2 file, so it cannot write items whose unit sum it does not keep.
-SCHEMA_VERSION = 2
+# ``unit_sum``; 3: the images table has ``quarantined``. A schema-1 file is upgraded when opened
+# (``_create_schema``): its unit sums are computed from the stored embeddings, its attributes
+# start empty; a schema-2 file gains the column as 0 (nothing to fill). Older code refuses a
+# newer file: schema 1 would not keep unit sums, schema 2 would sum quarantined images back in.
+SCHEMA_VERSION = 3
 
 # How long a write waits for another process's write lock before giving up (a 503 for the
 # caller, who may retry); well under typical HTTP client timeouts.
@@ -127,6 +131,8 @@ CREATE TABLE IF NOT EXISTS images (
     item_id TEXT NOT NULL REFERENCES items(item_id),
     content_hash TEXT NOT NULL,
     embedding BLOB NOT NULL,  -- (D,) float32, little-endian
+    -- Schema 3: 1 = held out of its item's sums (store/write_plan.py, "Quarantine")
+    quarantined INTEGER NOT NULL DEFAULT 0,
     UNIQUE (item_id, content_hash)
 );
 CREATE INDEX IF NOT EXISTS images_by_item ON images (item_id, seq);
@@ -260,6 +266,7 @@ class SqliteStore:
         attributes_patch: Attributes | None = None,
         max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
         image_ids: Sequence[str] | None = None,
+        judge: EnrollJudge | None = None,
     ) -> EnrollOutcome:
         def enroll(c: sqlite3.Connection) -> EnrollOutcome:
             self._replay_if_recorded(c, idempotency)
@@ -280,6 +287,7 @@ class SqliteStore:
                 attributes_patch=attributes_patch,
                 max_attributes_bytes=max_attributes_bytes,
                 image_ids=image_ids,
+                judge=judge,
             )
             return self._apply(c, plan, idempotency)
 
@@ -312,24 +320,36 @@ class SqliteStore:
     ) -> DeleteOutcome:
         def delete(c: sqlite3.Connection) -> DeleteOutcome:
             self._replay_if_recorded(c, idempotency)
-            held = [
-                HeldImage(str(r[0]), str(r[1]), f32_from(r[2]))
-                for r in c.execute(
-                    "SELECT image_id, content_hash, embedding FROM images"
-                    " WHERE item_id = ? ORDER BY seq",
-                    (item_id,),
-                )
-            ]
             plan = plan_delete_image(
                 item_id,
                 image_id,
                 stored=self._totals(c, item_id),
-                held=held,
+                held=self._held(c, item_id),
                 refs=self._refs(c, item_id),
             )
             return self._apply(c, plan, idempotency)
 
         return self._write(delete)
+
+    def set_image_quarantine(
+        self,
+        item_id: str,
+        image_id: str,
+        quarantined: bool,
+        idempotency: IdempotencyClaim[PatchOutcome] | None = None,
+    ) -> ItemState:
+        def set_quarantine(c: sqlite3.Connection) -> PatchOutcome:
+            self._replay_if_recorded(c, idempotency)
+            plan = plan_set_image_quarantine(
+                item_id,
+                image_id,
+                quarantined,
+                stored=self._totals(c, item_id),
+                held=self._held(c, item_id),
+            )
+            return self._apply(c, plan, idempotency)
+
+        return self._write(set_quarantine).item
 
     def delete_item(
         self, item_id: str, idempotency: IdempotencyClaim[DeleteOutcome] | None = None
@@ -406,9 +426,15 @@ class SqliteStore:
             if row is None:
                 return None
             ids = c.execute(
-                "SELECT image_id FROM images WHERE item_id = ? ORDER BY seq", (item_id,)
+                "SELECT image_id, quarantined FROM images WHERE item_id = ? ORDER BY seq",
+                (item_id,),
             ).fetchall()
-            return ItemRecord(item_id, [str(r[0]) for r in ids], attributes_from_json(row[0]))
+            return ItemRecord(
+                item_id,
+                [str(r[0]) for r in ids],
+                attributes_from_json(row[0]),
+                quarantined_image_ids=[str(r[0]) for r in ids if r[1]],
+            )
 
         return self._read(get)
 
@@ -474,12 +500,18 @@ class SqliteStore:
         after = 0
         while True:
             rows = self._fetch_all(
-                "SELECT seq, image_id, item_id, content_hash, embedding FROM images"
+                "SELECT seq, image_id, item_id, content_hash, embedding, quarantined FROM images"
                 " WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after, PAGE_ROWS),
             )
-            for _, image_id, item_id, content_hash, blob in rows:
-                yield ImageRecord(str(image_id), str(item_id), str(content_hash), f32_from(blob))
+            for _, image_id, item_id, content_hash, blob, held_out in rows:
+                yield ImageRecord(
+                    str(image_id),
+                    str(item_id),
+                    str(content_hash),
+                    f32_from(blob),
+                    quarantined=bool(held_out),
+                )
             if len(rows) < PAGE_ROWS:
                 return
             after = int(rows[-1][0])
@@ -491,13 +523,19 @@ class SqliteStore:
             return found
         marks = ",".join("?" * len(wanted))
         rows = self._fetch_all(
-            "SELECT image_id, item_id, content_hash, embedding FROM images"
+            "SELECT image_id, item_id, content_hash, embedding, quarantined FROM images"
             f" WHERE item_id IN ({marks}) ORDER BY item_id, seq",
             tuple(wanted),
         )
-        for image_id, item_id, content_hash, blob in rows:
+        for image_id, item_id, content_hash, blob, held_out in rows:
             found[str(item_id)].append(
-                ImageRecord(str(image_id), str(item_id), str(content_hash), f32_from(blob))
+                ImageRecord(
+                    str(image_id),
+                    str(item_id),
+                    str(content_hash),
+                    f32_from(blob),
+                    quarantined=bool(held_out),
+                )
             )
         return found
 
@@ -607,6 +645,9 @@ class SqliteStore:
         if "unit_sum" not in columns:  # schema 1
             c.execute("ALTER TABLE items ADD COLUMN unit_sum BLOB")
         upgrading = "unit_sum" not in columns or (row is not None and int(row[0]) < 2)
+        columns = {str(r[1]) for r in c.execute("PRAGMA table_info(images)")}
+        if "quarantined" not in columns:  # schemas 1 and 2
+            c.execute("ALTER TABLE images ADD COLUMN quarantined INTEGER NOT NULL DEFAULT 0")
         columns = {str(r[1]) for r in c.execute("PRAGMA table_info(idempotency)")}
         if "headers" not in columns:
             c.execute("ALTER TABLE idempotency ADD COLUMN headers TEXT NOT NULL DEFAULT '[]'")
@@ -670,6 +711,17 @@ class SqliteStore:
             if row is not None:
                 self._identity = ModelIdentity(str(row[0]), str(row[1]), int(row[2]))
         return None if self._identity is None else self._identity.dim
+
+    @staticmethod
+    def _held(c: sqlite3.Connection, item_id: str) -> list[HeldImage]:
+        return [
+            HeldImage(str(r[0]), str(r[1]), f32_from(r[2]), quarantined=bool(r[3]))
+            for r in c.execute(
+                "SELECT image_id, content_hash, embedding, quarantined FROM images"
+                " WHERE item_id = ? ORDER BY seq",
+                (item_id,),
+            )
+        ]
 
     @staticmethod
     def _totals(c: sqlite3.Connection, item_id: str) -> ItemTotals | None:
@@ -753,15 +805,26 @@ class SqliteStore:
                 )
             case PutImage():
                 c.execute(
-                    "INSERT INTO images (image_id, item_id, content_hash, embedding)"
-                    " VALUES (?, ?, ?, ?)",
-                    (m.image_id, m.item_id, m.content_hash, f32_bytes(m.embedding)),
+                    "INSERT INTO images (image_id, item_id, content_hash, embedding, quarantined)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        m.image_id,
+                        m.item_id,
+                        m.content_hash,
+                        f32_bytes(m.embedding),
+                        int(m.quarantined),
+                    ),
                 )
             case SetItemTotals():
                 c.execute(
                     "UPDATE items SET image_count = ?, embedding_sum = ?, unit_sum = ?"
                     " WHERE item_id = ?",
                     (m.count, f64_bytes(m.embedding_sum), f64_bytes(m.unit_sum), m.item_id),
+                )
+            case SetImageQuarantine():
+                c.execute(
+                    "UPDATE images SET quarantined = ? WHERE item_id = ? AND image_id = ?",
+                    (int(m.quarantined), m.item_id, m.image_id),
                 )
             case SetAttributes():
                 c.execute(

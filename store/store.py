@@ -8,7 +8,7 @@ at start-up and updated from the ``ItemState`` every write returns.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from store.idempotency import IdempotencyClaim, IdempotencyRecord
 from store.item_attributes import DEFAULT_MAX_ATTRIBUTES_BYTES, AttributeFilter, Attributes
@@ -23,6 +23,9 @@ from store.records import (
     NewImage,
     PatchOutcome,
 )
+
+if TYPE_CHECKING:
+    from store.write_plan import EnrollJudge
 
 
 class Store(Protocol):
@@ -61,6 +64,7 @@ class Store(Protocol):
         attributes_patch: Attributes | None = None,
         max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
         image_ids: Sequence[str] | None = None,
+        judge: EnrollJudge | None = None,
     ) -> EnrollOutcome:
         """Add ``images`` to ``item_id`` (created if new), atomically: all or nothing.
 
@@ -80,7 +84,24 @@ class Store(Protocol):
         migration's shadow store keeps the primary's ids. Raises ValueError (storing nothing)
         if an embedding is not ``(dim,)`` for the claimed identity's dim, or if ``images`` is
         empty.
+
+        ``judge`` sees the images the call adds, in the transaction, and may hold some out of
+        the item's sums (``store/write_plan.py``, "Quarantine"); its suspects are the outcome's.
         """
+        ...
+
+    def set_image_quarantine(
+        self,
+        item_id: str,
+        image_id: str,
+        quarantined: bool,
+        idempotency: IdempotencyClaim[PatchOutcome] | None = None,
+    ) -> ItemState:
+        """Hold the image out of its item's sums (``quarantined``), or bring it back in; the
+        sums are recomputed from the counted images, a new version and a change record are
+        written. An image already so writes nothing. ``ItemNotFoundError``,
+        ``ImageNotFoundError``, ``LastCountedImageError`` (quarantining the item's last counted
+        image): nothing is written."""
         ...
 
     def patch_attributes(

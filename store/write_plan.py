@@ -1,11 +1,22 @@
 """The enroll and delete rules, once for both backends: the state a write read in, a plan out.
 
 A backend reads the item's state inside its write transaction, calls ``plan_enroll``,
-``plan_patch_attributes``, ``plan_delete_image`` or ``plan_delete_item``, applies the plan's
+``plan_patch_attributes``, ``plan_set_image_quarantine``, ``plan_delete_image`` or
+``plan_delete_item``, applies the plan's
 mutations in that same transaction and returns the plan's outcome. The planners do no I/O and
 hold no state (new image ids come from ``new_id``), so the rules are tested without a store,
 and a backend retrying its transaction (Redis, on a WATCH conflict) simply reads and plans
 again.
+
+**Quarantine.** An image may be held *out of its item's sums*: kept (its row, its embedding,
+its blob), listed with the item, but not counted in ``count``, the embedding sum or the unit
+sum, so it is out of the item's centroid, spread, evidence and every query. An enrollment's
+``judge`` (the service's quality gate) can quarantine the images it flags; ``plan_set_image_
+quarantine`` moves one out or back in. Two rules keep an item well formed: an item always has
+at least one counted image (an enrollment whose every image of a new item would be
+quarantined quarantines none, and quarantining an item's last counted image is refused with
+``LastCountedImageError``), and deleting an item's last counted image while quarantined ones
+remain brings those back into the sums (they are all the item has left).
 """
 
 from __future__ import annotations
@@ -14,13 +25,18 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from store.embedding_codec import check_embedding, sum_in_order, unit_sum_in_order, unit_vector
-from store.errors import AttributesTooLargeError, ImageNotFoundError, ItemNotFoundError
+from store.errors import (
+    AttributesTooLargeError,
+    ImageNotFoundError,
+    ItemNotFoundError,
+    LastCountedImageError,
+)
 from store.item_attributes import (
     DEFAULT_MAX_ATTRIBUTES_BYTES,
     Attributes,
@@ -35,9 +51,17 @@ from store.mutations import (
     ReleaseHash,
     RemoveImage,
     SetAttributes,
+    SetImageQuarantine,
     SetItemTotals,
 )
-from store.records import DeleteOutcome, EnrollOutcome, ItemState, NewImage, PatchOutcome
+from store.records import (
+    DeleteOutcome,
+    EnrollOutcome,
+    ItemState,
+    NewImage,
+    PatchOutcome,
+    SuspectImage,
+)
 
 OutcomeT = TypeVar("OutcomeT", EnrollOutcome, DeleteOutcome, PatchOutcome)
 
@@ -81,6 +105,29 @@ class HeldImage:
     image_id: str
     content_hash: str
     embedding: npt.NDArray[np.float32]  # (D,) float32
+    quarantined: bool = False  # held out of the item's sums
+
+
+@dataclass(frozen=True)
+class EnrollVerdict:
+    """A judge's answer on an enrollment's new images: the suspects to report, and which of
+    them (positions in the request, as given to the judge) to keep out of the sums."""
+
+    suspects: tuple[SuspectImage, ...] = ()
+    quarantine: frozenset[int] = frozenset()
+
+
+class EnrollJudge(Protocol):
+    """Judges the images an enrollment adds, inside its write (so the verdict is a function of
+    what the transaction read, and an idempotent replay answers it as first sent).
+
+    ``state``: the item as it would be with every new image counted; ``positions``: the new
+    images' positions in the request; ``image_ids``: their ids, in the same order. Pure (no
+    I/O): a Redis write retried on a conflict asks again."""
+
+    def __call__(
+        self, state: ItemState, positions: Sequence[int], image_ids: Sequence[str]
+    ) -> EnrollVerdict: ...
 
 
 def new_image_id() -> str:
@@ -104,6 +151,7 @@ def plan_enroll(
     attributes_patch: Attributes | None = None,
     max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
     image_ids: Sequence[str] | None = None,
+    judge: EnrollJudge | None = None,
 ) -> WritePlan[EnrollOutcome]:
     """Add ``images`` to ``item_id`` and merge ``attributes_patch`` into its attributes; see
     ``Store.enroll`` for the rules.
@@ -122,6 +170,11 @@ def plan_enroll(
     ``image_ids`` (one per image) names the images instead of ``new_id``: a model migration's
     shadow store (``app/model_migration.py``) keeps the ids the primary store gave them. An
     image the item holds already keeps its id whatever ``image_ids`` says.
+
+    ``judge`` sees the new images (see ``EnrollJudge``); the positions its verdict quarantines
+    are put held out of the sums, which then add only the other new images, still in input
+    order (unless none of the item's images would be left counted: then none is held out).
+    Its suspects are the outcome's, each marked with whether it was quarantined.
     """
     if not images:
         raise ValueError("enroll needs at least one image")
@@ -145,9 +198,8 @@ def plan_enroll(
     )
 
     ids = dict(known)
-    total = None if stored is None else stored.embedding_sum
-    unit_total = None if stored is None else stored.unit_sum
     puts: list[PutImage] = []
+    positions: list[int] = []
     given: list[str] = []
     created: list[bool] = []
     for n, (image, vec) in enumerate(zip(images, vectors, strict=True)):
@@ -159,15 +211,32 @@ def plan_enroll(
         image_id = new_id() if image_ids is None else image_ids[n]
         ids[image.content_hash] = image_id
         puts.append(PutImage(item_id, image_id, image.content_hash, vec))
-        total = vec.astype(np.float64) if total is None else total + vec
-        unit = unit_vector(vec)
-        unit_total = unit if unit_total is None else unit_total + unit
+        positions.append(n)
         given.append(image_id)
         created.append(True)
-    if total is None or unit_total is None:
+    if stored is None and not puts:
         raise AssertionError("unreachable: a new item's first image is always new")
-
+    version = 0 if stored is None else stored.version
+    total, unit_total = _add_in_order(stored, [p.embedding for p in puts])
     count = (0 if stored is None else stored.count) + len(puts)
+    suspects: tuple[SuspectImage, ...] = ()
+    if judge is not None and puts:
+        with_all = ItemState(
+            item_id, count, total, version, attributes=attributes, unit_sum=unit_total
+        )
+        verdict = judge(with_all, positions, [p.image_id for p in puts])
+        held_out = {n for n, p in enumerate(positions) if p in verdict.quarantine}
+        if len(held_out) >= count:
+            held_out = set()  # the item keeps at least one counted image
+        out_ids = {puts[n].image_id for n in held_out}
+        suspects = tuple(replace(s, quarantined=s.image_id in out_ids) for s in verdict.suspects)
+        if held_out:
+            puts = [replace(p, quarantined=n in held_out) for n, p in enumerate(puts)]
+            total, unit_total = _add_in_order(
+                stored, [p.embedding for p in puts if not p.quarantined]
+            )
+            count -= len(held_out)
+
     mutations: list[Mutation] = []
     if stored is None:
         mutations.append(CreateItem(item_id, dim))
@@ -178,9 +247,24 @@ def plan_enroll(
         mutations.append(SetAttributes(item_id, attributes))
     # A write gets its version from the backend (``store/item_versions.py``); a plan that
     # writes nothing answers with the state as stored, version included.
-    version = 0 if stored is None else stored.version
     state = ItemState(item_id, count, total, version, attributes=attributes, unit_sum=unit_total)
-    return WritePlan(EnrollOutcome(state, given, created), tuple(mutations))
+    return WritePlan(EnrollOutcome(state, given, created, suspects), tuple(mutations))
+
+
+def _add_in_order(
+    stored: ItemTotals | None, vectors: Sequence[npt.NDArray[np.float32]]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The stored sum and unit sum with ``vectors`` added one by one (``sum_in_order``'s
+    order); a new item's start from its first vector."""
+    total = None if stored is None else stored.embedding_sum
+    unit_total = None if stored is None else stored.unit_sum
+    for vec in vectors:
+        total = vec.astype(np.float64) if total is None else total + vec
+        unit = unit_vector(vec)
+        unit_total = unit if unit_total is None else unit_total + unit
+    if total is None or unit_total is None:
+        raise AssertionError("unreachable: a new item counts at least one image")
+    return total, unit_total
 
 
 def plan_patch_attributes(
@@ -227,17 +311,18 @@ def plan_delete_image(
     """Remove one image; see ``Store.delete_image`` for the rules.
 
     ``stored`` is None for an absent item; ``held`` is every image of the item in enrollment
-    order; ``refs`` maps at least the removed image's hash to how many images of any item hold
-    it, this one included. The new sums are recomputed from the remaining embeddings in
-    enrollment order, never subtracted (float64 subtraction would not undo the addition); the
-    plan has them all anyway, as ``held``.
+    order, quarantined ones included; ``refs`` maps at least the removed image's hash to how
+    many images of any item hold it, this one included. The new sums are recomputed from the
+    remaining counted embeddings in enrollment order, never subtracted (float64 subtraction
+    would not undo the addition); the plan has them all anyway, as ``held``. Removing the last
+    counted image brings the quarantined ones left back into the sums.
     """
     if stored is None:
         raise ItemNotFoundError(f"item {item_id!r} not found")
     target = next((i for i in held if i.image_id == image_id), None)
     if target is None:
         raise ImageNotFoundError(f"image {image_id!r} not found in item {item_id!r}")
-    rest = [i.embedding for i in held if i.image_id != image_id]
+    rest = [i for i in held if i.image_id != image_id]
     released = _released([target.content_hash], refs)
     removal = RemoveImage(item_id, image_id, target.content_hash)
     if not rest:
@@ -245,13 +330,64 @@ def plan_delete_image(
             DeleteOutcome(_gone(item_id, stored.dim), released),
             (removal, DeleteItem(item_id, ()), *_releases(released)),
         )
-    total = sum_in_order(rest, stored.dim)
-    unit_total = unit_sum_in_order(rest, stored.dim)
-    state = ItemState(item_id, len(rest), total, attributes=stored.attributes, unit_sum=unit_total)
+    returning: list[Mutation] = []
+    if all(i.quarantined for i in rest):
+        returning = [SetImageQuarantine(item_id, i.image_id, False) for i in rest]
+        rest = [replace(i, quarantined=False) for i in rest]
+    state, totals = _counted_totals(item_id, stored, rest)
     return WritePlan(
         DeleteOutcome(state, released),
-        (removal, SetItemTotals(item_id, len(rest), total, unit_total), *_releases(released)),
+        (removal, *returning, totals, *_releases(released)),
     )
+
+
+def plan_set_image_quarantine(
+    item_id: str,
+    image_id: str,
+    quarantined: bool,
+    *,
+    stored: ItemTotals | None,
+    held: Sequence[HeldImage],
+) -> WritePlan[PatchOutcome]:
+    """Hold one image out of its item's sums (``quarantined``) or bring it back; see
+    ``Store.set_image_quarantine``.
+
+    ``held`` as ``plan_delete_image``'s. ``ItemNotFoundError`` / ``ImageNotFoundError``;
+    ``LastCountedImageError`` (nothing written) to quarantine the item's last counted image.
+    An image already so writes nothing. The sums are recomputed from the counted images in
+    enrollment order, as a delete's.
+    """
+    if stored is None:
+        raise ItemNotFoundError(f"item {item_id!r} not found")
+    target = next((i for i in held if i.image_id == image_id), None)
+    if target is None:
+        raise ImageNotFoundError(f"image {image_id!r} not found in item {item_id!r}")
+    if target.quarantined == quarantined:
+        return WritePlan(PatchOutcome(stored.state(item_id)), ())
+    after = [replace(i, quarantined=quarantined) if i is target else i for i in held]
+    if not any(not i.quarantined for i in after):
+        raise LastCountedImageError(
+            f"image {image_id!r} is the last image counted in item {item_id!r}: an item keeps "
+            "at least one image in its centroid (delete the image, or the item, instead)"
+        )
+    state, totals = _counted_totals(item_id, stored, after)
+    return WritePlan(
+        PatchOutcome(state), (SetImageQuarantine(item_id, image_id, quarantined), totals)
+    )
+
+
+def _counted_totals(
+    item_id: str, stored: ItemTotals, held: Sequence[HeldImage]
+) -> tuple[ItemState, SetItemTotals]:
+    """The item's state and totals from its counted ``held`` images (at least one), summed in
+    enrollment order."""
+    counted = [i.embedding for i in held if not i.quarantined]
+    total = sum_in_order(counted, stored.dim)
+    unit_total = unit_sum_in_order(counted, stored.dim)
+    state = ItemState(
+        item_id, len(counted), total, attributes=stored.attributes, unit_sum=unit_total
+    )
+    return state, SetItemTotals(item_id, len(counted), total, unit_total)
 
 
 def plan_delete_item(

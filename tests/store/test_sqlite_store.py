@@ -14,7 +14,7 @@ import pytest
 from store.directory_blob_store import DirectoryBlobStore
 from store.errors import StoreError, StoreUnavailableError
 from store.records import ModelIdentity, NewImage
-from store.sqlite_store import SqliteStore
+from store.sqlite_store import SCHEMA_VERSION, SqliteStore
 
 IDENTITY = ModelIdentity("m", "1", 4)
 
@@ -26,7 +26,7 @@ def test_wal_and_full_sync_and_parent_dirs(tmp_path: Path) -> None:
     assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # 2 = FULL
     other = sqlite3.connect(path)
     assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert other.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert other.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     other.close()
     store.close()
 

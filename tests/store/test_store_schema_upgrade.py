@@ -31,6 +31,8 @@ from store.store import Store
 from tests import redis_server
 from tests.store.conftest import _drop_namespace
 from tests.store.redis_key_dump import load_keys
+from tests.store.test_store_congruence import IDENTITY as DIM8
+from tests.store.test_store_congruence import image
 
 FIXTURES = Path(__file__).parent / "fixtures"
 IDENTITY = ModelIdentity(name="fixture-model", version="1", dim=8)
@@ -76,7 +78,7 @@ def brute_unit_sum(images: list[ImageRecord], item_id: str) -> npt.NDArray[np.fl
 def check_upgraded(s: Store, before: dict[str, tuple[int, bytes, int]]) -> dict[str, ItemState]:
     """The store's items after the upgrade, checked against what the schema-1 layout held
     (``before``: item → count, sum bytes, version) and against its stored embeddings."""
-    assert s.schema_version() == 2
+    assert s.schema_version() == 3
     assert s.get_model_identity() == IDENTITY
     images = list(s.iter_images())
     got = {state.item_id: state for state in s.iter_item_states()}
@@ -181,7 +183,7 @@ def test_a_schema_1_redis_namespace_is_upgraded_on_first_use(v1_namespace: str) 
     assert all((c.state.unit_sum is None) == (c.state.count > 0) for c in old)
     s = RedisStore(redis_server.REDIS_URL, namespace=v1_namespace)
     s.ping()  # the first call upgrades
-    assert client.get(f"{v1_namespace}:schema") == b"2"
+    assert client.get(f"{v1_namespace}:schema") == b"3"
     check_upgraded(s, before)
     check_writable(s)
     new = feed.read(FeedCursor(START, 0), block_ms=0).changes[len(old) :]
@@ -231,15 +233,57 @@ def test_a_redis_item_written_without_a_unit_sum_after_the_upgrade_gets_one_at_i
 
 def test_a_store_of_a_newer_schema_is_refused(v1_sqlite: Path, v1_namespace: str) -> None:
     conn = sqlite3.connect(v1_sqlite)
-    conn.execute("UPDATE schema_version SET version = 3")
+    conn.execute("UPDATE schema_version SET version = 4")
     conn.commit()
     conn.close()
-    with pytest.raises(StoreError, match="schema version 3"):
+    with pytest.raises(StoreError, match="schema version 4"):
         SqliteStore(v1_sqlite)
     client = redis.Redis.from_url(redis_server.REDIS_URL)
-    client.set(f"{v1_namespace}:schema", 3)
+    client.set(f"{v1_namespace}:schema", 4)
     client.close()
     s = RedisStore(redis_server.REDIS_URL, namespace=v1_namespace)
-    with pytest.raises(StoreError, match="schema version 3"):
+    with pytest.raises(StoreError, match="schema version 4"):
         s.counts()
     s.close()
+
+
+def test_a_schema_2_store_gains_quarantine_with_nothing_else_changed(tmp_path: Path) -> None:
+    """Schema 2's layout is schema 3's without ``images.quarantined`` (SQLite) and with no
+    ``quarantine:`` sets (Redis): a store written now and taken back to it opens as schema 3,
+    every image counted, every sum as it was."""
+    path = tmp_path / "v2.sqlite3"
+    namespace = f"test-v2-{uuid.uuid4().hex}"
+    stores: list[Store] = [SqliteStore(path), RedisStore(redis_server.REDIS_URL, namespace)]
+    try:
+        for s in stores:
+            s.claim_model_identity(DIM8)
+            s.enroll("cat", [image("a"), image("b")])
+            s.enroll("dog", [image("c")])
+        before = [{x.item_id: x for x in s.iter_item_states()} for s in stores]
+        for s in stores:
+            s.close()
+        conn = sqlite3.connect(path)
+        conn.execute("ALTER TABLE images DROP COLUMN quarantined")
+        conn.execute("UPDATE schema_version SET version = 2")
+        conn.commit()
+        conn.close()
+        client = redis.Redis.from_url(redis_server.REDIS_URL)
+        client.set(f"{namespace}:schema", 2)
+        client.close()
+        stores = [SqliteStore(path), RedisStore(redis_server.REDIS_URL, namespace)]
+        for s, old in zip(stores, before, strict=True):
+            after = {x.item_id: x for x in s.iter_item_states()}
+            assert s.schema_version() == 3
+            assert sorted(after) == sorted(old)
+            for item_id, state in old.items():
+                assert after[item_id].count == state.count
+                assert after[item_id].embedding_sum.tobytes() == state.embedding_sum.tobytes()
+            assert not any(i.quarantined for i in s.iter_images())
+            cat = s.get_item("cat")
+            assert cat is not None and cat.quarantined_image_ids == []
+            held = s.set_image_quarantine("cat", cat.image_ids[1], True)
+            assert held.count == 1
+    finally:
+        for s in stores:
+            s.close()
+        _drop_namespace(namespace)

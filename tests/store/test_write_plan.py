@@ -77,15 +77,20 @@ def totals(
     return ItemTotals(count, embedding_sum, unit_sum, attributes=attributes or {})
 
 
-def held(image_id: str, content_hash: str, *values: float) -> HeldImage:
-    return HeldImage(image_id, content_hash, np.array(values, dtype=np.float32))
+def held(image_id: str, content_hash: str, *values: float, out: bool = False) -> HeldImage:
+    return HeldImage(image_id, content_hash, np.array(values, dtype=np.float32), quarantined=out)
 
 
 def plain(mutations: Sequence[Mutation]) -> list[tuple[object, ...]]:
-    """Mutations as comparable tuples: (kind, field values...), arrays as (dtype, values)."""
+    """Mutations as comparable tuples: (kind, field values...), arrays as (dtype, values); a
+    ``quarantined`` field left out when False (what most plans put)."""
     out = []
     for m in mutations:
-        values = [getattr(m, f.name) for f in fields(m)]
+        values = [
+            getattr(m, f.name)
+            for f in fields(m)
+            if not (f.name == "quarantined" and getattr(m, f.name) is False)
+        ]
         out.append(
             (
                 type(m).__name__,
