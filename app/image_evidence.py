@@ -21,6 +21,13 @@ Reading from the store, the spread is computed from the raw embeddings read (the
 unreachable, the item deleted since the index proposed it) falls back to its centroid as its
 only evidence: ``best_image_id`` None, ``image_score`` the centroid score.
 
+Only an item's *counted* images are evidence: a quarantined image (``ImageRecord.quarantined``,
+``store/write_plan.py``) is kept in the store and listed with its item, but it is out of the
+item's sums, so it is out of its evidence too. Every store read here (the fill, the re-read of
+one item, the store-mode reads of candidates) skips it: ``best_image_id`` never names one, and
+what is held for an item has its ``ItemState.count`` images (what :meth:`ImageEvidence.holds`
+checks). This replica's writes pass only the images they counted in their ``ImageChange``.
+
 Kept in step by :class:`~app.index_applier.IndexApplier`, which calls :meth:`applied` and
 :meth:`dropped` with the item lock held, after the index took a state: from this replica's
 writes (with the images they added or removed, so no store read), and from the change feed and
@@ -264,7 +271,7 @@ class ImageEvidence:
     def _reread(self, item_id: str) -> None:
         """The item's images as the store holds them now, into memory (item lock held)."""
         try:
-            records = self._store.item_images([item_id]).get(item_id, [])
+            records = counted(self._store.item_images([item_id]).get(item_id, []))
         except StoreError as exc:
             log.warning("images of item %r not re-read (%s): read per search", item_id, exc)
             with self._lock:
@@ -313,6 +320,8 @@ class ImageEvidence:
         for record in self._store.iter_images():
             if self._stop.is_set() or self._generation != generation:
                 return False
+            if record.quarantined:  # out of its item's sums, so out of its evidence
+                continue
             ids, rows = per_item.setdefault(record.item_id, ([], []))
             ids.append(record.image_id)
             rows.append(unit_rows(record.embedding.reshape(1, -1))[0])
@@ -351,7 +360,9 @@ class ImageEvidence:
 
 def evidence_from_records(records: Sequence[ImageRecord]) -> CandidateEvidence | None:
     """An item's evidence from its stored images (raw embeddings): unit rows, and the spread
-    ``mean_j cos(e_j, normalize(sum_j e_j))`` as the store's sums give it."""
+    ``mean_j cos(e_j, normalize(sum_j e_j))`` as the store's sums give it, over its counted
+    images only (its quarantined ones are in no sum); None when it has none."""
+    records = counted(records)
     if not records:
         return None
     raw = np.stack([r.embedding for r in records]).astype(np.float64)  # (n, D)
@@ -363,3 +374,9 @@ def evidence_from_records(records: Sequence[ImageRecord]) -> CandidateEvidence |
         unit = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-300)
         spread = float(np.mean(unit @ (total / norm)))
     return CandidateEvidence(tuple(r.image_id for r in records), rows, spread, len(records))
+
+
+def counted(records: Sequence[ImageRecord]) -> list[ImageRecord]:
+    """The images of ``records`` in their item's sums (its quarantined ones left out), in
+    order."""
+    return [r for r in records if not r.quarantined]
