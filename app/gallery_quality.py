@@ -8,6 +8,15 @@ the sampled items' images and sums and ranks each sampled image; it needs only a
 ``GalleryReader`` (a ``Store`` is one), not the app, so a migration can call it on each model's
 embeddings with one sample.
 
+**Quarantined images are not in the gallery here.** An image held out of its item's sums
+(``ImageRecord.quarantined``, ``store/write_plan.py``) is no query: "its item's centroid
+without it" is ``normalize(sum - e)``, and a quarantined ``e`` is not in ``sum``, so that would
+be a centroid that never held it minus it. Nor does it count towards its item's images: the
+sample is drawn among counted images (an item's ``ItemSummary.image_count``, the items holding
+two or more of them), ``gallery_images`` counts those, and an item with one counted image is a
+single-image item whatever it keeps quarantined. So the figure is the one the searches see: a
+quarantined image is in no centroid and no evidence either.
+
 ``QualityCache`` serves ``GET /quality``: an answer younger than the TTL is returned as is; an
 older one is returned too (with its ``computed_at``) while a new one is computed in the
 background; only the first request, or the first after a model change, waits. The computation
@@ -92,7 +101,7 @@ class GallerySample:
 
     images: tuple[tuple[str, str], ...]  # (item_id, image_id), by item id, enrollment order
     items: int  # items in the gallery
-    gallery_images: int  # their images
+    gallery_images: int  # their counted images (quarantined ones are not in the gallery)
     single_image_items: int  # left out: no centroid without their one image
     eligible_images: int  # images of items with two or more: what was sampled from
     seed: int
@@ -115,8 +124,9 @@ def sample_gallery(
     seed: int = SAMPLE_SEED,
     run: StoreRunner = run_here,
 ) -> GallerySample:
-    """Up to ``max_images`` images drawn without replacement among those of items holding two
-    or more (all of them when there are fewer), by ``seed``. One pass over the item listing,
+    """Up to ``max_images`` images drawn without replacement among the counted images of items
+    counting two or more (all of them when there are fewer), by ``seed``; quarantined images
+    are never drawn (module docstring). One pass over the item listing,
     then the drawn items' images (to name them); each page and each read is one ``run``."""
     if max_images < 1:
         raise ValueError(f"max_images must be >= 1, got {max_images}")
@@ -153,7 +163,8 @@ def sample_gallery(
         part = ids[start : start + IMAGES_PER_READ]
         read = run(partial(reader.item_images, part))
         for item_id in part:
-            records = read.get(item_id, [])
+            # The positions were drawn among the counted images (the listing's count).
+            records = _counted(read.get(item_id, []))
             # An item that lost images since the listing: its later positions are gone.
             chosen.extend(
                 (item_id, records[p].image_id) for p in wanted[item_id] if p < len(records)
@@ -176,7 +187,9 @@ def leave_one_out(
 ) -> GalleryQuality:
     """Each image of ``sample`` ranked against every item's centroid with its own item's
     formed without it (``index/leave_one_out.py``): its embedding from ``reader.item_images``,
-    its item's running sum from ``reader.get_item_state``. An image no longer there, or whose
+    its item's running sum from ``reader.get_item_state``. A sampled image quarantined since
+    the sample was drawn is skipped and counted (it is no longer in the sum to leave it out
+    of). An image no longer there, or whose
     item's state and images disagree (written between the two reads, twice), is skipped and
     counted. ``centroids``: the gallery's centroids in chunks (an index's rows); None: every
     item state of ``reader``, ``normalize(sum)``. Reads are batched, each batch one ``run``:
@@ -195,11 +208,12 @@ def leave_one_out(
         part = ids[start : start + IMAGES_PER_READ]
         read, states = run(partial(_images_and_states, reader, part))
         for item_id in part:
-            records, state = read.get(item_id, []), states[item_id]
+            # Counted images only: the state's count and sum are theirs.
+            records, state = _counted(read.get(item_id, [])), states[item_id]
             if state is None or state.count != len(records):
                 # Written between the two reads: once more, both again.
                 again, again_states = run(partial(_images_and_states, reader, [item_id]))
-                records, state = again.get(item_id, []), again_states[item_id]
+                records, state = _counted(again.get(item_id, [])), again_states[item_id]
             if state is None or state.count != len(records) or state.count < 2:
                 continue
             embedding_of = {r.image_id: r.embedding for r in records}
@@ -252,6 +266,11 @@ def centroid_chunks_from_states(
 
 def _centroids_of(states: Sequence[ItemState]) -> CentroidChunk:
     return [s.item_id for s in states], l2_normalize(np.array([s.embedding_sum for s in states]))
+
+
+def _counted(records: Sequence[ImageRecord]) -> list[ImageRecord]:
+    """The images in their item's sums, in enrollment order (quarantined ones left out)."""
+    return [r for r in records if not r.quarantined]
 
 
 def _images_and_states(
