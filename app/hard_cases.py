@@ -1,23 +1,32 @@
 """The gallery's hard cases, exported as a folder dataset for review or the next fine-tuning.
 
 Three kinds, all computed from the store's embeddings and running sums (no model call) with a
-flat index of every item's centroid built here:
+flat index of every item's centroid built here, over each item's *counted* images (a
+quarantined image, ``ImageRecord.quarantined``, is in no sum, so "its item without it" would be
+wrong and it is no query; ``HardCases.images`` counts the counted images):
 
 * **confusable pairs**: the item pairs with the most similar centroids (each item's nearest
   other item; a pair counted once), the ``pairs`` highest by cosine;
-* **suspects**: the quality gate's verdicts on every image (``app/suspect_review.py``, the rule
-  of ``index/suspect_images.py`` with the service's settings);
+* **suspects**: the quality gate's verdicts on every counted image (``app/suspect_review.py``,
+  the rule of ``index/suspect_images.py`` with the service's settings);
 * **leave-one-out misses**: images whose own item, its centroid formed without them, is not
   the nearest: ``GET /quality``'s ranks (``index/leave_one_out.py``: another item scoring at
   least as high ranks first), with the item that beat it (the nearest other centroid).
 
+And a fourth, listed rather than computed: **quarantined** images, every one the store holds
+out of its item's sums (the quality gate's or an operator's decision), exported in a category
+of their own so a reviewer can release or delete them; their item counts as named.
+
 Written under ``out``:
 
-* ``dataset/<item_id>/<image_id>.<ext>``: every image of every item a hard case names, the
-  suspects left out (a folder dataset in the ``ROOT/<item>/<image>`` layout ``model.train``'s
-  ``folder`` data reads);
+* ``dataset/<item_id>/<image_id>.<ext>``: every counted image of every item a hard case
+  names, the suspects left out (a folder dataset in the ``ROOT/<item>/<image>`` layout
+  ``model.train``'s ``folder`` data reads; quarantined images are suspected mislabels, never
+  training data);
 * ``suspects/<item_id>/<image_id>.<ext>``: the flagged images, for review;
-* ``hard_cases.json``: the three lists with their scores, and images whose blob was missing.
+* ``quarantined/<item_id>/<image_id>.<ext>``: the quarantined images, for review;
+* ``hard_cases.json``: the three lists with their scores, the quarantined image ids by item,
+  and images whose blob was missing.
 
 Originals come from the blob backend; the extension follows the sniffed format.
 """
@@ -77,10 +86,17 @@ class HardCases:
     suspects: dict[str, list[SuspectImage]] = field(default_factory=dict)
     misses: list[LeaveOneOutMiss] = field(default_factory=list)
     items: int = 0
-    images: int = 0
+    images: int = 0  # counted images (in their items' sums)
+    # Item -> its quarantined image ids, enrollment order (items holding none are absent).
+    quarantined: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def quarantined_images(self) -> int:
+        return sum(len(ids) for ids in self.quarantined.values())
 
     def named_items(self) -> set[str]:
         named = {p.item_a for p in self.pairs} | {p.item_b for p in self.pairs}
+        named |= set(self.quarantined)
         return named | set(self.suspects) | {m.item_id for m in self.misses}
 
 
@@ -110,7 +126,13 @@ def find_hard_cases(store: Store, rule: SuspectRule, pairs: int = DEFAULT_PAIRS)
     found.pairs = [ConfusablePair(a, b, score) for (a, b), score in ranked]
     review = SuspectReview(index, rule)
     for chunk in _chunks(states, ITEM_CHUNK):
-        images = store.item_images([s.item_id for s in chunk])
+        stored = store.item_images([s.item_id for s in chunk])
+        # Judged and ranked over the counted images only: the states' sums are theirs.
+        images = {i: [r for r in records if not r.quarantined] for i, records in stored.items()}
+        for item_id, records in stored.items():
+            held_out = [r.image_id for r in records if r.quarantined]
+            if held_out:
+                found.quarantined[item_id] = held_out
         judged = [s for s in chunk if len(images[s.item_id]) >= 2]
         for s in judged:
             flagged = review.item(s, images[s.item_id])
@@ -125,9 +147,10 @@ def _misses(
     states: Sequence[ItemState],
     images: dict[str, list[ImageRecord]],
 ) -> list[LeaveOneOutMiss]:
-    """The images of ``states``' items whose own item, its centroid formed without them, does
-    not rank first: ``GET /quality``'s leave-one-out ranks (``index/leave_one_out.py``, ties
-    against the image), with the item that beat each (the nearest other centroid)."""
+    """The images of ``states``' items (``images``: their counted ones) whose own item, its
+    centroid formed without them, does not rank first: ``GET /quality``'s leave-one-out ranks
+    (``index/leave_one_out.py``, ties against the image), with the item that beat each (the
+    nearest other centroid)."""
     if not states:
         return []
     records = [r for s in states for r in images[s.item_id]]
@@ -163,6 +186,7 @@ class ExportReport:
     dataset_images: int
     suspect_images: int
     missing_blobs: list[str]
+    quarantined_images: int = 0  # written under quarantined/
 
 
 def export_hard_cases(
@@ -173,9 +197,10 @@ def export_hard_cases(
         raise FileExistsError(f"{out} is not empty")
     out.mkdir(parents=True, exist_ok=True)
     suspect_ids = {s.image_id for flagged in cases.suspects.values() for s in flagged}
+    quarantined_ids = {i for ids in cases.quarantined.values() for i in ids}
     named = sorted(cases.named_items())
     missing: list[str] = []
-    written = suspects = 0
+    written = suspects = held_out = 0
     for start in range(0, len(named), ITEM_CHUNK):
         chunk = named[start : start + ITEM_CHUNK]
         for item_id, records in store.item_images(chunk).items():
@@ -185,14 +210,20 @@ def export_hard_cases(
                     missing.append(record.image_id)
                     continue
                 name = record.image_id + EXTENSIONS.get(media_type_of(data), ".bin")
-                folder = "suspects" if record.image_id in suspect_ids else "dataset"
+                # Quarantined when the cases were found (the manifest's list) or since: a
+                # suspected mislabel never lands in the training folder.
+                if record.quarantined or record.image_id in quarantined_ids:
+                    folder = "quarantined"
+                    held_out += 1
+                elif record.image_id in suspect_ids:
+                    folder = "suspects"
+                    suspects += 1
+                else:
+                    folder = "dataset"
+                    written += 1
                 target = out / folder / item_id / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
-                if folder == "suspects":
-                    suspects += 1
-                else:
-                    written += 1
     manifest: dict[str, Any] = {
         "items": cases.items,
         "images": cases.images,
@@ -201,7 +232,8 @@ def export_hard_cases(
             item_id: [asdict(s) for s in flagged] for item_id, flagged in cases.suspects.items()
         },
         "leave_one_out_misses": [asdict(m) for m in cases.misses],
+        "quarantined": cases.quarantined,
         "missing_blobs": missing,
     }
     (out / "hard_cases.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return ExportReport(written, suspects, missing)
+    return ExportReport(written, suspects, missing, held_out)
