@@ -16,6 +16,12 @@ of smallest content-hash SHA-1 are its queries, the rest its gallery (all galler
 no more). Content hashes rather than image ids decide, so the same photos enrolled into another
 store split the same way.
 
+Quarantined images (``ImageRecord.quarantined``: held out of their item's sums by the service's
+quality gate or an operator, ``store/write_plan.py``) are left out of every part: they are
+suspected mislabels, and training on one would teach the model the label it is suspected not to
+have (nor are they in the gallery the service searches). They are counted and logged at INFO.
+Their items stay (an item always keeps a counted image).
+
 The store is only read (``iter_images``, streamed). It is the store the service's settings
 name (``<data_dir>/store.sqlite3``, or the Redis namespace): during or after a model
 migration it still receives every write, so it lists every image whichever model serves.
@@ -25,6 +31,7 @@ one deleted after it is read as a missing blob (skipped and counted, as an unrea
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from model.data.blob_image import BlobImage
@@ -37,6 +44,8 @@ from store.errors import StoreError
 from store.redis_store import RedisStore
 from store.sqlite_store import SqliteStore
 from store.store import Store
+
+log = logging.getLogger(__name__)
 
 # What makes ``data.store`` a Redis URL rather than a SQLite file (redis-py's schemes).
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -107,17 +116,30 @@ def split_gallery(
     where: str = "the store",
 ) -> DatasetSplit:
     """The gallery of an open ``store`` whose originals are in ``blobs``: samples sorted by
-    item id, an item's images in the store's order (enrollment order)."""
+    item id, an item's images in the store's order (enrollment order), its quarantined ones
+    left out (module docstring)."""
     if not 0.0 <= holdout_fraction <= 1.0:
         raise ValueError(f"holdout_fraction must be in [0, 1], got {holdout_fraction}")
     if query_per_item < 1:
         raise ValueError(f"query_per_item must be >= 1, got {query_per_item}")
     hashes_of: dict[str, list[str]] = {}
+    quarantined: dict[str, int] = {}  # item -> its images left out
     try:
         for image in store.iter_images():
+            if image.quarantined:
+                quarantined[image.item_id] = quarantined.get(image.item_id, 0) + 1
+                continue
             hashes_of.setdefault(image.item_id, []).append(image.content_hash)
     except StoreError as exc:
         raise DatasetError(f"{name}: cannot read {where}: {exc}") from exc
+    if quarantined:
+        log.info(
+            "%s: %d quarantined images of %d items left out of %s (suspected mislabels)",
+            name,
+            sum(quarantined.values()),
+            len(quarantined),
+            where,
+        )
     if not hashes_of:
         raise DatasetError(f"{name}: {where} holds no images")
     train: list[Sample] = []
