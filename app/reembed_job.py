@@ -4,9 +4,18 @@ Item by item in id order: the item's images are read from the primary store (ids
 hashes, enrollment order) and their originals from the blob backend, embedded with the new
 model, and written to the shadow as one enrollment with the primary's image ids and attributes
 (so the shadow's sums add the same images in the same order a fresh enrollment would). An item
-whose shadow already holds the same image ids and attributes is skipped: that is what makes the
-job resumable after a crash (each item is one shadow transaction) and what a catch-up pass
-before a switch costs on items that are in step (two reads).
+whose shadow already holds the same image ids, quarantine flags and attributes is skipped: that
+is what makes the job resumable after a crash (each item is one shadow transaction) and what a
+catch-up pass before a switch costs on items that are in step (two reads).
+
+Quarantined images (held out of their item's sums, ``store/write_plan.py``) are re-embedded and
+kept like the others, and held out in the shadow too: the enrollment's judge is
+:class:`~store.kept_quarantine.KeptQuarantine`, quarantining exactly the positions the primary
+has quarantined (the decision is about the photo, so the new model's gate is not asked again).
+So the shadow's sums, counts and evidence leave out the images the primary's do, and an item in
+step holds the same quarantine flags (a flag changed on the primary is copied by the next
+pass). The one exception follows the store's rule: were every image the shadow's item keeps
+quarantined (its counted ones all left out, below), none is; that item is out of step anyway.
 
 Nothing is locked against the service's writes, which go to both stores meanwhile (see
 ``app/migration_mirror.py``): the job reads the primary's item again after writing the shadow
@@ -28,6 +37,7 @@ import numpy.typing as npt
 from artifact.image_decode import ImageDecodeError, ImageTooLargeError
 from store.blob_backend import BlobBackend
 from store.errors import ItemNotFoundError
+from store.kept_quarantine import KeptQuarantine
 from store.records import ImageRecord, ItemRecord, NewImage
 from store.store import Store
 
@@ -194,15 +204,26 @@ class ReembedJob:
                 report.items_in_step += 1
                 return
             images = self.primary.item_images([item_id])[item_id]
-            if [i.image_id for i in images] != record.image_ids:
-                continue  # written between the two reads
+            if [i.image_id for i in images] != record.image_ids or [
+                i.image_id for i in images if i.quarantined
+            ] != record.quarantined_image_ids:
+                continue  # written (or a flag moved) between the two reads
             left_out = self._copy(record, images)
             # Done if no write reached the primary meanwhile, and none reached the shadow
             # between the copy's delete and its enrollment (a service's copy of a write to an
             # item being re-embedded lands in the shadow's item too, and could reorder it).
             gone = {i.image_id for i in left_out}
-            kept = [i.image_id for i in images if i.image_id not in gone]
-            wanted = ItemRecord(item_id, kept, record.attributes) if kept else None
+            kept = [i for i in images if i.image_id not in gone]
+            wanted = (
+                ItemRecord(
+                    item_id,
+                    [i.image_id for i in kept],
+                    record.attributes,
+                    _quarantined_in_shadow(kept),
+                )
+                if kept
+                else None
+            )
             if not _same(self.shadow.get_item(item_id), wanted):
                 continue
             if _same(self.primary.get_item(item_id), record):
@@ -241,6 +262,8 @@ class ReembedJob:
                 attributes_patch=record.attributes,
                 max_attributes_bytes=UNLIMITED_ATTRIBUTES,
                 image_ids=[im.image_id for im in kept],
+                # The primary's flags, by position in this request (module docstring).
+                judge=KeptQuarantine(frozenset(n for n, im in enumerate(kept) if im.quarantined)),
             )
         return left_out
 
@@ -290,7 +313,18 @@ def decode_failures(
 def _same(shadow: ItemRecord | None, primary: ItemRecord | None) -> bool:
     if shadow is None or primary is None:
         return shadow is primary
-    return shadow.image_ids == primary.image_ids and shadow.attributes == primary.attributes
+    return (
+        shadow.image_ids == primary.image_ids
+        and shadow.attributes == primary.attributes
+        and shadow.quarantined_image_ids == primary.quarantined_image_ids
+    )
+
+
+def _quarantined_in_shadow(kept: Sequence[ImageRecord]) -> list[str]:
+    """The quarantined image ids a fresh shadow item of ``kept`` holds: the primary's flags,
+    unless they would leave it no counted image (then none, the store's rule)."""
+    held_out = [i.image_id for i in kept if i.quarantined]
+    return [] if len(held_out) == len(kept) else held_out
 
 
 def _left_out(image: ImageRecord, reason: str) -> LeftOut:
