@@ -1,10 +1,8 @@
-"""An enrollment judge that quarantines given request positions, whatever the images look like.
-
-A model migration copies an item into its shadow store as one enrollment
-(``app/reembed_job.py``): the shadow must hold the same images out of the sums as the primary
-does, whatever the new model makes of them (an operator's or the quality gate's decision is
-about the photo, not about one model's embedding of it). The gate is not asked again: this
-judge repeats the primary's verdict. It reports no suspects.
+"""A judge that keeps another store's quarantine: a copy of an item's images (a model
+migration's shadow store, ``app/reembed_job.py``; a mirrored enrollment) holds out of its sums
+exactly the images the source store holds out, whatever the quality gate would say of the new
+embeddings (the decision is about the photo, not one model's embedding of it). It reports no
+suspects.
 """
 
 from __future__ import annotations
@@ -18,10 +16,10 @@ from store.write_plan import EnrollVerdict
 
 @dataclass(frozen=True)
 class KeptQuarantine:
-    """Quarantines the new images at ``positions`` (positions in the enrollment request).
+    """``positions``: the request positions (input order) the source holds out.
 
     ``plan_enroll``'s rule still applies: a new item whose every image would be quarantined
-    quarantines none (a primary item always keeps a counted image, so flags copied whole from
+    quarantines none (a source item always keeps a counted image, so flags copied whole from
     it never hit that rule)."""
 
     positions: frozenset[int]
