@@ -27,6 +27,7 @@ from app.problem import install_problem_handlers
 from app.routes import (
     admin_router,
     health_router,
+    image_quarantine_router,
     images_router,
     items_router,
     migration_router,
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = [
         items_router(settings),
         images_router(settings),
+        image_quarantine_router(settings),
         search_router(settings),
         neighbours_router(settings),
         suspects_router(settings),

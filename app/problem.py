@@ -32,6 +32,7 @@ from store.errors import (
     AttributesError,
     ImageNotFoundError,
     ItemNotFoundError,
+    LastCountedImageError,
     ModelMismatchError,
     StoreOutcomeUnknownError,
     StoreUnavailableError,
@@ -48,6 +49,7 @@ _STATUS_OF: Mapping[type[Exception], int] = {
     ImageTooLargeError: 413,
     ItemNotFoundError: 404,
     ImageNotFoundError: 404,
+    LastCountedImageError: 409,
     # Before its base, so its own detail (the outcome is unknown, retrying is safe) is given.
     StoreOutcomeUnknownError: 503,
     StoreUnavailableError: 503,

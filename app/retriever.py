@@ -67,12 +67,14 @@ from store.blob_backend import BlobBackend, BlobUnavailableError
 from store.errors import (
     ImageNotFoundError,
     ItemNotFoundError,
+    LastCountedImageError,
     StoreError,
     StoreOutcomeUnknownError,
 )
 from store.hash_references import AnyOf, HashReferences
 from store.idempotency import IdempotencyClaim, replay_if_recorded
 from store.item_attributes import DEFAULT_MAX_ATTRIBUTES_BYTES, AttributeFilter, Attributes
+from store.kept_quarantine import KeptQuarantine
 from store.records import (
     DeleteOutcome,
     EnrollOutcome,
@@ -166,6 +168,27 @@ UNLIMITED_ATTRIBUTES = 2**31
 # Per-image embeddings kept in memory up to this many bytes (RETRIEVAL_IMAGE_EMBEDDINGS_BUDGET_MB).
 DEFAULT_IMAGE_EMBEDDINGS_BUDGET_BYTES = 1024 * 2**20
 
+# A mirrored write that did nothing to the item's images (a patch, a whole-item delete).
+_NO_IMAGE_CHANGE = ImageChange()
+
+
+def _counted_change(
+    outcome: EnrollOutcome,
+    embeddings: npt.NDArray[np.float32],
+    quarantined: frozenset[str] | None = None,
+) -> ImageChange:
+    """The images an enrollment added to its item's sums, with their ``(n, D)`` embeddings
+    (``embeddings``: one per uploaded file): those it created minus those held out
+    (``quarantined``; None: those its suspects say were)."""
+    if quarantined is None:
+        quarantined = frozenset(s.image_id for s in outcome.suspects if s.quarantined)
+    added = [
+        n
+        for n, created in enumerate(outcome.created)
+        if created and outcome.image_ids[n] not in quarantined
+    ]
+    return ImageChange(added_ids=[outcome.image_ids[n] for n in added], added=embeddings[added])
+
 
 def model_identity(embedder: OnnxEmbedder) -> ModelIdentity:
     spec = embedder.spec
@@ -194,6 +217,7 @@ class Retriever:
         image_embeddings_budget_bytes: int = DEFAULT_IMAGE_EMBEDDINGS_BUDGET_BYTES,
         locks_of: Retriever | None = None,
         suspect_rule: SuspectRule | None = None,
+        quarantine_suspects: bool = False,
     ) -> None:
         """``locks_of``: a model migration's other retriever, whose item and hash locks this
         one shares (a write holds one item lock for both stores' commits, so neither order of
@@ -228,7 +252,9 @@ class Retriever:
         )
         self._uniform: npt.NDArray[np.float32] | None = None  # degenerate-query references
         # The enrollment quality gate: each added image judged against its item and the index.
-        self.suspects = SuspectReview(index, suspect_rule or SuspectRule())
+        self.suspects = SuspectReview(
+            index, suspect_rule or SuspectRule(), quarantine=quarantine_suspects
+        )
         self.applier = IndexApplier(index, metrics, self.evidence)
         self.reconciler = IndexReconciler(
             store=store,
@@ -337,35 +363,33 @@ class Retriever:
         hashes = [u.content_hash for u in uploads]
         new_images = [NewImage(h, e) for h, e in zip(hashes, embeddings, strict=True)]
         self.applier.refuse_writes_if_index_down()
-        # Its rivals are read now, before the commit: the recorded answer renders the suspects.
+        # Its rivals are read now, before the commit; the store's transaction judges the images
+        # (and quarantines them, if so set), so the recorded answer holds the suspects.
         review = self.suspects.enrollment(item_id, embeddings)
-        idempotency = review.wrap(idempotency)
         with self._item_locks.hold([item_id]), self._hash_locks.hold(hashes):
             written = self._put_blobs(hashes, uploads)
             try:
                 with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
-                    outcome = review.annotate(
-                        self.store.enroll(
-                            item_id,
-                            new_images,
-                            idempotency,
-                            attributes_patch=attributes_patch,
-                            max_attributes_bytes=max_attributes_bytes,
-                        )
+                    outcome = self.store.enroll(
+                        item_id,
+                        new_images,
+                        idempotency,
+                        attributes_patch=attributes_patch,
+                        max_attributes_bytes=max_attributes_bytes,
+                        judge=review,
                     )
             except StoreOutcomeUnknownError:
                 raise  # the blobs stay: the store may hold the images now
             except BaseException:  # a replayed answer too: it wrote nothing
                 self._forget_blobs(written)
                 raise
-            added = [n for n, created in enumerate(outcome.created) if created]
-            change = ImageChange(
-                added_ids=[outcome.image_ids[n] for n in added], added=embeddings[added]
-            )
-            pending = self._apply_committed(outcome.item, change)
+            held_out = frozenset(s.image_id for s in outcome.suspects if s.quarantined)
+            pending = self._apply_committed(outcome.item, _counted_change(outcome, embeddings))
             mirror = self.mirror
             if mirror is not None:
-                mirror.mirror_enrollment(item_id, uploads, outcome.image_ids, attributes_patch)
+                mirror.mirror_enrollment(
+                    item_id, uploads, outcome.image_ids, attributes_patch, held_out
+                )
         self._refresh_gauges()
         return EnrollResult(outcome, index_pending=pending)
 
@@ -412,6 +436,8 @@ class Retriever:
         with self._item_locks.hold([item_id]):
             with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
                 outcome = self.store.delete_image(item_id, image_id, idempotency)
+            # Removing an item's last counted image brings its quarantined ones back into its
+            # sums: the evidence then counts fewer than the state and re-reads the item.
             pending = self._apply_committed(outcome.item, ImageChange(removed=[image_id]))
             mirror = self.mirror
             if mirror is not None:
@@ -423,6 +449,32 @@ class Retriever:
         self._release_blobs(outcome)
         self._refresh_gauges()
         return DeleteResult(outcome, index_pending=pending)
+
+    def set_image_quarantine(
+        self,
+        item_id: str,
+        image_id: str,
+        quarantined: bool,
+        idempotency: IdempotencyClaim[PatchOutcome] | None = None,
+    ) -> PatchResult:
+        """Hold ``image_id`` out of its item's sums (``quarantined``) or bring it back in
+        (``Store.set_image_quarantine``); the index and the evidence follow. A write like the
+        others. ``ItemNotFoundError``, ``ImageNotFoundError``, ``LastCountedImageError``."""
+        self.applier.refuse_writes_if_index_down()
+        with self._item_locks.hold([item_id]):
+            with self.metrics.stage("store_write"), self._reconcile_if_unknown(item_id):
+                state = self.store.set_image_quarantine(item_id, image_id, quarantined, idempotency)
+            # Out: one image fewer in the evidence; back in: its embedding is re-read.
+            change = ImageChange(removed=[image_id]) if quarantined else None
+            pending = self._apply_committed(state, change)
+            mirror = self.mirror
+            if mirror is not None:
+                mirror.mirror_write(
+                    item_id,
+                    lambda s: s.set_image_quarantine(item_id, image_id, quarantined),
+                    change,
+                )
+        return PatchResult(PatchOutcome(state), index_pending=pending)
 
     def delete_item(
         self, item_id: str, idempotency: IdempotencyClaim[DeleteOutcome] | None = None
@@ -447,9 +499,11 @@ class Retriever:
         uploads: Sequence[Upload],
         image_ids: Sequence[str],
         attributes_patch: Attributes | None,
+        quarantined: frozenset[str] = frozenset(),
     ) -> None:
         """Copy an enrollment the other model's retriever committed: the same images under the
-        same ids, embedded with this model, and the same attributes patch. Never raises: a copy
+        same ids (those of them in ``quarantined`` held out of the sums, as there), embedded
+        with this model, and the same attributes patch. Never raises: a copy
         that fails is logged and counted, and the catch-up pass before a switch
         (``app/reembed_job.py``) re-embeds the item. Called under the caller's hold of the
         item's lock, which the two retrievers share (``locks_of``)."""
@@ -463,12 +517,11 @@ class Retriever:
                 attributes_patch=attributes_patch,
                 max_attributes_bytes=UNLIMITED_ATTRIBUTES,
                 image_ids=image_ids,
+                judge=KeptQuarantine(
+                    frozenset(n for n, i in enumerate(image_ids) if i in quarantined)
+                ),
             )
-            added = [n for n, created in enumerate(outcome.created) if created]
-            change = ImageChange(
-                added_ids=[outcome.image_ids[n] for n in added], added=embeddings[added]
-            )
-            self._apply_committed(outcome.item, change)
+            self._apply_committed(outcome.item, _counted_change(outcome, embeddings, quarantined))
         except Exception as exc:
             self._mirror_failed(item_id, exc)
 
@@ -476,17 +529,18 @@ class Retriever:
         self,
         item_id: str,
         write: Callable[[Store], ItemState],
-        images: ImageChange | None = None,
+        images: ImageChange | None = _NO_IMAGE_CHANGE,
     ) -> None:
-        """Copy a delete or an attribute patch (``write`` on this store); an item or image this
-        store lacks (not re-embedded yet) is no error. Never raises, and runs under the caller's
-        item lock, as ``mirror_enrollment``."""
+        """Copy a delete, an attribute patch or a quarantine change (``write`` on this store);
+        an item or image this store lacks (not re-embedded yet) is no error. ``images``: what
+        the write did to the item's images (None: re-read them from the store). Never raises,
+        and runs under the caller's item lock, as ``mirror_enrollment``."""
         try:
             try:
                 state = write(self.store)
-            except (ItemNotFoundError, ImageNotFoundError):
+            except (ItemNotFoundError, ImageNotFoundError, LastCountedImageError):
                 return
-            self._apply_committed(state, images if images is not None else ImageChange())
+            self._apply_committed(state, images)
         except Exception as exc:
             self._mirror_failed(item_id, exc)
 

@@ -38,6 +38,10 @@ class SuspectImageResponse(BaseModel):
         description="The other item whose centroid is nearest (null: no other item)."
     )
     nearest_other_score: float | None = Field(description="Its cosine.")
+    quarantined: bool = Field(
+        False,
+        description="Held out of its item's centroid, spread, evidence and queries (kept).",
+    )
 
 
 class SuspectsResponse(BaseModel):
@@ -58,11 +62,16 @@ class EnrollResponse(BaseModel):
         description="One per uploaded file, in upload order: `true` where this request added "
         "the image, `false` for a duplicate. All `false` is answered 200 instead of 201."
     )
-    image_count: int = Field(description="Images the item holds after this request.")
+    image_count: int = Field(
+        description="Images counted in the item's centroid after this request (quarantined "
+        "ones are held but not counted)."
+    )
     suspects: list[SuspectImageResponse] = Field(
         default_factory=list,
         description="The images this request added that the quality gate flags (stored "
-        "all the same; `GET /items/{item_id}/suspects` lists the item's suspects now).",
+        "all the same, and with `RETRIEVAL_QUARANTINE_SUSPECTS` held out of the item's "
+        "centroid: `quarantined`; `GET /items/{item_id}/suspects` lists the item's suspects "
+        "now).",
     )
     position: str = Field(
         description="This write's position (also in `X-Retrieval-Position`): a search with "
@@ -133,9 +142,38 @@ class SearchResponse(BaseModel):
 
 class ItemResponse(BaseModel):
     item_id: str
-    image_count: int
-    image_ids: list[str]
+    image_count: int = Field(description="Images the item holds, quarantined ones included.")
+    image_ids: list[str] = Field(description="In enrollment order, quarantined ones included.")
     attributes: dict[str, Any] = Field(default_factory=dict, description=ATTRIBUTES_DESCRIPTION)
+    quarantined_image_ids: list[str] = Field(
+        default_factory=list,
+        description="The images held out of the item's centroid, spread, evidence and queries "
+        "(kept and listed; `PATCH /items/{item_id}/images/{image_id}` releases one), in "
+        "enrollment order.",
+    )
+
+
+class ImageQuarantineRequest(BaseModel):
+    quarantined: bool = Field(
+        description="`true`: hold the image out of its item's centroid, spread, evidence and "
+        "queries (kept, listed); `false`: count it again."
+    )
+
+
+class ImageQuarantineResponse(BaseModel):
+    item_id: str
+    image_id: str
+    quarantined: bool
+    image_count: int = Field(description="Images counted in the item's centroid now.")
+    position: str = Field(
+        description="This write's position (also in `X-Retrieval-Position`); unchanged when "
+        "the image already was so (nothing written)."
+    )
+    index_pending: bool = Field(
+        False,
+        description=f"Only present, `true`, as `{INDEX_PENDING_HEADER}` is: "
+        + INDEX_PENDING_DESCRIPTION,
+    )
 
 
 class PatchResponse(BaseModel):

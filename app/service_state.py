@@ -148,6 +148,7 @@ def build_retriever(
         image_embeddings_budget_bytes=int(settings.image_embeddings_budget_mb * 2**20),
         locks_of=locks_of,
         suspect_rule=SuspectRule(margin=settings.suspect_margin, min_z=settings.suspect_min_z),
+        quarantine_suspects=settings.quarantine_suspects,
     )
     retriever.applier.configure_breaker(
         settings.milvus_breaker_failures, settings.milvus_breaker_cooldown_s

@@ -402,6 +402,14 @@ class Settings(BaseSettings):
             "spread predicts (z < this; `index/suspect_images.py`)."
         ),
     )
+    quarantine_suspects: bool = Field(
+        False,
+        description=(
+            "Quality gate: hold the images an enrollment flags out of their item's centroid, "
+            "spread, evidence and queries (kept, listed, and released by `PATCH "
+            "/items/{item_id}/images/{image_id}`) instead of only flagging them."
+        ),
+    )
     recall_sample_rate: float = Field(
         0.01,
         ge=0,

@@ -7,19 +7,23 @@ the write (``ItemState``: sum, unit sum, count), and the nearest *other* item's 
 of this replica's centroid index (the ``k = 2`` best, the item itself dropped).
 
 At enrollment the rival scores are asked of the index *before* the store commits (they do not
-depend on this item's own write), so the verdicts are a pure function of the store's outcome:
+depend on this item's own write); the review is then the store's ``EnrollJudge``, judging the
+added images inside the write's transaction against the item's sums as that transaction read
+them (every new image counted), so the verdicts are a pure function of what the store holds:
 an enrollment recorded under an ``Idempotency-Key`` renders them inside its transaction and a
-replay answers them byte for byte. Only the images the request added are judged; a duplicate
-file's image was judged when it was added (``GET /items/{item_id}/suspects`` judges them all,
-against the gallery as it is now). When the index cannot be asked (Milvus unreachable) the
-enrollment goes on unjudged, its ``suspects`` empty: the gate never makes a write fail.
+replay answers them byte for byte. With ``quarantine`` (``RETRIEVAL_QUARANTINE_SUSPECTS``) the
+flagged images are kept but held out of the item's sums (``store/write_plan.py``,
+"Quarantine"). Only the images the request added are judged; a duplicate file's image was
+judged when it was added (``GET /items/{item_id}/suspects`` judges them all, against the
+gallery as it is now). When the index cannot be asked (Milvus unreachable) the enrollment goes
+on unjudged, its ``suspects`` empty, nothing quarantined: the gate never makes a write fail.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -28,9 +32,9 @@ from index.centroid_index import CentroidIndex
 from index.centroid_math import l2_normalize
 from index.index_errors import IndexUnavailableError
 from index.suspect_images import NO_OTHER, SuspectRule, SuspectVerdicts, judge_images
-from store.idempotency import IdempotencyClaim
-from store.mutations import StoredResponse
-from store.records import EnrollOutcome, ImageRecord, ItemState, SuspectImage
+from store.embedding_codec import unit_vector
+from store.records import ImageRecord, ItemState, SuspectImage
+from store.write_plan import EnrollVerdict
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +78,13 @@ def judge_against(
 
 
 def flagged(
-    image_ids: Sequence[str], rival_ids: Sequence[str | None], verdicts: SuspectVerdicts
+    image_ids: Sequence[str],
+    rival_ids: Sequence[str | None],
+    verdicts: SuspectVerdicts,
+    quarantined: frozenset[str] = frozenset(),
 ) -> tuple[SuspectImage, ...]:
-    """The suspect images among ``image_ids`` (the verdicts' order), as records."""
+    """The suspect images among ``image_ids`` (the verdicts' order), as records; those in
+    ``quarantined`` marked so."""
     out = []
     for n in np.flatnonzero(verdicts.suspect).tolist():
         reasons = []
@@ -92,6 +100,7 @@ def flagged(
                 spread_z=float(verdicts.z[n]),
                 nearest_other_item=rival_ids[n],
                 nearest_other_score=(None if rival_ids[n] is None else float(verdicts.other[n])),
+                quarantined=image_ids[n] in quarantined,
             )
         )
     return tuple(out)
@@ -99,7 +108,8 @@ def flagged(
 
 @dataclass(frozen=True)
 class EnrollmentReview:
-    """One enrollment's judge: its embeddings and their rivals, taken before the commit."""
+    """One enrollment's judge (a ``store.write_plan.EnrollJudge``): its embeddings and their
+    rivals, taken before the commit."""
 
     rule: SuspectRule
     embeddings: npt.NDArray[np.float32]  # (N, D) raw, one per uploaded file
@@ -108,37 +118,32 @@ class EnrollmentReview:
     # False when the index could not be asked (Milvus unreachable): the write goes on unjudged,
     # as it would without the gate (the store, not the index, decides whether it commits).
     judged: bool = True
+    quarantine: bool = False  # hold the flagged images out of the item's sums
 
-    def annotate(self, outcome: EnrollOutcome) -> EnrollOutcome:
-        """``outcome`` with the suspects among the images it created."""
-        added = [n for n, created in enumerate(outcome.created) if created]
-        state = outcome.item
-        if not self.judged or not added or state.unit_sum is None:
-            return outcome
-        verdicts = judge_against(state, self.embeddings[added], self.rival[added], self.rule)
-        ids = [outcome.image_ids[n] for n in added]
-        return replace(outcome, suspects=flagged(ids, [self.rival_ids[n] for n in added], verdicts))
-
-    def wrap(
-        self, claim: IdempotencyClaim[EnrollOutcome] | None
-    ) -> IdempotencyClaim[EnrollOutcome] | None:
-        """``claim`` rendering the annotated outcome (so its record holds the suspects)."""
-        if claim is None:
-            return None
-        respond = claim.respond
-
-        def render(outcome: EnrollOutcome) -> StoredResponse:
-            return respond(self.annotate(outcome))
-
-        return replace(claim, respond=render)
+    def __call__(
+        self, state: ItemState, positions: Sequence[int], image_ids: Sequence[str]
+    ) -> EnrollVerdict:
+        """The added images at ``positions`` (their ids ``image_ids``) judged against
+        ``state``, the item with all of them counted."""
+        if not self.judged or not positions or state.unit_sum is None:
+            return EnrollVerdict()
+        at = list(positions)
+        verdicts = judge_against(state, self.embeddings[at], self.rival[at], self.rule)
+        suspects = flagged(image_ids, [self.rival_ids[n] for n in at], verdicts)
+        if not self.quarantine:
+            return EnrollVerdict(suspects)
+        held_out = frozenset(at[n] for n in np.flatnonzero(verdicts.suspect).tolist())
+        return EnrollVerdict(suspects, held_out)
 
 
 class SuspectReview:
-    """Judges images for one retriever: its index and the rule's settings."""
+    """Judges images for one retriever: its index, the rule's settings, and whether flagged
+    enrollments are quarantined."""
 
-    def __init__(self, index: CentroidIndex, rule: SuspectRule) -> None:
+    def __init__(self, index: CentroidIndex, rule: SuspectRule, quarantine: bool = False) -> None:
         self.index = index
         self.rule = rule
+        self.quarantine = quarantine
 
     def enrollment(self, item_id: str, embeddings: npt.NDArray[np.float32]) -> EnrollmentReview:
         try:
@@ -147,13 +152,25 @@ class SuspectReview:
             log.warning("quality gate skipped for an enrollment: the centroid index is unreachable")
             empty = np.zeros(0, dtype=np.float64)
             return EnrollmentReview(self.rule, embeddings, [], empty, judged=False)
-        return EnrollmentReview(self.rule, embeddings, rival_ids, rival)
+        return EnrollmentReview(self.rule, embeddings, rival_ids, rival, quarantine=self.quarantine)
 
     def item(self, state: ItemState, images: Sequence[ImageRecord]) -> tuple[SuspectImage, ...]:
-        """Every one of the item's ``images`` judged against its state and the index now."""
+        """Every one of the item's ``images`` judged against its state and the index now. A
+        quarantined image is not in the state's sums: it is judged against them with itself
+        added (so that its centroid "formed without it" is the item's own)."""
         if not images or state.unit_sum is None:
             return ()
         embeddings = np.stack([np.asarray(r.embedding, dtype=np.float32) for r in images])
         rival_ids, rival = rival_scores(self.index, state.item_id, embeddings)
-        verdicts = judge_against(state, embeddings, rival, self.rule)
-        return flagged([r.image_id for r in images], rival_ids, verdicts)
+        n = len(images)
+        sums = np.tile(state.embedding_sum, (n, 1))
+        unit_sums = np.tile(state.unit_sum, (n, 1))
+        counts = np.full(n, state.count)
+        out = [k for k, r in enumerate(images) if r.quarantined]
+        for k in out:
+            sums[k] += embeddings[k]
+            unit_sums[k] += unit_vector(embeddings[k])
+            counts[k] += 1
+        verdicts = judge_images(embeddings, sums, unit_sums, counts, rival, self.rule)
+        held_out = frozenset(images[k].image_id for k in out)
+        return flagged([r.image_id for r in images], rival_ids, verdicts, held_out)

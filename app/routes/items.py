@@ -211,6 +211,7 @@ def items_router(settings: Settings) -> APIRouter:
             image_count=len(record.image_ids),
             image_ids=record.image_ids,
             attributes=record.attributes,
+            quarantined_image_ids=record.quarantined_image_ids,
         )
 
     @router.patch(

@@ -20,6 +20,7 @@ def suspect_response(record: SuspectImage) -> SuspectImageResponse:
         spread_z=record.spread_z,
         nearest_other_item=record.nearest_other_item,
         nearest_other_score=record.nearest_other_score,
+        quarantined=record.quarantined,
     )
 
 
