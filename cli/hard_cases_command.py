@@ -23,9 +23,10 @@ DEFAULT_PAIRS = 50  # the same figure as app.hard_cases.DEFAULT_PAIRS (tested)
 
 DESCRIPTION = """\
 Write the gallery's hard cases into DIR (new or empty): DIR/dataset/<item>/<image> holds every
-image of every item a hard case names, flagged images left out (a folder dataset model.train
-reads with data.dataset=folder), DIR/suspects/<item>/<image> the images the quality gate flags,
-and DIR/hard_cases.json the confusable item pairs (the --pairs most similar centroids), the
+image of every item a hard case names, flagged and quarantined images left out (a folder
+dataset model.train reads with data.dataset=folder), DIR/suspects/<item>/<image> the images the
+quality gate flags, DIR/quarantined/<item>/<image> those held out of their items' sums, and
+DIR/hard_cases.json the confusable item pairs (the --pairs most similar centroids), the
 suspects with their reasons and the leave-one-image-out misses with the item that beat each.
 Computed from the stored embeddings (no model call); every item's sums and centroid are held
 in memory (about 20 * D bytes per item).
@@ -63,11 +64,13 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{cases.items} items, {cases.images} images: {len(cases.pairs)} confusable pairs, "
             f"{sum(len(s) for s in cases.suspects.values())} suspect images in "
-            f"{len(cases.suspects)} items, {len(cases.misses)} leave-one-out misses"
+            f"{len(cases.suspects)} items, {len(cases.misses)} leave-one-out misses, "
+            f"{sum(len(q) for q in cases.quarantined.values())} quarantined images"
         )
         print(
             f"wrote {report.dataset_images} images of {len(cases.named_items())} items to "
             f"{args.out / 'dataset'}, {report.suspect_images} to {args.out / 'suspects'}, "
+            f"{report.quarantined_images} to {args.out / 'quarantined'}, "
             f"{args.out / 'hard_cases.json'}"
         )
         if report.missing_blobs:

@@ -32,6 +32,7 @@ def test_enroll_response_and_item_views(
         "image_count": 2,
         "image_ids": body["image_ids"],
         "attributes": {},
+        "quarantined_image_ids": [],
     }
 
 
