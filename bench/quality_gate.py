@@ -15,6 +15,15 @@ A second mode, ``foreign``, enrolls no image of 10 % of the items and plants tha
 their images under enrolled items instead (a mislabel whose true item the gallery does not
 know: the spread rule's case); the targets are checked on the first (``swap``).
 
+The judgement above sees the whole gallery at once. The service judges each enrollment when
+it arrives, against what is enrolled then, and quarantines what it flags
+(``RETRIEVAL_QUARANTINE_SUSPECTS``). So, at the default margin, the mislabelled gallery is
+also enrolled through that path — a real SQLite store with the quality gate as its
+enrollment judge (``app.suspect_review``) and a flat centroid index kept in step — in a
+shuffled order, once one image per request and once one request per item with all its
+images (a catalogue upload): the precision and recall of what it quarantined, and the R@1
+of the store's own centroids (the "served" rows).
+
 Targets (issue 13): precision >= 0.8 and recall >= 0.8; R@1 after quarantine within 0.01 of
 the clean gallery.
 
@@ -24,6 +33,7 @@ Run: ``.venv/bin/python -m bench.quality_gate [--seeds 1 2 3] [--cache DIR]``.
 from __future__ import annotations
 
 import argparse
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +41,15 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from app.suspect_review import SuspectReview
 from artifact.onnx_embedder import OnnxEmbedder
 from bench.answer_folders import EmbeddedFolder, cached_folder, model_digest
 from bench.answers import DEFAULT_FOLDERS, DEFAULT_MODEL, recipes
-from index.centroid_math import l2_normalize
+from index.centroid_math import centroid_from_sum, l2_normalize
+from index.flat_centroid_index import FlatCentroidIndex
 from index.suspect_images import DEFAULT_MARGIN, NO_OTHER, SuspectRule, judge_images
+from store.records import ModelIdentity, NewImage
+from store.sqlite_store import SqliteStore
 
 TARGET_PRECISION = 0.8
 TARGET_RECALL = 0.8
@@ -205,6 +219,108 @@ def gate_rows(
     return rows
 
 
+@dataclass(frozen=True)
+class ServedRow:
+    """The gallery enrolled through the service's path, quarantine on (see the docstring)."""
+
+    folder: str
+    mode: str
+    seed: int
+    batching: str  # "image": one image per request; "item": one request per item
+    planted: int
+    quarantined: int
+    precision: float
+    recall: float
+    r1_clean: float
+    r1_served: float
+
+
+def served_quarantine(
+    folder: EmbeddedFolder,
+    labels: npt.NDArray[np.int64],
+    enrolled: npt.NDArray[np.bool_],
+    batching: str,
+    rng: np.random.Generator,
+    rule: SuspectRule,
+) -> tuple[set[int], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Enroll the ``enrolled`` gallery images under ``labels`` into a fresh SQLite store, the
+    quality gate judging and quarantining each request; returns the quarantined image indices
+    and the store's sums and counts per item ``(I, D)``, ``(I,)``."""
+    dim = folder.gallery.shape[1]
+    items = len(folder.items)
+    order = rng.permutation(np.flatnonzero(enrolled))
+    if batching == "image":
+        requests = [[int(g)] for g in order]
+    else:  # one request per item, the items in a shuffled order, their images together
+        by_item: dict[int, list[int]] = {}
+        for g in order:
+            by_item.setdefault(int(labels[g]), []).append(int(g))
+        requests = list(by_item.values())
+    index = FlatCentroidIndex(dim)
+    review = SuspectReview(index, rule, quarantine=True)
+    quarantined: set[int] = set()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteStore(Path(tmp) / "gate.sqlite3")
+        try:
+            store.claim_model_identity(ModelIdentity("bench-quality-gate", "1", dim))
+            for request in requests:
+                item_id = str(int(labels[request[0]]))
+                embeddings = folder.gallery[request]
+                images = [
+                    NewImage(f"{g:064x}", e) for g, e in zip(request, embeddings, strict=True)
+                ]
+                outcome = store.enroll(
+                    item_id, images, judge=review.enrollment(item_id, embeddings)
+                )
+                index.upsert(item_id, centroid_from_sum(outcome.item.embedding_sum))
+                held = {s.image_id for s in outcome.suspects if s.quarantined}
+                ids = zip(request, outcome.image_ids, strict=True)
+                quarantined |= {g for g, i in ids if i in held}
+            sums = np.zeros((items, dim))
+            counts = np.zeros(items, dtype=np.int64)
+            for state in store.iter_item_states():
+                sums[int(state.item_id)] = state.embedding_sum
+                counts[int(state.item_id)] = state.count
+        finally:
+            store.close()
+    return quarantined, sums, counts
+
+
+def served_rows(folder: EmbeddedFolder, mode: str, seed: int, share: float) -> list[ServedRow]:
+    """The same planted gallery as ``gate_rows`` (same seed), enrolled through the service's
+    path at the default margin, both batchings."""
+    items = len(folder.items)
+    labels, enrolled, clean, planted = planted_gallery(
+        folder, mode, share, np.random.default_rng(seed)
+    )
+    clean_sums, _, clean_counts = item_sums(folder.gallery, folder.gallery_item, items, clean)
+    asked = clean_counts[folder.query_item] > 0
+    queries, query_items = folder.queries[asked], folder.query_item[asked]
+    r1_clean = r_at_1(queries, query_items, clean_sums, clean_counts)
+    rows = []
+    for batching in ("image", "item"):
+        rng = np.random.default_rng([seed, 1 if batching == "image" else 2])
+        held, sums, counts = served_quarantine(
+            folder, labels, enrolled, batching, rng, SuspectRule(margin=DEFAULT_MARGIN)
+        )
+        hit = len(held & planted)
+        rows.append(
+            ServedRow(
+                folder.name,
+                mode,
+                seed,
+                batching,
+                len(planted),
+                len(held),
+                hit / len(held) if held else float("nan"),
+                hit / len(planted),
+                r1_clean,
+                r_at_1(queries, query_items, sums, counts),
+            )
+        )
+    return rows
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.quality_gate",
@@ -233,17 +349,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> list[GateRow]:
+def run(args: argparse.Namespace) -> tuple[list[GateRow], list[ServedRow]]:
     embedder = OnnxEmbedder(args.model, allow_gpu=False, allow_spinning=False)
     digest = model_digest(embedder) if args.cache is not None else ""
     photos = tuple(args.photos) if args.photos else None
     rows: list[GateRow] = []
+    served: list[ServedRow] = []
     for seed in args.seeds:
         for recipe in recipes(DEFAULT_FOLDERS, seed, 4, photos):
             folder = cached_folder(embedder, recipe, args.cache, digest)
             for mode in MODES:
                 rows += gate_rows(folder, mode, seed, args.plant, MARGINS)
-    return rows
+                served += served_rows(folder, mode, seed, args.plant)
+    return rows, served
+
+
+def print_served(rows: Sequence[ServedRow]) -> None:
+    print(
+        f"\nserved: enrolled through the store with the gate quarantining at margin "
+        f"{DEFAULT_MARGIN}, in a shuffled order (image: one image per request; item: one "
+        "request per item); worst and mean over the seeds"
+    )
+    print(f"{'mode':>7} {'folder':>15} {'batch':>5} {'planted':>7} {'quar.':>5} "
+          f"{'P min/mean':>10} {'R min/mean':>10} {'R@1 clean':>9} {'served':>7} "
+          f"{'gap max':>7}")  # fmt: skip
+    groups: dict[tuple[str, str, str], list[ServedRow]] = {}
+    for r in rows:
+        groups.setdefault((r.mode, r.folder, r.batching), []).append(r)
+    for (mode, folder, batching), g in groups.items():
+        p = [r.precision for r in g]
+        rc = [r.recall for r in g]
+        gap = max(r.r1_clean - r.r1_served for r in g)
+        print(f"{mode:>7} {folder:>15} {batching:>5} {sum(r.planted for r in g):7d} "
+              f"{sum(r.quarantined for r in g):5d} {np.nanmin(p):4.2f}/{np.nanmean(p):4.2f} "
+              f"{min(rc):5.2f}/{np.mean(rc):4.2f} {np.mean([r.r1_clean for r in g]):9.4f} "
+              f"{np.mean([r.r1_served for r in g]):7.4f} {gap:+7.4f}")  # fmt: skip
 
 
 def print_report(rows: Sequence[GateRow]) -> None:
@@ -284,7 +424,9 @@ def print_report(rows: Sequence[GateRow]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    print_report(run(parse_args(argv)))
+    rows, served = run(parse_args(argv))
+    print_report(rows)
+    print_served(served)
 
 
 if __name__ == "__main__":

@@ -98,11 +98,42 @@ def test_a_run_on_the_tiny_model_prints_the_verdicts(tiny_model_path: Path) -> N
             "brick",
         ]
     )
-    rows = tool.run(args)
-    # 3 folders x 2 modes x the margins.
+    rows, served = tool.run(args)
+    # 3 folders x 2 modes x the margins; served: x 2 batchings at the default margin.
     assert len(rows) == 3 * len(tool.MODES) * len(tool.MARGINS)
+    assert len(served) == 3 * len(tool.MODES) * 2
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         tool.print_report(rows)
+        tool.print_served(served)
     text = out.getvalue()
     assert "precision >=" in text and "R@1 clean - after quarantine" in text
+    assert "served: enrolled through the store" in text
+
+
+def test_the_served_path_quarantines_what_its_judge_flags_with_the_stores_sums() -> None:
+    f = random_folder(6)
+    labels, enrolled, _, _ = tool.planted_gallery(f, "swap", 0.1, np.random.default_rng(7))
+    items = len(f.items)
+    for batching in ("image", "item"):
+        # A gate that flags nothing: the store's sums are the brute-force sums of every image.
+        none = tool.SuspectRule(margin=3.0, min_z=-1e9)
+        held, sums, counts = tool.served_quarantine(
+            f, labels, enrolled, batching, np.random.default_rng(8), none
+        )
+        want_sums, _, want_counts = tool.item_sums(f.gallery, labels, items, enrolled)
+        assert held == set()
+        np.testing.assert_allclose(sums, want_sums, atol=1e-9)
+        np.testing.assert_array_equal(counts, want_counts)
+        # A gate that flags a lot: the sums are those of the images it did not quarantine.
+        eager = tool.SuspectRule(margin=-1.0, min_z=-1e9)
+        held, sums, counts = tool.served_quarantine(
+            f, labels, enrolled, batching, np.random.default_rng(8), eager
+        )
+        assert held
+        keep = enrolled.copy()
+        keep[list(held)] = False
+        want_sums, _, want_counts = tool.item_sums(f.gallery, labels, items, keep)
+        np.testing.assert_allclose(sums, want_sums, atol=1e-9)
+        np.testing.assert_array_equal(counts, want_counts)
+        assert (counts[np.unique(labels[enrolled])] >= 1).all()  # every item keeps one
