@@ -89,6 +89,9 @@ class ChangeFollower:
         self._retry_s = retry_s
         self._page_records = page_records
         self._cursor: FeedCursor | None = None
+        # Told the key of each service record (``Store.set_meta``) the feed says changed: the
+        # model migration's follower steps at once instead of at its next poll.
+        self.on_meta: Callable[[str], None] | None = None
         # Records known to follow the cursor: read them at once instead of waiting on XREAD
         # (true at the start, so an empty feed is caught up with on the first read).
         self._more = True
@@ -140,6 +143,16 @@ class ChangeFollower:
             self._apply(batch)
 
     def _apply(self, batch: FeedBatch) -> None:
+        self._apply_items(batch)
+        on_meta = self.on_meta
+        if on_meta is not None:
+            for key in batch.meta_keys:
+                try:
+                    on_meta(key)
+                except Exception:  # the feed must go on whatever the listener does
+                    log.exception("the listener of service record %r failed", key)
+
+    def _apply_items(self, batch: FeedBatch) -> None:
         # Each record holds its item's whole state, so of an item's records in the page only
         # the newest needs applying (the older ones would lose to it anyway): skipped.
         newest: dict[str, ItemState] = {}

@@ -1,7 +1,8 @@
 """The running service's side of a model migration: it follows the original store's record.
 
-Every ``migration_poll_s`` (and at once on ``POST /admin/migration``) the record is read from
-the store the settings name (``store/migration_record.py``):
+Every ``migration_poll_s`` (and at once on ``POST /admin/migration``, and with Redis at once
+when the change feed says the record changed: ``poke``) the record is read from the store the
+settings name (``store/migration_record.py``):
 
 * a migration appears: the target model is loaded from its installed file and a second
   retriever built on the shadow store (its own executor and index, rebuilt from the shadow),
@@ -19,10 +20,13 @@ the store the settings name (``store/migration_record.py``):
 A process started on a store whose record says ``switched`` serves the original (which has
 every write) until the first poll, then switches the same way.
 
-With Redis, every replica follows the same record on its own poll, and tails the shadow
-namespace's change feed as well as the original's, so its index of each store takes the other
-replicas' writes. A switch is not simultaneous across replicas: for up to a poll interval (plus
-the catch-up) some answer with the old model and some with the new.
+With Redis, the record is written in one transaction with a ``meta`` record on the change
+feed, so every replica steps as soon as its follower reads it (within the feed's latency, the
+poll only a fallback); each also tails the shadow namespace's change feed as well as the
+original's, so its index of each store takes the other replicas' writes. A switch is still not
+simultaneous across replicas: for the feed's latency plus each one's catch-up pass some answer
+with the old model and some with the new. With SQLite (one process) the poll is what notices a
+record the ``migrate`` command wrote.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ class MigrationFollower:
         self._build = build
         self._lock = threading.Lock()  # one step at a time: the poll and the admin route
         self._stop = threading.Event()
+        self._wake = threading.Event()  # poke(): step now
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         self.run: RunStatus | None = None
@@ -114,8 +119,16 @@ class MigrationFollower:
         self._thread = threading.Thread(target=self._loop, name="migration-follower", daemon=True)
         self._thread.start()
 
+    def poke(self) -> None:
+        """Step now rather than at the next poll (the change feed says the record changed)."""
+        self._wake.set()
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.settings.migration_poll_s):
+        while True:
+            self._wake.wait(self.settings.migration_poll_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.step()
             except Exception as exc:
@@ -128,6 +141,7 @@ class MigrationFollower:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
         with self._lock:

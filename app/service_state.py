@@ -50,6 +50,7 @@ from store.change_log import ChangeLog, ChangeLogGapError
 from store.errors import ModelMismatchError, StoreUnavailableError
 from store.migration_record import MigrationRecord
 from store.store import Store
+from store.store_meta import MIGRATION_KEY
 
 log = logging.getLogger(__name__)
 
@@ -257,14 +258,22 @@ class ServiceState:
         if self.settings.index != "milvus":
             # A migration's shadow needs an index of its own; one Milvus collection cannot
             # hold both models' centroids.
-            self.migration = MigrationFollower(
+            migration = MigrationFollower(
                 settings=self.settings,
                 metrics=self.metrics,
                 original=retriever,
                 serve=self._serve,
                 build=self._build_for_migration,
             )
-            self.migration.start()
+            self.migration = migration
+            migration.start()
+            if self.follower is not None:
+                # A record another replica or the command changed: stepped on as it arrives.
+                def on_meta(key: str) -> None:
+                    if key == MIGRATION_KEY:
+                        migration.poke()
+
+                self.follower.on_meta = on_meta
         self.phase = "ready"
         log.info(
             "ready: model %s v%s on %s, %d items, in %.1f s",

@@ -132,7 +132,9 @@ class Settings(BaseSettings):
         gt=0,
         description=(
             "How often the service reads the store's model-migration record (started, switched "
-            "or rolled back by the migrate command or another replica) and follows it."
+            "or rolled back by the migrate command or another replica) and follows it. With "
+            "Redis the change feed also delivers each change of the record at once; the poll is "
+            "the fallback."
         ),
     )
     reembed_share: float = Field(

@@ -8,6 +8,12 @@ than what it holds. A write that committed before the position is in the pages; 
 committed after is in the feed (and maybe in the pages too, which the version comparison
 resolves): no gap, no double apply.
 
+A service-level record changed through ``Store.set_meta`` (the model migration's record:
+``store/store_meta.py``) appends a record of its own, ``meta`` = its key, in the same
+transaction: replicas learn of a switch or a rollback from the feed, as of any write, instead
+of waiting for their next poll of the record. Such records carry no item state; a batch gives
+their keys apart (``FeedBatch.meta_keys``).
+
 The stream is capped (``XADD MAXLEN ~``) and trimmed by compaction, so a replica that fell too
 far behind cannot catch up from it: :meth:`read` raises ``ChangeFeedGapError`` when records
 after its position were trimmed, and the replica rebuilds from the store instead.
@@ -28,6 +34,8 @@ from store.item_attributes import attributes_from_json
 from store.records import ItemState
 
 START = "0-0"  # the position before any record
+# The field of a record that says a service record (``Store.set_meta``) changed: its key.
+META_FIELD = b"meta"
 
 T = TypeVar("T")
 
@@ -81,9 +89,10 @@ class FeedStatus:
 
 @dataclass(frozen=True)
 class FeedBatch:
-    changes: list[Change]  # oldest first
-    cursor: FeedCursor  # after the last of them (the reader's cursor if none)
+    changes: list[Change]  # the item records, oldest first
+    cursor: FeedCursor  # after the last record read, item or meta (the reader's if none)
     status: FeedStatus  # the feed as the records were read
+    meta_keys: tuple[str, ...] = ()  # the keys of the service records changed, in order
 
     @property
     def behind(self) -> int:
@@ -157,9 +166,12 @@ class RedisChangeFeed:
         status, entries = self._call(wait_and_read)
         if status.trimmed_past(cursor):
             raise ChangeFeedGapError(f"change records after {cursor.position} were trimmed")
-        changes = [self._change(_text(i), fields) for i, fields in entries]
-        after = FeedCursor(changes[-1].position, cursor.seen + len(changes)) if changes else cursor
-        return FeedBatch(changes, after, status)
+        changes = [self._change(_text(i), f) for i, f in entries if META_FIELD not in f]
+        meta_keys = tuple(_text(f[META_FIELD]) for _, f in entries if META_FIELD in f)
+        after = (
+            FeedCursor(_text(entries[-1][0]), cursor.seen + len(entries)) if entries else cursor
+        )
+        return FeedBatch(changes, after, status, meta_keys)
 
     def close(self) -> None:
         self._client.close()

@@ -20,8 +20,9 @@ Keys (all under ``{namespace}:``; the item id always comes last, so ids may cont
 * ``version`` – the write counter: each write takes the next number (``store/item_versions.py``);
 * ``changes`` – a stream of change records, one per write, appended in the write's transaction:
   ``item``, ``ver``, ``count``, and for a live item ``sum``, ``usum`` and ``attrs`` (the item's
-  state after the write; count 0: deleted), capped near ``change_feed_maxlen`` entries;
-  replicas tail it (``store/change_feed.py``);
+  state after the write; count 0: deleted), and one ``meta`` record (the key) per
+  ``set_meta``, capped near ``change_feed_maxlen`` entries; replicas tail it
+  (``store/change_feed.py``);
 * ``idem:{scope}:{key}`` – hash ``fp``, ``status``, ``media``, ``body``, ``headers`` (JSON),
   ``exp`` (Unix seconds):
   a write's recorded answer (``store/idempotency.py``), expiring with the record.
@@ -224,11 +225,25 @@ class RedisStore:
         return None if raw is None else _text(raw)
 
     def set_meta(self, key: str, value: str | None) -> None:
+        """In one MULTI/EXEC with a ``meta`` record on the change feed, so every replica
+        tailing it learns of the change at once (``store/change_feed.py``)."""
         check_meta_key(key)
-        if value is None:
-            self._call(lambda: self._client.delete(self._key(key)))
-        else:
-            self._call(lambda: self._client.set(self._key(key), value))
+
+        def write() -> None:
+            with self._client.pipeline(transaction=True) as pipe:
+                if value is None:
+                    pipe.delete(self._key(key))
+                else:
+                    pipe.set(self._key(key), value)
+                pipe.xadd(
+                    self._key("changes"),
+                    {"meta": key},
+                    maxlen=self.change_feed_maxlen,
+                    approximate=True,
+                )
+                pipe.execute()
+
+        self._call(write)
 
     # -- writes -------------------------------------------------------------------------------
 

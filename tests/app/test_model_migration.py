@@ -249,7 +249,9 @@ def test_redis_replicas_follow_the_migration_and_each_others_writes_to_both_stor
     namespace = f"test-migration-{uuid.uuid4().hex}"
     common: dict[str, Any] = {
         "redis_url": redis_server.REDIS_URL,
-        "migration_poll_s": POLL_S,
+        # No poll within the test: every replica learns of the record (written by the command
+        # or by the other replica) from the change feed's meta records.
+        "migration_poll_s": 600,
         "reconcile_interval_s": 0,
     }
     names = sorted(photo_views)

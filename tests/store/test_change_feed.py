@@ -88,3 +88,24 @@ def test_a_reader_behind_the_trimmed_records_is_told_to_rebuild(redis_store: Red
     (change,) = feed.read(seen_all, block_ms=1).changes
     assert change.state.item_id == "d"
     feed.close()
+
+
+def test_a_service_record_change_is_a_meta_record_in_its_place(redis_store: RedisStore) -> None:
+    feed = feed_of(redis_store)
+    origin = feed.cursor()
+    a = redis_store.enroll("a", [image("1")])
+    redis_store.set_meta("migration", '{"state": "x"}')
+    b = redis_store.enroll("b", [image("2")])
+    redis_store.set_meta("migration", None)
+    batch = feed.read(origin, block_ms=1)
+    assert [(c.state.item_id, c.state.version) for c in batch.changes] == [
+        ("a", a.item.version),
+        ("b", b.item.version),
+    ]
+    assert batch.meta_keys == ("migration", "migration")
+    # The cursor counts every record read, so a trim behind it is still told apart.
+    assert batch.cursor.seen == 4 and batch.behind == 0
+    assert position_key(batch.cursor.position) > position_key(batch.changes[-1].position)
+    assert redis_store.get_meta("migration") is None
+    assert feed.read(batch.cursor, block_ms=1).meta_keys == ()
+    feed.close()
