@@ -33,16 +33,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-import numpy.typing as npt
-
+from app.background_share import BackgroundShare
 from app.change_follower import ChangeFollower
-from app.inference_executor import Priority
 from app.metrics import ServiceMetrics
 from app.model_migration import (
     load_target,
@@ -52,16 +48,12 @@ from app.model_migration import (
     write_record,
 )
 from app.reembed_job import (
-    EmbedOriginals,
     Progress,
     ReembedJob,
     ReembedReport,
-    UnreadableImagesError,
-    decode_failures,
 )
 from app.retriever import Retriever
 from app.settings import Settings
-from artifact.image_decode import preprocess_bytes, stack_batch
 from artifact.onnx_embedder import OnnxEmbedder
 from store.change_feed import RedisChangeFeed
 from store.migration_record import MigrationRecord
@@ -302,7 +294,13 @@ class MigrationFollower:
             log.warning(
                 "migration: serving %s with items out of step: %s", _name(want), report.line()
             )
-        want.rebuild_from_store()
+        # Its index followed every write to its store (the mirror's copies, the passes', the
+        # feed's): checked, at the background share, rather than rebuilt flat out, which took
+        # the cores from the searches for the rebuild's length (p99 near 1 s, 503s, before).
+        share = BackgroundShare(want, self.settings.reembed_share)
+        if not want.index_agrees_with_store(pause=share.pace):
+            log.warning("migration: %s's index is not in step with its store: rebuilt", _name(want))
+            want.rebuild_from_store()
         self.active = want
         self.metrics.read_store_counts_from(want.store.counts)
         self._serve(want)
@@ -317,12 +315,16 @@ class MigrationFollower:
         def progress(p: Progress) -> None:
             self.run = RunStatus(kind, p, None, running=True)
 
+        share = BackgroundShare(into, self.settings.reembed_share)
         job = ReembedJob(
             primary=source.store,
             shadow=into.store,
             blobs=source.blobs,
-            embed=background_embed(into, self.settings.reembed_share),
+            embed=share.embed,
             progress=progress,
+            # The index of the store written follows the job, so a switch needs no rebuild.
+            on_written=into.refresh_item,
+            pace=share.pace,
         )
         try:
             report = job.run()
@@ -331,47 +333,6 @@ class MigrationFollower:
             raise
         self.run = RunStatus(kind, self.run.progress if self.run else None, report, False)
         return report
-
-
-def background_embed(retriever: Retriever, share: float) -> EmbedOriginals:
-    """Originals → embeddings on ``retriever``'s model, taking at most ``share`` of its time:
-    through its executor at background priority (which yields to every search and enrollment
-    and spaces its batches, ``app/inference_executor.py``), or, without one, by pausing after
-    each call for ``(1 / share - 1)`` times what the call took.
-
-    The job's own work takes the cores (and the interpreter) from the searches as well: the
-    decoding here and whatever the job did since the previous call returned (reading the item
-    and its originals, writing the shadow) are paced the same way, by a pause of
-    ``(1 / share - 1)`` times their duration. Without it, a fast model leaves the job running
-    flat out on everything but the model: with the tiny test model on 10^4 images, searches'
-    p50 went from 12 to 80 ms and p99 from 133 ms to 1 s while it ran."""
-    spec = retriever.embedder.spec
-    max_pixels = retriever.max_image_pixels
-    returned_at: float | None = None  # when the previous call returned
-
-    def embed(originals: Sequence[bytes]) -> npt.NDArray[np.float32]:
-        nonlocal returned_at
-        start = time.perf_counter()
-        job_s = 0.0 if returned_at is None else start - returned_at
-        arrays, failures = decode_failures(
-            originals, lambda data: preprocess_bytes(data, spec, max_pixels=max_pixels)
-        )
-        if failures:
-            raise UnreadableImagesError(failures)
-        batch = stack_batch(arrays)
-        job_s += time.perf_counter() - start
-        executor = retriever.executor
-        if executor is not None:
-            out = executor.submit(batch, priority=Priority.BACKGROUND).result()
-        else:
-            model_start = time.perf_counter()
-            out = retriever.embedder.embed(batch)
-            job_s += time.perf_counter() - model_start
-        time.sleep(job_s * (1 / share - 1))
-        returned_at = time.perf_counter()
-        return out
-
-    return embed
 
 
 def _yield_to_each_other(one: Retriever, other: Retriever | None) -> None:

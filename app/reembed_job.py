@@ -149,13 +149,21 @@ class ReembedJob:
         embed: EmbedOriginals,
         progress: Callable[[Progress], None] | None = None,
         progress_every_s: float = 1.0,
+        on_written: Callable[[str], None] | None = None,
+        pace: Callable[[], None] | None = None,
     ) -> None:
+        """``on_written(item_id)``: after each write to the shadow's item (a running service
+        brings its index of the shadow in step, so a switch needs no rebuild); ``pace()``:
+        after each item, to give the cores back (a service's background share: the items in
+        step cost two reads and no model call, which ``embed`` alone would not pace)."""
         self.primary = primary
         self.shadow = shadow
         self.blobs = blobs
         self.embed = embed
         self.progress = progress
         self.progress_every_s = progress_every_s
+        self.on_written = on_written
+        self.pace = pace
 
     def run(self) -> ReembedReport:
         """One pass over every item of both stores; see the module docstring."""
@@ -166,6 +174,8 @@ class ReembedJob:
         last_report = start
         for item_id in _all_item_ids(self.primary):
             self._sync(item_id, report)
+            if self.pace is not None:
+                self.pace()
             done_items += 1
             now = time.perf_counter()
             if self.progress is not None and now - last_report >= self.progress_every_s:
@@ -179,6 +189,8 @@ class ReembedJob:
             if self.primary.get_item(item_id) is None:
                 self._remove_from_shadow(item_id)
                 report.items_removed += 1
+            if self.pace is not None:
+                self.pace()
         report.seconds = time.perf_counter() - start
         if self.progress is not None:
             self.progress(
@@ -265,11 +277,17 @@ class ReembedJob:
                 # The primary's flags, by position in this request (module docstring).
                 judge=KeptQuarantine(frozenset(n for n, im in enumerate(kept) if im.quarantined)),
             )
+            self._written(record.item_id)
         return left_out
 
     def _remove_from_shadow(self, item_id: str) -> None:
         with suppress(ItemNotFoundError):
             self.shadow.delete_item(item_id)
+            self._written(item_id)
+
+    def _written(self, item_id: str) -> None:
+        if self.on_written is not None:
+            self.on_written(item_id)
 
 
 def dry_run(

@@ -294,6 +294,29 @@ class Retriever:
         self.reconciler.start()
         return len(self.index)
 
+    def refresh_item(self, item_id: str) -> None:
+        """Bring the index (and the evidence) to what the store holds for ``item_id`` now: a
+        write made to this retriever's store by someone else in this process (a migration's
+        re-embedding into the shadow store)."""
+        with self._item_locks.hold([item_id]):
+            state = self.store.get_item_state(item_id)
+            if state is None or state.count == 0:
+                self.applier.drop(item_id)
+            else:
+                self.applier.apply(state, reread=self.store.get_item_state)
+
+    def index_agrees_with_store(self, pause: Callable[[], None] | None = None) -> bool:
+        """Whether the index holds exactly the store's items, each at the version the store
+        holds (one pass over the store's item states; ``pause()`` after each page of them, to
+        give the cores back). Writes may land meanwhile: a False may be one of them."""
+        held = dict(self.applier.versions())
+        for seen, state in enumerate(self.store.iter_item_states(), 1):
+            if state.count > 0 and held.pop(state.item_id, None) != state.version:
+                return False
+            if pause is not None and seen % 500 == 0:
+                pause()
+        return not held
+
     def rebuild_from_store(self) -> None:
         """Replace the index by the store's item states (at start-up, and when the change feed
         lost track)."""

@@ -170,6 +170,7 @@ def test_writes_during_the_migration_reach_both_stores_and_a_rollback_answers_as
     tmp_path: Path,
     new_model: Path,
     photo_views: dict[str, list[bytes]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     migrating, control = two_services
     names = sorted(photo_views)
@@ -200,9 +201,12 @@ def test_writes_during_the_migration_reach_both_stores_and_a_rollback_answers_as
     assert current is not None
 
     # Switch: the next search is answered by the new model, from the shadow's centroids.
+    caplog.set_level("WARNING", logger="app.migration_follower")
     r = migrating.post("/admin/migration", params={"action": "switch"})
     assert r.status_code == 200, r.text
     assert r.json()["active"] == "target"
+    # The new model's index followed the re-embedding and the copies: served without a rebuild.
+    assert "not in step with its store" not in caplog.text
     info = migrating.get("/info").json()
     assert info["model"]["model_version"] == "2"
     assert info["migration"]["state"] == "switched"
