@@ -34,7 +34,7 @@ Originals come from the blob backend; the extension follows the sniffed format.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ import numpy as np
 from app.gallery_quality import index_centroids
 from app.routes.images import media_type_of
 from app.suspect_review import SuspectReview, judge_against, rival_scores
+from app.suspect_sweep import ITEM_CHUNK, judged_chunks
 from index.centroid_math import centroid_from_sum
 from index.flat_centroid_index import FlatCentroidIndex
 from index.leave_one_out import leave_one_out_ranks
@@ -53,8 +54,6 @@ from store.records import ImageRecord, ItemState, SuspectImage
 from store.store import Store
 
 DEFAULT_PAIRS = 50
-# Items whose images are read from the store per round trip.
-ITEM_CHUNK = 256
 EXTENSIONS = {
     "image/jpeg": ".jpg",
     "image/png": ".png",
@@ -100,11 +99,6 @@ class HardCases:
         return named | set(self.suspects) | {m.item_id for m in self.misses}
 
 
-def _chunks(states: Sequence[ItemState], size: int) -> Iterator[Sequence[ItemState]]:
-    for start in range(0, len(states), size):
-        yield states[start : start + size]
-
-
 def find_hard_cases(store: Store, rule: SuspectRule, pairs: int = DEFAULT_PAIRS) -> HardCases:
     """The gallery's hard cases (module docstring); every item's centroid is held in memory."""
     states = [s for s in store.iter_item_states() if s.count > 0]
@@ -124,21 +118,15 @@ def find_hard_cases(store: Store, rule: SuspectRule, pairs: int = DEFAULT_PAIRS)
             best[(a, b)] = float(scores[0])
     ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:pairs]
     found.pairs = [ConfusablePair(a, b, score) for (a, b), score in ranked]
-    review = SuspectReview(index, rule)
-    for chunk in _chunks(states, ITEM_CHUNK):
-        stored = store.item_images([s.item_id for s in chunk])
-        # Judged and ranked over the counted images only: the states' sums are theirs.
-        images = {i: [r for r in records if not r.quarantined] for i, records in stored.items()}
-        for item_id, records in stored.items():
+    # Judged and ranked over the counted images only: the states' sums are theirs.
+    for chunk in judged_chunks(store, states, SuspectReview(index, rule)):
+        for item_id, records in chunk.stored.items():
             held_out = [r.image_id for r in records if r.quarantined]
             if held_out:
                 found.quarantined[item_id] = held_out
-        judged = [s for s in chunk if len(images[s.item_id]) >= 2]
-        for s in judged:
-            flagged = review.item(s, images[s.item_id])
-            if flagged:
-                found.suspects[s.item_id] = list(flagged)
-        found.misses += _misses(index, judged, images)
+        found.suspects.update({i: list(s) for i, s in chunk.suspects.items()})
+        judged = [s for s in chunk.states if len(chunk.counted[s.item_id]) >= 2]
+        found.misses += _misses(index, judged, chunk.counted)
     return found
 
 

@@ -22,7 +22,9 @@ also enrolled through that path — a real SQLite store with the quality gate as
 enrollment judge (``app.suspect_review``) and a flat centroid index kept in step — in a
 shuffled order, once one image per request and once one request per item with all its
 images (a catalogue upload): the precision and recall of what it quarantined, and the R@1
-of the store's own centroids (the "served" rows).
+of the store's own centroids (the "served" rows); then the sweep the service runs on demand
+(``app.suspect_sweep``, ``POST /admin/quarantine-suspects?quarantine=true``) over that
+gallery, and the same figures after it ("+ sweep").
 
 Targets (issue 13): precision >= 0.8 and recall >= 0.8; R@1 after quarantine within 0.01 of
 the clean gallery.
@@ -42,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.suspect_review import SuspectReview
+from app.suspect_sweep import sweep_suspects
 from artifact.onnx_embedder import OnnxEmbedder
 from bench.answer_folders import EmbeddedFolder, cached_folder, model_digest
 from bench.answers import DEFAULT_FOLDERS, DEFAULT_MODEL, recipes
@@ -233,6 +236,11 @@ class ServedRow:
     recall: float
     r1_clean: float
     r1_served: float
+    # After a sweep of the served gallery: what is quarantined then, and the R@1.
+    swept_quarantined: int
+    swept_precision: float
+    swept_recall: float
+    r1_swept: float
 
 
 def served_quarantine(
@@ -242,10 +250,12 @@ def served_quarantine(
     batching: str,
     rng: np.random.Generator,
     rule: SuspectRule,
+    sweep: bool = False,
 ) -> tuple[set[int], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     """Enroll the ``enrolled`` gallery images under ``labels`` into a fresh SQLite store, the
-    quality gate judging and quarantining each request; returns the quarantined image indices
-    and the store's sums and counts per item ``(I, D)``, ``(I,)``."""
+    quality gate judging and quarantining each request (then, with ``sweep``, the gallery
+    swept and the flagged quarantined); returns the quarantined image indices and the store's
+    sums and counts per item ``(I, D)``, ``(I,)``."""
     dim = folder.gallery.shape[1]
     items = len(folder.items)
     order = rng.permutation(np.flatnonzero(enrolled))
@@ -276,6 +286,16 @@ def served_quarantine(
                 held = {s.image_id for s in outcome.suspects if s.quarantined}
                 ids = zip(request, outcome.image_ids, strict=True)
                 quarantined |= {g for g, i in ids if i in held}
+            if sweep:
+
+                def hold_out(item_id: str, image_id: str) -> None:
+                    state = store.set_image_quarantine(item_id, image_id, True)
+                    index.upsert(item_id, centroid_from_sum(state.embedding_sum))
+
+                sweep_suspects(store, review, quarantine=hold_out)
+                quarantined = {
+                    int(r.content_hash, 16) for r in store.iter_images() if r.quarantined
+                }
             sums = np.zeros((items, dim))
             counts = np.zeros(items, dtype=np.int64)
             for state in store.iter_item_states():
@@ -299,11 +319,26 @@ def served_rows(folder: EmbeddedFolder, mode: str, seed: int, share: float) -> l
     r1_clean = r_at_1(queries, query_items, clean_sums, clean_counts)
     rows = []
     for batching in ("image", "item"):
-        rng = np.random.default_rng([seed, 1 if batching == "image" else 2])
-        held, sums, counts = served_quarantine(
-            folder, labels, enrolled, batching, rng, SuspectRule(margin=DEFAULT_MARGIN)
-        )
-        hit = len(held & planted)
+        figures: list[float] = []
+        for sweep in (False, True):  # the same order of requests both times
+            rng = np.random.default_rng([seed, 1 if batching == "image" else 2])
+            held, sums, counts = served_quarantine(
+                folder,
+                labels,
+                enrolled,
+                batching,
+                rng,
+                SuspectRule(margin=DEFAULT_MARGIN),
+                sweep=sweep,
+            )
+            hit = len(held & planted)
+            figures += [
+                len(held),
+                hit / len(held) if held else float("nan"),
+                hit / len(planted),
+                r_at_1(queries, query_items, sums, counts),
+            ]
+        n, p, r, r1, sn, sp, sr, sr1 = figures
         rows.append(
             ServedRow(
                 folder.name,
@@ -311,11 +346,15 @@ def served_rows(folder: EmbeddedFolder, mode: str, seed: int, share: float) -> l
                 seed,
                 batching,
                 len(planted),
-                len(held),
-                hit / len(held) if held else float("nan"),
-                hit / len(planted),
+                int(n),
+                p,
+                r,
                 r1_clean,
-                r_at_1(queries, query_items, sums, counts),
+                r1,
+                int(sn),
+                sp,
+                sr,
+                sr1,
             )
         )
     return rows
@@ -372,7 +411,8 @@ def print_served(rows: Sequence[ServedRow]) -> None:
     )
     print(f"{'mode':>7} {'folder':>15} {'batch':>5} {'planted':>7} {'quar.':>5} "
           f"{'P min/mean':>10} {'R min/mean':>10} {'R@1 clean':>9} {'served':>7} "
-          f"{'gap max':>7}")  # fmt: skip
+          f"{'gap max':>7} | + sweep: {'quar.':>5} {'P min/mean':>10} {'R min/mean':>10} "
+          f"{'R@1':>7} {'gap max':>7}")  # fmt: skip
     groups: dict[tuple[str, str, str], list[ServedRow]] = {}
     for r in rows:
         groups.setdefault((r.mode, r.folder, r.batching), []).append(r)
@@ -380,10 +420,16 @@ def print_served(rows: Sequence[ServedRow]) -> None:
         p = [r.precision for r in g]
         rc = [r.recall for r in g]
         gap = max(r.r1_clean - r.r1_served for r in g)
+        sp = [r.swept_precision for r in g]
+        sr = [r.swept_recall for r in g]
+        sgap = max(r.r1_clean - r.r1_swept for r in g)
         print(f"{mode:>7} {folder:>15} {batching:>5} {sum(r.planted for r in g):7d} "
               f"{sum(r.quarantined for r in g):5d} {np.nanmin(p):4.2f}/{np.nanmean(p):4.2f} "
               f"{min(rc):5.2f}/{np.mean(rc):4.2f} {np.mean([r.r1_clean for r in g]):9.4f} "
-              f"{np.mean([r.r1_served for r in g]):7.4f} {gap:+7.4f}")  # fmt: skip
+              f"{np.mean([r.r1_served for r in g]):7.4f} {gap:+7.4f} | "
+              f"{'':9}{sum(r.swept_quarantined for r in g):5d} "
+              f"{np.nanmin(sp):4.2f}/{np.nanmean(sp):4.2f} {min(sr):5.2f}/{np.mean(sr):4.2f} "
+              f"{np.mean([r.r1_swept for r in g]):7.4f} {sgap:+7.4f}")  # fmt: skip
 
 
 def print_report(rows: Sequence[GateRow]) -> None:

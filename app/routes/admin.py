@@ -1,5 +1,6 @@
-"""Maintenance over HTTP, behind the ``admin`` scope: compaction, an online backup, and whether
-this replica's index agrees with the store.
+"""Maintenance over HTTP, behind the ``admin`` scope: compaction, an online backup, a sweep of
+the quality gate over the whole gallery (``app/suspect_sweep.py``), and whether this replica's
+index agrees with the store.
 
 Both are the commands' work (``centroid-retrieval compact`` / ``backup``) on the running
 service's own store and blob directory. They run in a thread of their own, not the request
@@ -25,11 +26,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from app.authorization import AdminScope
+from app.background_share import BackgroundShare
 from app.dependencies import RetrieverDep
 from app.problem import problem_response
 from app.retriever import Retriever
-from app.schemas import AUTH_RESPONSES, Problem
+from app.routes.suspects import suspect_response
+from app.schemas import AUTH_RESPONSES, Problem, SuspectImageResponse
 from app.settings import Settings
+from app.suspect_sweep import sweep_suspects
 from store.blob_sweep import BLOB_SWEEP_GRACE_S, sweep_blobs
 from store.item_versions import versions_digest
 from store.store_backup import back_up
@@ -41,6 +45,10 @@ BACKUP_NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"
 MIN_GRACE_S = 60.0
 # How many missing blobs an answer names; the manifest lists them all.
 MAX_LISTED = 50
+# The share of the cores a sweep of the quality gate takes from searches while it judges.
+SWEEP_SHARE = 0.5
+# How many flagged images a sweep's answer lists.
+MAX_SUSPECTS_LISTED = 100
 
 T = TypeVar("T")
 
@@ -85,6 +93,26 @@ class BackupResponse(BaseModel):
     seconds: float
 
 
+class SweptSuspect(SuspectImageResponse):
+    item_id: str
+
+
+class QuarantineSweepResponse(BaseModel):
+    applied: bool = Field(description="False: a dry run, nothing written.")
+    items: int = Field(description="Items judged (those with a counted image).")
+    images: int = Field(description="Counted images judged.")
+    flagged: int
+    quarantined: int = Field(description="Held out of their items' sums by this sweep.")
+    kept_last_counted: int = Field(
+        description="Flagged, but the last counted image of its item: kept in."
+    )
+    gone: int = Field(description="Flagged, but deleted before it could be quarantined.")
+    suspects: list[SweptSuspect] = Field(
+        description=f"The first {MAX_SUSPECTS_LISTED} flagged images, by item id."
+    )
+    seconds: float
+
+
 def backup_root(settings: Settings) -> Path:
     return settings.backup_dir if settings.backup_dir is not None else settings.data_dir / "backups"
 
@@ -113,8 +141,8 @@ def admin_routes(problems: dict[int, str]) -> APIRouter:
 def admin_router(settings: Settings) -> APIRouter:
     router = admin_routes(
         {
-            409: "Another compaction or backup is running (or the backup's directory "
-            "already exists).",
+            409: "Another compaction, backup or suspect sweep is running (or the backup's "
+            "directory already exists).",
             422: "Invalid parameter (a backup name that is not one path component).",
             503: "Not ready yet, or the store is unreachable.",
         }
@@ -192,6 +220,31 @@ def admin_router(settings: Settings) -> APIRouter:
         except _Exists:
             return problem_response(409, f"backup {name!r} already exists; choose a new name")
 
+    @router.post(
+        "/quarantine-suspects",
+        response_model=QuarantineSweepResponse,
+        summary="Judge every counted image against the gallery now; quarantine the flagged",
+        description=(
+            "The quality gate over the whole gallery at once (an enrollment is judged only "
+            "against what was enrolled before it): every counted image against its item's "
+            "centroid formed without it and this replica's index. A dry run unless "
+            "`quarantine=true`, which holds the flagged images out of their items' centroids "
+            "(an item's last counted image is kept in and counted apart); release one with "
+            "`PATCH /items/{item_id}/images/{image_id}`. Paced to leave searches half the "
+            "cores; 409 while a compaction or backup runs."
+        ),
+    )
+    async def quarantine_suspects(
+        retriever: RetrieverDep,
+        quarantine: Annotated[
+            bool, Query(description="Quarantine the flagged images (default: a dry run).")
+        ] = False,
+    ) -> QuarantineSweepResponse | JSONResponse:
+        try:
+            return await exclusively(lambda: _sweep(retriever, quarantine))
+        except _Busy:
+            return _busy()
+
     @router.get(
         "/index-digest",
         response_model=IndexDigestResponse,
@@ -237,7 +290,36 @@ class _Exists(Exception):
 
 
 def _busy() -> JSONResponse:
-    return problem_response(409, "a compaction or backup is already running; retry when it ends")
+    return problem_response(
+        409, "a compaction, backup or suspect sweep is already running; retry when it ends"
+    )
+
+
+def _sweep(retriever: Retriever, quarantine: bool) -> QuarantineSweepResponse:
+    def hold_out(item_id: str, image_id: str) -> object:
+        return retriever.set_image_quarantine(item_id, image_id, True)
+
+    report = sweep_suspects(
+        retriever.store,
+        retriever.suspects,
+        quarantine=hold_out if quarantine else None,
+        pause=BackgroundShare(retriever, SWEEP_SHARE).pace,
+    )
+    listed = [
+        SweptSuspect(item_id=item_id, **suspect_response(s).model_dump())
+        for item_id, s in report.flagged[:MAX_SUSPECTS_LISTED]
+    ]
+    return QuarantineSweepResponse(
+        applied=quarantine,
+        items=report.items,
+        images=report.images,
+        flagged=len(report.flagged),
+        quarantined=report.quarantined,
+        kept_last_counted=report.kept_last_counted,
+        gone=report.gone,
+        suspects=listed,
+        seconds=report.seconds,
+    )
 
 
 def _default_name() -> str:

@@ -1,0 +1,111 @@
+"""The quality gate over the whole gallery at once, and quarantining what it flags.
+
+At enrollment the gate judges an image against what is enrolled *then*: an item's first image
+has nothing to be compared with, a mislabel whose true item arrives later has no rival yet,
+and an item with two images has a noisy centroid without either. On a gallery enrolled one
+image per request in a shuffled order that costs the gate half its recall on the shipped
+photos (``python -m bench.quality_gate``, "served" rows). A sweep judges every counted image
+against the gallery as it is now — every item's centroid formed without the image, the
+nearest other centroid from the index — all against one reading of the gallery, and then
+(``quarantine``) holds the flagged ones out of their items' sums, the bulk-enrollment
+counterpart of ``RETRIEVAL_QUARANTINE_SUSPECTS``.
+
+Quarantined images are not judged again (they are in no sum), and a flagged image that is its
+item's last counted one is kept in (``LastCountedImageError``): reported, not quarantined. The
+judging is paced (``pause`` after each chunk of items) so a sweep in a serving process gives the
+cores back to searches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from app.suspect_review import SuspectReview
+from store.errors import ImageNotFoundError, ItemNotFoundError, LastCountedImageError
+from store.records import ImageRecord, ItemState, SuspectImage
+from store.store import Store
+
+# Items whose images are read from the store per round trip.
+ITEM_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class JudgedChunk:
+    """Up to ``ITEM_CHUNK`` items: their states, every stored image (quarantined ones too),
+    the counted ones, and the suspects among those (items with none are absent)."""
+
+    states: Sequence[ItemState]
+    stored: dict[str, list[ImageRecord]]
+    counted: dict[str, list[ImageRecord]]
+    suspects: dict[str, tuple[SuspectImage, ...]]
+
+
+def judged_chunks(
+    store: Store,
+    states: Sequence[ItemState],
+    review: SuspectReview,
+    pause: Callable[[], None] | None = None,
+) -> Iterator[JudgedChunk]:
+    """``states``' items judged chunk by chunk: each chunk's images read in one round trip,
+    each item with at least two counted images judged by ``review.item`` against its state."""
+    for start in range(0, len(states), ITEM_CHUNK):
+        chunk = states[start : start + ITEM_CHUNK]
+        stored = store.item_images([s.item_id for s in chunk])
+        counted = {i: [r for r in records if not r.quarantined] for i, records in stored.items()}
+        suspects = {}
+        for state in chunk:
+            images = counted.get(state.item_id, [])
+            if len(images) >= 2:
+                flagged = review.item(state, images)
+                if flagged:
+                    suspects[state.item_id] = flagged
+        yield JudgedChunk(chunk, stored, counted, suspects)
+        if pause is not None:
+            pause()
+
+
+@dataclass
+class SweepReport:
+    items: int = 0  # judged: items with at least one counted image
+    images: int = 0  # counted images judged
+    flagged: list[tuple[str, SuspectImage]] = field(default_factory=list)  # (item id, verdict)
+    quarantined: int = 0
+    kept_last_counted: int = 0  # flagged, but the last counted image of its item
+    gone: int = 0  # flagged, but deleted (or its item) before it could be quarantined
+    seconds: float = 0.0
+
+
+SetQuarantine = Callable[[str, str], object]  # (item id, image id): hold it out; may raise
+
+
+def sweep_suspects(
+    store: Store,
+    review: SuspectReview,
+    quarantine: SetQuarantine | None = None,
+    pause: Callable[[], None] | None = None,
+) -> SweepReport:
+    """Judge the whole gallery (see the module docstring); with ``quarantine`` (a dry run
+    without), hold every flagged image out of its item's sums through it — the service passes
+    its retriever's write, so the index, the evidence and a migration's mirror follow."""
+    start = time.perf_counter()
+    report = SweepReport()
+    states = [s for s in store.iter_item_states() if s.count > 0]
+    for chunk in judged_chunks(store, states, review, pause):
+        report.items += len(chunk.states)
+        report.images += sum(len(v) for v in chunk.counted.values())
+        for state in chunk.states:
+            report.flagged += [(state.item_id, s) for s in chunk.suspects.get(state.item_id, ())]
+    if quarantine is not None:
+        for item_id, suspect in report.flagged:
+            try:
+                quarantine(item_id, suspect.image_id)
+            except LastCountedImageError:
+                report.kept_last_counted += 1
+            except (ItemNotFoundError, ImageNotFoundError):
+                report.gone += 1
+            else:
+                report.quarantined += 1
+    report.seconds = time.perf_counter() - start
+    return report
