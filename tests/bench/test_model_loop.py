@@ -26,8 +26,11 @@ def test_tiny_loop_prints_both_models_side_by_side(
     assert re.search(r"query R@1 gain: [+-]\d\.\d{4} — (MET|NOT met) \(target >= \+0\.05\)", out)
     assert re.search(r"LOO ranks the two models (NOT )?in the same order as the query R@1", out)
     assert "(queries: 9 / 9 searched; LOO: 27 / 27 gallery images)" in out, out
-    for stage in ("enroll + measure default", "fine-tune", "export", "migrate (re-embed)"):
-        assert f"{stage} " in out.rsplit("wall time per stage:", 1)[1], stage
+    stages = ("enroll gallery", "fine-tune", "export", "migrate (re-embed)", "queries (migrated)")
+    for stage in stages:
+        assert re.search(
+            rf"^  {re.escape(stage)} +\d+\.\d s$", out.rsplit("wall time", 1)[1], re.M
+        ), stage
     record = json.loads((tmp_path / "loop.json").read_text())
     assert record["before"]["model"] != record["after"]["model"] == RUN_NAME
     # The service's GET /quality agrees with the migration's own comparison of the two stores.
