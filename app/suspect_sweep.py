@@ -10,10 +10,14 @@ nearest other centroid from the index — all against one reading of the gallery
 (``quarantine``) holds the flagged ones out of their items' sums, the bulk-enrollment
 counterpart of ``RETRIEVAL_QUARANTINE_SUSPECTS``.
 
-Quarantined images are not judged again (they are in no sum), and a flagged image that is its
-item's last counted one is kept in (``LastCountedImageError``): reported, not quarantined. The
-judging is paced (``pause`` after each chunk of items) so a sweep in a serving process gives the
-cores back to searches.
+A flagged image that is its item's last counted one is kept in (``LastCountedImageError``):
+reported, not quarantined. With ``release`` the quarantined images are judged too (each against
+its item's sums with itself added, as ``GET /items/{item_id}/suspects`` does) and those the gate
+no longer flags are counted again: a quarantine decided at enrollment against a young gallery
+(an item of two images, a look-alike enrolled first) is undone once the gallery says otherwise.
+It cannot tell the gate's quarantines from an operator's, so it is a choice of the caller's.
+The judging is paced (``pause`` after each chunk of items) so a sweep in a serving process gives
+the cores back to searches.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ ITEM_CHUNK = 256
 @dataclass(frozen=True)
 class JudgedChunk:
     """Up to ``ITEM_CHUNK`` items: their states, every stored image (quarantined ones too),
-    the counted ones, and the suspects among those (items with none are absent)."""
+    the counted ones, and the suspects among the judged ones (items with none are absent)."""
 
     states: Sequence[ItemState]
     stored: dict[str, list[ImageRecord]]
@@ -47,16 +51,18 @@ def judged_chunks(
     states: Sequence[ItemState],
     review: SuspectReview,
     pause: Callable[[], None] | None = None,
+    quarantined_too: bool = False,
 ) -> Iterator[JudgedChunk]:
     """``states``' items judged chunk by chunk: each chunk's images read in one round trip,
-    each item with at least two counted images judged by ``review.item`` against its state."""
+    each item with at least two counted images judged by ``review.item`` against its state
+    (its counted images, and with ``quarantined_too`` its quarantined ones as well)."""
     for start in range(0, len(states), ITEM_CHUNK):
         chunk = states[start : start + ITEM_CHUNK]
         stored = store.item_images([s.item_id for s in chunk])
         counted = {i: [r for r in records if not r.quarantined] for i, records in stored.items()}
         suspects = {}
         for state in chunk:
-            images = counted.get(state.item_id, [])
+            images = (stored if quarantined_too else counted).get(state.item_id, [])
             if len(images) >= 2:
                 flagged = review.item(state, images)
                 if flagged:
@@ -70,8 +76,12 @@ def judged_chunks(
 class SweepReport:
     items: int = 0  # judged: items with at least one counted image
     images: int = 0  # counted images judged
-    flagged: list[tuple[str, SuspectImage]] = field(default_factory=list)  # (item id, verdict)
+    # (item id, verdict) of every flagged image (a quarantined one only if judged: release)
+    flagged: list[tuple[str, SuspectImage]] = field(default_factory=list)
+    # (item id, image id): quarantined, and not flagged now (judged only with release)
+    unflagged_quarantined: list[tuple[str, str]] = field(default_factory=list)
     quarantined: int = 0
+    released: int = 0
     kept_last_counted: int = 0  # flagged, but the last counted image of its item
     gone: int = 0  # flagged, but deleted (or its item) before it could be quarantined
     seconds: float = 0.0
@@ -85,20 +95,44 @@ def sweep_suspects(
     review: SuspectReview,
     quarantine: SetQuarantine | None = None,
     pause: Callable[[], None] | None = None,
+    release: SetQuarantine | None = None,
+    judge_quarantined: bool = False,
 ) -> SweepReport:
     """Judge the whole gallery (see the module docstring); with ``quarantine`` (a dry run
-    without), hold every flagged image out of its item's sums through it — the service passes
-    its retriever's write, so the index, the evidence and a migration's mirror follow."""
+    without), hold every flagged counted image out of its item's sums through it — the service
+    passes its retriever's write, so the index, the evidence and a migration's mirror follow.
+    ``judge_quarantined`` judges the quarantined images too (``release`` requires it), and
+    ``release`` counts again those the gate no longer flags."""
+    if release is not None and not judge_quarantined:
+        raise ValueError("release needs the quarantined images judged")
     start = time.perf_counter()
     report = SweepReport()
     states = [s for s in store.iter_item_states() if s.count > 0]
-    for chunk in judged_chunks(store, states, review, pause):
+    for chunk in judged_chunks(store, states, review, pause, quarantined_too=judge_quarantined):
         report.items += len(chunk.states)
         report.images += sum(len(v) for v in chunk.counted.values())
         for state in chunk.states:
-            report.flagged += [(state.item_id, s) for s in chunk.suspects.get(state.item_id, ())]
+            flagged = chunk.suspects.get(state.item_id, ())
+            report.flagged += [(state.item_id, s) for s in flagged]
+            if judge_quarantined:
+                still = {s.image_id for s in flagged}
+                report.unflagged_quarantined += [
+                    (state.item_id, r.image_id)
+                    for r in chunk.stored.get(state.item_id, [])
+                    if r.quarantined and r.image_id not in still
+                ]
+    if release is not None:  # first, so that no item runs out of counted images meanwhile
+        for item_id, image_id in report.unflagged_quarantined:
+            try:
+                release(item_id, image_id)
+            except (ItemNotFoundError, ImageNotFoundError):
+                report.gone += 1
+            else:
+                report.released += 1
     if quarantine is not None:
         for item_id, suspect in report.flagged:
+            if suspect.quarantined:
+                continue  # held out already
             try:
                 quarantine(item_id, suspect.image_id)
             except LastCountedImageError:

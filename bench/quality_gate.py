@@ -23,7 +23,8 @@ enrollment judge (``app.suspect_review``) and a flat centroid index kept in step
 shuffled order, once one image per request and once one request per item with all its
 images (a catalogue upload): the precision and recall of what it quarantined, and the R@1
 of the store's own centroids (the "served" rows); then the sweep the service runs on demand
-(``app.suspect_sweep``, ``POST /admin/quarantine-suspects?quarantine=true``) over that
+(``app.suspect_sweep``, ``POST /admin/quarantine-suspects?quarantine=true&release=true``:
+the flagged quarantined, the quarantined the gate no longer flags counted again) over that
 gallery, and the same figures after it ("+ sweep").
 
 Targets (issue 13): precision >= 0.8 and recall >= 0.8; R@1 after quarantine within 0.01 of
@@ -292,7 +293,17 @@ def served_quarantine(
                     state = store.set_image_quarantine(item_id, image_id, True)
                     index.upsert(item_id, centroid_from_sum(state.embedding_sum))
 
-                sweep_suspects(store, review, quarantine=hold_out)
+                def count_again(item_id: str, image_id: str) -> None:
+                    state = store.set_image_quarantine(item_id, image_id, False)
+                    index.upsert(item_id, centroid_from_sum(state.embedding_sum))
+
+                sweep_suspects(
+                    store,
+                    review,
+                    quarantine=hold_out,
+                    release=count_again,
+                    judge_quarantined=True,
+                )
                 quarantined = {
                     int(r.content_hash, 16) for r in store.iter_images() if r.quarantined
                 }

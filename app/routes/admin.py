@@ -106,7 +106,11 @@ class QuarantineSweepResponse(BaseModel):
     kept_last_counted: int = Field(
         description="Flagged, but the last counted image of its item: kept in."
     )
-    gone: int = Field(description="Flagged, but deleted before it could be quarantined.")
+    gone: int = Field(description="Deleted before the sweep could change it.")
+    unflagged_quarantined: int = Field(
+        description="With `release`: quarantined images the gate does not flag now."
+    )
+    released: int = Field(description="Of those, counted again by this sweep.")
     suspects: list[SweptSuspect] = Field(
         description=f"The first {MAX_SUSPECTS_LISTED} flagged images, by item id."
     )
@@ -229,7 +233,9 @@ def admin_router(settings: Settings) -> APIRouter:
             "against what was enrolled before it): every counted image against its item's "
             "centroid formed without it and this replica's index. A dry run unless "
             "`quarantine=true`, which holds the flagged images out of their items' centroids "
-            "(an item's last counted image is kept in and counted apart); release one with "
+            "(an item's last counted image is kept in and counted apart); with `release=true` "
+            "the quarantined images are judged too and those it no longer flags are counted "
+            "again (an operator's quarantines as well as the gate's). One image by hand: "
             "`PATCH /items/{item_id}/images/{image_id}`. Paced to leave searches half the "
             "cores; 409 while a compaction or backup runs."
         ),
@@ -239,9 +245,16 @@ def admin_router(settings: Settings) -> APIRouter:
         quarantine: Annotated[
             bool, Query(description="Quarantine the flagged images (default: a dry run).")
         ] = False,
+        release: Annotated[
+            bool,
+            Query(
+                description="Judge the quarantined images too; with `quarantine=true`, count "
+                "again those the gate no longer flags."
+            ),
+        ] = False,
     ) -> QuarantineSweepResponse | JSONResponse:
         try:
-            return await exclusively(lambda: _sweep(retriever, quarantine))
+            return await exclusively(lambda: _sweep(retriever, quarantine, release))
         except _Busy:
             return _busy()
 
@@ -295,15 +308,20 @@ def _busy() -> JSONResponse:
     )
 
 
-def _sweep(retriever: Retriever, quarantine: bool) -> QuarantineSweepResponse:
+def _sweep(retriever: Retriever, quarantine: bool, release: bool) -> QuarantineSweepResponse:
     def hold_out(item_id: str, image_id: str) -> object:
         return retriever.set_image_quarantine(item_id, image_id, True)
+
+    def count_again(item_id: str, image_id: str) -> object:
+        return retriever.set_image_quarantine(item_id, image_id, False)
 
     report = sweep_suspects(
         retriever.store,
         retriever.suspects,
         quarantine=hold_out if quarantine else None,
         pause=BackgroundShare(retriever, SWEEP_SHARE).pace,
+        release=count_again if quarantine and release else None,
+        judge_quarantined=release,
     )
     listed = [
         SweptSuspect(item_id=item_id, **suspect_response(s).model_dump())
@@ -317,6 +335,8 @@ def _sweep(retriever: Retriever, quarantine: bool) -> QuarantineSweepResponse:
         quarantined=report.quarantined,
         kept_last_counted=report.kept_last_counted,
         gone=report.gone,
+        unflagged_quarantined=len(report.unflagged_quarantined),
+        released=report.released,
         suspects=listed,
         seconds=report.seconds,
     )

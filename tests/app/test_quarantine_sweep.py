@@ -52,3 +52,20 @@ def test_a_sweep_finds_what_enrollment_could_not_and_quarantines_it(
         assert len(held) == applied["quarantined"]
         for item in ITEMS:
             assert_centroid_is_of_counted_images(client, item)
+
+        # A genuine view quarantined by hand: a sweep with release counts it again, while
+        # the stray, judged with itself added to its item, stays held out.
+        genuine = client.get("/items/coffee").json()["image_ids"][0]
+        r = client.patch(f"/items/coffee/images/{genuine}", json={"quarantined": True})
+        assert r.status_code == 200, r.text
+        dry = client.post("/admin/quarantine-suspects", params={"release": "true"}).json()
+        assert ("coffee", genuine) not in {(s["item_id"], s["image_id"]) for s in dry["suspects"]}
+        assert dry["unflagged_quarantined"] >= 1 and dry["released"] == 0
+        swept = client.post(
+            "/admin/quarantine-suspects", params={"quarantine": "true", "release": "true"}
+        ).json()
+        assert swept["released"] == dry["unflagged_quarantined"]
+        assert genuine not in client.get("/items/coffee").json()["quarantined_image_ids"]
+        assert stray_id in client.get("/items/astronaut").json()["quarantined_image_ids"]
+        for item in ITEMS:
+            assert_centroid_is_of_counted_images(client, item)
