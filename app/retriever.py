@@ -61,7 +61,7 @@ from index.gpu_search_mirror import GpuSearchMirror
 from index.index_errors import IndexUnavailableError
 from index.match_confidence import is_degenerate, match_confidence, uniform_inputs
 from index.shared_centroid_index import SharedCentroidIndex
-from index.suspect_images import SuspectRule
+from index.suspect_images import DEFAULT_QUARANTINE_MIN_IMAGES, SuspectRule
 from index.two_stage_fusion import DEFAULT_ALPHA, DEFAULT_CANDIDATES, RankMode, rank_candidates
 from store.blob_backend import BlobBackend, BlobUnavailableError
 from store.errors import (
@@ -218,6 +218,7 @@ class Retriever:
         locks_of: Retriever | None = None,
         suspect_rule: SuspectRule | None = None,
         quarantine_suspects: bool = False,
+        quarantine_min_images: int = DEFAULT_QUARANTINE_MIN_IMAGES,
     ) -> None:
         """``locks_of``: a model migration's other retriever, whose item and hash locks this
         one shares (a write holds one item lock for both stores' commits, so neither order of
@@ -253,7 +254,10 @@ class Retriever:
         self._uniform: npt.NDArray[np.float32] | None = None  # degenerate-query references
         # The enrollment quality gate: each added image judged against its item and the index.
         self.suspects = SuspectReview(
-            index, suspect_rule or SuspectRule(), quarantine=quarantine_suspects
+            index,
+            suspect_rule or SuspectRule(),
+            quarantine=quarantine_suspects,
+            quarantine_min_images=quarantine_min_images,
         )
         self.applier = IndexApplier(index, metrics, self.evidence)
         self.reconciler = IndexReconciler(

@@ -150,6 +150,7 @@ def build_retriever(
         locks_of=locks_of,
         suspect_rule=SuspectRule(margin=settings.suspect_margin, min_z=settings.suspect_min_z),
         quarantine_suspects=settings.quarantine_suspects,
+        quarantine_min_images=settings.quarantine_min_images,
     )
     retriever.applier.configure_breaker(
         settings.milvus_breaker_failures, settings.milvus_breaker_cooldown_s

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from index.suspect_images import DEFAULT_MARGIN, DEFAULT_MIN_Z
+from index.suspect_images import DEFAULT_MARGIN, DEFAULT_MIN_Z, DEFAULT_QUARANTINE_MIN_IMAGES
 from index.two_stage_fusion import DEFAULT_CANDIDATES
 
 MiB = 1024 * 1024
@@ -410,6 +410,15 @@ class Settings(BaseSettings):
             "Quality gate: hold the images an enrollment flags out of their item's centroid, "
             "spread, evidence and queries (kept, listed, and released by `PATCH "
             "/items/{item_id}/images/{image_id}`) instead of only flagging them."
+        ),
+    )
+    quarantine_min_images: int = Field(
+        DEFAULT_QUARANTINE_MIN_IMAGES,
+        ge=1,
+        description=(
+            "Quality gate: an enrollment quarantines a flagged image only when its item holds "
+            "at least this many other counted images (judged against fewer, a genuine view is "
+            "flagged about as often as a mislabel); it is flagged either way."
         ),
     )
     recall_sample_rate: float = Field(

@@ -31,7 +31,13 @@ import numpy.typing as npt
 from index.centroid_index import CentroidIndex
 from index.centroid_math import l2_normalize
 from index.index_errors import IndexUnavailableError
-from index.suspect_images import NO_OTHER, SuspectRule, SuspectVerdicts, judge_images
+from index.suspect_images import (
+    DEFAULT_QUARANTINE_MIN_IMAGES,
+    NO_OTHER,
+    SuspectRule,
+    SuspectVerdicts,
+    judge_images,
+)
 from store.embedding_codec import unit_vector
 from store.records import ImageRecord, ItemState, SuspectImage
 from store.write_plan import EnrollVerdict
@@ -119,6 +125,10 @@ class EnrollmentReview:
     # as it would without the gate (the store, not the index, decides whether it commits).
     judged: bool = True
     quarantine: bool = False  # hold the flagged images out of the item's sums
+    # ... only where the item holds at least this many other counted images: judged against
+    # fewer, a genuine view is flagged about as often as a mislabel (RETRIEVAL_QUARANTINE_
+    # MIN_IMAGES; bench.quality_gate measured 2 against 1 on one-image-per-request uploads).
+    quarantine_min_images: int = DEFAULT_QUARANTINE_MIN_IMAGES
 
     def __call__(
         self, state: ItemState, positions: Sequence[int], image_ids: Sequence[str]
@@ -132,6 +142,8 @@ class EnrollmentReview:
         suspects = flagged(image_ids, [self.rival_ids[n] for n in at], verdicts)
         if not self.quarantine:
             return EnrollVerdict(suspects)
+        if state.count - 1 < self.quarantine_min_images:
+            return EnrollVerdict(suspects)
         held_out = frozenset(at[n] for n in np.flatnonzero(verdicts.suspect).tolist())
         return EnrollVerdict(suspects, held_out)
 
@@ -140,10 +152,17 @@ class SuspectReview:
     """Judges images for one retriever: its index, the rule's settings, and whether flagged
     enrollments are quarantined."""
 
-    def __init__(self, index: CentroidIndex, rule: SuspectRule, quarantine: bool = False) -> None:
+    def __init__(
+        self,
+        index: CentroidIndex,
+        rule: SuspectRule,
+        quarantine: bool = False,
+        quarantine_min_images: int = DEFAULT_QUARANTINE_MIN_IMAGES,
+    ) -> None:
         self.index = index
         self.rule = rule
         self.quarantine = quarantine
+        self.quarantine_min_images = quarantine_min_images
 
     def enrollment(self, item_id: str, embeddings: npt.NDArray[np.float32]) -> EnrollmentReview:
         try:
@@ -152,7 +171,14 @@ class SuspectReview:
             log.warning("quality gate skipped for an enrollment: the centroid index is unreachable")
             empty = np.zeros(0, dtype=np.float64)
             return EnrollmentReview(self.rule, embeddings, [], empty, judged=False)
-        return EnrollmentReview(self.rule, embeddings, rival_ids, rival, quarantine=self.quarantine)
+        return EnrollmentReview(
+            self.rule,
+            embeddings,
+            rival_ids,
+            rival,
+            quarantine=self.quarantine,
+            quarantine_min_images=self.quarantine_min_images,
+        )
 
     def item(self, state: ItemState, images: Sequence[ImageRecord]) -> tuple[SuspectImage, ...]:
         """Every one of the item's ``images`` judged against its state and the index now. A

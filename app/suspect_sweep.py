@@ -11,11 +11,13 @@ nearest other centroid from the index — all against one reading of the gallery
 counterpart of ``RETRIEVAL_QUARANTINE_SUSPECTS``.
 
 A flagged image that is its item's last counted one is kept in (``LastCountedImageError``):
-reported, not quarantined. With ``release`` the quarantined images are judged too (each against
-its item's sums with itself added, as ``GET /items/{item_id}/suspects`` does) and those the gate
-no longer flags are counted again: a quarantine decided at enrollment against a young gallery
-(an item of two images, a look-alike enrolled first) is undone once the gallery says otherwise.
-It cannot tell the gate's quarantines from an operator's, so it is a choice of the caller's.
+reported, not quarantined. With ``release`` every item is judged as if all its images were
+counted (its sums over every image it holds, each image against those without it) and the
+quarantined ones the gate no longer flags are counted again: what enrollment-time quarantines
+did is undone where the whole gallery says otherwise — an item whose first image was the
+mislabel has its genuine views quarantined as they arrive (each one looked unlike the item so
+far), and judged whole, the mislabel is the odd one out. It cannot tell the gate's quarantines
+from an operator's, so it is a choice of the caller's.
 The judging is paced (``pause`` after each chunk of items) so a sweep in a serving process gives
 the cores back to searches.
 """
@@ -24,9 +26,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.suspect_review import SuspectReview
+from store.embedding_codec import sum_in_order, unit_sum_in_order
 from store.errors import ImageNotFoundError, ItemNotFoundError, LastCountedImageError
 from store.records import ImageRecord, ItemState, SuspectImage
 from store.store import Store
@@ -62,14 +65,36 @@ def judged_chunks(
         counted = {i: [r for r in records if not r.quarantined] for i, records in stored.items()}
         suspects = {}
         for state in chunk:
-            images = (stored if quarantined_too else counted).get(state.item_id, [])
-            if len(images) >= 2:
-                flagged = review.item(state, images)
-                if flagged:
-                    suspects[state.item_id] = flagged
+            if quarantined_too:
+                records = stored.get(state.item_id, [])
+                held = {r.image_id for r in records if r.quarantined}
+                flagged = _judged_whole(review, state, records)
+                flagged = tuple(replace(s, quarantined=s.image_id in held) for s in flagged)
+            else:
+                images = counted.get(state.item_id, [])
+                flagged = review.item(state, images) if len(images) >= 2 else ()
+            if flagged:
+                suspects[state.item_id] = flagged
         yield JudgedChunk(chunk, stored, counted, suspects)
         if pause is not None:
             pause()
+
+
+def _judged_whole(
+    review: SuspectReview, state: ItemState, records: Sequence[ImageRecord]
+) -> tuple[SuspectImage, ...]:
+    """Every image of an item judged as if all its ``records`` were counted."""
+    if len(records) < 2:
+        return ()
+    embeddings = [r.embedding for r in records]
+    dim = int(state.embedding_sum.shape[0])
+    whole = replace(
+        state,
+        count=len(records),
+        embedding_sum=sum_in_order(embeddings, dim),
+        unit_sum=unit_sum_in_order(embeddings, dim),
+    )
+    return review.item(whole, [replace(r, quarantined=False) for r in records])
 
 
 @dataclass

@@ -42,6 +42,11 @@ from index.match_confidence import PRIOR_PAIR_COSINE, expected_view_cosine
 
 DEFAULT_MARGIN = 0.3
 DEFAULT_MIN_Z = -8.0
+# Quarantined at enrollment only when the item holds at least this many other counted images
+# (``app/suspect_review.py``): on one-image-per-request uploads of the shipped photos' quarters
+# (bench.quality_gate's served rows, view seeds 1-3) 1 quarantined genuine views too (precision
+# 0.52-0.67), 2 kept it at 0.75-0.97, 3 and 4 halved the recall.
+DEFAULT_QUARANTINE_MIN_IMAGES = 2
 # The other-item score when the gallery holds no other item: no rival, never "closer".
 NO_OTHER = -1.0
 

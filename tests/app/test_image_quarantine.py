@@ -7,6 +7,7 @@ embeddings of the counted images."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -118,3 +119,25 @@ def test_bad_quarantine_requests_are_problems_and_write_nothing(
         item = client.get("/items/solo").json()
         assert item["quarantined_image_ids"] == [] and item["image_count"] == 1
         assert store_of(client).last_version() == version  # nothing was written
+
+
+def test_an_item_of_one_image_only_flags_unless_told_otherwise(
+    service_factory: ServiceFactory, photo_views: dict[str, list[bytes]], tmp_path: Path
+) -> None:
+    for min_images, held in ((2, False), (1, True)):
+        settings = {
+            "data_dir": tmp_path / f"min-{min_images}",
+            "suspect_margin": MARGIN,
+            "quarantine_suspects": True,
+            "quarantine_min_images": min_images,
+        }
+        with service_factory(**settings) as client:
+            for name in ITEMS:
+                count = 1 if name == "rocket" else 3
+                r = client.post(f"/items/{name}/images", files=files(photo_views[name][:count]))
+                assert r.status_code == 201, r.text
+            # A view of chelsea enrolled under rocket, which holds one image so far.
+            r = client.post("/items/rocket/images", files=files([photo_views["chelsea"][4]]))
+            suspects = r.json()["suspects"]
+            assert [s["quarantined"] for s in suspects] == [held], (min_images, suspects)
+            assert r.json()["image_count"] == (1 if held else 2)
