@@ -9,8 +9,9 @@ loop while ``--writers`` clients (by default twice the service's worker threads)
 items as fast as they are answered, for ``--seconds`` with Redis answering and again with it
 stalled. Printed: search p50/p99 in both phases and their ratio (target: the stalled p99 at most
 2 x the other), the answers by status (target: every search 200, the writes 503s only, no other
-5xx) and how long a stalled write took to get its 503. The admission queue is set to admit
-every client (unless ``--env`` sets it), so the stall's effect is measured, not load shedding.
+5xx) and how long a stalled write took to get its 503 (the write deadline,
+``RETRIEVAL_STORE_WRITE_DEADLINE_MS``). The admission queue is set to admit every client
+(unless ``--env`` sets it), so the stall's effect is measured, not load shedding.
 """
 
 from __future__ import annotations

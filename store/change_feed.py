@@ -168,9 +168,7 @@ class RedisChangeFeed:
             raise ChangeFeedGapError(f"change records after {cursor.position} were trimmed")
         changes = [self._change(_text(i), f) for i, f in entries if META_FIELD not in f]
         meta_keys = tuple(_text(f[META_FIELD]) for _, f in entries if META_FIELD in f)
-        after = (
-            FeedCursor(_text(entries[-1][0]), cursor.seen + len(entries)) if entries else cursor
-        )
+        after = FeedCursor(_text(entries[-1][0]), cursor.seen + len(entries)) if entries else cursor
         return FeedBatch(changes, after, status, meta_keys)
 
     def close(self) -> None:
