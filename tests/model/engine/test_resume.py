@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,12 +37,33 @@ def _to_legacy_layout(path: Path) -> None:
     torch.save(state, path)
 
 
+@dataclass(frozen=True)
+class Uninterrupted:
+    losses: list[float]
+    model: dict[str, torch.Tensor]
+    loss: dict[str, torch.Tensor]
+    lr: float
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(photo_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Uninterrupted:
+    """The 4-epoch run both resumes are compared with (trained once: it is deterministic)."""
+    out = tmp_path_factory.mktemp("full")
+    full = build_trainer(load_config(None, overrides(photo_folder, out, 4)))
+    losses = [s.values["loss/total"] for s in full.fit(4)]
+    return Uninterrupted(
+        losses,
+        {k: v.clone() for k, v in full.model.state_dict().items()},
+        {k: v.clone() for k, v in full.loss.state_dict().items()},
+        full.optimizer.param_groups[0]["lr"],
+    )
+
+
 @pytest.mark.parametrize("legacy_layout", [False, True], ids=["current", "legacy-center-key"])
 def test_resume_equals_uninterrupted(
-    photo_folder: Path, tmp_path: Path, legacy_layout: bool
+    photo_folder: Path, tmp_path: Path, legacy_layout: bool, uninterrupted: Uninterrupted
 ) -> None:
-    full = build_trainer(load_config(None, overrides(photo_folder, tmp_path / "full", 4)))
-    full_losses = [s.values["loss/total"] for s in full.fit(4)]
+    full_losses = uninterrupted.losses
 
     part_dir = tmp_path / "part"
     first = build_trainer(load_config(None, overrides(photo_folder, part_dir, 2)))
@@ -57,14 +79,14 @@ def test_resume_equals_uninterrupted(
     assert first_losses + second_losses == full_losses
     assert full_losses[0] != full_losses[1]  # the comparison is not between constants
     for (name, a), (_, b) in zip(
-        full.model.state_dict().items(), second.model.state_dict().items(), strict=True
+        uninterrupted.model.items(), second.model.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
     for (name, a), (_, b) in zip(
-        full.loss.state_dict().items(), second.loss.state_dict().items(), strict=True
+        uninterrupted.loss.items(), second.loss.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name  # centers included
-    assert second.optimizer.param_groups[0]["lr"] == full.optimizer.param_groups[0]["lr"]
+    assert second.optimizer.param_groups[0]["lr"] == uninterrupted.lr
     rows = (part_dir / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
     saved = load_checkpoint(part_dir / "last.pt")
