@@ -12,7 +12,6 @@ import pytest
 
 from bench.model_loop import RUN_NAME, main
 
-
 # The tiny artifact serves and the tiny backbone is fine-tuned: the plumbing is under test, and
 # EfficientNet-Lite0 would only add minutes of import, training and export.
 TINY_BACKBONE = ("model.backbone=tiny_cnn", "model.backbone_kwargs={}", "data.input_size=[64,64]")
