@@ -1,5 +1,6 @@
 // One item: its images (thumbnails, full size on demand), delete an image or the item (each
-// confirmed), add photos, edit attributes (PATCH, RFC 7396 merge patch), similar items.
+// confirmed), hold an image out of the centroid or count it again (quarantine), add photos,
+// edit attributes (PATCH, RFC 7396 merge patch), similar items.
 
 import { ApiError, request, segment } from "./api.js";
 import { attributeChips, confirmAction, errorText, h, say, showViewer } from "./dom.js";
@@ -20,18 +21,27 @@ export function renderItem(root, scope, itemId) {
   }
 
   function showItem(item) {
-    summary.textContent = `${item.image_count} image${item.image_count === 1 ? "" : "s"}`;
+    const heldOut = new Set(item.quarantined_image_ids || []);
+    summary.textContent = `${item.image_count} image${item.image_count === 1 ? "" : "s"}` +
+      (heldOut.size ? `, and ${heldOut.size} held out of the centroid` : "");
     summary.dataset.count = String(item.image_count);
+    summary.dataset.quarantined = String(heldOut.size);
     attributesBox.replaceChildren(attributeChips(item.attributes) || h("p", { class: "hint" }, "No attributes."));
     gallery.replaceChildren(
       ...item.image_ids.map((imageId, i) =>
         h(
           "li",
-          { class: "card image", dataset: { imageId } },
+          { class: heldOut.has(imageId) ? "card image quarantined" : "card image",
+            dataset: { imageId, quarantined: String(heldOut.has(imageId)) } },
           h("button", { type: "button", class: "thumb-button", "aria-label": `show image ${i + 1} full size`,
             onclick: () => showViewer(`${itemId}: image ${imageId}`, scope.image(itemId, imageId, `image ${imageId} of ${itemId}, full size`, { thumb: false })) },
             scope.image(itemId, imageId, `image ${i + 1} of ${itemId}`)),
           h("code", { class: "image-id" }, imageId),
+          heldOut.has(imageId) && h("span", { class: "badge" }, "held out of the centroid"),
+          h("button", { type: "button", class: "quarantine",
+            "aria-label": `${heldOut.has(imageId) ? "count again" : "hold out"} image ${i + 1} (${imageId})`,
+            onclick: () => setQuarantine(imageId, !heldOut.has(imageId)) },
+            heldOut.has(imageId) ? "Count again" : "Hold out"),
           h("button", { type: "button", class: "danger", "aria-label": `delete image ${i + 1} (${imageId})`,
             onclick: () => deleteImage(imageId) }, "Delete image"),
         ),
@@ -54,6 +64,21 @@ export function renderItem(root, scope, itemId) {
       say(message, `Deleted image ${imageId}.`, "ok");
       await load();
       // The heading keeps focus in the view once the focused button is gone.
+      root.querySelector("h1").focus();
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  async function setQuarantine(imageId, quarantined) {
+    try {
+      await request("PATCH", `${path}/images/${segment(imageId)}`, {
+        body: JSON.stringify({ quarantined }),
+        headers: { "Content-Type": "application/json" },
+        signal: scope.signal,
+      });
+      say(message, quarantined ? `Image ${imageId} held out of the centroid.` : `Image ${imageId} counted again.`, "ok");
+      await load();
       root.querySelector("h1").focus();
     } catch (err) {
       fail(err);

@@ -157,12 +157,20 @@ class PageDriver:
         page.click(f".item-row[data-item-id='{item_id}'] a")
         page.wait_for_selector("#item-summary[data-count]")
         count = self.item_count()
+        # Every image shown, quarantined ones included (the count is of the counted ones).
         page.wait_for_function(
-            "(n) => [...document.querySelectorAll('.gallery img')].filter("
-            "(i) => i.complete && i.src.startsWith('blob:') && i.naturalWidth > 0).length === n",
-            arg=count,
+            "() => [...document.querySelectorAll('.gallery img')].filter("
+            "(i) => i.complete && i.src.startsWith('blob:') && i.naturalWidth > 0).length"
+            " === document.querySelectorAll('.gallery li').length"
         )
         return count
+
+    def set_quarantine(self, image_id: str, held_out: bool) -> None:
+        """Hold the image out of the centroid, or count it again, by its card's button."""
+        page = self.page
+        card = f".gallery li[data-image-id='{image_id}']"
+        page.click(f"{card} button.quarantine")
+        page.wait_for_selector(f"{card}[data-quarantined='{str(held_out).lower()}']")
 
     def delete_image(self, image_id: str, *, confirm: bool = True) -> None:
         page = self.page

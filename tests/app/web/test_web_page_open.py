@@ -226,6 +226,15 @@ def test_enroll_search_browse_and_delete(
     shown_chips = page.inner_text(".attributes .chips").splitlines()
     assert shown_chips == [f"{key}: {value}" for key, value in attributes.items()]
     assert web.item_count() == 3
+    # Held out of the centroid and counted again, as the API's quarantine says.
+    web.set_quarantine(held_ids[2], held_out=True)
+    item = service.get("/items/chelsea").json()
+    assert item["quarantined_image_ids"] == [held_ids[2]] and web.item_count() == 2
+    assert page.get_attribute("#item-summary", "data-quarantined") == "1"
+    assert "held out of the centroid" in page.inner_text(f"li[data-image-id='{held_ids[2]}']")
+    web.set_quarantine(held_ids[2], held_out=False)
+    assert service.get("/items/chelsea").json()["quarantined_image_ids"] == []
+    assert web.item_count() == 3
     web.delete_image(held_ids[1])
     after = service.get("/items/chelsea").json()
     assert after["image_count"] == 2 and held_ids[1] not in after["image_ids"]
