@@ -142,7 +142,10 @@ class SearchResponse(BaseModel):
 
 class ItemResponse(BaseModel):
     item_id: str
-    image_count: int = Field(description="Images the item holds, quarantined ones included.")
+    image_count: int = Field(
+        description="Images counted in the item's centroid (as everywhere in the API): its "
+        "image ids less its quarantined ones."
+    )
     image_ids: list[str] = Field(description="In enrollment order, quarantined ones included.")
     attributes: dict[str, Any] = Field(default_factory=dict, description=ATTRIBUTES_DESCRIPTION)
     quarantined_image_ids: list[str] = Field(

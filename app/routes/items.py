@@ -208,7 +208,7 @@ def items_router(settings: Settings) -> APIRouter:
             raise ItemNotFoundError(f"item {item_id!r} not found")
         return ItemResponse(
             item_id=record.item_id,
-            image_count=len(record.image_ids),
+            image_count=len(record.image_ids) - len(record.quarantined_image_ids),
             image_ids=record.image_ids,
             attributes=record.attributes,
             quarantined_image_ids=record.quarantined_image_ids,

@@ -49,7 +49,11 @@ def test_a_flagged_photo_is_kept_out_of_its_item_until_released(
         assert [(s["image_id"], s["quarantined"]) for s in body["suspects"]] == [(stray, True)]
         assert body["image_count"] == 4  # counted: 3 + the genuine view
         item = client.get("/items/astronaut").json()
-        assert item["image_count"] == 5 and item["quarantined_image_ids"] == [stray]
+        # Every image listed; counted as everywhere else: those in the centroid.
+        assert len(item["image_ids"]) == 5 and item["quarantined_image_ids"] == [stray]
+        assert item["image_count"] == 4
+        listed = client.get("/items").json()["items"]
+        assert {i["item_id"]: i["image_count"] for i in listed}["astronaut"] == 4
         assert assert_centroid_is_of_counted_images(client, "astronaut") == [stray]
         # Out of the evidence: the stray photo itself as the query never names it.
         hit = search_hit(client, stray_bytes, "astronaut")
