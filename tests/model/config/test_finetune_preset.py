@@ -35,6 +35,14 @@ def test_preset_runs_one_step_with_backbone_statistics_frozen(tmp_path: Path) ->
     net = trainer.model
     backbone = net.backbone
     assert isinstance(backbone, torch.nn.Module)
+    # The backbone in a group of its own at the preset's fraction of the head's rate.
+    backbone_ids = {id(p) for p in backbone.parameters()}
+    rates = {
+        all(id(p) in backbone_ids for p in g["params"]): g["lr"]
+        for g in trainer.optimizer.param_groups
+    }
+    multiplier = cfg.solver.backbone_lr_multiplier
+    assert multiplier < 1 and rates[True] == rates[False] * multiplier
     stats = {
         name: (m.running_mean.clone(), m.running_var.clone())  # type: ignore[union-attr]
         for name, m in backbone.named_modules()
