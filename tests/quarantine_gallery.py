@@ -6,7 +6,8 @@ quality gate does."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,15 @@ def stray_gallery(
         outcome = gallery.enroll(name, [*photo_views[name][:3], photo_views[other][4]], [3])
         strays[name] = outcome.image_ids[3]
     return strays
+
+
+@contextmanager
+def opened_stray_gallery(
+    directory: Path, model_path: Path, photo_views: dict[str, list[bytes]], names: Sequence[str]
+) -> Iterator[tuple[QuarantineGallery, dict[str, str]]]:
+    """A ``stray_gallery`` of ``names`` in a new ``QuarantineGallery``, closed afterwards."""
+    gallery = QuarantineGallery(directory, model_path)
+    try:
+        yield gallery, stray_gallery(gallery, photo_views, names)
+    finally:
+        gallery.close()

@@ -12,7 +12,7 @@ import pytest
 
 from app.gallery_quality import leave_one_out, sample_gallery
 from tests.index.leave_one_out_oracle import Gallery, oracle_rank
-from tests.quarantine_gallery import QuarantineGallery, stray_gallery
+from tests.quarantine_gallery import QuarantineGallery, opened_stray_gallery
 
 NAMES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins")
 
@@ -21,13 +21,11 @@ NAMES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins")
 def gallery(
     tmp_path: Path, tiny_model_path: Path, photo_views: dict[str, list[bytes]]
 ) -> Iterator[tuple[QuarantineGallery, dict[str, str]]]:
-    g = QuarantineGallery(tmp_path, tiny_model_path)
-    strays = stray_gallery(g, photo_views, NAMES)
-    # One counted image and a quarantined one: a single-image item, not queried.
-    solo = g.enroll("solo", [photo_views["china"][0], photo_views["flower"][0]], [1])
-    strays["solo"] = solo.image_ids[1]
-    yield g, strays
-    g.close()
+    with opened_stray_gallery(tmp_path, tiny_model_path, photo_views, NAMES) as (g, strays):
+        # One counted image and a quarantined one: a single-image item, not queried.
+        solo = g.enroll("solo", [photo_views["china"][0], photo_views["flower"][0]], [1])
+        strays["solo"] = solo.image_ids[1]
+        yield g, strays
 
 
 def test_quarantined_images_are_neither_sampled_nor_queried_nor_in_the_centroids(

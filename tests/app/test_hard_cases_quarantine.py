@@ -15,7 +15,7 @@ import pytest
 from app.hard_cases import export_hard_cases, find_hard_cases
 from index.suspect_images import SuspectRule
 from tests.index.leave_one_out_oracle import Gallery, oracle_rank
-from tests.quarantine_gallery import QuarantineGallery, stray_gallery
+from tests.quarantine_gallery import QuarantineGallery, opened_stray_gallery
 
 NAMES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins")
 
@@ -24,10 +24,8 @@ NAMES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins")
 def gallery(
     tmp_path: Path, tiny_model_path: Path, photo_views: dict[str, list[bytes]]
 ) -> Iterator[tuple[QuarantineGallery, dict[str, str]]]:
-    g = QuarantineGallery(tmp_path, tiny_model_path)
-    strays = stray_gallery(g, photo_views, NAMES)
-    yield g, strays
-    g.close()
+    with opened_stray_gallery(tmp_path, tiny_model_path, photo_views, NAMES) as opened:
+        yield opened
 
 
 def test_misses_are_over_counted_images_and_quarantined_ones_are_exported_apart(

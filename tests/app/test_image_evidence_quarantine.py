@@ -16,7 +16,7 @@ from app.striped_lock import StripedLock
 from artifact.image_decode import preprocess_bytes
 from store.item_spread import item_spread
 from store.records import ItemState
-from tests.quarantine_gallery import QuarantineGallery, stray_gallery
+from tests.quarantine_gallery import QuarantineGallery, opened_stray_gallery
 
 NAMES = ("astronaut", "chelsea", "coffee", "rocket")
 
@@ -25,10 +25,8 @@ NAMES = ("astronaut", "chelsea", "coffee", "rocket")
 def gallery(
     tmp_path: Path, tiny_model_path: Path, photo_views: dict[str, list[bytes]]
 ) -> Iterator[tuple[QuarantineGallery, dict[str, str]]]:
-    g = QuarantineGallery(tmp_path, tiny_model_path)
-    strays = stray_gallery(g, photo_views, NAMES)
-    yield g, strays
-    g.close()
+    with opened_stray_gallery(tmp_path, tiny_model_path, photo_views, NAMES) as opened:
+        yield opened
 
 
 def evidence_of(g: QuarantineGallery, budget_bytes: int) -> ImageEvidence:
