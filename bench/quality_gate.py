@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,6 +244,16 @@ class ServedRow:
     r1_swept: float
 
 
+@dataclass(frozen=True)
+class ServedGallery:
+    """The store's gallery at one moment: the quarantined image indices, and the sums and
+    counts per item ``(I, D)`` float64, ``(I,)`` int64."""
+
+    quarantined: set[int]
+    sums: npt.NDArray[np.float64]
+    counts: npt.NDArray[np.int64]
+
+
 def served_quarantine(
     folder: EmbeddedFolder,
     labels: npt.NDArray[np.int64],
@@ -251,12 +261,11 @@ def served_quarantine(
     batching: str,
     rng: np.random.Generator,
     rule: SuspectRule,
-    sweep: bool = False,
-) -> tuple[set[int], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+) -> tuple[ServedGallery, ServedGallery]:
     """Enroll the ``enrolled`` gallery images under ``labels`` into a fresh SQLite store, the
-    quality gate judging and quarantining each request (then, with ``sweep``, the gallery
-    swept and the flagged quarantined); returns the quarantined image indices and the store's
-    sums and counts per item ``(I, D)``, ``(I,)``."""
+    quality gate judging and quarantining each request, then sweep it (the flagged quarantined,
+    the quarantined it no longer flags released); the store's gallery after the enrollments
+    and after the sweep."""
     dim = folder.gallery.shape[1]
     items = len(folder.items)
     order = rng.permutation(np.flatnonzero(enrolled))
@@ -269,9 +278,26 @@ def served_quarantine(
         requests = list(by_item.values())
     index = FlatCentroidIndex(dim)
     review = SuspectReview(index, rule, quarantine=True)
-    quarantined: set[int] = set()
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteStore(Path(tmp) / "gate.sqlite3")
+
+        def read_back() -> ServedGallery:
+            sums = np.zeros((items, dim))
+            counts = np.zeros(items, dtype=np.int64)
+            for state in store.iter_item_states():
+                sums[int(state.item_id)] = state.embedding_sum
+                counts[int(state.item_id)] = state.count
+            # The content hash is the gallery index, written as 64 hex digits.
+            held = {int(r.content_hash, 16) for r in store.iter_images() if r.quarantined}
+            return ServedGallery(held, sums, counts)
+
+        def set_flag(quarantined: bool) -> Callable[[str, str], None]:
+            def write(item_id: str, image_id: str) -> None:
+                state = store.set_image_quarantine(item_id, image_id, quarantined)
+                index.upsert(item_id, centroid_from_sum(state.embedding_sum))
+
+            return write
+
         try:
             store.claim_model_identity(ModelIdentity("bench-quality-gate", "1", dim))
             for request in requests:
@@ -284,37 +310,17 @@ def served_quarantine(
                     item_id, images, judge=review.enrollment(item_id, embeddings)
                 )
                 index.upsert(item_id, centroid_from_sum(outcome.item.embedding_sum))
-                held = {s.image_id for s in outcome.suspects if s.quarantined}
-                ids = zip(request, outcome.image_ids, strict=True)
-                quarantined |= {g for g, i in ids if i in held}
-            if sweep:
-
-                def hold_out(item_id: str, image_id: str) -> None:
-                    state = store.set_image_quarantine(item_id, image_id, True)
-                    index.upsert(item_id, centroid_from_sum(state.embedding_sum))
-
-                def count_again(item_id: str, image_id: str) -> None:
-                    state = store.set_image_quarantine(item_id, image_id, False)
-                    index.upsert(item_id, centroid_from_sum(state.embedding_sum))
-
-                sweep_suspects(
-                    store,
-                    review,
-                    quarantine=hold_out,
-                    release=count_again,
-                    judge_quarantined=True,
-                )
-                quarantined = {
-                    int(r.content_hash, 16) for r in store.iter_images() if r.quarantined
-                }
-            sums = np.zeros((items, dim))
-            counts = np.zeros(items, dtype=np.int64)
-            for state in store.iter_item_states():
-                sums[int(state.item_id)] = state.embedding_sum
-                counts[int(state.item_id)] = state.count
+            served = read_back()
+            sweep_suspects(
+                store,
+                review,
+                quarantine=set_flag(True),
+                release=set_flag(False),
+                judge_quarantined=True,
+            )
+            return served, read_back()
         finally:
             store.close()
-    return quarantined, sums, counts
 
 
 def served_rows(folder: EmbeddedFolder, mode: str, seed: int, share: float) -> list[ServedRow]:
@@ -328,46 +334,30 @@ def served_rows(folder: EmbeddedFolder, mode: str, seed: int, share: float) -> l
     asked = clean_counts[folder.query_item] > 0
     queries, query_items = folder.queries[asked], folder.query_item[asked]
     r1_clean = r_at_1(queries, query_items, clean_sums, clean_counts)
+
+    def figures(g: ServedGallery) -> tuple[int, float, float, float]:
+        """Quarantined, precision, recall, R@1."""
+        hit = len(g.quarantined & planted)
+        return (
+            len(g.quarantined),
+            hit / len(g.quarantined) if g.quarantined else float("nan"),
+            hit / len(planted),
+            r_at_1(queries, query_items, g.sums, g.counts),
+        )
+
     rows = []
     for batching in ("image", "item"):
-        figures: list[float] = []
-        for sweep in (False, True):  # the same order of requests both times
-            rng = np.random.default_rng([seed, 1 if batching == "image" else 2])
-            held, sums, counts = served_quarantine(
-                folder,
-                labels,
-                enrolled,
-                batching,
-                rng,
-                SuspectRule(margin=DEFAULT_MARGIN),
-                sweep=sweep,
-            )
-            hit = len(held & planted)
-            figures += [
-                len(held),
-                hit / len(held) if held else float("nan"),
-                hit / len(planted),
-                r_at_1(queries, query_items, sums, counts),
-            ]
-        n, p, r, r1, sn, sp, sr, sr1 = figures
+        rng = np.random.default_rng([seed, 1 if batching == "image" else 2])
+        served, swept = served_quarantine(
+            folder, labels, enrolled, batching, rng, SuspectRule(margin=DEFAULT_MARGIN)
+        )
+        n, p, r, r1 = figures(served)
         rows.append(
             ServedRow(
-                folder.name,
-                mode,
-                seed,
-                batching,
-                len(planted),
-                int(n),
-                p,
-                r,
-                r1_clean,
-                r1,
-                int(sn),
-                sp,
-                sr,
-                sr1,
+                folder.name, mode, seed, batching, len(planted), n, p, r, r1_clean, r1,
+                *figures(swept),
             )
-        )
+        )  # fmt: skip
     return rows
 
 

@@ -116,26 +116,26 @@ def test_the_served_path_quarantines_what_its_judge_flags_with_the_stores_sums()
     labels, enrolled, _, _ = tool.planted_gallery(f, "swap", 0.1, np.random.default_rng(7))
     items = len(f.items)
     for batching in ("image", "item"):
-        # A gate that flags nothing: the store's sums are the brute-force sums of every image.
+        # A gate that flags nothing: the store's sums are the brute-force sums of every image,
+        # after the enrollments and after the sweep.
         none = tool.SuspectRule(margin=3.0, min_z=-1e9)
-        held, sums, counts = tool.served_quarantine(
-            f, labels, enrolled, batching, np.random.default_rng(8), none
-        )
         want_sums, _, want_counts = tool.item_sums(f.gallery, labels, items, enrolled)
-        assert held == set()
-        np.testing.assert_allclose(sums, want_sums, atol=1e-9)
-        np.testing.assert_array_equal(counts, want_counts)
+        for g in tool.served_quarantine(
+            f, labels, enrolled, batching, np.random.default_rng(8), none
+        ):
+            assert g.quarantined == set()
+            np.testing.assert_allclose(g.sums, want_sums, atol=1e-9)
+            np.testing.assert_array_equal(g.counts, want_counts)
         # A gate that flags a lot (and a sweep after it): the sums are those of the images
         # left counted, and the sweep keeps the sums consistent.
         eager = tool.SuspectRule(margin=-1.0, min_z=-1e9)
-        for sweep in (False, True):
-            held, sums, counts = tool.served_quarantine(
-                f, labels, enrolled, batching, np.random.default_rng(8), eager, sweep=sweep
-            )
-            assert held
+        for g in tool.served_quarantine(
+            f, labels, enrolled, batching, np.random.default_rng(8), eager
+        ):
+            assert g.quarantined
             keep = enrolled.copy()
-            keep[list(held)] = False
+            keep[list(g.quarantined)] = False
             want_sums, _, want_counts = tool.item_sums(f.gallery, labels, items, keep)
-            np.testing.assert_allclose(sums, want_sums, atol=1e-9)
-            np.testing.assert_array_equal(counts, want_counts)
-            assert (counts[np.unique(labels[enrolled])] >= 1).all()  # every item keeps one
+            np.testing.assert_allclose(g.sums, want_sums, atol=1e-9)
+            np.testing.assert_array_equal(g.counts, want_counts)
+            assert (g.counts[np.unique(labels[enrolled])] >= 1).all()  # every item keeps one
