@@ -17,7 +17,7 @@ from typing import Annotated
 from fastapi import Query, Request
 from starlette.datastructures import FormData, UploadFile
 
-from app.retriever_errors import UnsupportedMediaTypeError
+from app.request_body import require_media_type
 from store.errors import AttributesInvalidError, AttributesTooLargeError
 from store.item_attributes import (
     FILTER_KEY,
@@ -82,10 +82,6 @@ async def read_merge_patch(request: Request, max_bytes: int) -> tuple[Attributes
     """A ``PATCH`` body: ``UnsupportedMediaTypeError`` (415) unless its content type is
     ``application/merge-patch+json`` (parameters such as ``charset`` allowed), else the patch
     and the raw body."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";", 1)[0].strip().lower() != MERGE_PATCH_JSON:
-        raise UnsupportedMediaTypeError(
-            f"expected {MERGE_PATCH_JSON}, got {content_type or 'no content type'!r}"
-        )
+    require_media_type(request, MERGE_PATCH_JSON)
     raw = await request.body()
     return parse_patch(raw, max_bytes, "the body"), raw

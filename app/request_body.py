@@ -1,4 +1,5 @@
-"""A request body read to its end and dropped, or not read at all: for answers given early.
+"""A request body's checks before it is read: its media type, and for answers given early,
+the body read to its end and dropped, or not read at all.
 
 A server that answers early and closes while the client is still sending makes most clients
 fail with a broken pipe instead of reading the answer; reading the rest (never keeping it) lets
@@ -8,7 +9,20 @@ answered without reading, which spares it the upload.
 
 from __future__ import annotations
 
+from starlette.requests import Request
 from starlette.types import Receive, Scope
+
+from app.retriever_errors import UnsupportedMediaTypeError
+
+
+def require_media_type(request: Request, media_type: str) -> None:
+    """``UnsupportedMediaTypeError`` (415) unless the body's content type is ``media_type``
+    (parameters such as ``charset`` allowed, case ignored)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() != media_type:
+        raise UnsupportedMediaTypeError(
+            f"expected {media_type}, got {content_type or 'no content type'!r}"
+        )
 
 
 def expects_continue(scope: Scope) -> bool:

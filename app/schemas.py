@@ -335,6 +335,13 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 # The 2xx answers of the writes, with the headers they may carry (OpenAPI).
+def write_headers(position: str, index_pending: bool) -> tuple[tuple[str, str], ...]:
+    """The headers of a write's answer (what ``write_response`` documents): its position, and
+    the index-pending flag only when set."""
+    pending = ((INDEX_PENDING_HEADER, "true"),) if index_pending else ()
+    return ((POSITION_HEADER, position), *pending)
+
+
 def write_response(status: int, description: str) -> dict[int | str, dict[str, Any]]:
     return {
         status: {

@@ -15,16 +15,15 @@ from pydantic import ValidationError
 from app.authorization import WriteScope
 from app.dependencies import ImageIdPath, ItemIdPath, RetrieverDep, StateDep
 from app.idempotency import IdempotencyDep, as_response
-from app.retriever_errors import UnsupportedMediaTypeError
+from app.request_body import require_media_type
 from app.schemas import (
-    INDEX_PENDING_HEADER,
     PROBLEM_RESPONSES,
     ImageQuarantineRequest,
     ImageQuarantineResponse,
+    write_headers,
     write_response,
 )
 from app.settings import Settings
-from app.write_position import HEADER as POSITION_HEADER
 from app.write_position import position_token
 from store.mutations import StoredResponse
 from store.records import PatchOutcome
@@ -44,10 +43,7 @@ def quarantine_answer(
         index_pending=index_pending,
     )
     json = body.model_dump_json(exclude=None if index_pending else {"index_pending"})
-    pending = ((INDEX_PENDING_HEADER, "true"),) if index_pending else ()
-    return StoredResponse(
-        200, json.encode(), "application/json", ((POSITION_HEADER, position), *pending)
-    )
+    return StoredResponse(200, json.encode(), JSON, write_headers(position, index_pending))
 
 
 JSON = "application/json"
@@ -57,11 +53,7 @@ async def read_quarantine_request(request: Request) -> tuple[ImageQuarantineRequ
     """The body, read only once the route's key and scope were checked (a parameter of the
     route would be read before them): 415 unless JSON, 422 (problem+json) unless
     ``{"quarantined": bool}``; and the raw bytes."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";", 1)[0].strip().lower() != JSON:
-        raise UnsupportedMediaTypeError(
-            f"expected {JSON}, got {content_type or 'no content type'!r}"
-        )
+    require_media_type(request, JSON)
     raw = await request.body()
     try:
         return ImageQuarantineRequest.model_validate_json(raw), raw

@@ -32,18 +32,17 @@ from app.idempotency import IdempotencyDep, as_response, upload_parts
 from app.retriever_errors import InvalidCursorError
 from app.routes.suspects import suspect_response
 from app.schemas import (
-    INDEX_PENDING_HEADER,
     PROBLEM_RESPONSES,
     EnrollResponse,
     ItemListResponse,
     ItemResponse,
     ItemSummaryResponse,
     PatchResponse,
+    write_headers,
     write_response,
 )
 from app.settings import Settings
 from app.uploads import multipart_openapi, read_uploads
-from app.write_position import HEADER as POSITION_HEADER
 from app.write_position import position_token
 from store.errors import ItemNotFoundError
 from store.mutations import StoredResponse
@@ -69,7 +68,7 @@ def enrolled(outcome: EnrollOutcome, index_pending: bool = False) -> StoredRespo
     json = body.model_dump_json(exclude=None if index_pending else {"index_pending"})
     status = 201 if any(outcome.created) else 200
     return StoredResponse(
-        status, json.encode(), "application/json", _write_headers(position, index_pending)
+        status, json.encode(), "application/json", write_headers(position, index_pending)
     )
 
 
@@ -85,7 +84,7 @@ def patched(outcome: PatchOutcome, index_pending: bool = False) -> StoredRespons
     )
     json = body.model_dump_json(exclude=None if index_pending else {"index_pending"})
     return StoredResponse(
-        200, json.encode(), "application/json", _write_headers(position, index_pending)
+        200, json.encode(), "application/json", write_headers(position, index_pending)
     )
 
 
@@ -103,12 +102,7 @@ def _enroll_openapi() -> dict[str, object]:
 
 def deleted(outcome: DeleteOutcome, index_pending: bool = False) -> StoredResponse:
     position = position_token(outcome.item)
-    return StoredResponse(204, b"", None, _write_headers(position, index_pending))
-
-
-def _write_headers(position: str, index_pending: bool) -> tuple[tuple[str, str], ...]:
-    pending = ((INDEX_PENDING_HEADER, "true"),) if index_pending else ()
-    return ((POSITION_HEADER, position), *pending)
+    return StoredResponse(204, b"", None, write_headers(position, index_pending))
 
 
 def encode_cursor(cursor: str | None) -> str | None:
