@@ -74,6 +74,7 @@ from store.errors import (
 from store.hash_references import AnyOf, HashReferences
 from store.idempotency import IdempotencyClaim, replay_if_recorded
 from store.item_attributes import DEFAULT_MAX_ATTRIBUTES_BYTES, AttributeFilter, Attributes
+from store.item_versions import versions_digest
 from store.kept_quarantine import KeptQuarantine
 from store.records import (
     DeleteOutcome,
@@ -309,17 +310,25 @@ class Retriever:
             else:
                 self.applier.apply(state, reread=self.store.get_item_state)
 
-    def index_agrees_with_store(self, pause: Callable[[], None] | None = None) -> bool:
-        """Whether the index holds exactly the store's items, each at the version the store
-        holds (one pass over the store's item states; ``pause()`` after each page of them, to
-        give the cores back). Writes may land meanwhile: a False may be one of them."""
-        held = dict(self.applier.versions())
+    def version_digests(
+        self, pause: Callable[[], None] | None = None
+    ) -> tuple[tuple[int, str], tuple[int, str]]:
+        """``(items, digest)`` of the index's ``(item id, version)`` pairs and the same of the
+        store's (``versions_digest``): equal digests mean the index reflects the store exactly.
+        One pass over the store's item states; ``pause()`` after each 500 of them, to give the
+        cores back. Writes may land meanwhile: a difference may be one of them."""
+        held = self.applier.versions()
+        stored: list[tuple[str, int]] = []
         for seen, state in enumerate(self.store.iter_item_states(), 1):
-            if state.count > 0 and held.pop(state.item_id, None) != state.version:
-                return False
+            stored.append((state.item_id, state.version))
             if pause is not None and seen % 500 == 0:
                 pause()
-        return not held
+        return (len(held), versions_digest(held)), (len(stored), versions_digest(stored))
+
+    def index_agrees_with_store(self, pause: Callable[[], None] | None = None) -> bool:
+        """Whether the index holds exactly the store's items at the store's versions."""
+        (_, index_digest), (_, store_digest) = self.version_digests(pause)
+        return index_digest == store_digest
 
     def rebuild_from_store(self) -> None:
         """Replace the index by the store's item states (at start-up, and when the change feed

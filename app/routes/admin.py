@@ -35,7 +35,6 @@ from app.schemas import AUTH_RESPONSES, Problem, SuspectImageResponse
 from app.settings import Settings
 from app.suspect_sweep import sweep_suspects
 from store.blob_sweep import BLOB_SWEEP_GRACE_S, sweep_blobs
-from store.item_versions import versions_digest
 from store.store_backup import back_up
 
 # One path component, not "." or "..", no separator: the backup lands directly under the root.
@@ -270,13 +269,11 @@ def admin_router(settings: Settings) -> APIRouter:
     )
     async def index_digest(retriever: RetrieverDep) -> IndexDigestResponse:
         def digests() -> IndexDigestResponse:
-            held = retriever.applier.versions()
-            stored = [(s.item_id, s.version) for s in retriever.store.iter_item_states()]
-            index_digest, store_digest = versions_digest(held), versions_digest(stored)
+            (index_items, index_digest), (store_items, store_digest) = retriever.version_digests()
             return IndexDigestResponse(
-                index_items=len(held),
+                index_items=index_items,
                 index_digest=index_digest,
-                store_items=len(stored),
+                store_items=store_items,
                 store_digest=store_digest,
                 agrees=index_digest == store_digest,
             )
