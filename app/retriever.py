@@ -174,15 +174,11 @@ _NO_IMAGE_CHANGE = ImageChange()
 
 
 def _counted_change(
-    outcome: EnrollOutcome,
-    embeddings: npt.NDArray[np.float32],
-    quarantined: frozenset[str] | None = None,
+    outcome: EnrollOutcome, embeddings: npt.NDArray[np.float32], quarantined: frozenset[str]
 ) -> ImageChange:
     """The images an enrollment added to its item's sums, with their ``(n, D)`` embeddings
     (``embeddings``: one per uploaded file): those it created minus those held out
-    (``quarantined``; None: those its suspects say were)."""
-    if quarantined is None:
-        quarantined = frozenset(s.image_id for s in outcome.suspects if s.quarantined)
+    (``quarantined``)."""
     added = [
         n
         for n, created in enumerate(outcome.created)
@@ -420,7 +416,9 @@ class Retriever:
                 self._forget_blobs(written)
                 raise
             held_out = frozenset(s.image_id for s in outcome.suspects if s.quarantined)
-            pending = self._apply_committed(outcome.item, _counted_change(outcome, embeddings))
+            pending = self._apply_committed(
+                outcome.item, _counted_change(outcome, embeddings, held_out)
+            )
             mirror = self.mirror
             if mirror is not None:
                 mirror.mirror_enrollment(

@@ -140,9 +140,7 @@ class EnrollmentReview:
         at = list(positions)
         verdicts = judge_against(state, self.embeddings[at], self.rival[at], self.rule)
         suspects = flagged(image_ids, [self.rival_ids[n] for n in at], verdicts)
-        if not self.quarantine:
-            return EnrollVerdict(suspects)
-        if state.count - 1 < self.quarantine_min_images:
+        if not self.quarantine or state.count - 1 < self.quarantine_min_images:
             return EnrollVerdict(suspects)
         held_out = frozenset(at[n] for n in np.flatnonzero(verdicts.suspect).tolist())
         return EnrollVerdict(suspects, held_out)
