@@ -683,13 +683,16 @@ class RedisStore:
         order: list[bytes] = pipe.lrange(self._key("order", item_id), 0, -1)
         if not order:
             return [], []
-        return order, [_text(h) for h in pipe.hmget(self._key("hashof", item_id), order)]
+        hashes = pipe.hmget(self._key("hashof", item_id), order)
+        _changed_between_reads(item_id, hashes)
+        return order, [_text(h) for h in hashes]
 
     def _held(self, pipe: Any, item_id: str) -> list[HeldImage]:
         order, hashes = self._held_hashes(pipe, item_id)
         if not order:
             return []
         embs = pipe.hmget(self._key("emb", item_id), order)
+        _changed_between_reads(item_id, embs)
         held_out = pipe.smembers(self._key("quarantine", item_id))
         return [
             HeldImage(_text(i), h, f32_from(e), quarantined=i in held_out)
@@ -1050,6 +1053,14 @@ def _flag(value: object) -> bool:
 def _glob_escape(text: str) -> str:
     """``text`` matched literally in a SCAN MATCH pattern."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _changed_between_reads(item_id: str, values: Sequence[object]) -> None:
+    """In a WATCHed write's reads: an image listed in the item's order whose hash or embedding
+    is gone was removed by another writer between two of them. That writer's commit changed
+    the WATCHed meta, so this attempt could not commit anyway: read and plan again."""
+    if any(v is None for v in values):
+        raise redis.WatchError(f"item {item_id!r} changed while it was read")
 
 
 def _image_records(

@@ -159,3 +159,38 @@ def test_compact_is_a_no_op_without_an_aof() -> None:
         pytest.skip("the shared test Redis keeps an AOF here")
     store.compact()
     store.ping()
+
+
+def test_an_image_removed_between_a_writes_reads_makes_it_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another writer deletes an image after a delete's WATCHed read of the item's order and
+    before its read of the embeddings: the delete reads and plans again (it raised a
+    TypeError on the missing embedding, a 500, before)."""
+    namespace = f"test-{uuid.uuid4().hex}"
+    store, other = RedisStore(REDIS_URL, namespace), RedisStore(REDIS_URL, namespace)
+    try:
+        store.claim_model_identity(ModelIdentity("m", "1", 2))
+        images = [NewImage(h * 64, np.array(v, np.float32)) for h, v in (("a", [1, 0]),
+                  ("b", [0, 1]), ("c", [1, 1]))]  # fmt: skip
+        ids = store.enroll("cat", images).image_ids
+        read_order = RedisStore._held_hashes
+        interleaved: list[str] = []
+
+        def order_then_other_writer(self: RedisStore, pipe: object, item_id: str) -> object:
+            held = read_order(self, pipe, item_id)
+            if self is store and not interleaved:
+                interleaved.append(item_id)
+                other.delete_image("cat", ids[1])
+            return held
+
+        monkeypatch.setattr(RedisStore, "_held_hashes", order_then_other_writer)
+        out = store.delete_image("cat", ids[0])
+        assert interleaved == ["cat"]
+        assert out.item.count == 1 and out.item.embedding_sum.tolist() == [1.0, 1.0]
+        record = store.get_item("cat")
+        assert record is not None and record.image_ids == [ids[2]]
+    finally:
+        store.close()
+        other.close()
+        _drop_namespace(namespace)
