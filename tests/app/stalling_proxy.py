@@ -27,6 +27,7 @@ class StallingProxy:
         self._flowing = threading.Event()
         self._flowing.set()
         self._armed = threading.Event()
+        self._marker = b""  # what the stalling EXEC's chunk must also hold
         self.stalled = threading.Event()
         self._closed = False
         self._sockets: list[socket.socket] = []
@@ -36,7 +37,11 @@ class StallingProxy:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def stall_after_next_exec(self) -> None:
+    def stall_after_next_exec(self, of: bytes = b"") -> None:
+        """Stall after the next ``EXEC`` sent in one chunk with ``of`` (a key of the write
+        under test: other clients of the service, such as the change feed's reader, send
+        EXECs of their own at any moment)."""
+        self._marker = of
         self.stalled.clear()
         self._armed.set()
 
@@ -75,11 +80,20 @@ class StallingProxy:
 
     def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
         tail = b""
+        marked = False  # this connection sent the marker since its last EXEC
         with contextlib.suppress(OSError):
             while data := source.recv(CHUNK):
-                # The command may span two chunks: look at the end of the last one too.
-                seen, tail = tail + data, (tail + data)[-(len(EXEC_COMMAND) - 1) :]
-                if from_client and EXEC_COMMAND in seen and self._armed.is_set():
+                # A command (or the marker) may span two chunks: look at the end of the last
+                # one too.
+                keep = max(len(EXEC_COMMAND), len(self._marker)) - 1
+                seen = tail + data
+                tail = seen[-keep:]
+                marked = marked or self._marker in seen
+                if from_client and EXEC_COMMAND in seen:
+                    stall, marked = marked and self._armed.is_set(), False
+                else:
+                    stall = False
+                if stall:
                     # Stopped before the EXEC goes out, so that not even its reply gets back.
                     self._armed.clear()
                     self._flowing.clear()

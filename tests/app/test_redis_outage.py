@@ -258,7 +258,7 @@ def test_a_write_whose_commit_answer_stalls_is_a_503_and_the_index_catches_up(
     ):
         files = {"images": ("s.png", noise_png(8 * 10**6))}
         assert client.post("/items/seed/images", files=files).status_code == 201
-        proxy.stall_after_next_exec()
+        proxy.stall_after_next_exec(of=b"stalled")
         start = time.monotonic()
         r = client.post("/items/stalled/images", files={"images": ("i.png", noise_png(1))})
         took = time.monotonic() - start
