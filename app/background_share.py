@@ -14,6 +14,13 @@ item) for what came after. Without it, a fast model leaves the job running flat 
 everything but the model: with the tiny test model on 10^4 images, searches' p50 went from 12
 to 80 ms and p99 from 133 ms to 1 s while it ran; and a catch-up pass over items all in step
 ran flat out on reads alone.
+
+While two models are loaded (a migration inside the serving process), each pause also lasts
+until the serving model's executor is idle (``InferenceExecutor.foreground_busy``: no search or
+enrollment queued, being decoded or in a model call). The job's next stretch of Python work
+then starts in a gap between requests rather than beside one: in one interpreter the two take
+turns at the GIL, so a request that runs beside the job's work is slowed by it whatever its
+share.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from app.inference_executor import Priority
+from app.inference_executor import YIELD_POLL_S, Priority
 from app.reembed_job import UnreadableImagesError, decode_failures
 from app.retriever import Retriever
 from artifact.image_decode import preprocess_bytes, stack_batch
@@ -71,4 +78,8 @@ class BackgroundShare:
 
     def _pause(self, spent_s: float) -> None:
         time.sleep(spent_s * (1 / self.share - 1))
+        executor = self.retriever.executor
+        serving = executor.yield_to if executor is not None else None
+        while serving is not None and serving.foreground_busy:
+            time.sleep(YIELD_POLL_S)
         self._since = time.perf_counter()
