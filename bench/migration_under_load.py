@@ -77,6 +77,7 @@ from bench.loadtest.scenarios import (
 from bench.reversioned_model import write_reversioned
 from bench.service_flags import add_service_flags, service_flags
 from bench.service_process import service_process
+from bench.shed_counts import describe, shed_between, shed_counts
 from model.data.sample_photos import load_photo, photo_names, random_view
 
 TARGET_P99_RATIO = 1.5
@@ -176,6 +177,12 @@ class Phase:
 
     def failed(self, endpoint: str, part: str = "all") -> list[str]:
         return [s.error or str(s.status) for s in self.of(endpoint, part) if not s.ok]
+
+
+async def scrape_shed(client: httpx.AsyncClient) -> dict[str, float]:
+    r = await client.get("/metrics")
+    r.raise_for_status()
+    return shed_counts(r.text)
 
 
 async def open_loop(
@@ -534,9 +541,14 @@ async def run(
 
             scenario, enroll = mix(gallery, "base-")
             baseline = Phase("without migration", rate, args.window_s)
+            shed_before = await scrape_shed(client)
             baseline.samples = await open_loop(client, scenario, rate, args.window_s)
             baseline.acknowledged = list(enroll.acknowledged)
-            say(f"without migration: search p99 {baseline.p(99):.1f} ms")
+            shed_after = await scrape_shed(client)
+            say(
+                f"without migration: search p99 {baseline.p(99):.1f} ms; the service's "
+                f"rejections: {describe(shed_between(shed_before, shed_after))}"
+            )
 
             copy_store(data_dir, control_dir)
             record_migration(data_dir, new_model)
@@ -548,7 +560,11 @@ async def run(
                 switch_window_s=args.switch_window_s,
                 timeout_s=args.timeout_s,
             )
-            say(f"re-embedded in {reembed_s:.1f} s; switched; search p99 {migration.p(99):.1f} ms")
+            shed_before, shed_after = shed_after, await scrape_shed(client)
+            say(
+                f"re-embedded in {reembed_s:.1f} s; switched; search p99 {migration.p(99):.1f} "
+                f"ms; the service's rejections: {describe(shed_between(shed_before, shed_after))}"
+            )
             lost = await lost_enrollments(
                 client, gallery, [*baseline.acknowledged, *migration.acknowledged]
             )
