@@ -63,6 +63,7 @@ from app.store_choice import open_store
 from artifact.onnx_embedder import OnnxEmbedder
 from bench.loadtest.arrival_schedule import constant_rate_schedule
 from bench.loadtest.closed_loop import run_closed_loop
+from bench.loadtest.collector_paused import collector_paused
 from bench.loadtest.latency_stats import nearest_rank_percentile
 from bench.loadtest.open_loop import run_open_loop
 from bench.loadtest.request_sample import RequestSample
@@ -275,19 +276,21 @@ async def migrate_under_load(
             await asyncio.sleep(POLL_S)
         finished.append(time.monotonic())
 
-    watcher = asyncio.create_task(watch())
-    while not watcher.done():
-        phase.samples += await open_loop(client, scenario, rate, CHUNK_S)
-    await watcher
-    reembed_s = finished[0] - start
-
     async def switch() -> httpx.Response:
         await asyncio.sleep(switch_window_s / 4)  # the load is under way when it comes
         return await client.post("/admin/migration", params={"action": "switch"})
 
-    switching = asyncio.create_task(switch())
-    phase.switch_samples = await open_loop(client, scenario, rate, switch_window_s)
-    switched = await switching
+    # One pause of the generator's collector over the whole phase, not one per chunk (each
+    # would begin with a full collection).
+    with collector_paused():
+        watcher = asyncio.create_task(watch())
+        while not watcher.done():
+            phase.samples += await open_loop(client, scenario, rate, CHUNK_S)
+        await watcher
+        reembed_s = finished[0] - start
+        switching = asyncio.create_task(switch())
+        phase.switch_samples = await open_loop(client, scenario, rate, switch_window_s)
+        switched = await switching
     if switched.status_code != 200:
         raise RuntimeError(f"switch: {switched.status_code} {switched.text[:300]}")
     phase.seconds = time.monotonic() - start

@@ -5,7 +5,8 @@ A closed-loop client (each user sends its next request only after the previous a
 down exactly when the server does, so it stops sending during a stall and never records the
 requests that would have waited behind it: coordinated omission. Measuring from the schedule
 charges every request with the wait it would really have had, including any delay of the
-generator itself (reported separately as send lag).
+generator itself (reported separately as send lag). The generator's own garbage collector is
+kept out of the window (``collector_paused``): its pauses would be charged to the server.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
+from bench.loadtest.collector_paused import collector_paused
 from bench.loadtest.request_sample import ClientT, Operation, RequestSample
 
 # Lead time before the first due time, so the first requests are not already late while the
@@ -37,6 +39,16 @@ async def run_open_loop(
     """
     if max_in_flight < 1:
         raise ValueError("max_in_flight must be >= 1")
+    with collector_paused():
+        return await _run(client, operation_at, schedule, max_in_flight)
+
+
+async def _run(
+    client: ClientT,
+    operation_at: Callable[[int], Operation[ClientT]],
+    schedule: Sequence[float],
+    max_in_flight: int,
+) -> list[RequestSample]:
     loop = asyncio.get_running_loop()
     start = loop.time() + _START_LEAD_S
     samples: list[RequestSample | None] = [None] * len(schedule)
