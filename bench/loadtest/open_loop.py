@@ -40,56 +40,49 @@ async def run_open_loop(
     if max_in_flight < 1:
         raise ValueError("max_in_flight must be >= 1")
     with collector_paused():
-        return await _run(client, operation_at, schedule, max_in_flight)
+        loop = asyncio.get_running_loop()
+        start = loop.time() + _START_LEAD_S
+        samples: list[RequestSample | None] = [None] * len(schedule)
+        tasks: list[asyncio.Task[None]] = []
+        in_flight = 0
 
+        async def one(i: int, op: Operation[ClientT], due: float) -> None:
+            nonlocal in_flight
+            sent = loop.time()
+            try:
+                status, error = await op.outcome(client)
+            finally:
+                in_flight -= 1
+            samples[i] = RequestSample(
+                endpoint=op.endpoint,
+                scheduled_s=due - start,
+                sent_s=sent - start,
+                latency_s=loop.time() - due,
+                status=status,
+                error=error,
+            )
 
-async def _run(
-    client: ClientT,
-    operation_at: Callable[[int], Operation[ClientT]],
-    schedule: Sequence[float],
-    max_in_flight: int,
-) -> list[RequestSample]:
-    loop = asyncio.get_running_loop()
-    start = loop.time() + _START_LEAD_S
-    samples: list[RequestSample | None] = [None] * len(schedule)
-    tasks: list[asyncio.Task[None]] = []
-    in_flight = 0
-
-    async def one(i: int, op: Operation[ClientT], due: float) -> None:
-        nonlocal in_flight
-        sent = loop.time()
         try:
-            status, error = await op.outcome(client)
+            for i, offset in enumerate(schedule):
+                due = start + offset
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                op = operation_at(i)
+                if in_flight >= max_in_flight:
+                    samples[i] = RequestSample(
+                        op.endpoint, offset, None, None, None, "in-flight cap"
+                    )
+                    continue
+                in_flight += 1
+                tasks.append(asyncio.create_task(one(i, op, due)))
         finally:
-            in_flight -= 1
-        samples[i] = RequestSample(
-            endpoint=op.endpoint,
-            scheduled_s=due - start,
-            sent_s=sent - start,
-            latency_s=loop.time() - due,
-            status=status,
-            error=error,
-        )
-
-    try:
-        for i, offset in enumerate(schedule):
-            due = start + offset
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            op = operation_at(i)
-            if in_flight >= max_in_flight:
-                samples[i] = RequestSample(op.endpoint, offset, None, None, None, "in-flight cap")
-                continue
-            in_flight += 1
-            tasks.append(asyncio.create_task(one(i, op, due)))
-    finally:
-        # Every sent request is awaited, even when scheduling fails or the run is cancelled
-        # (Ctrl-C): the caller's cleanup must not race requests still under way, e.g. an
-        # enrollment that would commit after its DELETE. `wait`, unlike `gather`, neither stops
-        # at the first failed request nor cancels the others when this coroutine is cancelled.
-        if tasks:
-            await asyncio.wait(tasks)
-    for task in tasks:
-        task.result()  # re-raise a request's unexpected (non-HTTP) exception
-    return [s for s in samples if s is not None]
+            # Every sent request is awaited, even when scheduling fails or the run is cancelled
+            # (Ctrl-C): the caller's cleanup must not race requests still under way, e.g. an
+            # enrollment that would commit after its DELETE. `wait`, unlike `gather`, neither stops
+            # at the first failed request nor cancels the others when this coroutine is cancelled.
+            if tasks:
+                await asyncio.wait(tasks)
+        for task in tasks:
+            task.result()  # re-raise a request's unexpected (non-HTTP) exception
+        return [s for s in samples if s is not None]

@@ -4,6 +4,7 @@ to latency (no coordinated omission); a closed-loop run against the same server 
 from __future__ import annotations
 
 import asyncio
+import gc
 import statistics
 import time
 
@@ -146,3 +147,25 @@ def test_client_delay_is_charged_to_latency() -> None:
         # ...and every latency includes its request's lag plus the blocked send itself.
         assert s.latency_s >= (s.sent_s - s.scheduled_s) + block_s
     assert summarize(samples, 1.0)[-1].send_lag_p99_ms > 50
+
+
+def test_the_generators_collector_is_off_during_the_window() -> None:
+    seen: list[bool] = []
+
+    def probe(i: int) -> Operation:
+        async def send(client: httpx.AsyncClient) -> int:
+            seen.append(gc.isenabled())
+            return 200
+
+        return Operation("probe", send)
+
+    async def go() -> list[RequestSample]:
+        async with _client("http://127.0.0.1:9") as client:
+            return await run_open_loop(
+                client, probe, constant_rate_schedule(100, 0.05), max_in_flight=4
+            )
+
+    assert gc.isenabled()
+    samples = asyncio.run(go())
+    assert len(samples) == len(seen) == 5 and not any(seen)
+    assert gc.isenabled()
