@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.reembed_job import EmbedOriginals, UnreadableImagesError, decode_failures
+from app.serving_session import load_embedder
 from app.settings import Settings
 from app.store_choice import open_store
 from artifact.image_decode import preprocess_bytes, stack_batch
@@ -98,7 +99,7 @@ def load_target(record: MigrationRecord, settings: Settings) -> OnnxEmbedder:
         )
     if file_sha256(path) != record.target_sha256:
         raise ValueError(f"{path} is not the file the migration started with (digest differs)")
-    return OnnxEmbedder(path, allow_gpu=settings.allow_gpu)
+    return load_embedder(settings, path)
 
 
 def shadow_sqlite_path(settings: Settings, record: MigrationRecord) -> Path:

@@ -35,6 +35,7 @@ from app.recall_sampler import recall_sampler_for
 from app.request_pipeline import RequestPipeline
 from app.retriever import Retriever
 from app.retriever_errors import NotReadyError
+from app.serving_session import load_embedder
 from app.settings import Settings
 from app.store_choice import open_store
 from app.store_lane import StoreLane
@@ -65,23 +66,6 @@ def open_change_feed(settings: Settings, dim: int) -> RedisChangeFeed | None:
     if not settings.redis_url:
         return None
     return RedisChangeFeed(settings.redis_url, settings.redis_namespace, dim)
-
-
-def load_embedder(settings: Settings) -> OnnxEmbedder:
-    """The model's session as the service runs it (benchmarks' in-process baselines use it too).
-
-    Batching on, the executor's thread is the session's only caller and the worker threads
-    decode images on the same cores meanwhile, so ORT's intra-op threads do not spin waiting
-    for the next call (measured: about +30 % searches/s decoding 1 MP JPEGs on 2 cores). Off,
-    the session is as released.
-    """
-    return OnnxEmbedder(
-        settings.model_path,
-        allow_gpu=settings.allow_gpu,
-        intra_op_threads=settings.inference_threads,
-        max_batch=settings.inference_batch,
-        allow_spinning=not settings.batching,
-    )
 
 
 def build_retriever(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.service_state import load_embedder
+from app.serving_session import load_embedder
 from app.settings import Settings
 from artifact.image_decode import preprocess_bytes
 from artifact.onnx_embedder import OnnxEmbedder

@@ -32,7 +32,8 @@ from hypothesis.stateful import (
 
 from app.metrics import ServiceMetrics
 from app.retriever import Retriever, Upload
-from app.service_state import build_retriever, load_embedder
+from app.service_state import build_retriever
+from app.serving_session import load_embedder
 from app.settings import Settings
 from artifact.onnx_embedder import OnnxEmbedder
 from store.errors import ItemNotFoundError
