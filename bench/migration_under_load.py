@@ -280,8 +280,8 @@ async def migrate_under_load(
         await asyncio.sleep(switch_window_s / 4)  # the load is under way when it comes
         return await client.post("/admin/migration", params={"action": "switch"})
 
-    # One pause of the generator's collector over the whole phase, not one per chunk (each
-    # would begin with a full collection).
+    # One pause of the generator's collector over the whole phase: between two chunks it would
+    # run again.
     with collector_paused():
         watcher = asyncio.create_task(watch())
         while not watcher.done():
